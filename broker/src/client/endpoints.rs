@@ -1,0 +1,302 @@
+//! The typed endpoint methods of [`BrokerClient`], one per endpoint of shared/API.md,
+//! using the wire types of [`crate::api`].
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::Deserialize;
+
+use super::broker_client::{BrokerClient, Call};
+use super::error::Result;
+use crate::api::{
+    ClusterResponse, CommitOffsetRequest, CommitOffsetResponse, GroupOffsetsResponse, MessageView,
+    MessagesResponse, OffsetResponse, PullResponse, QueuesResponse, RouteResponse, SendRequest,
+    SendResponse, TopicRequest, TopicView, TopicsResponse,
+};
+
+/// `GET /ready`: the node is a member of a group with a known leader.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Readiness {
+    pub status: String,
+    pub group: String,
+    pub leader_id: u64,
+    /// The leader's base URL.
+    pub leader: Option<String>,
+}
+
+/// How an offset commit treats a stored offset that is ahead of the new one.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Keep the stored offset if it is ahead (a late commit never moves a group back).
+    Advance,
+    /// Store the offset even if it moves the group back (a reset): `"force": true`.
+    Force,
+}
+
+/// Options of a pull beyond the queue and offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullOptions {
+    /// Most messages returned (1..=1024; the broker's default is 32).
+    pub max_messages: u32,
+    /// Long polling: how long the broker may hold the request while the queue has no
+    /// new message (0..=30000; 0 answers at once).
+    pub max_wait_ms: u64,
+    /// Tag filter, `*` or `TagA||TagB`; `None` for all.
+    pub tags: Option<String>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            max_messages: 32,
+            max_wait_ms: 0,
+            tags: None,
+        }
+    }
+}
+
+impl BrokerClient {
+    /// `POST /v1/topics/{topic}/messages`: stores a batch (all or nothing) once a
+    /// quorum has it. Not retried here beyond leader following: see
+    /// [`super::Producer`] for idempotent retries.
+    ///
+    /// # Errors
+    /// The broker's refusal or failure ([`super::ClientError::Api`]), or a transport
+    /// failure; check [`super::ClientError::is_outcome_unknown`] before resending.
+    pub async fn send(&self, topic: &str, request: &SendRequest) -> Result<SendResponse> {
+        let segments = ["v1", "topics", topic, "messages"];
+        let call = Call::write(Method::POST, &segments, Some(request))?;
+        self.execute(&call).await?.json()
+    }
+
+    /// `GET /v1/topics/{topic}/queues/{queue_id}/messages`: messages from `offset`,
+    /// waiting up to `max_wait_ms` for new ones when there are none.
+    ///
+    /// # Errors
+    /// `TOPIC_NOT_FOUND`, `BAD_REQUEST` for a queue or limit out of range, transport
+    /// failures.
+    pub async fn pull(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max_messages: u32,
+        max_wait_ms: u64,
+        tags: Option<&str>,
+    ) -> Result<PullResponse> {
+        let queue = queue_id.to_string();
+        let segments = ["v1", "topics", topic, "queues", &queue, "messages"];
+        let mut call = Call::read(&segments);
+        call.query = vec![
+            ("offset", offset.to_string()),
+            ("max_messages", max_messages.to_string()),
+            ("max_wait_ms", max_wait_ms.to_string()),
+        ];
+        if let Some(tags) = tags {
+            call.query.push(("tags", tags.to_string()));
+        }
+        call.extra_timeout = Duration::from_millis(max_wait_ms);
+        self.execute(&call).await?.json()
+    }
+
+    /// [`BrokerClient::pull`] with its options in a struct.
+    ///
+    /// # Errors
+    /// As [`BrokerClient::pull`].
+    pub async fn pull_with(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        options: &PullOptions,
+    ) -> Result<PullResponse> {
+        self.pull(
+            topic,
+            queue_id,
+            offset,
+            options.max_messages,
+            options.max_wait_ms,
+            options.tags.as_deref(),
+        )
+        .await
+    }
+
+    /// `GET /v1/topics/{topic}/queues`: every queue with its min and max offsets.
+    ///
+    /// # Errors
+    /// `TOPIC_NOT_FOUND`, transport failures.
+    pub async fn queues(&self, topic: &str) -> Result<QueuesResponse> {
+        let segments = ["v1", "topics", topic, "queues"];
+        self.execute(&Call::read(&segments)).await?.json()
+    }
+
+    /// `PUT /v1/topics/{topic}`: creates or updates a topic; answers its config.
+    ///
+    /// # Errors
+    /// `BAD_REQUEST` for a bad name or settings, transport failures.
+    pub async fn create_topic(&self, topic: &str, request: &TopicRequest) -> Result<TopicView> {
+        let segments = ["v1", "topics", topic];
+        let call = Call::write(Method::PUT, &segments, Some(request))?;
+        self.execute(&call).await?.json()
+    }
+
+    /// `GET /v1/topics`
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn topics(&self) -> Result<TopicsResponse> {
+        self.execute(&Call::read(&["v1", "topics"])).await?.json()
+    }
+
+    /// `GET /v1/topics/{topic}`
+    ///
+    /// # Errors
+    /// `TOPIC_NOT_FOUND`, transport failures.
+    pub async fn topic(&self, topic: &str) -> Result<TopicView> {
+        let segments = ["v1", "topics", topic];
+        self.execute(&Call::read(&segments)).await?.json()
+    }
+
+    /// `DELETE /v1/topics/{topic}`
+    ///
+    /// # Errors
+    /// `TOPIC_NOT_FOUND`, transport failures.
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        let segments = ["v1", "topics", topic];
+        let call = Call::write(Method::DELETE, &segments, None::<&()>)?;
+        self.execute(&call).await.map(drop)
+    }
+
+    /// `GET /v1/routes/{topic}`: the groups serving a topic and their leaders.
+    ///
+    /// # Errors
+    /// `TOPIC_NOT_FOUND`, transport failures.
+    pub async fn route(&self, topic: &str) -> Result<RouteResponse> {
+        let segments = ["v1", "routes", topic];
+        self.execute(&Call::read(&segments)).await?.json()
+    }
+
+    /// `GET /v1/cluster`: every known group with its nodes, as the answering node
+    /// sees them.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn cluster(&self) -> Result<ClusterResponse> {
+        self.execute(&Call::read(&["v1", "cluster"])).await?.json()
+    }
+
+    /// `PUT /v1/groups/{group}/offsets/{topic}/{queue_id}`: commits a consumer
+    /// group's offset; answers the offset stored afterwards.
+    ///
+    /// # Errors
+    /// `BAD_REQUEST` for an offset beyond the queue's end or a bad name,
+    /// `TOPIC_NOT_FOUND`, transport failures.
+    pub async fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        mode: CommitMode,
+    ) -> Result<CommitOffsetResponse> {
+        let queue = queue_id.to_string();
+        let segments = ["v1", "groups", group, "offsets", topic, &queue];
+        let body = CommitOffsetRequest {
+            offset,
+            force: mode == CommitMode::Force,
+        };
+        let call = Call::write(Method::PUT, &segments, Some(&body))?;
+        self.execute(&call).await?.json()
+    }
+
+    /// `GET /v1/groups/{group}/offsets?topic=T`: a group's committed offsets and
+    /// lags, for one topic or (`None`) all.
+    ///
+    /// # Errors
+    /// `BAD_REQUEST` for a bad name, transport failures.
+    pub async fn group_offsets(
+        &self,
+        group: &str,
+        topic: Option<&str>,
+    ) -> Result<GroupOffsetsResponse> {
+        let segments = ["v1", "groups", group, "offsets"];
+        let mut call = Call::read(&segments);
+        if let Some(topic) = topic {
+            call.query.push(("topic", topic.to_string()));
+        }
+        self.execute(&call).await?.json()
+    }
+
+    /// `GET /v1/messages/{msg_id}`
+    ///
+    /// # Errors
+    /// `MESSAGE_NOT_FOUND`, `BAD_REQUEST` for a malformed id, transport failures.
+    pub async fn message_by_id(&self, msg_id: &str) -> Result<MessageView> {
+        let segments = ["v1", "messages", msg_id];
+        self.execute(&Call::read(&segments)).await?.json()
+    }
+
+    /// `GET /v1/topics/{topic}/messages?key=K&begin=MS&end=MS&max=N`: messages with a
+    /// key, stored between `begin_ms` and `end_ms` (inclusive; open when `None`).
+    ///
+    /// # Errors
+    /// `MESSAGE_NOT_FOUND` when none match, `TOPIC_NOT_FOUND`, transport failures.
+    pub async fn messages_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        begin_ms: Option<u64>,
+        end_ms: Option<u64>,
+        max: Option<u32>,
+    ) -> Result<MessagesResponse> {
+        let segments = ["v1", "topics", topic, "messages"];
+        let mut call = Call::read(&segments);
+        call.query.push(("key", key.to_string()));
+        let optional = [
+            ("begin", begin_ms),
+            ("end", end_ms),
+            ("max", max.map(u64::from)),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                call.query.push((name, value.to_string()));
+            }
+        }
+        self.execute(&call).await?.json()
+    }
+
+    /// `GET /v1/topics/{topic}/queues/{queue_id}/offset?timestamp=MS`: the first
+    /// offset whose store time is at or after `timestamp_ms`.
+    ///
+    /// # Errors
+    /// `TOPIC_NOT_FOUND`, `BAD_REQUEST` for a queue out of range, transport failures.
+    pub async fn offset_by_timestamp(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: u64,
+    ) -> Result<u64> {
+        let queue = queue_id.to_string();
+        let segments = ["v1", "topics", topic, "queues", &queue, "offset"];
+        let mut call = Call::read(&segments);
+        call.query.push(("timestamp", timestamp_ms.to_string()));
+        let answer: OffsetResponse = self.execute(&call).await?.json()?;
+        Ok(answer.offset)
+    }
+
+    /// `GET /health`: the node's process is up.
+    ///
+    /// # Errors
+    /// Transport failures, a non-2xx answer.
+    pub async fn health(&self) -> Result<()> {
+        self.execute(&Call::read(&["health"])).await.map(drop)
+    }
+
+    /// `GET /ready`: the node answering is a member of a group with a known leader.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` when not ready, transport failures.
+    pub async fn ready(&self) -> Result<Readiness> {
+        self.execute(&Call::read(&["ready"])).await?.json()
+    }
+}

@@ -1,0 +1,46 @@
+//! A Rust client of the broker's HTTP/JSON API (shared/API.md), shared by the CLI,
+//! the load tool (`broker-bench`) and the tests.
+//!
+//! # Layout
+//! * [`broker_client`] — [`BrokerClient`]: the connection pool, node choice and
+//!   leader following (the rules are documented there).
+//! * [`endpoints`] — one typed method per endpoint, on the wire types of
+//!   [`crate::api`].
+//! * [`producer`] — [`Producer`]: idempotent sends (`producer_id` + `sequence`) with
+//!   retries and backoff.
+//! * [`error`] — [`ClientError`], classified as retryable and outcome-unknown.
+//! * [`options`] — [`ClientOptions`]: timeouts, pool, hops, read preference.
+//! * [`endpoint`], [`nodes`] — base URLs and endpoint URLs; the known nodes and the
+//!   remembered leader.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), broker::client::ClientError> {
+//! use broker::api::MessageInput;
+//! use broker::client::{BrokerClient, ClientOptions, Producer, ProducerOptions};
+//!
+//! let client = BrokerClient::new(
+//!     vec!["http://127.0.0.1:18081".into(), "http://127.0.0.1:18082".into()],
+//!     ClientOptions::default(),
+//! )?;
+//! let producer = Producer::new(client.clone(), ProducerOptions::default());
+//! let message = MessageInput { body: Some("hello".into()), ..MessageInput::default() };
+//! let sent = producer.send_messages("orders", vec![message]).await?;
+//! let first = &sent.results[0];
+//! let pulled = client.pull("orders", first.queue_id, first.queue_offset, 32, 0, None).await?;
+//! assert_eq!(pulled.messages[0].body.as_deref(), Some("hello"));
+//! # Ok(()) }
+//! ```
+
+pub mod broker_client;
+pub mod endpoint;
+pub mod endpoints;
+pub mod error;
+pub mod nodes;
+pub mod options;
+pub mod producer;
+
+pub use broker_client::BrokerClient;
+pub use endpoints::{CommitMode, PullOptions, Readiness};
+pub use error::{ClientError, Result};
+pub use options::{ClientOptions, ReadPreference};
+pub use producer::{Idempotence, Producer, ProducerOptions, ProducerStats, DEDUP_WINDOW};

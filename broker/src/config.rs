@@ -1,0 +1,714 @@
+//! The node's configuration: one typed tree with defaults, read from a TOML file,
+//! overridden by `BROKER_<KEY>` / `BROKER_<SECTION>_<KEY>` environment variables and
+//! then by command-line flags, and validated at start-up with errors that name the
+//! key. `deploy/broker.example.toml` documents every key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::type_config::{NodeId, NodeInfo};
+use crate::storage::{FlushMode, StoreConfig};
+use crate::topic::validate_name;
+use crate::units::{ByteSize, HumanDuration};
+
+/// A configuration value that is missing or out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration `{key}`: {reason}")]
+pub struct ConfigError {
+    /// The key, dotted for sections (`storage.flush_interval`).
+    pub key: String,
+    pub reason: String,
+}
+
+fn bad<T>(key: &str, reason: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        key: key.to_string(),
+        reason: reason.into(),
+    })
+}
+
+/// Command-line flags; each overrides the same key of the file and environment.
+#[derive(clap::Parser, Debug, Default, Clone)]
+#[command(
+    name = "broker",
+    version,
+    about = "A Raft-replicated RocketMQ-style message broker node"
+)]
+pub struct CliArgs {
+    /// TOML configuration file (see deploy/broker.example.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This node's Raft id (never reuse the id of a wiped node).
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// The broker group this node belongs to.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Address the HTTP server binds, e.g. 0.0.0.0:18081.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Base URL other nodes and clients use to reach this node.
+    #[arg(long)]
+    pub advertise_url: Option<String>,
+    /// Directory of the message store, Raft log and snapshots.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Initial members of this node's group: `1=http://a:18081,2=http://b:18081`.
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
+    /// Nodes of every group, for route registration: `http://a:18081,http://c:18081`.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    /// Shared secret required on `/internal/` requests.
+    #[arg(long)]
+    pub cluster_secret: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// The whole configuration of a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    pub group: String,
+    pub listen: String,
+    pub advertise_url: String,
+    pub data_dir: PathBuf,
+    /// `id=url` of the group's initial members; the smallest id bootstraps the group.
+    pub peers: Vec<String>,
+    /// URLs of nodes of every group (route registration).
+    pub seeds: Vec<String>,
+    pub cluster_secret: Option<String>,
+    /// Create a topic with default settings on its first send (RocketMQ's
+    /// `autoCreateTopicEnable`).
+    pub auto_create_topics: bool,
+    pub raft: RaftSection,
+    pub raft_log: RaftLogSection,
+    pub storage: StorageSection,
+    pub http: HttpSection,
+}
+
+/// Raft timing and log compaction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSection {
+    pub heartbeat_interval: HumanDuration,
+    pub election_timeout_min: HumanDuration,
+    pub election_timeout_max: HumanDuration,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind a snapshot, so followers slightly behind catch
+    /// up from the log rather than by snapshot.
+    pub max_in_snapshot_log_to_keep: u64,
+    /// Entries per AppendEntries (the log store also caps its bytes).
+    pub max_payload_entries: u64,
+    pub install_snapshot_timeout: HumanDuration,
+    pub enable_pre_vote: bool,
+}
+
+/// The Raft log store (raft-log).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftLogSection {
+    pub chunk_size: ByteSize,
+    pub flush_batch_wait: HumanDuration,
+    pub cache_capacity: ByteSize,
+    pub max_read_bytes: ByteSize,
+}
+
+/// The message store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    pub commit_log_file_size: ByteSize,
+    pub consume_queue_units_per_file: u64,
+    pub index_slot_count: u32,
+    pub index_max_entries: u32,
+    pub max_message_size: ByteSize,
+    pub flush_interval: HumanDuration,
+    pub file_reserved_time: HumanDuration,
+    pub disk_high_water_ratio: f64,
+    pub retention_interval: HumanDuration,
+}
+
+/// The HTTP API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Largest request body.
+    pub max_body_size: ByteSize,
+    /// Most messages in one send request.
+    pub max_batch_messages: usize,
+    /// Most long polls held at once; more are answered at once.
+    pub max_held_polls: usize,
+    /// How long a write waits for commit before answering UNAVAILABLE.
+    pub write_timeout: HumanDuration,
+    /// Forward writes reaching a follower to the leader (else answer NOT_LEADER).
+    pub forward_writes: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            group: "broker-a".into(),
+            listen: "127.0.0.1:18081".into(),
+            advertise_url: "http://127.0.0.1:18081".into(),
+            data_dir: PathBuf::from("data"),
+            peers: Vec::new(),
+            seeds: Vec::new(),
+            cluster_secret: None,
+            auto_create_topics: true,
+            raft: RaftSection::default(),
+            raft_log: RaftLogSection::default(),
+            storage: StorageSection::default(),
+            http: HttpSection::default(),
+        }
+    }
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        Self {
+            // Failover takes about `election_timeout_max` (openraft's leader lease:
+            // followers refuse votes until it expires) plus a vote round. 600 ms gave
+            // 1.0-1.2 s over 10 leader kills; 1000 ms gave 1.6-2.0 s. The term stayed
+            // put through a minute of 256-in-flight load on the shared 2-core machine.
+            heartbeat_interval: HumanDuration(Duration::from_millis(75)),
+            election_timeout_min: HumanDuration(Duration::from_millis(300)),
+            election_timeout_max: HumanDuration(Duration::from_millis(600)),
+            snapshot_logs_since_last: 20_000,
+            max_in_snapshot_log_to_keep: 5_000,
+            max_payload_entries: 256,
+            install_snapshot_timeout: HumanDuration(Duration::from_secs(60)),
+            enable_pre_vote: true,
+        }
+    }
+}
+
+impl Default for RaftLogSection {
+    fn default() -> Self {
+        let defaults = raft_log_store::LogStoreConfig::new("unused");
+        Self {
+            chunk_size: ByteSize(defaults.chunk_max_bytes),
+            flush_batch_wait: HumanDuration(defaults.flush_batch_wait),
+            cache_capacity: ByteSize(defaults.log_cache_capacity_bytes),
+            max_read_bytes: ByteSize(defaults.max_read_bytes),
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        let defaults = StoreConfig::default();
+        Self {
+            commit_log_file_size: ByteSize(defaults.commit_log_file_size_bytes),
+            consume_queue_units_per_file: defaults.consume_queue_units_per_file,
+            index_slot_count: defaults.index_slot_count,
+            index_max_entries: defaults.index_max_entries,
+            max_message_size: ByteSize(defaults.max_message_size_bytes),
+            flush_interval: HumanDuration(Duration::from_millis(defaults.flush_interval_ms)),
+            file_reserved_time: HumanDuration(Duration::from_secs(
+                defaults.file_reserved_hours * 3600,
+            )),
+            disk_high_water_ratio: defaults.disk_high_water_ratio,
+            retention_interval: HumanDuration(Duration::from_millis(
+                defaults.retention_interval_ms,
+            )),
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            max_body_size: ByteSize(16 << 20),
+            max_batch_messages: 1024,
+            max_held_polls: 10_000,
+            write_timeout: HumanDuration(Duration::from_secs(10)),
+            forward_writes: true,
+        }
+    }
+}
+
+/// Sections whose keys environment variables may address as `BROKER_<SECTION>_<KEY>`.
+const SECTIONS: [&str; 4] = ["raft_log", "raft", "storage", "http"];
+/// Keys holding lists, given comma-separated in the environment.
+const LIST_KEYS: [&str; 2] = ["peers", "seeds"];
+
+impl NodeConfig {
+    /// Loads the configuration: defaults, then the file, then `BROKER_*` variables
+    /// from `env`, then flags; then validates it.
+    ///
+    /// # Errors
+    /// An unreadable file, an unknown key, a value of the wrong type or out of range.
+    pub fn load(
+        args: &CliArgs,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .or_else(|e| bad("config", format!("{}: {e}", path.display())))?;
+                text.parse::<toml::Table>()
+                    .or_else(|e| bad("config", format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let known = known_keys();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("BROKER_") else {
+                continue;
+            };
+            let rest = rest.to_ascii_lowercase();
+            let section = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_")));
+            let (section, key) = match section {
+                Some(section) => {
+                    let key = rest[section.len() + 1..].to_string();
+                    // `BROKER_STORAGE_…` is meant as configuration: a typo is an error.
+                    if !known.contains(&format!("{section}.{key}")) {
+                        return bad(
+                            &format!("{section}.{key}"),
+                            format!("unknown key (from the environment variable {name})"),
+                        );
+                    }
+                    (Some(*section), key)
+                }
+                // Other `BROKER_*` variables (BROKER_LOG, BROKER_BIN of the scripts)
+                // are not configuration unless they name a top-level key.
+                None if known.contains(&rest) => (None, rest),
+                None => continue,
+            };
+            let target = match section {
+                Some(section) => table
+                    .entry(section)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| ConfigError {
+                        key: section.to_string(),
+                        reason: "is not a section".into(),
+                    })?,
+                None => &mut table,
+            };
+            target.insert(key.clone(), env_value(&key, &value));
+        }
+        let mut flag = |key: &str, value: toml::Value| {
+            table.insert(key.to_string(), value);
+        };
+        if let Some(v) = args.node_id {
+            flag(
+                "node_id",
+                toml::Value::Integer(i64::try_from(v).unwrap_or(i64::MAX)),
+            );
+        }
+        if let Some(v) = &args.group {
+            flag("group", toml::Value::String(v.clone()));
+        }
+        if let Some(v) = &args.listen {
+            flag("listen", toml::Value::String(v.clone()));
+        }
+        if let Some(v) = &args.advertise_url {
+            flag("advertise_url", toml::Value::String(v.clone()));
+        }
+        if let Some(v) = &args.data_dir {
+            flag("data_dir", toml::Value::String(v.display().to_string()));
+        }
+        if let Some(v) = &args.peers {
+            flag("peers", list_value(v));
+        }
+        if let Some(v) = &args.seeds {
+            flag("seeds", list_value(v));
+        }
+        if let Some(v) = &args.cluster_secret {
+            flag("cluster_secret", toml::Value::String(v.clone()));
+        }
+        let config: NodeConfig = table.try_into().or_else(|e: toml::de::Error| {
+            let key = e
+                .message()
+                .split('`')
+                .nth(1)
+                .unwrap_or("config")
+                .to_string();
+            bad(&key, e.message().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A single-node configuration under `dir`, listening on `listen`, with small
+    /// storage files and fast Raft timing.
+    pub fn for_test(dir: impl Into<PathBuf>, node_id: NodeId, listen: SocketAddr) -> Self {
+        let url = format!("http://{listen}");
+        Self {
+            node_id,
+            listen: listen.to_string(),
+            advertise_url: url.clone(),
+            data_dir: dir.into(),
+            peers: vec![format!("{node_id}={url}")],
+            raft: RaftSection {
+                heartbeat_interval: HumanDuration(Duration::from_millis(50)),
+                election_timeout_min: HumanDuration(Duration::from_millis(300)),
+                election_timeout_max: HumanDuration(Duration::from_millis(600)),
+                ..RaftSection::default()
+            },
+            storage: StorageSection {
+                commit_log_file_size: ByteSize(1 << 20),
+                consume_queue_units_per_file: 1024,
+                index_slot_count: 1024,
+                index_max_entries: 8192,
+                max_message_size: ByteSize(256 << 10),
+                flush_interval: HumanDuration(Duration::from_millis(100)),
+                ..StorageSection::default()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Checks every value; the error names the first bad key.
+    ///
+    /// # Errors
+    /// The first value out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return bad("node_id", "must be positive");
+        }
+        validate_name("group", &self.group).or_else(|e| bad("group", e))?;
+        self.listen
+            .parse::<SocketAddr>()
+            .or_else(|e| bad("listen", format!("`{}` is not IP:PORT: {e}", self.listen)))?;
+        validate_url("advertise_url", &self.advertise_url)?;
+        let members = self.members()?;
+        if !members.is_empty() && !members.contains_key(&self.node_id) {
+            return bad(
+                "peers",
+                format!("must include this node (node_id = {})", self.node_id),
+            );
+        }
+        for seed in &self.seeds {
+            validate_url("seeds", seed)?;
+        }
+        if matches!(&self.cluster_secret, Some(s) if s.is_empty()) {
+            return bad("cluster_secret", "must not be empty when set");
+        }
+        let raft = &self.raft;
+        if raft.heartbeat_interval.0.is_zero() {
+            return bad("raft.heartbeat_interval", "must be positive");
+        }
+        if raft.election_timeout_min.0 < raft.heartbeat_interval.0 * 2 {
+            return bad(
+                "raft.election_timeout_min",
+                format!(
+                    "{} must be at least twice raft.heartbeat_interval ({})",
+                    raft.election_timeout_min, raft.heartbeat_interval
+                ),
+            );
+        }
+        if raft.election_timeout_max.0 <= raft.election_timeout_min.0 {
+            return bad(
+                "raft.election_timeout_max",
+                "must be above raft.election_timeout_min",
+            );
+        }
+        if raft.snapshot_logs_since_last == 0 {
+            return bad("raft.snapshot_logs_since_last", "must be positive");
+        }
+        if raft.max_in_snapshot_log_to_keep == 0 {
+            // openraft stalls with 0 (RAFT_NOTES.md).
+            return bad("raft.max_in_snapshot_log_to_keep", "must be positive");
+        }
+        if raft.max_payload_entries == 0 {
+            return bad("raft.max_payload_entries", "must be positive");
+        }
+        let storage = &self.storage;
+        if storage.flush_interval.0.is_zero() {
+            return bad("storage.flush_interval", "must be positive");
+        }
+        if !storage.file_reserved_time.0.as_secs().is_multiple_of(3600) {
+            return bad(
+                "storage.file_reserved_time",
+                "must be whole hours (retention counts hours)",
+            );
+        }
+        if self.http.max_batch_messages == 0 {
+            return bad("http.max_batch_messages", "must be positive");
+        }
+        if self.http.max_body_size.0 < 1024 {
+            return bad("http.max_body_size", "must be at least 1KiB");
+        }
+        self.store_config().validate().or_else(|e| match e {
+            crate::storage::StoreError::Config { key, reason } => {
+                bad(&format!("storage.{}", storage_key(key)), reason)
+            }
+            other => bad("storage", other.to_string()),
+        })?;
+        self.log_store_config()
+            .validate()
+            .or_else(|e| bad(&format!("raft_log.{}", e.field), e.reason))?;
+        Ok(())
+    }
+
+    /// The group's initial members, from `peers`.
+    ///
+    /// # Errors
+    /// A malformed `id=url` entry or a repeated id.
+    pub fn members(&self) -> Result<BTreeMap<NodeId, NodeInfo>, ConfigError> {
+        let mut members = BTreeMap::new();
+        for peer in &self.peers {
+            let Some((id, url)) = peer.split_once('=') else {
+                return bad("peers", format!("`{peer}` is not id=url"));
+            };
+            let id: NodeId = id
+                .trim()
+                .parse()
+                .or_else(|_| bad("peers", format!("`{id}` in `{peer}` is not a node id")))?;
+            validate_url("peers", url.trim())?;
+            let node = NodeInfo {
+                url: url.trim().trim_end_matches('/').to_string(),
+            };
+            if members.insert(id, node).is_some() {
+                return bad("peers", format!("node id {id} appears twice"));
+            }
+        }
+        Ok(members)
+    }
+
+    /// The message store's settings.
+    pub fn store_config(&self) -> StoreConfig {
+        let s = &self.storage;
+        StoreConfig {
+            dir: self.data_dir.join("store"),
+            commit_log_file_size_bytes: s.commit_log_file_size.0,
+            consume_queue_units_per_file: s.consume_queue_units_per_file,
+            index_slot_count: s.index_slot_count,
+            index_max_entries: s.index_max_entries,
+            max_message_size_bytes: s.max_message_size.0,
+            // The Raft log made every write durable on a quorum already.
+            flush_mode: FlushMode::Async,
+            flush_interval_ms: (s.flush_interval.0.as_millis() as u64).max(1),
+            file_reserved_hours: s.file_reserved_time.0.as_secs().div_ceil(3600),
+            disk_high_water_ratio: s.disk_high_water_ratio,
+            retention_interval_ms: (s.retention_interval.0.as_millis() as u64).max(1),
+            ..StoreConfig::default()
+        }
+    }
+
+    /// The Raft log store's settings.
+    pub fn log_store_config(&self) -> raft_log_store::LogStoreConfig {
+        let r = &self.raft_log;
+        raft_log_store::LogStoreConfig {
+            chunk_max_bytes: r.chunk_size.0,
+            flush_batch_wait: r.flush_batch_wait.0,
+            log_cache_capacity_bytes: r.cache_capacity.0,
+            max_read_bytes: r.max_read_bytes.0,
+            ..raft_log_store::LogStoreConfig::new(self.data_dir.join("raft-log"))
+        }
+    }
+
+    /// openraft's settings.
+    pub fn openraft_config(&self) -> openraft::Config {
+        let r = &self.raft;
+        openraft::Config {
+            cluster_name: self.group.clone(),
+            heartbeat_interval: r.heartbeat_interval.0.as_millis() as u64,
+            election_timeout_min: r.election_timeout_min.0.as_millis() as u64,
+            election_timeout_max: r.election_timeout_max.0.as_millis() as u64,
+            install_snapshot_timeout: r.install_snapshot_timeout.0.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: r.max_in_snapshot_log_to_keep,
+            max_payload_entries: r.max_payload_entries,
+            enable_pre_vote: Some(r.enable_pre_vote),
+            ..openraft::Config::default()
+        }
+    }
+
+    /// The URL of this node.
+    pub fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            url: self.advertise_url.trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+/// Maps a `StoreConfig` field to the key a user writes in `[storage]`.
+fn storage_key(field: &str) -> &str {
+    match field {
+        "commit_log_file_size_bytes" => "commit_log_file_size",
+        "max_message_size_bytes" => "max_message_size",
+        "flush_interval_ms" => "flush_interval",
+        "retention_interval_ms" => "retention_interval",
+        "file_reserved_hours" => "file_reserved_time",
+        other => other,
+    }
+}
+
+fn validate_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| ConfigError {
+            key: key.to_string(),
+            reason: format!("`{url}` must start with http:// or https://"),
+        })?;
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') {
+        return bad(
+            key,
+            format!("`{url}` must be a base URL like http://host:port"),
+        );
+    }
+    Ok(())
+}
+
+/// Every configuration key: top-level ones, and `section.key` for sections.
+fn known_keys() -> std::collections::HashSet<String> {
+    let mut keys = std::collections::HashSet::from(["cluster_secret".to_string()]);
+    if let Ok(defaults) = toml::Table::try_from(NodeConfig::default()) {
+        for (key, value) in defaults {
+            if let toml::Value::Table(section) = value {
+                keys.extend(section.keys().map(|k| format!("{key}.{k}")));
+            }
+            keys.insert(key);
+        }
+    }
+    keys
+}
+
+/// Converts an environment value to the TOML type the key expects, best effort:
+/// integers, floats and booleans as such, lists split on commas, else a string.
+fn env_value(key: &str, value: &str) -> toml::Value {
+    if LIST_KEYS.contains(&key) {
+        return list_value(&value.split(',').map(str::to_string).collect::<Vec<_>>());
+    }
+    if let Ok(i) = value.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = value.parse::<f64>() {
+        return toml::Value::Float(f);
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(value.to_string()),
+    }
+}
+
+fn list_value(items: &[String]) -> toml::Value {
+    toml::Value::Array(
+        items
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| toml::Value::String(s.to_string()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(
+        toml_text: &str,
+        env: &[(&str, &str)],
+        args: CliArgs,
+    ) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, toml_text).expect("write");
+        let args = CliArgs {
+            config: Some(path),
+            ..args
+        };
+        NodeConfig::load(
+            &args,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let config = load(
+            "node_id = 2\ngroup = \"g1\"\npeers = [\"2=http://a:1\"]\n[storage]\nflush_interval = \"250ms\"\ncommit_log_file_size = \"64MiB\"\n",
+            &[
+                ("BROKER_STORAGE_FLUSH_INTERVAL", "2s"),
+                ("BROKER_GROUP", "g2"),
+                ("HOME", "/x"),
+                ("BROKER_BIN", "/usr/bin/broker"),
+                ("BROKER_LOG", "debug"),
+            ],
+            CliArgs {
+                group: Some("g3".into()),
+                ..CliArgs::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(config.node_id, 2);
+        assert_eq!(config.group, "g3");
+        assert_eq!(config.storage.flush_interval.0, Duration::from_secs(2));
+        assert_eq!(config.storage.commit_log_file_size.0, 64 << 20);
+        assert_eq!(config.store_config().flush_interval_ms, 2000);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = load(
+            "[storage]\nflush_interval = \"soon\"\n",
+            &[],
+            CliArgs::default(),
+        )
+        .expect_err("bad duration");
+        assert!(err.to_string().contains("soon"), "{err}");
+        let err = load("bogus_key = 1\n", &[], CliArgs::default()).expect_err("unknown key");
+        assert_eq!(err.key, "bogus_key", "{err}");
+        let err = load(
+            "[raft]\nheartbeat_interval = \"400ms\"\n",
+            &[],
+            CliArgs::default(),
+        )
+        .expect_err("timing");
+        assert_eq!(err.key, "raft.election_timeout_min", "{err}");
+        let err = load(
+            "node_id = 3\npeers = [\"1=http://a:1\"]\n",
+            &[],
+            CliArgs::default(),
+        )
+        .expect_err("peers");
+        assert_eq!(err.key, "peers", "{err}");
+        let err = load(
+            "[storage]\ncommit_log_file_size = \"1KiB\"\n",
+            &[],
+            CliArgs::default(),
+        )
+        .expect_err("small file");
+        assert_eq!(err.key, "storage.commit_log_file_size", "{err}");
+        let err = load(
+            "",
+            &[("BROKER_STORAGE_FLUSH_INTERVALL", "1s")],
+            CliArgs::default(),
+        )
+        .expect_err("a typo in a section variable");
+        assert_eq!(err.key, "storage.flush_intervall", "{err}");
+        let err =
+            load("advertise_url = \"localhost:1\"\n", &[], CliArgs::default()).expect_err("url");
+        assert_eq!(err.key, "advertise_url", "{err}");
+    }
+
+    #[test]
+    fn peers_parse_into_members() {
+        let config = load(
+            "node_id = 1\npeers = [\"1=http://a:1/\", \"2=http://b:2\"]\n",
+            &[],
+            CliArgs::default(),
+        )
+        .expect("valid");
+        let members = config.members().expect("members");
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[&1].url, "http://a:1");
+    }
+}

@@ -1,0 +1,461 @@
+//! The data plane: send, pull (with long polling and tag filtering), queue offsets,
+//! offset by time, queries, and consumer group offsets.
+//!
+//! Writes go through Raft on the leader (a follower forwards them); reads are served
+//! by any replica from what it has applied — applied entries are committed and
+//! never roll back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde::Deserialize;
+
+use super::error::parse_json;
+use super::extract::{ApiPath, ApiQuery, WriteRequest};
+use super::forward;
+use crate::api::{
+    CommitOffsetRequest, CommitOffsetResponse, GroupOffsetView, GroupOffsetsResponse, MessageView,
+    MessagesResponse, OffsetResponse, PullResponse, QueueView, QueuesResponse, SendRequest,
+    SendResponse, SendResultView,
+};
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::raft::command::{Command, CommandResponse, OffsetCommit, Rejection};
+use crate::storage::{MessageId, PullStatus, QueueId, QueueOffset, StoredMessage, TagFilter};
+use crate::topic::{validate_name, TopicConfig};
+
+/// Longest a pull may be held (API: `max_wait_ms` ≤ 30000).
+pub const MAX_WAIT_MS: u64 = 30_000;
+/// Most messages one pull or query returns.
+pub const MAX_PULL_MESSAGES: usize = 1024;
+/// Messages a pull returns when the request does not say.
+pub const DEFAULT_PULL_MESSAGES: usize = 32;
+
+/// Maps a rejection from apply to the API error.
+pub fn rejection_error(rejection: Rejection) -> ApiError {
+    match rejection {
+        Rejection::TopicNotFound(topic) => ApiError::topic_not_found(&topic),
+        Rejection::NoPermission(reason) => ApiError::new(ErrorCode::NoPermission, reason),
+        Rejection::Invalid(reason) => ApiError::bad_request(reason),
+    }
+}
+
+/// The topic's configuration in this group, or TOPIC_NOT_FOUND.
+pub fn topic_config(node: &Node, topic: &str) -> Result<TopicConfig, ApiError> {
+    node.shared
+        .state()
+        .topics
+        .get(topic)
+        .cloned()
+        .ok_or_else(|| ApiError::topic_not_found(topic))
+}
+
+/// `POST /v1/topics/{topic}/messages`
+pub async fn send(
+    State(node): State<Arc<Node>>,
+    ApiPath(topic): ApiPath<String>,
+    request: WriteRequest,
+) -> Response {
+    Metrics::add(&node.metrics.send_requests_total, 1);
+    if !node.is_leader() {
+        return forward::to_leader(&node, request, None).await;
+    }
+    let parsed: SendRequest = match parse_json(&request.body) {
+        Ok(parsed) => parsed,
+        Err(e) => return e.into_response(),
+    };
+    let command = {
+        let state = node.shared.state();
+        node.sender.prepare(
+            &state,
+            node.config.auto_create_topics,
+            &topic,
+            parsed,
+            &request.born_host,
+            node.send_limits(),
+        )
+    };
+    let command = match command {
+        Ok(command) => command,
+        Err(e) => return e.into_response(),
+    };
+    let body_bytes: u64 = command.messages.iter().map(|m| m.body.len() as u64).sum();
+    let count = command.messages.len() as u64;
+    match node.propose(Command::Send(command)).await {
+        Ok(CommandResponse::Sent(results)) => {
+            Metrics::add(&node.metrics.messages_in_total, count);
+            Metrics::add(&node.metrics.bytes_in_total, body_bytes);
+            Json(SendResponse {
+                results: results
+                    .into_iter()
+                    .map(|r| SendResultView {
+                        msg_id: r.msg_id.to_string(),
+                        topic: topic.clone(),
+                        queue_id: r.queue_id.0,
+                        queue_offset: r.queue_offset.0,
+                        commit_log_offset: r.commit_log_offset,
+                        store_timestamp: r.store_timestamp_ms,
+                    })
+                    .collect(),
+                group: node.group().to_string(),
+            })
+            .into_response()
+        }
+        Ok(CommandResponse::Rejected(rejection)) => rejection_error(rejection).into_response(),
+        Ok(other) => {
+            ApiError::internal(format!("unexpected answer to a send: {other}")).into_response()
+        }
+        Err(e) if e.code == ErrorCode::NotLeader => {
+            forward::to_leader(&node, request, e.leader).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PullQuery {
+    offset: u64,
+    max_messages: Option<usize>,
+    max_wait_ms: Option<u64>,
+    tags: Option<String>,
+}
+
+/// Converts a stored message to its API form.
+pub fn message_view(message: StoredMessage) -> MessageView {
+    let (body, body_base64) = if message.binary_body {
+        (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(&message.body)),
+        )
+    } else {
+        match String::from_utf8(message.body) {
+            Ok(text) => (Some(text), None),
+            Err(e) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+            ),
+        }
+    };
+    MessageView {
+        msg_id: message.msg_id.to_string(),
+        topic: message.topic,
+        queue_id: message.queue_id.0,
+        queue_offset: message.queue_offset.0,
+        commit_log_offset: message.commit_log_offset.0,
+        body,
+        body_base64,
+        tags: (!message.tags.is_empty()).then_some(message.tags),
+        keys: message.keys,
+        properties: message.properties,
+        born_timestamp: message.born_timestamp_ms,
+        store_timestamp: message.store_timestamp_ms,
+        reconsume_times: message.reconsume_times,
+        producer_id: message.producer.as_ref().map(|p| p.producer_id.clone()),
+        sequence: message.producer.map(|p| p.sequence),
+    }
+}
+
+fn status_word(status: PullStatus) -> &'static str {
+    match status {
+        PullStatus::Found => "FOUND",
+        PullStatus::NoNewMsg => "NO_NEW_MSG",
+        PullStatus::NoMatchedMsg => "NO_MATCHED_MSG",
+        PullStatus::OffsetTooSmall => "OFFSET_TOO_SMALL",
+        PullStatus::OffsetOverflow => "OFFSET_OVERFLOW",
+    }
+}
+
+/// `GET /v1/topics/{topic}/queues/{queue_id}/messages`
+pub async fn pull(
+    State(node): State<Arc<Node>>,
+    ApiPath((topic, queue_id)): ApiPath<(String, u32)>,
+    ApiQuery(query): ApiQuery<PullQuery>,
+) -> Result<Json<PullResponse>, ApiError> {
+    Metrics::add(&node.metrics.pull_requests_total, 1);
+    let config = topic_config(&node, &topic)?;
+    if !config.readable() {
+        return Err(ApiError::new(
+            ErrorCode::NoPermission,
+            format!("topic `{topic}` is not readable (perm {})", config.perm),
+        ));
+    }
+    if queue_id >= config.read_queue_nums {
+        return Err(ApiError::bad_request(format!(
+            "queue {queue_id} is not a read queue of `{topic}` (it has {})",
+            config.read_queue_nums
+        )));
+    }
+    let max_messages = query.max_messages.unwrap_or(DEFAULT_PULL_MESSAGES);
+    if !(1..=MAX_PULL_MESSAGES).contains(&max_messages) {
+        return Err(ApiError::bad_request(format!(
+            "max_messages must be in 1..={MAX_PULL_MESSAGES}"
+        )));
+    }
+    let max_wait_ms = query.max_wait_ms.unwrap_or(0);
+    if max_wait_ms > MAX_WAIT_MS {
+        return Err(ApiError::bad_request(format!(
+            "max_wait_ms must be at most {MAX_WAIT_MS}"
+        )));
+    }
+    let filter =
+        TagFilter::parse(query.tags.as_deref().unwrap_or("*")).map_err(ApiError::bad_request)?;
+    let queue = QueueId(queue_id);
+    let offset = QueueOffset(query.offset);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms);
+    let mut _held = None;
+    loop {
+        // Register before looking, so a message arriving in between wakes us.
+        let notify = (max_wait_ms > 0).then(|| node.shared.waiters.notifier(&topic, queue));
+        let notified = notify.as_ref().map(|n| n.notified());
+        tokio::pin!(notified);
+        if let Some(notified) = notified.as_mut().as_pin_mut() {
+            notified.enable();
+        }
+        let result = node
+            .shared
+            .store
+            .pull(&topic, queue, offset, max_messages, &filter)
+            .map_err(|e| ApiError::internal(format!("reading queue {topic}/{queue_id}: {e}")))?;
+        let waiting =
+            result.status == PullStatus::NoNewMsg && tokio::time::Instant::now() < deadline;
+        if waiting && _held.is_none() {
+            _held = node.shared.waiters.try_hold();
+        }
+        if !waiting || _held.is_none() {
+            let count = result.messages.len() as u64;
+            let bytes: u64 = result.messages.iter().map(|m| m.body.len() as u64).sum();
+            Metrics::add(&node.metrics.messages_out_total, count);
+            Metrics::add(&node.metrics.bytes_out_total, bytes);
+            return Ok(Json(PullResponse {
+                status: status_word(result.status).to_string(),
+                next_offset: result.next_offset.0,
+                min_offset: result.min_offset.0,
+                max_offset: result.max_offset.0,
+                messages: result.messages.into_iter().map(message_view).collect(),
+            }));
+        }
+        if let Some(notified) = notified.as_mut().as_pin_mut() {
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+/// `GET /v1/topics/{topic}/queues`
+pub async fn queues(
+    State(node): State<Arc<Node>>,
+    ApiPath(topic): ApiPath<String>,
+) -> Result<Json<QueuesResponse>, ApiError> {
+    let config = topic_config(&node, &topic)?;
+    let count = config.read_queue_nums.max(config.write_queue_nums);
+    let queues = (0..count)
+        .map(|queue_id| {
+            let (min, max) = node
+                .shared
+                .store
+                .queue_offsets(&topic, QueueId(queue_id))
+                .unwrap_or((QueueOffset(0), QueueOffset(0)));
+            QueueView {
+                group: node.group().to_string(),
+                queue_id,
+                min_offset: min.0,
+                max_offset: max.0,
+            }
+        })
+        .collect();
+    Ok(Json(QueuesResponse { topic, queues }))
+}
+
+#[derive(Deserialize)]
+pub struct TimestampQuery {
+    timestamp: u64,
+}
+
+/// `GET /v1/topics/{topic}/queues/{queue_id}/offset?timestamp=MS`
+pub async fn offset_by_time(
+    State(node): State<Arc<Node>>,
+    ApiPath((topic, queue_id)): ApiPath<(String, u32)>,
+    ApiQuery(query): ApiQuery<TimestampQuery>,
+) -> Result<Json<OffsetResponse>, ApiError> {
+    let config = topic_config(&node, &topic)?;
+    if queue_id >= config.read_queue_nums.max(config.write_queue_nums) {
+        return Err(ApiError::bad_request(format!(
+            "queue {queue_id} does not exist in `{topic}`"
+        )));
+    }
+    let offset = node
+        .shared
+        .store
+        .offset_by_timestamp(&topic, QueueId(queue_id), query.timestamp);
+    Ok(Json(OffsetResponse { offset: offset.0 }))
+}
+
+/// `GET /v1/messages/{msg_id}`
+pub async fn message_by_id(
+    State(node): State<Arc<Node>>,
+    ApiPath(msg_id): ApiPath<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    let id = MessageId::parse(&msg_id).ok_or_else(|| {
+        ApiError::bad_request(format!("`{msg_id}` is not a message id (32 hex digits)"))
+    })?;
+    node.shared
+        .store
+        .message_by_id(&id)
+        .map(|m| Json(message_view(m)))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MessageNotFound,
+                format!("no message with id {msg_id}"),
+            )
+        })
+}
+
+#[derive(Deserialize)]
+pub struct KeyQuery {
+    key: String,
+    begin: Option<u64>,
+    end: Option<u64>,
+    max: Option<usize>,
+}
+
+/// `GET /v1/topics/{topic}/messages?key=K&begin=MS&end=MS&max=N`
+pub async fn messages_by_key(
+    State(node): State<Arc<Node>>,
+    ApiPath(topic): ApiPath<String>,
+    ApiQuery(query): ApiQuery<KeyQuery>,
+) -> Result<Json<MessagesResponse>, ApiError> {
+    topic_config(&node, &topic)?;
+    let max = query.max.unwrap_or(DEFAULT_PULL_MESSAGES);
+    if !(1..=MAX_PULL_MESSAGES).contains(&max) {
+        return Err(ApiError::bad_request(format!(
+            "max must be in 1..={MAX_PULL_MESSAGES}"
+        )));
+    }
+    let (begin, end) = (query.begin.unwrap_or(0), query.end.unwrap_or(u64::MAX));
+    if begin > end {
+        return Err(ApiError::bad_request("begin must not be after end"));
+    }
+    let messages = node
+        .shared
+        .store
+        .messages_by_key(&topic, &query.key, begin, end, max);
+    if messages.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::MessageNotFound,
+            format!(
+                "no message of `{topic}` with key `{}` in that time range",
+                query.key
+            ),
+        ));
+    }
+    Ok(Json(MessagesResponse {
+        messages: messages.into_iter().map(message_view).collect(),
+    }))
+}
+
+/// `PUT /v1/groups/{group}/offsets/{topic}/{queue_id}`
+pub async fn commit_offset(
+    State(node): State<Arc<Node>>,
+    ApiPath((group, topic, queue_id)): ApiPath<(String, String, u32)>,
+    request: WriteRequest,
+) -> Response {
+    let prepared = (|| {
+        validate_name("group", &group).map_err(ApiError::bad_request)?;
+        let config = topic_config(&node, &topic)?;
+        if queue_id >= config.read_queue_nums.max(config.write_queue_nums) {
+            return Err(ApiError::bad_request(format!(
+                "queue {queue_id} does not exist in `{topic}`"
+            )));
+        }
+        let body: CommitOffsetRequest = parse_json(&request.body)?;
+        let max = node
+            .shared
+            .store
+            .queue_offsets(&topic, QueueId(queue_id))
+            .map_or(0, |(_, max)| max.0);
+        if body.offset > max {
+            return Err(ApiError::bad_request(format!(
+                "offset {} is beyond the queue's max offset {max}",
+                body.offset
+            )));
+        }
+        Ok(OffsetCommit {
+            group: group.clone(),
+            topic: topic.clone(),
+            queue_id: QueueId(queue_id),
+            offset: QueueOffset(body.offset),
+            force: body.force,
+        })
+    })();
+    let commit = match prepared {
+        Ok(commit) => commit,
+        Err(e) => return e.into_response(),
+    };
+    if !node.is_leader() {
+        return forward::to_leader(&node, request, None).await;
+    }
+    match node.propose(Command::CommitOffset(commit)).await {
+        Ok(CommandResponse::OffsetCommitted { offset }) => Json(CommitOffsetResponse {
+            group,
+            topic,
+            queue_id,
+            offset: offset.0,
+        })
+        .into_response(),
+        Ok(other) => ApiError::internal(format!("unexpected answer to an offset commit: {other}"))
+            .into_response(),
+        Err(e) if e.code == ErrorCode::NotLeader => {
+            forward::to_leader(&node, request, e.leader).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct GroupOffsetsQuery {
+    topic: Option<String>,
+}
+
+/// `GET /v1/groups/{group}/offsets?topic=T`
+pub async fn group_offsets(
+    State(node): State<Arc<Node>>,
+    ApiPath(group): ApiPath<String>,
+    ApiQuery(query): ApiQuery<GroupOffsetsQuery>,
+) -> Result<Json<GroupOffsetsResponse>, ApiError> {
+    validate_name("group", &group).map_err(ApiError::bad_request)?;
+    let committed: Vec<(String, QueueId, QueueOffset)> = node
+        .shared
+        .state()
+        .consumer_offsets
+        .iter()
+        .filter(|(key, _)| {
+            key.group == group && query.topic.as_ref().is_none_or(|t| *t == key.topic)
+        })
+        .map(|(key, offset)| (key.topic.clone(), key.queue_id, *offset))
+        .collect();
+    let offsets = committed
+        .into_iter()
+        .map(|(topic, queue_id, offset)| {
+            let max = node
+                .shared
+                .store
+                .queue_offsets(&topic, queue_id)
+                .map_or(0, |(_, max)| max.0);
+            GroupOffsetView {
+                topic,
+                queue_id: queue_id.0,
+                offset: offset.0,
+                max_offset: max,
+                lag: max.saturating_sub(offset.0),
+            }
+        })
+        .collect();
+    Ok(Json(GroupOffsetsResponse { group, offsets }))
+}

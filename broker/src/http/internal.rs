@@ -1,0 +1,148 @@
+//! Internal endpoints: Raft RPC from peers and snapshot transfer, bincode bodies,
+//! behind the cluster secret when one is configured.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::extract::ApiQuery;
+use crate::error::{ApiError, ErrorCode};
+use crate::node::Node;
+use crate::raft::network::{InstallRequest, SnapshotOffer, SECRET_HEADER};
+use crate::raft::snapshot::CommitLogSnapshot;
+use crate::storage::CommitLogOffset;
+
+/// Rejects internal requests without the right secret (when one is configured).
+pub async fn require_secret(
+    State(node): State<Arc<Node>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(secret) = &node.config.cluster_secret {
+        let given = request.headers().get(SECRET_HEADER).map(|v| v.as_bytes());
+        if !constant_time_eq(given.unwrap_or_default(), secret.as_bytes()) {
+            return ApiError::new(ErrorCode::Unauthorized, "missing or wrong cluster secret")
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Encodes an internal answer: bincode `Result<T, String>`.
+fn answer<T: Serialize>(result: Result<T, String>) -> Response {
+    match bincode::serde::encode_to_vec(&result, bincode::config::standard()) {
+        Ok(bytes) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(format!("encoding an internal answer: {e}")).into_response(),
+    }
+}
+
+/// Decodes a bincode request, calls `handle`, and encodes its result.
+async fn rpc<Req, Resp, E, F, Fut>(body: Bytes, handle: F) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    E: std::fmt::Display,
+    F: FnOnce(Req) -> Fut,
+    Fut: Future<Output = Result<Resp, E>>,
+{
+    match bincode::serde::decode_from_slice::<Req, _>(&body, bincode::config::standard()) {
+        Ok((request, _)) => answer(handle(request).await.map_err(|e| e.to_string())),
+        Err(e) => {
+            ApiError::bad_request(format!("undecodable internal request: {e}")).into_response()
+        }
+    }
+}
+
+pub async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(body, |request| node.raft.append_entries(request)).await
+}
+
+pub async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(body, |request| node.raft.vote(request)).await
+}
+
+pub async fn pre_vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(body, |request| node.raft.pre_vote(request)).await
+}
+
+pub async fn transfer_leader(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(body, |request| node.raft.handle_transfer_leader(request)).await
+}
+
+/// `GET /internal/raft/snapshot/offer`: what this follower has.
+pub async fn snapshot_offer(State(node): State<Arc<Node>>) -> Response {
+    answer::<SnapshotOffer>(Ok(SnapshotOffer {
+        commit_log_end: node.shared.store.max_commit_log_offset(),
+        commit_log_file_size_bytes: node.shared.store.config().commit_log_file_size_bytes,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct ChunkQuery {
+    start: u64,
+    from: u64,
+    reset: bool,
+    first: bool,
+}
+
+/// `POST /internal/raft/snapshot/chunk`: stage CommitLog bytes from the leader.
+pub async fn snapshot_chunk(
+    State(node): State<Arc<Node>>,
+    ApiQuery(query): ApiQuery<ChunkQuery>,
+    body: Bytes,
+) -> Response {
+    let node = Arc::clone(&node);
+    let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let files = &node.shared.snapshots;
+        if query.first {
+            files.begin_receive(CommitLogOffset(query.start), query.reset)?;
+        }
+        if !body.is_empty() {
+            files.receive_chunk(CommitLogOffset(query.from), &body)?;
+        }
+        Ok(())
+    })
+    .await;
+    match result {
+        Ok(result) => answer(result.map_err(|e| e.to_string())),
+        Err(e) => answer::<()>(Err(e.to_string())),
+    }
+}
+
+/// `POST /internal/raft/snapshot/install`: install the staged snapshot.
+pub async fn snapshot_install(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(body, |request: InstallRequest| async move {
+        let staged = node
+            .shared
+            .snapshots
+            .staged_until(request.commit_log_end)
+            .map_err(|e| e.to_string())?;
+        let snapshot = openraft::Snapshot {
+            meta: request.meta,
+            snapshot: CommitLogSnapshot {
+                commit_log_end: request.commit_log_end,
+                state: Arc::new(request.state),
+                staged: Some(staged),
+            },
+        };
+        node.raft
+            .install_full_snapshot(request.vote, snapshot)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+}

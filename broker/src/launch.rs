@@ -1,0 +1,72 @@
+//! What the `broker` binary does, as a library function so test harnesses can ship
+//! the very same node as their own binary: load configuration, initialise logging,
+//! run until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{CliArgs, NodeConfig};
+
+/// Runs a node with these flags; returns the process exit code (2 for a
+/// configuration error, 1 for a failure while running).
+pub fn main(args: CliArgs) -> ExitCode {
+    let filter = EnvFilter::try_from_env("BROKER_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=error,raft_log=warn,chunked_wal=warn"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) keeps the first subscriber.
+    let _ = if args.log_json {
+        subscriber.json().try_init()
+    } else {
+        subscriber.try_init()
+    };
+    let config = match NodeConfig::load(&args, std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("broker: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
+        crate::server::run(config, listener, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

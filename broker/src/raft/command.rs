@@ -1,0 +1,162 @@
+//! What the group replicates: commands proposed by the leader, their responses, and
+//! the control records the state machine writes to the CommitLog.
+//!
+//! Everything that affects stored bytes is fixed in the command before it is
+//! proposed (queue ids, message ids, timestamps); queue and CommitLog offsets are
+//! assigned in apply. Every applied entry leaves at least one record in the
+//! CommitLog — messages, or a control record — stamped with its log id, so the
+//! CommitLog's tail *is* the applied state.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::type_config::StoredMembership;
+use crate::storage::{MessageDraft, MessageId, QueueId, QueueOffset};
+use crate::topic::TopicConfig;
+
+/// A replicated command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Store a batch of messages atomically.
+    Send(SendCommand),
+    /// Create or update a topic.
+    UpsertTopic(TopicConfig),
+    /// Delete a topic's configuration and its consumer offsets. Its stored messages
+    /// and queue offsets stay (a re-created topic continues its queues) until
+    /// retention removes them.
+    DeleteTopic { topic: String },
+    /// Commit a consumer group's offset for a queue.
+    CommitOffset(OffsetCommit),
+}
+
+/// A batch of messages, fixed by the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendCommand {
+    pub topic: String,
+    pub messages: Vec<MessageDraft>,
+    /// Create the topic with this configuration if it does not exist when applied
+    /// (auto-creation); `None` means a missing topic rejects the batch.
+    pub create_if_missing: Option<TopicConfig>,
+}
+
+/// A consumer offset commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetCommit {
+    pub group: String,
+    pub topic: String,
+    pub queue_id: QueueId,
+    pub offset: QueueOffset,
+    /// Move backwards too (a reset); otherwise a lower offset is ignored.
+    pub force: bool,
+}
+
+/// Where one message was stored.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResult {
+    pub msg_id: MessageId,
+    pub queue_id: QueueId,
+    pub queue_offset: QueueOffset,
+    pub commit_log_offset: u64,
+    pub store_timestamp_ms: u64,
+}
+
+/// Why a command was refused when applied (a business outcome, never a storage
+/// error: those are fatal to the node).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    TopicNotFound(String),
+    NoPermission(String),
+    Invalid(String),
+}
+
+/// The outcome of applying a command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// One result per message, in request order (duplicates answered with the
+    /// result of their first store).
+    Sent(Vec<SendResult>),
+    Topic(TopicConfig),
+    TopicDeleted {
+        existed: bool,
+    },
+    /// The offset stored after the commit (higher than requested if a lower commit
+    /// was ignored).
+    OffsetCommitted {
+        offset: QueueOffset,
+    },
+    Rejected(Rejection),
+    /// Blank and membership entries.
+    Applied,
+}
+
+/// The payload of a control record: the state changes that are not messages.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ControlRecord {
+    /// A blank entry (a new leader's first), a rejected command, or a batch whose
+    /// messages were all duplicates: nothing changes but the applied log id.
+    Noop,
+    Membership(StoredMembership),
+    UpsertTopic(TopicConfig),
+    DeleteTopic(String),
+    CommitOffset(OffsetCommit),
+}
+
+/// Version byte in front of every control record payload.
+const CONTROL_FORMAT_V1: u8 = 1;
+
+impl ControlRecord {
+    /// Encodes the payload: a version byte, then bincode (standard config).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![CONTROL_FORMAT_V1];
+        bincode::serde::encode_into_std_write(self, &mut out, bincode::config::standard())
+            .expect("encoding into a Vec cannot fail");
+        out
+    }
+
+    /// Decodes a payload written by [`ControlRecord::encode`].
+    ///
+    /// # Errors
+    /// An unknown version or undecodable bytes.
+    pub fn decode(payload: &[u8]) -> Result<Self, String> {
+        match payload.split_first() {
+            Some((&CONTROL_FORMAT_V1, rest)) => {
+                bincode::serde::decode_from_slice(rest, bincode::config::standard())
+                    .map(|(record, _)| record)
+                    .map_err(|e| format!("undecodable control record: {e}"))
+            }
+            Some((version, _)) => Err(format!("unknown control record version {version}")),
+            None => Err("empty control record".into()),
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Send(send) => {
+                write!(f, "send {} messages to {}", send.messages.len(), send.topic)
+            }
+            Self::UpsertTopic(topic) => write!(f, "upsert topic {}", topic.name),
+            Self::DeleteTopic { topic } => write!(f, "delete topic {topic}"),
+            Self::CommitOffset(c) => write!(
+                f,
+                "commit offset {} of {}/{}/{}",
+                c.offset, c.group, c.topic, c.queue_id
+            ),
+        }
+    }
+}
+
+impl fmt::Display for CommandResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sent(results) => write!(f, "sent {}", results.len()),
+            Self::Topic(topic) => write!(f, "topic {}", topic.name),
+            Self::TopicDeleted { existed } => write!(f, "topic deleted (existed: {existed})"),
+            Self::OffsetCommitted { offset } => write!(f, "offset {offset}"),
+            Self::Rejected(r) => write!(f, "rejected: {r:?}"),
+            Self::Applied => f.write_str("applied"),
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! The broker group's Raft state machine: applies committed entries to the message
+//! store, deterministically, so every replica's CommitLog holds the same bytes at the
+//! same offsets.
+//!
+//! Invariants:
+//! * Every applied entry writes at least one CommitLog record stamped with its log
+//!   id (messages, or a control record), so the applied state is the CommitLog's
+//!   tail and survives restarts without a separate file.
+//! * The group state is changed only after the record that carries the change is in
+//!   the CommitLog; it is never ahead of it.
+//! * Business failures (unknown topic, no permission) become a response and a no-op
+//!   record; only storage failures are returned as errors (they stop the node).
+
+use std::collections::HashMap;
+use std::io;
+use std::ops::ControlFlow;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::command::{Command, CommandResponse, ControlRecord, Rejection, SendCommand, SendResult};
+use super::group_state::{DedupCheck, GroupState};
+use super::snapshot::{CommitLogSnapshot, SnapshotFiles};
+use super::type_config::{log_ref, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::consumer::long_poll::PollWaiters;
+use crate::storage::{
+    Appended, CommitLogOffset, MessageStore, QueueId, RaftLogRef, RecordInput, StoreError,
+};
+
+/// Snapshot bytes are copied into the CommitLog in pieces of this size.
+const INSTALL_CHUNK_BYTES: usize = 4 << 20;
+
+/// What the HTTP layer shares with the state machine.
+pub struct GroupShared {
+    pub store: Arc<MessageStore>,
+    state: RwLock<GroupState>,
+    /// Bumped after every applied entry.
+    applied: watch::Sender<u64>,
+    /// Held pulls, woken per queue when a batch lands in it.
+    pub waiters: PollWaiters,
+    pub snapshots: SnapshotFiles,
+}
+
+impl GroupShared {
+    /// The replicated metadata, for reading. Hold it briefly: apply waits for it.
+    pub fn state(&self) -> RwLockReadGuard<'_, GroupState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, GroupState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A receiver that changes whenever an entry is applied.
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+}
+
+/// The state machine handed to openraft.
+pub struct BrokerStateMachine {
+    shared: Arc<GroupShared>,
+}
+
+/// Builds a snapshot from a state captured when the builder was made.
+pub struct BrokerSnapshotBuilder {
+    shared: Arc<GroupShared>,
+    captured: GroupState,
+}
+
+fn io_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl BrokerStateMachine {
+    /// Loads the saved snapshot state (if any) and replays the CommitLog records after
+    /// it, so the group state matches the CommitLog's tail.
+    ///
+    /// # Errors
+    /// The snapshot file is damaged, or it claims CommitLog bytes the store does not
+    /// have, or a record cannot be replayed.
+    pub fn open(
+        store: Arc<MessageStore>,
+        snapshots: SnapshotFiles,
+        max_held_polls: usize,
+    ) -> io::Result<Self> {
+        let mut state = match snapshots.load()? {
+            Some((meta, snapshot)) => {
+                let state = GroupState::decode(&snapshot.state).map_err(io_error)?;
+                if state.last_applied != meta.last_log_id {
+                    return Err(io_error(format!(
+                        "snapshot state applied {:?} differs from its meta {:?}",
+                        state.last_applied, meta.last_log_id
+                    )));
+                }
+                state
+            }
+            None => GroupState::default(),
+        };
+        let (min, end) = (store.min_commit_log_offset(), store.max_commit_log_offset());
+        if state.commit_log_end > end {
+            return Err(io_error(format!(
+                "the saved snapshot covers the commit log up to {} but it ends at {end}",
+                state.commit_log_end
+            )));
+        }
+        if state.commit_log_end < min && end > min {
+            return Err(io_error(format!(
+                "the saved snapshot ends at {} but the commit log now starts at {min}: records to replay are gone",
+                state.commit_log_end
+            )));
+        }
+        let from = state.commit_log_end.max(min);
+        let mut replayed = 0u64;
+        store
+            .scan(from, end, |view| {
+                state
+                    .fold_record(&view)
+                    .map_err(|reason| StoreError::Corrupt {
+                        file: store.config().commit_log_dir(),
+                        offset: view.meta.physical_offset.0,
+                        reason,
+                    })?;
+                replayed += 1;
+                Ok(ControlFlow::Continue(()))
+            })
+            .map_err(io_error)?;
+        if state.commit_log_end < end {
+            // Only blank file tails after the last record.
+            state.commit_log_end = end;
+        }
+        info!(
+            replayed,
+            applied = ?state.last_applied,
+            commit_log_end = end.0,
+            "state machine recovered"
+        );
+        let (applied, _) = watch::channel(0);
+        let shared = Arc::new(GroupShared {
+            store,
+            state: RwLock::new(state),
+            applied,
+            waiters: PollWaiters::new(max_held_polls),
+            snapshots,
+        });
+        Ok(Self { shared })
+    }
+
+    /// The state shared with the HTTP layer.
+    pub fn shared(&self) -> Arc<GroupShared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Applies one entry: writes its records, then updates the group state.
+    fn apply_entry(&self, entry: &Entry) -> io::Result<CommandResponse> {
+        let log_id = entry.log_id;
+        let raft = log_ref(&log_id);
+        let response = match &entry.payload {
+            EntryPayload::Blank => {
+                self.write_control(raft, &ControlRecord::Noop)?;
+                CommandResponse::Applied
+            }
+            EntryPayload::Membership(membership) => {
+                let stored = StoredMembership::new(Some(log_id), membership.clone());
+                let record = ControlRecord::Membership(stored);
+                self.write_control(raft, &record)?;
+                self.shared.state_mut().apply_control(&record);
+                CommandResponse::Applied
+            }
+            EntryPayload::Normal(command) => self.apply_command(raft, command)?,
+        };
+        let end = self.shared.store.max_commit_log_offset();
+        {
+            let mut state = self.shared.state_mut();
+            state.last_applied = Some(log_id);
+            state.commit_log_end = end;
+        }
+        self.shared.applied.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(response)
+    }
+
+    fn apply_command(&self, raft: RaftLogRef, command: &Command) -> io::Result<CommandResponse> {
+        match command {
+            Command::Send(send) => self.apply_send(raft, send),
+            Command::UpsertTopic(config) => {
+                if let Err(reason) = config.validate() {
+                    self.write_control(raft, &ControlRecord::Noop)?;
+                    return Ok(CommandResponse::Rejected(Rejection::Invalid(reason)));
+                }
+                let record = ControlRecord::UpsertTopic(config.clone());
+                self.write_control(raft, &record)?;
+                self.shared.state_mut().apply_control(&record);
+                Ok(CommandResponse::Topic(config.clone()))
+            }
+            Command::DeleteTopic { topic } => {
+                let existed = self.shared.state().topics.contains_key(topic);
+                let record = ControlRecord::DeleteTopic(topic.clone());
+                self.write_control(raft, &record)?;
+                self.shared.state_mut().apply_control(&record);
+                Ok(CommandResponse::TopicDeleted { existed })
+            }
+            Command::CommitOffset(commit) => {
+                self.write_control(raft, &ControlRecord::CommitOffset(commit.clone()))?;
+                let offset = self.shared.state_mut().commit_offset(commit);
+                Ok(CommandResponse::OffsetCommitted { offset })
+            }
+        }
+    }
+
+    /// Stores a batch: checks the topic, answers retries of an idempotent producer
+    /// with their first result, and appends the new messages as one entry.
+    fn apply_send(&self, raft: RaftLogRef, send: &SendCommand) -> io::Result<CommandResponse> {
+        // Decide everything from the state first; the state machine is its only writer.
+        let decision = {
+            let state = self.shared.state();
+            let existing = state.topics.get(&send.topic);
+            let (config, create) = match (existing, &send.create_if_missing) {
+                (Some(config), _) => (config.clone(), None),
+                (None, Some(config)) => (config.clone(), Some(config.clone())),
+                (None, None) => {
+                    drop(state);
+                    return self.reject(raft, Rejection::TopicNotFound(send.topic.clone()));
+                }
+            };
+            if !config.writable() {
+                drop(state);
+                return self.reject(
+                    raft,
+                    Rejection::NoPermission(format!("topic {} is not writable", send.topic)),
+                );
+            }
+            if let Some(bad) = send
+                .messages
+                .iter()
+                .find(|m| m.queue_id.0 >= config.write_queue_nums || m.topic != send.topic)
+            {
+                let reason = format!(
+                    "queue {} is not a write queue of topic {} ({} write queues)",
+                    bad.queue_id, send.topic, config.write_queue_nums
+                );
+                drop(state);
+                return self.reject(raft, Rejection::Invalid(reason));
+            }
+            // Per message: Some(result) for a duplicate, None for a new message.
+            let mut outcome: Vec<Option<SendResult>> = vec![None; send.messages.len()];
+            // Duplicates within this very batch point at their first occurrence.
+            let mut first_in_batch: HashMap<(&str, u64), usize> = HashMap::new();
+            let mut duplicate_of: Vec<Option<usize>> = vec![None; send.messages.len()];
+            for (i, message) in send.messages.iter().enumerate() {
+                let Some(stamp) = &message.producer else {
+                    continue;
+                };
+                match state.producers.check(&stamp.producer_id, stamp.sequence) {
+                    DedupCheck::Duplicate(result) => outcome[i] = Some(result),
+                    DedupCheck::TooOld { oldest_remembered } => {
+                        let reason = format!(
+                            "sequence {} of producer {} is older than the {} remembered (oldest {oldest_remembered}); it may have been stored",
+                            stamp.sequence,
+                            stamp.producer_id,
+                            super::group_state::DEDUP_WINDOW
+                        );
+                        drop(state);
+                        return self.reject(raft, Rejection::Invalid(reason));
+                    }
+                    DedupCheck::New => {
+                        match first_in_batch.entry((&stamp.producer_id, stamp.sequence)) {
+                            std::collections::hash_map::Entry::Occupied(first) => {
+                                duplicate_of[i] = Some(*first.get());
+                            }
+                            std::collections::hash_map::Entry::Vacant(slot) => {
+                                slot.insert(i);
+                            }
+                        }
+                    }
+                }
+            }
+            (create, outcome, duplicate_of)
+        };
+        let (create, mut outcome, duplicate_of) = decision;
+
+        let create_record = create
+            .as_ref()
+            .map(|c| ControlRecord::UpsertTopic(c.clone()).encode());
+        // The leader's time, fixed in the command: deterministic on every replica.
+        let store_ms = send.messages.first().map_or(0, |m| m.store_timestamp_ms);
+        let mut records: Vec<RecordInput<'_>> = Vec::with_capacity(send.messages.len() + 1);
+        if let Some(payload) = &create_record {
+            records.push(RecordInput::Control {
+                payload,
+                store_timestamp_ms: store_ms,
+            });
+        }
+        let new_indexes: Vec<usize> = (0..send.messages.len())
+            .filter(|i| outcome[*i].is_none() && duplicate_of[*i].is_none())
+            .collect();
+        records.extend(
+            new_indexes
+                .iter()
+                .map(|i| RecordInput::Message(&send.messages[*i])),
+        );
+        let noop = ControlRecord::Noop.encode();
+        if records.is_empty() {
+            records.push(RecordInput::Control {
+                payload: &noop,
+                store_timestamp_ms: store_ms,
+            });
+        }
+        let appended = match self.shared.store.append_entry(raft, &records) {
+            Ok(appended) => appended,
+            Err(StoreError::InvalidMessage(reason)) => {
+                return self.reject(raft, Rejection::Invalid(reason));
+            }
+            Err(e @ StoreError::MessageTooLarge { .. }) => {
+                return self.reject(raft, Rejection::Invalid(e.to_string()));
+            }
+            Err(e) => return Err(io_error(e)),
+        };
+        let message_results: Vec<&Appended> = appended
+            .iter()
+            .skip(usize::from(create_record.is_some()))
+            .collect();
+        for (slot, appended) in new_indexes.iter().zip(message_results) {
+            let message = &send.messages[*slot];
+            outcome[*slot] = Some(SendResult {
+                msg_id: message.msg_id,
+                queue_id: appended.queue_id,
+                queue_offset: appended.queue_offset,
+                commit_log_offset: appended.commit_log_offset.0,
+                store_timestamp_ms: appended.store_timestamp_ms,
+            });
+        }
+        let mut woken: Vec<QueueId> = Vec::new();
+        for i in &new_indexes {
+            let queue = send.messages[*i].queue_id;
+            if !woken.contains(&queue) {
+                woken.push(queue);
+                self.shared.waiters.wake(&send.topic, queue);
+            }
+        }
+        for (i, first) in duplicate_of.iter().enumerate() {
+            if let Some(first) = first {
+                outcome[i] = outcome[*first];
+            }
+        }
+        {
+            let mut state = self.shared.state_mut();
+            if let Some(config) = create {
+                state.topics.insert(config.name.clone(), config);
+            }
+            for i in &new_indexes {
+                if let (Some(stamp), Some(result)) = (&send.messages[*i].producer, outcome[*i]) {
+                    state
+                        .producers
+                        .record(&stamp.producer_id, stamp.sequence, result);
+                }
+            }
+        }
+        let results = outcome
+            .into_iter()
+            .map(|r| r.ok_or_else(|| io_error("a message of the batch got no result")))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(CommandResponse::Sent(results))
+    }
+
+    fn reject(&self, raft: RaftLogRef, rejection: Rejection) -> io::Result<CommandResponse> {
+        self.write_control(raft, &ControlRecord::Noop)?;
+        Ok(CommandResponse::Rejected(rejection))
+    }
+
+    fn write_control(&self, raft: RaftLogRef, record: &ControlRecord) -> io::Result<()> {
+        let payload = record.encode();
+        self.shared
+            .store
+            .append_entry(
+                raft,
+                &[RecordInput::Control {
+                    payload: &payload,
+                    // Never a local clock: every replica must write the same bytes.
+                    // Zero makes the store reuse the previous record's store time.
+                    store_timestamp_ms: 0,
+                }],
+            )
+            .map(|_| ())
+            .map_err(io_error)
+    }
+
+    /// Copies staged snapshot bytes into the CommitLog and adopts the snapshot's state.
+    fn install(&self, meta: &SnapshotMeta, snapshot: &CommitLogSnapshot) -> io::Result<()> {
+        let store = &self.shared.store;
+        let Some(staged) = &snapshot.staged else {
+            // Re-installing our own snapshot (openraft may at start-up): its bytes are
+            // ours already.
+            if store.max_commit_log_offset() >= snapshot.commit_log_end {
+                return Ok(());
+            }
+            return Err(io_error(format!(
+                "local snapshot covers the commit log up to {} but it ends at {}",
+                snapshot.commit_log_end,
+                store.max_commit_log_offset()
+            )));
+        };
+        let state = GroupState::decode(&snapshot.state).map_err(io_error)?;
+        if state.last_applied != meta.last_log_id || state.commit_log_end != snapshot.commit_log_end
+        {
+            return Err(io_error("snapshot state does not match its meta"));
+        }
+        let mut end = store.max_commit_log_offset();
+        if staged.reset && end < staged.start {
+            warn!(
+                own_end = end.0,
+                leader_start = staged.start.0,
+                "commit log ends below the leader's minimum: resetting it"
+            );
+            store.reset_to(staged.start).map_err(io_error)?;
+            end = staged.start;
+        }
+        if end < staged.start {
+            return Err(io_error(format!(
+                "staged snapshot bytes start at {} beyond this commit log's end {end}",
+                staged.start
+            )));
+        }
+        // Bytes below our end are already here (committed data is identical on every
+        // replica): copy only the rest.
+        let mut file = std::fs::File::open(&staged.path)?;
+        let skip = end.0 - staged.start.0;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(skip))?;
+        let file_size = store.config().commit_log_file_size_bytes;
+        let mut buffer = vec![0u8; INSTALL_CHUNK_BYTES];
+        let mut pending: Vec<u8> = Vec::new();
+        let mut eof = false;
+        loop {
+            while !eof && pending.len() < INSTALL_CHUNK_BYTES {
+                let n = std::io::Read::read(&mut file, &mut buffer)?;
+                eof = n == 0;
+                pending.extend_from_slice(&buffer[..n]);
+            }
+            if pending.is_empty() {
+                break;
+            }
+            // `append_commit_log_raw` takes whole records within one file.
+            let to_file_end = (file_size - end.0 % file_size) as usize;
+            let cut = whole_records(&pending[..pending.len().min(to_file_end)], end, file_size);
+            if cut == 0 {
+                if eof {
+                    return Err(io_error("staged snapshot bytes end inside a record"));
+                }
+                // A record longer than the buffer holds so far: read on.
+                let n = std::io::Read::read(&mut file, &mut buffer)?;
+                eof = n == 0;
+                pending.extend_from_slice(&buffer[..n]);
+                continue;
+            }
+            end = store
+                .append_commit_log_raw(end, &pending[..cut])
+                .map_err(io_error)?;
+            pending.drain(..cut);
+        }
+        if end != snapshot.commit_log_end {
+            return Err(io_error(format!(
+                "after installing, the commit log ends at {end}, not at the snapshot's {}",
+                snapshot.commit_log_end
+            )));
+        }
+        store.flush().map_err(io_error)?;
+        self.shared
+            .snapshots
+            .save(meta, snapshot.commit_log_end, &snapshot.state)?;
+        store.set_retention_floor(snapshot.commit_log_end);
+        *self.shared.state_mut() = state;
+        self.shared.snapshots.finish_receive();
+        self.shared.applied.send_modify(|n| *n = n.wrapping_add(1));
+        self.shared.waiters.wake_all();
+        info!(commit_log_end = end.0, last_log_id = ?meta.last_log_id, "installed snapshot");
+        Ok(())
+    }
+}
+
+/// The length of the longest prefix of `bytes` (CommitLog bytes starting at `at`)
+/// that ends on a record boundary, a blank record counting as reaching the file end.
+fn whole_records(bytes: &[u8], at: CommitLogOffset, file_size: u64) -> usize {
+    use crate::storage::record::{decode, Decoded};
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let global = at.0 + pos as u64;
+        let file_end = ((global / file_size + 1) * file_size - global) as usize;
+        match decode(&bytes[pos..bytes.len().min(pos + file_end)]) {
+            Ok(Decoded::Record(view)) => pos += view.size as usize,
+            Ok(Decoded::Blank { len }) => pos += len as usize,
+            _ => break,
+        }
+    }
+    pos
+}
+
+impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
+    type SnapshotData = CommitLogSnapshot;
+    type SnapshotBuilder = BrokerSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let state = self.shared.state();
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            // Appends are writes to the page cache (the CommitLog is flushed in the
+            // background), short enough to run on this task.
+            let response = self.apply_entry(&entry)?;
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        BrokerSnapshotBuilder {
+            shared: Arc::clone(&self.shared),
+            captured: self.shared.state().clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let this = Self {
+            shared: Arc::clone(&self.shared),
+        };
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || this.install(&meta, &snapshot))
+            .await
+            .map_err(io_error)?
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<
+        Option<openraft::type_config::alias::SnapshotOf<TypeConfig, Self::SnapshotData>>,
+        io::Error,
+    > {
+        Ok(self
+            .shared
+            .snapshots
+            .load()?
+            .map(|(meta, snapshot)| openraft::Snapshot { meta, snapshot }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for BrokerSnapshotBuilder {
+    type SnapshotData = CommitLogSnapshot;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::type_config::alias::SnapshotOf<TypeConfig, Self::SnapshotData>, io::Error>
+    {
+        let captured = self.captured.clone();
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            // Everything the snapshot covers must be durable before the Raft log may be
+            // purged behind it.
+            let flushed = shared.store.flush().map_err(io_error)?;
+            assert!(
+                flushed >= captured.commit_log_end,
+                "flushed {flushed} below the captured end {}",
+                captured.commit_log_end
+            );
+            let state = captured.encode();
+            let meta = SnapshotMeta {
+                last_log_id: captured.last_applied,
+                last_membership: captured.membership.clone(),
+            };
+            shared
+                .snapshots
+                .save(&meta, captured.commit_log_end, &state)?;
+            shared.store.set_retention_floor(captured.commit_log_end);
+            Ok(openraft::Snapshot {
+                meta,
+                snapshot: CommitLogSnapshot {
+                    commit_log_end: captured.commit_log_end,
+                    state: Arc::new(state),
+                    staged: None,
+                },
+            })
+        })
+        .await
+        .map_err(io_error)?
+    }
+}
+
+/// The end of the CommitLog a state machine has applied: used by tests and status.
+pub fn applied_commit_log_end(shared: &GroupShared) -> CommitLogOffset {
+    shared.state().commit_log_end
+}
+
+/// The last applied log id.
+pub fn last_applied(shared: &GroupShared) -> Option<LogId> {
+    shared.state().last_applied
+}
