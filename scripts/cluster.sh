@@ -1,0 +1,959 @@
+#!/usr/bin/env bash
+#
+# cluster.sh — a local broker cluster, one Linux network namespace per node, so
+# that partitions are real packet drops and not a flag inside the broker.
+# The commands are the contract in shared/API.md ("scripts/cluster.sh — a local
+# cluster"); `cluster.sh help` prints them.
+#
+# Network layout of one cluster directory, whose subnet index is K (1..254):
+#
+#   subnet    $CLUSTER_NET.K.0/24 (CLUSTER_NET defaults to 10.77). K is taken from
+#             the registry /run/cluster-sh/registry ("K<TAB>dir" lines, under flock)
+#             so two directories never share a subnet, and is recorded in
+#             DIR/cluster.json so a stopped cluster comes back on the same addresses.
+#   bridge    clshK on the host, address $CLUSTER_NET.K.1/24: processes on the host
+#             (tests) reach every node's URL directly.
+#   netns     clshK-nI for node I: lo up, eth0 = $CLUSTER_NET.K.(10+I)/24, no default
+#             route (nodes reach their own subnet only).
+#   veth      clshKnI on the host (enslaved to the bridge) <-> eth0 inside clshK-nI.
+#   iptables  inside every node namespace, chain CLSH-PART jumped to first from INPUT
+#             and OUTPUT. `partition` appends DROP rules matching peer node addresses;
+#             `heal` flushes the chain. The host's address is never matched, so the
+#             host keeps reaching every node. Namespaces outlive node processes, so
+#             partitions survive `restart I` and `stop`/`start`.
+#   host      FORWARD -i clshK -o clshK -j ACCEPT (comment "cluster.sh"): with
+#             br_netfilter loaded, frames bridged between two nodes traverse the
+#             host's FORWARD chain, whose policy Docker sets to DROP.
+#
+# Files: DIR/cluster.json (layout and pids), DIR/node-I/data, DIR/node-I/broker.log
+# (the node's stdout and stderr, appended across restarts), DIR/.lock (serialises
+# commands that change one directory).
+
+# jq programs are single-quoted on purpose: $names in them are jq variables.
+# shellcheck disable=SC2016
+set -euo pipefail
+
+REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+readonly REPO
+readonly NET_PREFIX=${CLUSTER_NET:-10.77}
+readonly READY_TIMEOUT_S=${CLUSTER_READY_TIMEOUT:-30}
+readonly STOP_TIMEOUT_S=${CLUSTER_STOP_TIMEOUT:-10}
+readonly CURL_TIMEOUT_S=${CLUSTER_CURL_TIMEOUT:-1}
+readonly REGISTRY_DIR=/run/cluster-sh
+readonly REGISTRY=$REGISTRY_DIR/registry
+readonly NAME_PREFIX=clsh
+readonly PART_CHAIN=CLSH-PART
+readonly HOST_RULE_COMMENT=cluster.sh
+readonly DEFAULT_PORT=18081
+readonly FIRST_HOST_OCTET=10 # node I gets .(10+I); .1 is the host
+readonly MAX_NODES=200
+
+usage() {
+	cat <<'EOF'
+usage: scripts/cluster.sh COMMAND [ARGS] [--dir DIR]
+
+Runs a local broker cluster: every node in its own network namespace with its
+own address, all on one bridge per cluster directory. Needs root.
+
+commands:
+  start [--nodes N] [--groups G]   build if needed (unless BROKER_BIN is set), start G
+        [--port P] [--config FILE]  groups of N nodes (default 1x3; groups broker-a,
+        [--cluster-secret S]        broker-b, ...; node ids 1..N*G, group a first),
+                                    wait until every group has a leader, print one base
+                                    URL per node, write DIR/cluster.json. On a stopped
+                                    cluster: start it again with its data and addresses.
+                                    On a running one: print the URLs.
+  status                            one row per node: id, group, pid, state (running,
+                                    paused, dead), address, role, term, leader id (from
+                                    the node's own GET /v1/cluster; '-' when it does not
+                                    answer); then the partition rules in force
+  stop                              SIGTERM every node, SIGKILL after CLUSTER_STOP_TIMEOUT;
+                                    keeps namespaces, partitions and data
+  clean                             stop, remove namespaces, bridge, iptables rules and
+                                    the data (DIR/cluster.json, DIR/node-*); works after a
+                                    failed start
+  kill I | pause I | resume I       SIGKILL / SIGSTOP / SIGCONT node I
+  restart I                         stop node I (SIGTERM, then SIGKILL) if running and
+                                    start it again with the same flags and data; waits
+                                    for its /health
+  partition "1,2|3"                 drop every packet between nodes 1,2 and node 3, both
+                                    directions; more sides isolate each from the others
+                                    ("1|2|3")
+  partition "1,2>3"                 one-way: drop packets from 1,2 to 3 only. Over TCP
+                                    this also breaks connections opened by 3 towards 1,2
+                                    (their replies are dropped); see the UDP-level effect
+                                    with e.g. ping.
+  heal                              remove every partition rule in this cluster
+  url [I]                           print node I's base URL (default: the first node)
+  help                              this text
+
+Partitions are iptables DROP rules by peer address inside the node namespaces
+(chain CLSH-PART); they add up until `heal`, hold established connections too, and
+never block the host, which keeps reaching every node.
+
+options:
+  --dir DIR    cluster directory (default ./.cluster); clusters in different
+               directories get different subnets and can run side by side
+
+environment:
+  BROKER_BIN             broker executable (default: cargo build --release -p broker
+                         --bin broker, then ${CARGO_TARGET_DIR:-target}/release/broker);
+                         restart reuses the one recorded at start
+  CLUSTER_NET            first two octets of cluster subnets (default 10.77)
+  CLUSTER_READY_TIMEOUT  seconds start/restart wait for nodes (default 30)
+  CLUSTER_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL (default 10)
+  CLUSTER_CURL_TIMEOUT   seconds per HTTP probe (default 1)
+
+The broker is run as
+  ip netns exec clshK-nI BROKER_BIN --node-id I --group broker-x --listen IP:PORT
+    --advertise-url http://IP:PORT --data-dir DIR/node-I/data
+    --peers "1=http://..,2=..,3=.." --seeds "http://..,http://.."
+    [--cluster-secret S] [--config FILE]
+EOF
+}
+
+log() { printf 'cluster.sh: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# ---------------------------------------------------------------------------
+# prerequisites
+
+require_root() {
+	[[ $EUID -eq 0 ]] || die "must run as root: network namespaces, bridges and iptables need it (try: sudo $0 ...)"
+}
+
+# Installs what is missing with apt-get, non-interactively.
+ensure_tools() {
+	local -A package_of=([ip]=iproute2 [iptables]=iptables [jq]=jq [curl]=curl [flock]=util-linux [setsid]=util-linux)
+	local tool missing=()
+	for tool in "${!package_of[@]}"; do
+		command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
+	done
+	((${#missing[@]} > 0)) || return 0
+	mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+	command -v apt-get >/dev/null 2>&1 || die "missing packages ${missing[*]} and no apt-get to install them"
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -q "${missing[@]}" >&2 ||
+		{ apt-get update -q >&2 && apt-get install -y -q "${missing[@]}" >&2; } ||
+		die "apt-get could not install ${missing[*]}"
+}
+
+# Sets BIN to an absolute path of the broker executable; builds it unless BROKER_BIN is set.
+resolve_bin() {
+	if [[ -n ${BROKER_BIN:-} ]]; then
+		BIN=$(command -v -- "$BROKER_BIN") || die "BROKER_BIN=$BROKER_BIN is not an executable"
+		BIN=$(realpath -- "$BIN")
+	else
+		command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust, or set BROKER_BIN)"
+		log "building the broker (cargo build --release -p broker --bin broker)"
+		(cd "$REPO" && cargo build --quiet --release -p broker --bin broker) >&2 ||
+			die "cargo build failed"
+		local target=${CARGO_TARGET_DIR:-target}
+		[[ $target == /* ]] || target=$REPO/$target
+		BIN=$target/release/broker
+	fi
+	[[ -x $BIN && ! -d $BIN ]] || die "broker executable $BIN not found or not executable"
+}
+
+# ---------------------------------------------------------------------------
+# cluster state: DIR/cluster.json, loaded into the globals below
+#   ABS STATE K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG SECRET
+#   NODE_IDS, and per node id: N_GROUP N_IP N_URL N_PID N_NS N_VETH N_DATA N_LOG
+
+declare -a NODE_IDS=()
+declare -A N_GROUP=() N_IP=() N_URL=() N_PID=() N_NS=() N_VETH=() N_DATA=() N_LOG=()
+
+set_dir() {
+	ABS=$(realpath -m -- "$DIR")
+	STATE=$ABS/cluster.json
+}
+
+load_state() {
+	[[ -f $STATE ]] || die "no cluster in $ABS (start one with: scripts/cluster.sh start --dir $DIR)"
+	local fields
+	fields=$(jq -r '[.net.index, .net.bridge, .net.host_ip, .port, .nodes_per_group, .groups,
+	                 (.broker_bin // "-"), (.config // "-"), (.cluster_secret // "-")] | @tsv' "$STATE") ||
+		die "$STATE is not valid cluster state"
+	IFS=$'\t' read -r K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG SECRET <<<"$fields"
+	[[ $BIN_RECORDED == - ]] && BIN_RECORDED=
+	[[ $CONFIG == - ]] && CONFIG=
+	[[ $SECRET == - ]] && SECRET=
+	NODE_IDS=()
+	local id group ip url pid ns veth data logf
+	# Fields are never empty ("-" stands for null): read collapses runs of tabs.
+	while IFS=$'\t' read -r id group ip url pid ns veth data logf; do
+		NODE_IDS+=("$id")
+		N_GROUP[$id]=$group N_IP[$id]=$ip N_URL[$id]=$url N_PID[$id]=$pid
+		N_NS[$id]=$ns N_VETH[$id]=$veth N_DATA[$id]=$data N_LOG[$id]=$logf
+	done < <(jq -r '.nodes[] | [.id, .group, .ip, .url, (.pid // "-" | tostring),
+	                            .netns, .veth, .data_dir, .log] | @tsv' "$STATE")
+	((${#NODE_IDS[@]} > 0)) || die "$STATE lists no nodes"
+}
+
+# Writes the whole layout of a new cluster (pids null) from K, NODES_PER_GROUP, NUM_GROUPS, PORT.
+write_new_state() {
+	mkdir -p -- "$ABS"
+	jq -n --arg net "$NET_PREFIX" --arg prefix "$NAME_PREFIX" --argjson k "$K" \
+		--argjson n "$NODES_PER_GROUP" --argjson g "$NUM_GROUPS" --argjson port "$PORT" \
+		--argjson first "$FIRST_HOST_OCTET" --arg dir "$ABS" --arg bin "$BIN" \
+		--arg config "$CONFIG" --arg secret "$SECRET" '
+		def nullable: if . == "" then null else . end;
+		{dir: $dir,
+		 net: {index: $k, subnet: "\($net).\($k).0/24", bridge: "\($prefix)\($k)",
+		       host_ip: "\($net).\($k).1", chain: "CLSH-PART"},
+		 port: $port, nodes_per_group: $n, groups: $g,
+		 broker_bin: $bin, config: ($config | nullable), cluster_secret: ($secret | nullable),
+		 nodes: [range(1; $n * $g + 1) as $id
+		         | "\($net).\($k).\($first + $id)" as $ip
+		         | {id: $id,
+		            group: "broker-\([97 + (($id - 1) / $n | floor)] | implode)",
+		            url: "http://\($ip):\($port)", pid: null,
+		            data_dir: "\($dir)/node-\($id)/data", log: "\($dir)/node-\($id)/broker.log",
+		            ip: $ip, netns: "\($prefix)\($k)-n\($id)", veth: "\($prefix)\($k)n\($id)"}]}' \
+		>"$STATE.tmp"
+	mv -- "$STATE.tmp" "$STATE"
+}
+
+# update_state JQ_FILTER [jq args...] — rewrites cluster.json atomically.
+update_state() {
+	local filter=$1
+	shift
+	jq "$@" "$filter" "$STATE" >"$STATE.tmp"
+	mv -- "$STATE.tmp" "$STATE"
+}
+
+record_pid() {
+	update_state '(.nodes[] | select(.id == $id) | .pid) = $pid' --argjson id "$1" --argjson pid "$2"
+	N_PID[$1]=$2
+}
+
+# Serialises commands that change one cluster directory. Node processes must not
+# inherit the descriptor (they are started with 9>&-), or the lock would outlive us.
+lock_dir() {
+	mkdir -p -- "$ABS"
+	exec 9>>"$ABS/.lock"
+	flock -w 120 9 || die "another cluster.sh command holds $ABS/.lock"
+}
+unlock_dir() { exec 9>&-; }
+
+require_node() {
+	[[ ${1:-} =~ ^[0-9]+$ && -n ${N_NS[$1]:-} ]] || die "no node '${1:-}' in this cluster (nodes: ${NODE_IDS[*]})"
+}
+
+# ---------------------------------------------------------------------------
+# subnet registry: /run/cluster-sh/registry, one "K<TAB>absolute dir" line per
+# cluster; /run is emptied at boot together with the namespaces and bridges.
+
+registry_lock() {
+	mkdir -p "$REGISTRY_DIR"
+	exec 8>>"$REGISTRY_DIR/lock"
+	flock -w 60 8 || die "another cluster.sh holds $REGISTRY_DIR/lock"
+	touch "$REGISTRY"
+}
+registry_unlock() { exec 8>&-; }
+registry_owner() { awk -F'\t' -v k="$1" '$1 == k { print $2; exit }' "$REGISTRY"; }
+registry_index_of() { [[ -f $REGISTRY ]] && awk -F'\t' -v d="$1" '$2 == d { print $1; exit }' "$REGISTRY"; }
+registry_set() {
+	{
+		awk -F'\t' -v k="$1" -v d="$2" '$1 != k && $2 != d' "$REGISTRY"
+		printf '%s\t%s\n' "$1" "$2"
+	} >"$REGISTRY.tmp"
+	mv -- "$REGISTRY.tmp" "$REGISTRY"
+}
+registry_release() {
+	[[ -f $REGISTRY ]] || return 0
+	awk -F'\t' -v k="$1" '$1 != k' "$REGISTRY" >"$REGISTRY.tmp"
+	mv -- "$REGISTRY.tmp" "$REGISTRY"
+}
+
+# True when something on the host other than our bridge uses subnet K.
+subnet_in_use() {
+	local subnet=$NET_PREFIX.$1.0/24
+	ip link show "$NAME_PREFIX$1" >/dev/null 2>&1 && return 0
+	[[ -n $(ip -4 route show root "$subnet" 2>/dev/null) ]] && return 0
+	ip -4 route show match "$subnet" 2>/dev/null | grep -qv '^default' 
+}
+
+netns_of_index() { ip netns list | awk '{ print $1 }' | grep -E "^$NAME_PREFIX$1-n[0-9]+\$" || true; }
+
+# A registered cluster whose directory lost its cluster.json (removed without
+# `clean`) and whose namespaces run nothing can be torn down and its subnet reused.
+index_is_stale() {
+	local ns
+	[[ -f $2/cluster.json ]] && return 1
+	for ns in $(netns_of_index "$1"); do
+		[[ -z $(ip netns pids "$ns" 2>/dev/null) ]] || return 1
+	done
+	return 0
+}
+
+# Prints the subnet index for ABS (registry lock held): its own entry, else the
+# lowest free one.
+allocate_index() {
+	local k owner
+	k=$(registry_index_of "$ABS")
+	if [[ -n $k ]]; then
+		echo "$k"
+		return 0
+	fi
+	for ((k = 1; k <= 254; k++)); do
+		owner=$(registry_owner "$k")
+		if [[ -n $owner ]]; then
+			index_is_stale "$k" "$owner" || continue
+			log "reclaiming subnet $NET_PREFIX.$k.0/24 from $owner (removed without clean)"
+			net_down_index "$k"
+			registry_release "$k"
+		fi
+		subnet_in_use "$k" && continue
+		echo "$k"
+		return 0
+	done
+	die "no free subnet left in $NET_PREFIX.1..254.0/24 (see $REGISTRY)"
+}
+
+# An existing directory keeps its recorded subnet unless another directory took it.
+claim_recorded_index() {
+	registry_lock
+	local owner
+	owner=$(registry_owner "$K")
+	if [[ -z $owner ]]; then
+		if ! ip link show "$BRIDGE" >/dev/null 2>&1 && subnet_in_use "$K"; then
+			die "subnet $NET_PREFIX.$K.0/24 recorded in $STATE is in use on this host; run clean and start again"
+		fi
+		registry_set "$K" "$ABS"
+	elif [[ $owner != "$ABS" ]]; then
+		die "subnet $NET_PREFIX.$K.0/24 recorded in $STATE belongs to the cluster in $owner (copied directory?); run clean and start again"
+	fi
+	registry_unlock
+}
+
+# ---------------------------------------------------------------------------
+# network: bridge, namespaces, veths, iptables chains. Every step is idempotent.
+
+host_rule() { # host_rule -C|-D|-I BRIDGE
+	local op=$1 br=$2 pos=()
+	[[ $op == -I ]] && pos=(1)
+	iptables -w "$op" FORWARD "${pos[@]}" -i "$br" -o "$br" \
+		-m comment --comment "$HOST_RULE_COMMENT" -j ACCEPT
+}
+
+ns_iptables() { # ns_iptables NS iptables-args...
+	local ns=$1
+	shift
+	ip netns exec "$ns" iptables -w "$@"
+}
+
+net_up() {
+	if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+		ip link add "$BRIDGE" type bridge
+	fi
+	ip addr replace "$HOST_IP/24" dev "$BRIDGE"
+	ip link set "$BRIDGE" up
+	host_rule -C "$BRIDGE" 2>/dev/null || host_rule -I "$BRIDGE"
+
+	local id ns veth hook
+	for id in "${NODE_IDS[@]}"; do
+		ns=${N_NS[$id]} veth=${N_VETH[$id]}
+		[[ -e /run/netns/$ns ]] || ip netns add "$ns"
+		if ! ip link show "$veth" >/dev/null 2>&1; then
+			ip -n "$ns" link del eth0 2>/dev/null || true
+			ip link add "$veth" type veth peer name eth0 netns "$ns"
+		fi
+		ip link set "$veth" master "$BRIDGE"
+		ip link set "$veth" up
+		ip -n "$ns" link set lo up
+		ip -n "$ns" addr replace "${N_IP[$id]}/24" dev eth0
+		ip -n "$ns" link set eth0 up
+		ns_iptables "$ns" -N "$PART_CHAIN" 2>/dev/null || true
+		for hook in INPUT OUTPUT; do
+			ns_iptables "$ns" -C "$hook" -j "$PART_CHAIN" 2>/dev/null ||
+				ns_iptables "$ns" -I "$hook" 1 -j "$PART_CHAIN"
+		done
+	done
+}
+
+# Removes everything of subnet index K, found by name: works without cluster.json.
+net_down_index() {
+	local k=$1 ns veth br=$NAME_PREFIX$1
+	for ns in $(netns_of_index "$k"); do
+		# shellcheck disable=SC2046 # one word per pid
+		kill_pids "$ns" $(ip netns pids "$ns" 2>/dev/null)
+		ip netns del "$ns"
+	done
+	for veth in $(ip -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }' |
+		grep -E "^$NAME_PREFIX${k}n[0-9]+\$" || true); do
+		ip link del "$veth" 2>/dev/null || true
+	done
+	ip link del "$br" 2>/dev/null || true
+	while host_rule -C "$br" 2>/dev/null; do host_rule -D "$br"; done
+}
+
+# ---------------------------------------------------------------------------
+# processes. A node's pid is trusted only while that process lives in the node's
+# namespace, which guards against pid reuse.
+
+# These run often (status, every wait loop), so they stay fork-free on a busy host.
+proc_field() { # proc_field PID N — Nth field after the command name in /proc/PID/stat (1 = state)
+	local stat fields
+	{ read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 0
+	read -r -a fields <<<"${stat##*) }"
+	printf '%s' "${fields[$(($2 - 1))]}"
+}
+
+pid_in_ns() { # pid_in_ns PID NS — PID is a live (non-zombie) process in NS
+	local state
+	[[ $1 =~ ^[0-9]+$ ]] || return 1
+	state=$(proc_field "$1" 1)
+	[[ -n $state && $state != Z && $state != X ]] || return 1
+	# Same namespace = same nsfs inode (what `ip netns identify` compares, without a fork).
+	[[ /proc/$1/ns/net -ef /run/netns/$2 ]]
+}
+
+node_alive() { pid_in_ns "${N_PID[$1]}" "${N_NS[$1]}"; }
+
+node_state() {
+	if ! node_alive "$1"; then
+		echo dead
+	elif [[ $(proc_field "${N_PID[$1]}" 1) == [Tt] ]]; then
+		echo paused
+	else
+		echo running
+	fi
+}
+
+# The broker is started by setsid, so it leads its own process group; signal the
+# group so a wrapper script given as BROKER_BIN takes its children along.
+signal_pid() { # signal_pid SIGNAL PID
+	if [[ $(proc_field "$2" 3) == "$2" ]]; then
+		kill -s "$1" -- "-$2" 2>/dev/null || true
+	else
+		kill -s "$1" "$2" 2>/dev/null || true
+	fi
+}
+
+# kill_pids NS PID... — SIGTERM (and SIGCONT, so paused ones can act on it), wait up
+# to CLUSTER_STOP_TIMEOUT, then SIGKILL what is left of them in NS.
+kill_pids() {
+	local ns=$1 pid left deadline
+	shift
+	(($# > 0)) || return 0
+	for pid in "$@"; do
+		signal_pid TERM "$pid"
+		signal_pid CONT "$pid"
+	done
+	deadline=$((SECONDS + STOP_TIMEOUT_S))
+	while :; do
+		left=()
+		for pid in "$@"; do pid_exited "$pid" || left+=("$pid"); done
+		((${#left[@]} > 0)) || return 0
+		((SECONDS < deadline)) || break
+		sleep 0.1
+	done
+	log "$ns: SIGKILL ${left[*]} (still running ${STOP_TIMEOUT_S}s after SIGTERM)"
+	for pid in "${left[@]}"; do signal_pid KILL "$pid"; done
+	wait_gone "$ns" "${left[@]}"
+}
+
+pid_exited() { # pid_exited PID — PID is gone, a zombie, or dead
+	local state
+	state=$(proc_field "$1" 1)
+	[[ -z $state || $state == Z || $state == X ]]
+}
+
+# wait_gone NS PID... — up to 5 s for SIGKILLed processes to go. A dying process
+# leaves its namespaces (exit_task_namespaces) before it becomes a zombie, so
+# "no longer in NS" is not yet "exited": wait for the process state itself.
+wait_gone() {
+	local ns=$1 pid deadline=$((SECONDS + 5))
+	shift
+	for pid in "$@"; do
+		while ! pid_exited "$pid"; do
+			((SECONDS < deadline)) || die "pid $pid in $ns survived SIGKILL"
+			sleep 0.05
+		done
+	done
+}
+
+# Stops several nodes at once: all get SIGTERM first, then one shared deadline.
+stop_nodes() {
+	local id i pids=() ns_of_pid=() left deadline
+	for id in "$@"; do
+		node_alive "$id" || continue
+		signal_pid TERM "${N_PID[$id]}"
+		signal_pid CONT "${N_PID[$id]}"
+		pids+=("${N_PID[$id]}")
+		ns_of_pid+=("${N_NS[$id]}")
+	done
+	((${#pids[@]} > 0)) || return 0
+	deadline=$((SECONDS + STOP_TIMEOUT_S))
+	while :; do
+		left=()
+		for i in "${!pids[@]}"; do pid_exited "${pids[$i]}" || left+=("$i"); done
+		((${#left[@]} > 0)) || return 0
+		((SECONDS < deadline)) || break
+		sleep 0.1
+	done
+	for i in "${left[@]}"; do
+		log "node pid ${pids[$i]} still running ${STOP_TIMEOUT_S}s after SIGTERM: SIGKILL"
+		signal_pid KILL "${pids[$i]}"
+		wait_gone "${ns_of_pid[$i]}" "${pids[$i]}"
+	done
+}
+
+node_args() { # the broker's flags for node $1, into the array ARGS_OUT
+	local id=$1 other peers=() seeds=()
+	for other in "${NODE_IDS[@]}"; do
+		seeds+=("${N_URL[$other]}")
+		[[ ${N_GROUP[$other]} == "${N_GROUP[$id]}" ]] && peers+=("$other=${N_URL[$other]}")
+	done
+	ARGS_OUT=(--node-id "$id" --group "${N_GROUP[$id]}" --listen "${N_IP[$id]}:$PORT"
+		--advertise-url "${N_URL[$id]}" --data-dir "${N_DATA[$id]}"
+		--peers "$(
+			IFS=,
+			echo "${peers[*]}"
+		)" --seeds "$(
+			IFS=,
+			echo "${seeds[*]}"
+		)")
+	[[ -z $SECRET ]] || ARGS_OUT+=(--cluster-secret "$SECRET")
+	[[ -z $CONFIG ]] || ARGS_OUT+=(--config "$CONFIG")
+}
+
+tail_log() {
+	local id=$1
+	log "--- last lines of ${N_LOG[$id]}:"
+	tail -n 20 -- "${N_LOG[$id]}" >&2 2>/dev/null || true
+}
+
+# Starts node $1 detached (setsid: own session, survives this script) in its
+# namespace and records its pid. Proxy variables are dropped: nodes talk to
+# addresses no proxy can reach.
+launch_node() {
+	local id=$1 bin=$2 pid deadline
+	node_args "$id"
+	mkdir -p -- "${N_DATA[$id]}"
+	printf '=== %s cluster.sh: starting node %s: %s %s\n' "$(date -Is)" "$id" "$bin" "${ARGS_OUT[*]}" >>"${N_LOG[$id]}"
+	setsid ip netns exec "${N_NS[$id]}" \
+		env -u http_proxy -u https_proxy -u all_proxy -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY \
+		"$bin" "${ARGS_OUT[@]}" </dev/null >>"${N_LOG[$id]}" 2>&1 8>&- 9>&- &
+	pid=$!
+	# setsid does not fork here (we are not a group leader), and ip and env exec,
+	# so $! becomes the broker; wait until it has entered the namespace.
+	deadline=$((SECONDS + 5))
+	until pid_in_ns "$pid" "${N_NS[$id]}"; do
+		if [[ -z $(proc_field "$pid" 1) || $(proc_field "$pid" 1) == Z ]]; then
+			tail_log "$id"
+			die "node $id exited right after start (log: ${N_LOG[$id]})"
+		fi
+		((SECONDS < deadline)) || die "node $id (pid $pid) did not enter namespace ${N_NS[$id]}"
+		sleep 0.02
+	done
+	record_pid "$id" "$pid"
+}
+
+http_ok() { curl -fsS --noproxy '*' -o /dev/null --max-time "$CURL_TIMEOUT_S" "$1" 2>/dev/null; }
+
+# wait_nodes PATH ID... — until every node answers PATH with 2xx; dies with the
+# log tails of the laggards on timeout or when one exits.
+wait_nodes() {
+	local path=$1 id pending deadline=$((SECONDS + READY_TIMEOUT_S))
+	shift
+	while :; do
+		pending=()
+		for id in "$@"; do
+			if ! node_alive "$id"; then
+				tail_log "$id"
+				die "node $id exited (log: ${N_LOG[$id]})"
+			fi
+			http_ok "${N_URL[$id]}$path" || pending+=("$id")
+		done
+		((${#pending[@]} > 0)) || return 0
+		if ((SECONDS >= deadline)); then
+			for id in "${pending[@]}"; do tail_log "$id"; done
+			die "timed out after ${READY_TIMEOUT_S}s waiting for $path on node(s) ${pending[*]} (CLUSTER_READY_TIMEOUT); the nodes are left running: see status, stop or clean"
+		fi
+		sleep 0.2
+	done
+}
+
+print_urls() { jq -r '.nodes[].url' "$STATE"; }
+
+# drop NS -s|-d IP — append "-s/-d IP -j DROP" to NS's chain unless already there.
+drop() {
+	ns_iptables "$1" -C "$PART_CHAIN" "$2" "$3/32" -j DROP 2>/dev/null ||
+		ns_iptables "$1" -A "$PART_CHAIN" "$2" "$3/32" -j DROP
+}
+
+partition_rules() { # partition_rules ID — the rules in node ID's chain, as iptables -S lines
+	[[ -e /run/netns/${N_NS[$1]} ]] || return 0
+	ns_iptables "${N_NS[$1]}" -S "$PART_CHAIN" 2>/dev/null | grep -- '-j DROP' || true
+}
+
+# ---------------------------------------------------------------------------
+# commands
+
+cmd_start() {
+	require_root
+	ensure_tools
+	[[ -z $OPT_NODES || $OPT_NODES =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive integer"
+	[[ -z $OPT_GROUPS || $OPT_GROUPS =~ ^[1-9][0-9]*$ ]] || die "--groups must be a positive integer"
+	[[ -z $OPT_PORT || ($OPT_PORT =~ ^[1-9][0-9]*$ && $OPT_PORT -le 65535) ]] || die "--port must be a port number"
+	set_dir
+
+	if [[ -f $STATE ]]; then
+		load_state
+		if [[ -n $OPT_NODES && $OPT_NODES != "$NODES_PER_GROUP" ]] || [[ -n $OPT_GROUPS && $OPT_GROUPS != "$NUM_GROUPS" ]]; then
+			die "$ABS holds a cluster of $NUM_GROUPS group(s) x $NODES_PER_GROUP node(s); clean it or use another --dir"
+		fi
+		local all_up=1 id
+		for id in "${NODE_IDS[@]}"; do node_alive "$id" || all_up=0; done
+		if ((all_up)); then
+			log "cluster in $ABS is already running"
+			print_urls
+			return 0
+		fi
+	fi
+
+	resolve_bin
+	lock_dir
+	if [[ -f $STATE ]]; then
+		load_state
+		[[ -z $OPT_CONFIG ]] || CONFIG=$(realpath -- "$OPT_CONFIG")
+		[[ -z $OPT_SECRET ]] || SECRET=$OPT_SECRET
+		update_state '.broker_bin = $bin | .config = ($c | if . == "" then null else . end)
+		              | .cluster_secret = ($s | if . == "" then null else . end)' \
+			--arg bin "$BIN" --arg c "$CONFIG" --arg s "$SECRET"
+		claim_recorded_index
+	else
+		NODES_PER_GROUP=${OPT_NODES:-3} NUM_GROUPS=${OPT_GROUPS:-1} PORT=${OPT_PORT:-$DEFAULT_PORT}
+		((NUM_GROUPS <= 26)) || die "--groups is at most 26 (broker-a .. broker-z)"
+		((NODES_PER_GROUP * NUM_GROUPS <= MAX_NODES)) || die "at most $MAX_NODES nodes per cluster"
+		CONFIG=${OPT_CONFIG:+$(realpath -- "$OPT_CONFIG")} SECRET=$OPT_SECRET
+		# The registry entry and cluster.json are written under the registry lock,
+		# so a concurrent start never mistakes this directory for a stale one.
+		registry_lock
+		K=$(allocate_index)
+		write_new_state
+		registry_set "$K" "$ABS"
+		registry_unlock
+		load_state
+		log "new cluster in $ABS: $NUM_GROUPS group(s) x $NODES_PER_GROUP node(s) on $NET_PREFIX.$K.0/24"
+	fi
+
+	net_up
+	local id started=()
+	for id in "${NODE_IDS[@]}"; do
+		[[ -n $(partition_rules "$id") ]] && log "note: node $id has partition rules in force (heal removes them)"
+		node_alive "$id" && continue
+		launch_node "$id" "$BIN"
+		started+=("$id")
+	done
+	unlock_dir
+	log "started node(s) ${started[*]}; waiting for a leader in every group (GET /ready)"
+	wait_nodes /ready "${NODE_IDS[@]}"
+	print_urls
+}
+
+cmd_status() {
+	require_root
+	ensure_tools
+	set_dir
+	load_state
+	local tmp id
+	tmp=$(mktemp -d)
+	# shellcheck disable=SC2064 # expand now: tmp is local
+	trap "rm -rf -- '$tmp'" EXIT
+	# Per node, in parallel: its own view (role, term, leader id) and its partition rules.
+	for id in "${NODE_IDS[@]}"; do
+		{
+			curl -sS --noproxy '*' --max-time "$CURL_TIMEOUT_S" "${N_URL[$id]}/v1/cluster" 2>/dev/null |
+				jq -r --argjson id "$id" --arg g "${N_GROUP[$id]}" '
+					first(.groups[]? | select(.group == $g)) as $grp
+					| (first($grp.nodes[]? | select(.id == $id)) // {}) as $me
+					| [($me.role // "-"), ($me.term // "-"), ($grp.leader_id // "-")]
+					| map(tostring) | @tsv' >"$tmp/$id.view" 2>/dev/null || true
+			partition_rules "$id" >"$tmp/$id.rules"
+		} &
+	done
+	wait || true
+
+	local state pid role term leader
+	row() { printf '%-4s %-10s %-8s %-8s %-26s %-10s %-5s %s\n' "$@"; }
+	row NODE GROUP PID STATE ADDRESS ROLE TERM LEADER
+	for id in "${NODE_IDS[@]}"; do
+		state=$(node_state "$id")
+		pid=${N_PID[$id]}
+		role=- term=- leader=-
+		if [[ $state != dead && -s $tmp/$id.view ]]; then
+			IFS=$'\t' read -r role term leader <"$tmp/$id.view"
+		fi
+		row "$id" "${N_GROUP[$id]}" "$pid" "$state" "${N_URL[$id]}" "$role" "$term" "$leader"
+	done
+
+	# Partition rules, with peer addresses turned back into node ids.
+	local -A id_of_ip=()
+	for id in "${NODE_IDS[@]}"; do id_of_ip[${N_IP[$id]}]=$id; done
+	local rule dir_flag addr from to header=0
+	for id in "${NODE_IDS[@]}"; do
+		from=() to=()
+		while read -r _ _ dir_flag addr _; do
+			addr=${addr%/32}
+			case $dir_flag in
+			-s) from+=("${id_of_ip[$addr]:-$addr}") ;;
+			-d) to+=("${id_of_ip[$addr]:-$addr}") ;;
+			esac
+		done <"$tmp/$id.rules"
+		((${#from[@]} + ${#to[@]} > 0)) || continue
+		((header)) || echo "partitions (packets node drops; heal removes them):"
+		header=1
+		rule="  node $id:"
+		((${#from[@]} == 0)) || rule+=" from $(printf '%s\n' "${from[@]}" | sort -n | paste -sd,)"
+		((${#to[@]} == 0)) || rule+=" to $(printf '%s\n' "${to[@]}" | sort -n | paste -sd,)"
+		echo "$rule"
+	done
+}
+
+cmd_stop() {
+	require_root
+	ensure_tools
+	set_dir
+	load_state
+	lock_dir
+	stop_nodes "${NODE_IDS[@]}"
+	log "stopped every node of $ABS (data, namespaces and partitions kept)"
+}
+
+cmd_clean() {
+	require_root
+	ensure_tools
+	set_dir
+	local k owner
+	lock_dir
+	if [[ -f $STATE ]]; then
+		load_state
+		stop_nodes "${NODE_IDS[@]}"
+		k=$K
+	else
+		k=$(registry_index_of "$ABS" || true)
+	fi
+	if [[ -n $k ]]; then
+		registry_lock
+		owner=$(registry_owner "$k")
+		if [[ -z $owner || $owner == "$ABS" ]]; then
+			net_down_index "$k"
+			registry_release "$k"
+		else
+			log "not removing network $NET_PREFIX.$k.0/24: it belongs to $owner"
+		fi
+		registry_unlock
+	fi
+	local node_dir
+	for node_dir in "$ABS"/node-[0-9]*; do
+		[[ -d $node_dir ]] && rm -rf -- "$node_dir"
+	done
+	rm -f -- "$STATE" "$STATE.tmp" "$ABS/.lock"
+	unlock_dir
+	# Only what this script created is removed; a directory holding more stays.
+	rmdir -- "$ABS" 2>/dev/null || [[ ! -e $ABS ]] || log "kept $ABS: it holds files cluster.sh did not create"
+	log "cleaned $ABS"
+}
+
+cmd_signal() { # cmd_signal kill|pause|resume ID
+	local what=$1 id=$2 state
+	require_root
+	ensure_tools
+	set_dir
+	load_state
+	require_node "$id"
+	lock_dir
+	state=$(node_state "$id")
+	case $what in
+	kill)
+		if [[ $state == dead ]]; then
+			log "node $id is not running"
+			return 0
+		fi
+		signal_pid KILL "${N_PID[$id]}"
+		wait_gone "${N_NS[$id]}" "${N_PID[$id]}"
+		log "killed node $id (pid ${N_PID[$id]})"
+		;;
+	pause)
+		[[ $state != dead ]] || die "node $id is not running"
+		signal_pid STOP "${N_PID[$id]}"
+		local deadline=$((SECONDS + 5))
+		until [[ $(node_state "$id") == paused ]]; do
+			((SECONDS < deadline)) || die "node $id did not stop on SIGSTOP"
+			sleep 0.02
+		done
+		log "paused node $id (pid ${N_PID[$id]})"
+		;;
+	resume)
+		[[ $state != dead ]] || die "node $id is not running (use restart)"
+		signal_pid CONT "${N_PID[$id]}"
+		log "resumed node $id (pid ${N_PID[$id]})"
+		;;
+	esac
+}
+
+cmd_restart() {
+	local id=$1 bin
+	require_root
+	ensure_tools
+	set_dir
+	load_state
+	require_node "$id"
+	if [[ -n ${BROKER_BIN:-} ]]; then
+		resolve_bin
+		bin=$BIN
+	else
+		bin=$BIN_RECORDED
+		[[ -x $bin ]] || die "broker executable recorded at start ($bin) is gone; set BROKER_BIN"
+	fi
+	lock_dir
+	stop_nodes "$id"
+	net_up # in case the namespace was removed by hand; a no-op otherwise
+	launch_node "$id" "$bin"
+	unlock_dir
+	wait_nodes /health "$id"
+	log "restarted node $id (pid ${N_PID[$id]})"
+}
+
+cmd_partition() {
+	local spec=${1//[[:space:]]/} op sides=() side id a b i
+	require_root
+	ensure_tools
+	set_dir
+	load_state
+	if [[ $spec =~ ^[0-9]+(,[0-9]+)*(\|[0-9]+(,[0-9]+)*)+$ ]]; then
+		op='|'
+		IFS='|' read -r -a sides <<<"$spec"
+	elif [[ $spec =~ ^[0-9]+(,[0-9]+)*\>[0-9]+(,[0-9]+)*$ ]]; then
+		op='>'
+		IFS='>' read -r -a sides <<<"$spec"
+	else
+		die "bad partition '$1': expected e.g. \"1,2|3\" (both ways) or \"1,2>3\" (from 1,2 to 3)"
+	fi
+	local -A side_of=()
+	for i in "${!sides[@]}"; do
+		IFS=, read -r -a side <<<"${sides[$i]}"
+		for id in "${side[@]}"; do
+			require_node "$id"
+			[[ -z ${side_of[$id]:-} ]] || die "node $id is on two sides of '$1'"
+			side_of[$id]=$i
+			[[ -e /run/netns/${N_NS[$id]} ]] || die "namespace ${N_NS[$id]} of node $id is missing; run start first"
+		done
+	done
+	lock_dir
+	for a in "${!side_of[@]}"; do
+		for b in "${!side_of[@]}"; do
+			((side_of[$a] != side_of[$b])) || continue
+			if [[ $op == '|' ]]; then
+				drop "${N_NS[$a]}" -s "${N_IP[$b]}"
+				drop "${N_NS[$a]}" -d "${N_IP[$b]}"
+			elif ((side_of[$a] == 0)); then
+				# a -> b: a drops what it sends to b, b drops what it gets from a.
+				drop "${N_NS[$a]}" -d "${N_IP[$b]}"
+				drop "${N_NS[$b]}" -s "${N_IP[$a]}"
+			fi
+		done
+	done
+	log "partition $spec in force (heal removes it)"
+}
+
+cmd_url() { # cmd_url [ID]
+	set_dir
+	[[ -f $STATE ]] || die "no cluster in $ABS (start one with: scripts/cluster.sh start --dir $DIR)"
+	local url
+	if [[ -n ${1:-} ]]; then
+		url=$(jq -r --argjson id "$1" '.nodes[] | select(.id == $id) | .url' "$STATE")
+	else
+		url=$(jq -r '.nodes[0].url' "$STATE")
+	fi
+	[[ -n $url && $url != null ]] || die "no node ${1:-} in $DIR"
+	printf '%s\n' "$url"
+}
+
+cmd_heal() {
+	local id
+	require_root
+	ensure_tools
+	set_dir
+	load_state
+	lock_dir
+	for id in "${NODE_IDS[@]}"; do
+		[[ -e /run/netns/${N_NS[$id]} ]] || continue
+		ns_iptables "${N_NS[$id]}" -F "$PART_CHAIN" 2>/dev/null || true
+	done
+	log "healed: no partition rules left in $ABS"
+}
+
+# ---------------------------------------------------------------------------
+
+main() {
+	local cmd=${1:-help} args=()
+	[[ $NET_PREFIX =~ ^[0-9]{1,3}\.[0-9]{1,3}$ ]] || die "CLUSTER_NET must be two octets like 10.77, not '$NET_PREFIX'"
+	(($# == 0)) || shift
+	DIR=./.cluster OPT_NODES='' OPT_GROUPS='' OPT_PORT='' OPT_CONFIG='' OPT_SECRET=''
+	while (($# > 0)); do
+		case $1 in
+		--dir | --nodes | --groups | --port | --config | --cluster-secret)
+			(($# >= 2)) || die "$1 needs a value"
+			case $1 in
+			--dir) DIR=$2 ;;
+			--nodes) OPT_NODES=$2 ;;
+			--groups) OPT_GROUPS=$2 ;;
+			--port) OPT_PORT=$2 ;;
+			--config) OPT_CONFIG=$2 ;;
+			--cluster-secret) OPT_SECRET=$2 ;;
+			esac
+			shift 2
+			;;
+		--*=*)
+			set -- "${1%%=*}" "${1#*=}" "${@:2}"
+			;;
+		-h | --help)
+			cmd=help
+			shift
+			;;
+		-*) die "unknown option $1 (see: scripts/cluster.sh help)" ;;
+		*)
+			args+=("$1")
+			shift
+			;;
+		esac
+	done
+	[[ -n $DIR ]] || die "--dir must not be empty"
+	if [[ $cmd != start && -n $OPT_NODES$OPT_GROUPS$OPT_PORT$OPT_CONFIG$OPT_SECRET ]]; then
+		die "--nodes, --groups, --port, --config and --cluster-secret only go with start"
+	fi
+
+	local want
+	case $cmd in
+	kill | pause | resume | restart | partition) want=1 ;;
+	url) want=${#args[@]} && ((want <= 1)) || want=1 ;;
+	*) want=0 ;;
+	esac
+	if [[ $cmd != help && ${#args[@]} -ne $want ]]; then
+		die "$cmd takes $want argument(s), got ${#args[@]}: ${args[*]:-none} (see: scripts/cluster.sh help)"
+	fi
+
+	case $cmd in
+	help) usage ;;
+	start) cmd_start ;;
+	status) cmd_status ;;
+	stop) cmd_stop ;;
+	clean) cmd_clean ;;
+	kill | pause | resume) cmd_signal "$cmd" "${args[0]}" ;;
+	restart) cmd_restart "${args[0]}" ;;
+	partition) cmd_partition "${args[0]}" ;;
+	heal) cmd_heal ;;
+	url) cmd_url "${args[0]:-}" ;;
+	*) die "unknown command '$cmd' (see: scripts/cluster.sh help)" ;;
+	esac
+}
+
+main "$@"

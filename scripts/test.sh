@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): unit, property, crash and
+# multi-process tests, then the cluster script's own end-to-end test and the
+# README's examples against a real three-node cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "--- cargo test --workspace --release"
+cargo test --workspace --release
+
+echo "--- cargo build --release -p broker --bin broker"
+cargo build --release -p broker --bin broker
+
+if [[ $EUID -ne 0 ]]; then
+	echo "scripts/test.sh: the cluster tests need root (network namespaces); NOT RUN" >&2
+	exit 1
+fi
+echo "--- scripts/cluster.sh end to end (stand-in nodes)"
+scripts/testing/test-cluster-sh.sh
+echo "--- README examples against a real cluster"
+scripts/testing/readme-examples.sh

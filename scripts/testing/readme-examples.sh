@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs the README's example blocks (between `<!-- example:start NAME -->` and
+# `<!-- example:end -->`), exactly as printed, against a fresh three-node cluster in
+# a scratch directory. Fails if a block fails or prints an API error body.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+cleanup() {
+	(cd "$work" && scripts/cluster.sh clean >/dev/null 2>&1) || true
+	rm -rf -- "$work"
+}
+trap cleanup EXIT
+
+export BROKER_BIN=${BROKER_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/broker}
+if [[ ! -x $BROKER_BIN ]]; then
+	(cd "$repo" && cargo build --quiet --release -p broker --bin broker)
+fi
+
+# The examples say `scripts/cluster.sh` and use its default ./.cluster directory:
+# run them from a scratch directory that has the repository's scripts.
+ln -s "$repo/scripts" "$work/scripts"
+cd "$work"
+scripts/cluster.sh start >/dev/null
+
+names=$(sed -n 's/^<!-- example:start \([a-z0-9-]*\) -->$/\1/p' "$repo/README.md")
+[[ -n $names ]] || { echo "readme-examples: no example blocks in README.md" >&2; exit 1; }
+failed=0
+for name in $names; do
+	block=$(awk -v name="$name" '
+		$0 == "<!-- example:start " name " -->" { inside = 1; next }
+		inside && $0 == "<!-- example:end -->" { exit }
+		inside && !/^```/ { print }
+	' "$repo/README.md")
+	echo "--- README example '$name'"
+	if ! output=$(bash -euo pipefail -c "$block" 2>&1); then
+		echo "$output"
+		echo "readme-examples: example '$name' failed" >&2
+		failed=1
+		continue
+	fi
+	echo "$output"
+	if grep -q '"code":"' <<<"$output"; then
+		echo "readme-examples: example '$name' printed an API error" >&2
+		failed=1
+	fi
+done
+grep -q '"status":"FOUND"' <<<"$(cd "$work" && curl -s "$(scripts/cluster.sh url)/v1/topics/orders/queues/1/messages?offset=0")" ||
+	{ echo "readme-examples: the quickstart message is not readable" >&2; failed=1; }
+exit "$failed"

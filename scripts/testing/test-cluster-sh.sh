@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+#
+# End-to-end test of scripts/cluster.sh with the stand-in broker
+# (scripts/testing/fake-broker.py). Proves that nodes get their own namespaces and
+# addresses reachable from the host, that partitions (both ways and one way) are
+# real packet drops which heal removes, that kill/pause/resume/restart act on the
+# right process and keep data and partitions, that two cluster directories run
+# side by side without colliding, that a failed start can be cleaned, and that
+# clean leaves no namespace, bridge, veth or iptables rule behind.
+#
+# Needs root. Runs in well under a minute. Exits non-zero on any failure.
+#
+#   sudo scripts/testing/test-cluster-sh.sh
+
+set -euo pipefail
+
+HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+CLUSTER=$HERE/../cluster.sh
+export BROKER_BIN=$HERE/fake-broker.py
+export CLUSTER_READY_TIMEOUT=${CLUSTER_READY_TIMEOUT:-15}
+export CLUSTER_STOP_TIMEOUT=${CLUSTER_STOP_TIMEOUT:-5}
+
+[[ $EUID -eq 0 ]] || {
+	echo "test-cluster-sh: needs root (network namespaces)" >&2
+	exit 1
+}
+
+ROOT=$(mktemp -d /tmp/test-cluster-sh.XXXXXX)
+D1=$ROOT/one
+D2=$ROOT/two
+D3=$ROOT/broken
+FAILURES=0
+PYTHON=$(python3 -c 'import sys; print(sys.executable)') # skips a pyenv shim, if any
+STARTED_AT=$SECONDS
+
+cleanup() {
+	local d
+	for d in "$D1" "$D2" "$D3"; do
+		if [[ -e $d ]]; then "$CLUSTER" clean --dir "$d" >/dev/null 2>&1 || true; fi
+	done
+	rm -rf -- "$ROOT"
+}
+trap cleanup EXIT
+trap 'echo "test-cluster-sh: FAILED: command at line $LINENO exited non-zero" >&2' ERR
+
+step() { printf "\n--- %s  [t=%ss]\n" "$*" "$((SECONDS - STARTED_AT))"; }
+ok() { printf '  ok   %s\n' "$*"; }
+bad() {
+	printf '  FAIL %s\n' "$*"
+	FAILURES=$((FAILURES + 1))
+}
+# check DESCRIPTION COMMAND... — records a failure instead of stopping.
+check() {
+	local what=$1
+	shift
+	if "$@"; then ok "$what"; else bad "$what"; fi
+}
+# wait_for DESCRIPTION SECONDS COMMAND... — polls until the command succeeds.
+wait_for() {
+	local what=$1 limit_s=$2 deadline=$((SECONDS + $2))
+	shift 2
+	until "$@"; do
+		if ((SECONDS >= deadline)); then
+			bad "$what (not within ${limit_s}s)"
+			return 0
+		fi
+		sleep 0.1
+	done
+	ok "$what"
+}
+not() { ! "$@"; }
+
+cs() { "$CLUSTER" "$@"; }
+
+# Node fields from a cluster's cluster.json: field DIR ID NAME. Everything but the
+# pid is fixed for a cluster's life, so it is read once (jq is slow on a busy host).
+declare -A FIELDS=()
+field() {
+	if [[ $3 == pid ]]; then
+		jq -r --argjson id "$2" '.nodes[] | select(.id == $id) | .pid' "$1/cluster.json"
+		return
+	fi
+	if [[ -z ${FIELDS["$1|$2|$3"]+set} ]]; then
+		local key value
+		while IFS=$'\t' read -r key value; do FIELDS["$1|$key"]=$value; done < <(jq -r '.nodes[]
+			| .id as $id | to_entries[] | ["\($id)|\(.key)", (.value | tostring)] | @tsv' "$1/cluster.json")
+	fi
+	printf '%s\n' "${FIELDS["$1|$2|$3"]}"
+}
+# A dropped SYN never connects, so a short connect timeout proves a block quickly,
+# while a reachable node gets time to answer on a busy host.
+CURL=(curl -fsS --noproxy '*' --connect-timeout 0.3 --max-time 3 -o /dev/null)
+# reach DIR FROM TO — node FROM can do GET /health on node TO.
+reach() { ip netns exec "$(field "$1" "$2" netns)" "${CURL[@]}" "$(field "$1" "$3" url)/health" 2>/dev/null; }
+host_reach() { "${CURL[@]}" "$1/health" 2>/dev/null; }
+# status_col DIR ID COLUMN... — cells of `cluster.sh status` (1 node 2 group 3 pid
+# 4 state 5 address 6 role 7 term 8 leader); several columns come joined by "/".
+status_col() {
+	cs status --dir "$1" 2>/dev/null | awk -v id="$2" -v cols="${*:3}" '$1 == id {
+		n = split(cols, c, " "); out = $c[1]; for (i = 2; i <= n; i++) out = out "/" $c[i]; print out }'
+}
+status_is() { [[ $(status_col "$1" "$2" "$3") == "$4" ]]; }
+# udp_delivers DIR FROM TO — a UDP datagram sent by node FROM arrives at node TO.
+udp_delivers() {
+	local to_ip out
+	to_ip=$(field "$1" "$3" ip)
+	out=$(mktemp)
+	ip netns exec "$(field "$1" "$3" netns)" "$PYTHON" -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 9999))
+s.settimeout(1.0)
+try:
+    print(s.recv(64).decode())
+except socket.timeout:
+    pass' "$to_ip" >"$out" &
+	local receiver=$!
+	# Send until the receiver has one (it may still be starting) or has given up.
+	# shellcheck disable=SC2016 # $1 and $2 are for the inner bash
+	ip netns exec "$(field "$1" "$2" netns)" bash -c \
+		'while kill -0 "$2" 2>/dev/null; do echo hello 2>/dev/null >"/dev/udp/$1/9999"; sleep 0.05; done' \
+		_ "$to_ip" "$receiver" 2>/dev/null || true
+	wait "$receiver" || true
+	[[ $(cat "$out") == hello ]]
+	local rc=$?
+	rm -f -- "$out"
+	return $rc
+}
+chain_empty() { ! ip netns exec "$(field "$1" "$2" netns)" iptables -w -S CLSH-PART 2>/dev/null | grep -q DROP; }
+pid_alive() { [[ -e /proc/$1 && $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
+index_of() { jq -r .net.index "$1/cluster.json"; }
+netns_of_index() { ip netns list | awk '{print $1}' | grep -E "^clsh$1-n[0-9]+\$" || true; }
+links_of_index() { ip -o link show | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | grep -E "^clsh$1(n[0-9]+)?\$" || true; }
+host_rules_of_index() { iptables -w -S FORWARD 2>/dev/null | grep -E -- "-i clsh$1 -o clsh$1 " || true; }
+nothing_left_of_index() {
+	[[ -z $(netns_of_index "$1")$(links_of_index "$1")$(host_rules_of_index "$1") ]] &&
+		! grep -q "^$1	" /run/cluster-sh/registry 2>/dev/null
+}
+
+# ----------------------------------------------------------------------------
+step "usage and argument errors"
+check "help prints usage" bash -c "'$CLUSTER' help | grep -q 'partition \"1,2>3\"'"
+check "unknown command fails" not cs frobnicate --dir "$D1"
+check "status of a missing cluster fails" not cs status --dir "$D1"
+check "bad partition spec fails" not cs partition "1,,2" --dir "$D1"
+
+# ----------------------------------------------------------------------------
+step "start 1x3 in $D1"
+urls=$(cs start --dir "$D1")
+# shellcheck disable=SC2086 # one URL per word
+printf '  %s\n' $urls # one URL per word
+check "start prints 3 URLs" test "$(echo "$urls" | wc -l)" -eq 3
+check "URLs are the ones in cluster.json" test "$urls" == "$(jq -r '.nodes[].url' "$D1/cluster.json")"
+check "cluster.json has ids 1,2,3 in broker-a" \
+	test "$(jq -c '[.nodes[] | [.id, .group]]' "$D1/cluster.json")" == '[[1,"broker-a"],[2,"broker-a"],[3,"broker-a"]]'
+K1=$(index_of "$D1")
+for id in 1 2 3; do
+	ip=$(field "$D1" $id ip)
+	check "node $id: ip $ip in 10.77.$K1.0/24, url on it" \
+		test "$(field "$D1" $id url)" == "http://$ip:18081" -a "${ip%.*}" == "10.77.$K1"
+	check "node $id: pid $(field "$D1" $id pid) runs in netns $(field "$D1" $id netns)" \
+		test "$(ip netns identify "$(field "$D1" $id pid)")" == "$(field "$D1" $id netns)"
+	check "node $id: data dir and log exist" test -d "$D1/node-$id/data" -a -f "$D1/node-$id/broker.log" -a \
+		"$(field "$D1" $id data_dir)" == "$D1/node-$id/data"
+	check "node $id: reachable from the host" host_reach "$(field "$D1" $id url)"
+done
+check "status: one leader" test "$(cs status --dir "$D1" | awk '$6 == "leader"' | wc -l)" -eq 1
+check "status: all running" test "$(cs status --dir "$D1" | awk '$4 == "running"' | wc -l)" -eq 3
+check "start on a running cluster succeeds and reprints the URLs" test "$(cs start --dir "$D1" 2>/dev/null)" == "$urls"
+check "start with another shape is refused" not cs start --nodes 5 --dir "$D1"
+
+# ----------------------------------------------------------------------------
+step "partition 1,2|3: 3 and {1,2} cannot talk, 1<->2 can, the host reaches all"
+cs partition "1,2|3" --dir "$D1"
+check "3 -> 1 blocked" not reach "$D1" 3 1
+check "3 -> 2 blocked" not reach "$D1" 3 2
+check "1 -> 3 blocked" not reach "$D1" 1 3
+check "2 -> 3 blocked" not reach "$D1" 2 3
+check "1 -> 2 works" reach "$D1" 1 2
+check "2 -> 1 works" reach "$D1" 2 1
+if command -v ping >/dev/null; then
+	check "ping 3 -> 1 blocked" not ip netns exec "$(field "$D1" 3 netns)" ping -c1 -W1 "$(field "$D1" 1 ip)"
+fi
+for id in 1 2 3; do check "host -> $id works" host_reach "$(field "$D1" $id url)"; done
+wait_for "the broker on 3 sees no leader" 5 status_is "$D1" 3 8 -
+check "status lists the partition" bash -c "'$CLUSTER' status --dir '$D1' | grep -q 'node 3: from 1,2 to 1,2'"
+check "partitioning again is idempotent" test "$(cs partition "1,2|3" --dir "$D1" 2>/dev/null &&
+	ip netns exec "$(field "$D1" 3 netns)" iptables -w -S CLSH-PART | grep -c DROP)" -eq 4
+
+step "heal"
+cs heal --dir "$D1"
+for id in 1 2 3; do check "node $id: partition chain empty" chain_empty "$D1" $id; done
+check "3 -> 1 works" reach "$D1" 3 1
+check "1 -> 3 works" reach "$D1" 1 3
+wait_for "3 has a leader again" 5 status_is "$D1" 3 8 1
+
+# ----------------------------------------------------------------------------
+step "one-way partition 1>3: packets from 1 to 3 are dropped, 3 to 1 pass"
+cs partition "1>3" --dir "$D1"
+check "UDP 1 -> 3 dropped" not udp_delivers "$D1" 1 3
+check "UDP 3 -> 1 delivered" udp_delivers "$D1" 3 1
+check "UDP 2 -> 3 delivered" udp_delivers "$D1" 2 3
+check "TCP 1 -> 3 blocked" not reach "$D1" 1 3
+check "host -> 3 works" host_reach "$(field "$D1" 3 url)"
+cs heal --dir "$D1"
+check "after heal, UDP 1 -> 3 delivered" udp_delivers "$D1" 1 3
+
+# ----------------------------------------------------------------------------
+step "kill 3, restart 3 (data kept, new pid)"
+old_pid=$(field "$D1" 3 pid)
+echo marker >"$D1/node-3/data/marker"
+cs kill 3 --dir "$D1"
+check "old pid gone" not pid_alive "$old_pid"
+check "status: 3 dead, no role" test "$(status_col "$D1" 3 4 6)" == "dead/-"
+check "host -> 3 refused" not host_reach "$(field "$D1" 3 url)"
+check "kill of a dead node is a no-op" cs kill 3 --dir "$D1"
+check "pause of a dead node fails" not cs pause 3 --dir "$D1"
+cs restart 3 --dir "$D1"
+new_pid=$(field "$D1" 3 pid)
+check "cluster.json has the new pid ($old_pid -> $new_pid)" test "$new_pid" != "$old_pid"
+check "new pid runs in node 3's namespace" test "$(ip netns identify "$new_pid")" == "$(field "$D1" 3 netns)"
+check "status: 3 running" status_is "$D1" 3 4 running
+check "data survived" test "$(cat "$D1/node-3/data/marker")" == marker
+check "log kept both runs" test "$(grep -c 'cluster.sh: starting node 3' "$D1/node-3/broker.log")" -eq 2
+check "restart of a running node replaces it" cs restart 3 --dir "$D1"
+check "... with yet another pid" test "$(field "$D1" 3 pid)" != "$new_pid"
+
+step "a partition survives restart of a node"
+cs partition "1,2|3" --dir "$D1"
+cs restart 3 --dir "$D1"
+check "3 -> 1 still blocked" not reach "$D1" 3 1
+check "1 -> 3 still blocked" not reach "$D1" 1 3
+cs heal --dir "$D1"
+check "healed: 3 -> 1 works" reach "$D1" 3 1
+
+# ----------------------------------------------------------------------------
+step "pause 2, resume 2"
+cs pause 2 --dir "$D1"
+check "status: 2 paused" status_is "$D1" 2 4 paused
+check "process state is T" test "$(awk '{print $3}' "/proc/$(field "$D1" 2 pid)/stat")" == T
+check "host -> 2 connects but gets no answer" not curl -fsS --noproxy '*' --max-time 0.5 -o /dev/null "$(field "$D1" 2 url)/health" 2>/dev/null
+check "status still answers for the others" status_is "$D1" 1 4 running
+cs resume 2 --dir "$D1"
+check "status: 2 running" status_is "$D1" 2 4 running
+check "host -> 2 works" host_reach "$(field "$D1" 2 url)"
+
+# ----------------------------------------------------------------------------
+step "a second cluster, 2x3 in $D2, beside the first"
+urls2=$(cs start --nodes 3 --groups 2 --dir "$D2")
+K2=$(index_of "$D2")
+check "6 URLs" test "$(echo "$urls2" | wc -l)" -eq 6
+check "own subnet ($K1 vs $K2)" test "$K1" != "$K2"
+check "no shared namespace or veth names" test -z "$(comm -12 \
+	<(jq -r '.nodes[] | .netns, .veth' "$D1/cluster.json" | sort) \
+	<(jq -r '.nodes[] | .netns, .veth' "$D2/cluster.json" | sort))"
+check "groups a=1..3, b=4..6" test "$(jq -c '[.nodes[] | .group[7:]] | join("")' "$D2/cluster.json")" == '"aaabbb"'
+check "node 5 reports group broker-b with members 4,5,6" test "$(curl -fsS --noproxy '*' --max-time 1 \
+	"$(field "$D2" 5 url)/v1/cluster" | jq -c '.groups[0] | [.group, [.nodes[].id]]')" == '["broker-b",[4,5,6]]'
+check "node 1 got --peers of its group and --seeds of all" \
+	grep -q -- "--peers 1=http://10.77.$K2.11:18081,2=http://10.77.$K2.12:18081,3=http://10.77.$K2.13:18081 --seeds http://10.77.$K2.11:18081,.*,http://10.77.$K2.16:18081" \
+	"$D2/node-1/broker.log"
+for u in $urls2; do check "host -> $u" host_reach "$u"; done
+check "first cluster unaffected" host_reach "$(field "$D1" 1 url)"
+check "clusters are isolated from each other" not ip netns exec "$(field "$D1" 1 netns)" \
+	"${CURL[@]}" "$(field "$D2" 1 url)/health" 2>/dev/null
+check "partition in one cluster leaves the other alone" cs partition "4|5,6" --dir "$D2"
+check "... first cluster 1 -> 3 still works" reach "$D1" 1 3
+
+# ----------------------------------------------------------------------------
+step "stop and start the first cluster again: same addresses, data kept"
+pids=$(jq -r '.nodes[].pid' "$D1/cluster.json")
+cs stop --dir "$D1"
+for p in $pids; do check "pid $p stopped" not pid_alive "$p"; done
+check "status: all dead" test "$(cs status --dir "$D1" | awk '$4 == "dead"' | wc -l)" -eq 3
+check "namespaces kept" test "$(netns_of_index "$K1" | wc -l)" -eq 3
+check "fake broker exited 0 on SIGTERM (logged its shutdown)" grep -q 'SIGTERM: shutting down' "$D1/node-1/broker.log"
+check "start again prints the same URLs" test "$(cs start --dir "$D1")" == "$urls"
+check "same subnet" test "$(index_of "$D1")" == "$K1"
+check "data still there" test -f "$D1/node-3/data/marker"
+
+# ----------------------------------------------------------------------------
+step "a start that fails (broker exits at once) is reported and can be cleaned"
+if BROKER_BIN=/bin/false cs start --dir "$D3" 2>"$ROOT/broken.err"; then
+	bad "start with a broken broker failed"
+else
+	ok "start with a broken broker failed"
+fi
+check "error names the node that exited" grep -Eq "node [0-9]+ exited" "$ROOT/broken.err"
+K3=$(index_of "$D3")
+cs clean --dir "$D3"
+check "clean after a failed start leaves nothing of subnet $K3" nothing_left_of_index "$K3"
+check "... and removes the directory" test ! -e "$D3"
+
+# ----------------------------------------------------------------------------
+step "clean both clusters"
+cs clean --dir "$D1"
+cs clean --dir "$D2"
+for k in "$K1" "$K2"; do
+	check "subnet $k: no namespace, bridge, veth, host rule or registry entry" nothing_left_of_index "$k"
+done
+check "no process left from either cluster" test -z "$(for p in $pids; do pid_alive "$p" && echo "$p"; done)"
+check "directories removed" test ! -e "$D1" -a ! -e "$D2"
+check "clean twice is fine" cs clean --dir "$D1"
+
+printf '\n%s in %ss\n' "$([[ $FAILURES -eq 0 ]] && echo "all checks passed" || echo "$FAILURES check(s) FAILED")" \
+	"$((SECONDS - STARTED_AT))"
+((FAILURES == 0))
