@@ -174,6 +174,8 @@ pub struct CommitOffsetResponse {
 /// One committed offset with the queue's lag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupOffsetView {
+    /// The broker group keeping this offset (it owns the queue).
+    pub group: String,
     pub topic: String,
     pub queue_id: u32,
     pub offset: u64,

@@ -92,6 +92,7 @@ pub struct NodeConfig {
     pub raft_log: RaftLogSection,
     pub storage: StorageSection,
     pub http: HttpSection,
+    pub control: ControlSection,
 }
 
 /// Raft timing and log compaction.
@@ -153,6 +154,31 @@ pub struct HttpSection {
     pub forward_writes: bool,
 }
 
+/// The control plane: route registration between groups and membership changes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlSection {
+    /// How often a group's leader pushes its routes to every node it knows
+    /// (RocketMQ brokers register with every NameServer every 30 s; groups here
+    /// come and go faster, and a registration is one small JSON request).
+    pub register_interval: HumanDuration,
+    /// A group's routes are dropped when no registration arrived for this long.
+    pub route_expiry: HumanDuration,
+    /// How long adding a node waits for it to catch up as a learner before
+    /// promoting it to voter.
+    pub join_timeout: HumanDuration,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self {
+            register_interval: HumanDuration(Duration::from_secs(2)),
+            route_expiry: HumanDuration(Duration::from_secs(10)),
+            join_timeout: HumanDuration(Duration::from_secs(300)),
+        }
+    }
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
@@ -169,6 +195,7 @@ impl Default for NodeConfig {
             raft_log: RaftLogSection::default(),
             storage: StorageSection::default(),
             http: HttpSection::default(),
+            control: ControlSection::default(),
         }
     }
 }
@@ -238,7 +265,7 @@ impl Default for HttpSection {
 }
 
 /// Sections whose keys environment variables may address as `BROKER_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 4] = ["raft_log", "raft", "storage", "http"];
+const SECTIONS: [&str; 5] = ["raft_log", "raft", "storage", "http", "control"];
 /// Keys holding lists, given comma-separated in the environment.
 const LIST_KEYS: [&str; 2] = ["peers", "seeds"];
 
@@ -441,6 +468,19 @@ impl NodeConfig {
         if self.http.max_body_size.0 < 1024 {
             return bad("http.max_body_size", "must be at least 1KiB");
         }
+        let control = &self.control;
+        if control.register_interval.0.is_zero() {
+            return bad("control.register_interval", "must be positive");
+        }
+        if control.route_expiry.0 < control.register_interval.0 * 2 {
+            return bad(
+                "control.route_expiry",
+                format!(
+                    "{} must be at least twice control.register_interval ({}), or one lost registration drops the routes",
+                    control.route_expiry, control.register_interval
+                ),
+            );
+        }
         self.store_config().validate().or_else(|e| match e {
             crate::storage::StoreError::Config { key, reason } => {
                 bad(&format!("storage.{}", storage_key(key)), reason)
@@ -547,7 +587,7 @@ fn storage_key(field: &str) -> &str {
     }
 }
 
-fn validate_url(key: &str, url: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))

@@ -36,6 +36,24 @@ impl ErrorCode {
         }
     }
 
+    /// The code a word names (the inverse of [`Self::word`]).
+    pub fn from_word(word: &str) -> Option<Self> {
+        [
+            Self::BadRequest,
+            Self::Unauthorized,
+            Self::TopicNotFound,
+            Self::MessageNotFound,
+            Self::NotLeader,
+            Self::NoPermission,
+            Self::Unavailable,
+            Self::Internal,
+            Self::NotFound,
+            Self::MethodNotAllowed,
+        ]
+        .into_iter()
+        .find(|code| code.word() == word)
+    }
+
     pub fn status(self) -> u16 {
         match self {
             Self::BadRequest => 400,

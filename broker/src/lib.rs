@@ -6,6 +6,7 @@
 //! * [`raft`] — openraft wired to the store: commands, state machine, snapshots,
 //!   node-to-node RPC.
 //! * [`http`] — the HTTP/JSON API and the internal endpoints.
+//! * [`control`] — route registration between groups (no NameServer).
 //! * [`node`] — a running node: Raft handle, shared state, proposing writes.
 //! * [`producer`] — the send path at the leader (validation, queues, message ids).
 //! * [`consumer`] — long polling (consumer groups, retry, delays later).
@@ -21,6 +22,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod consumer;
+pub mod control;
 pub mod error;
 pub mod http;
 pub mod launch;

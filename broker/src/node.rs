@@ -9,7 +9,9 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::type_config::async_runtime::{Instant as _, WatchReceiver};
 use openraft::{RaftMetrics, ServerState};
 
+use crate::api::{GroupView, NodeView};
 use crate::config::NodeConfig;
+use crate::control::{GroupRoute, Registration, RouteTable};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::producer::{SendLimits, SendPreparer};
@@ -35,6 +37,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// For forwarding writes to the leader.
     pub http: reqwest::Client,
+    /// Every other broker group this node knows, from registrations.
+    pub routes: RouteTable,
     /// The configured initial members: URLs of peers before membership is known.
     configured_members: BTreeMap<NodeId, NodeInfo>,
 }
@@ -48,9 +52,21 @@ impl Node {
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
+        let configured_members = config.members()?;
+        let routes = RouteTable::new(
+            &config.group,
+            &config.node_info().url,
+            config
+                .seeds
+                .iter()
+                .cloned()
+                .chain(configured_members.values().map(|info| info.url.clone())),
+            config.control.route_expiry.0,
+        );
         Ok(Self {
             sender: SendPreparer::new(&config.group, config.node_id),
-            configured_members: config.members()?,
+            configured_members,
+            routes,
             config,
             raft,
             shared,
@@ -155,5 +171,142 @@ impl Node {
             }
             Ok(Err(RaftError::Fatal(fatal))) => Err(ApiError::unavailable(format!("raft stopped: {fatal}"))),
         }
+    }
+
+    /// This group as this node sees it, for `/v1/cluster` and registrations.
+    pub fn group_view(&self) -> GroupView {
+        group_view(self)
+    }
+
+    /// URLs of every member of this group (voters and learners).
+    pub fn member_urls(&self) -> Vec<String> {
+        self.raft_metrics()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, info)| info.url.clone())
+            .collect()
+    }
+
+    /// Whether this node was removed from its group: the membership it knows has
+    /// members, and it is not one of them. (A node not yet initialized knows an
+    /// empty membership and is not "removed": it waits to be added.)
+    pub fn is_removed(&self) -> bool {
+        let metrics = self.raft_metrics();
+        let membership = metrics.membership_config.membership();
+        membership.nodes().next().is_some() && membership.get_node(&self.id()).is_none()
+    }
+
+    /// This node's own group as a route, from its own Raft state.
+    pub fn local_route(&self) -> GroupRoute {
+        GroupRoute {
+            group: self.group().to_string(),
+            leader: self.leader_url(),
+            replicas: self.member_urls(),
+            topics: self.shared.state().topics.clone(),
+            view: self.group_view(),
+            age: None,
+        }
+    }
+
+    /// Every live broker group (this node's own included), by name.
+    pub fn group_routes(&self) -> Vec<GroupRoute> {
+        let mut routes = vec![self.local_route()];
+        routes.extend(self.routes.remote_groups());
+        routes.sort_by(|a, b| a.group.cmp(&b.group));
+        routes
+    }
+
+    /// The registration this node pushes while it leads its group.
+    pub fn registration(&self) -> Registration {
+        let metrics = self.raft_metrics();
+        let mut known_nodes = self.routes.known_nodes();
+        known_nodes.push(self.config.node_info().url);
+        Registration {
+            group: self.group().to_string(),
+            term: metrics.current_term,
+            leader_id: self.id(),
+            leader_url: self.config.node_info().url,
+            replicas: self.member_urls(),
+            topics: self.shared.state().topics.values().cloned().collect(),
+            view: self.group_view(),
+            known_nodes,
+        }
+    }
+}
+
+fn role_word(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Learner => "learner",
+        ServerState::Candidate => "candidate",
+        ServerState::Shutdown => "unknown",
+    }
+}
+
+/// This group as this node sees it.
+fn group_view(node: &Node) -> GroupView {
+    let metrics = node.raft_metrics();
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let leader_last = metrics.last_log_index;
+    let nodes = membership
+        .nodes()
+        .map(|(id, info)| {
+            let is_self = *id == node.id();
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .map(|m| m.map(|log_id| log_id.index));
+            let role = if is_self {
+                role_word(metrics.state)
+            } else if metrics.current_leader == Some(*id) {
+                "leader"
+            } else if voters.contains(id) {
+                "follower"
+            } else {
+                "learner"
+            };
+            NodeView {
+                id: *id,
+                url: info.url.clone(),
+                role: role.to_string(),
+                term: (is_self || metrics.current_leader == Some(*id))
+                    .then_some(metrics.current_term),
+                last_log_index: if is_self {
+                    metrics.last_log_index
+                } else {
+                    matched.flatten()
+                },
+                applied_index: if is_self {
+                    metrics.last_applied.map(|l| l.index)
+                } else {
+                    None
+                },
+                reachable: if is_self {
+                    Some(true)
+                } else {
+                    matched.map(|m| m.is_some())
+                },
+                lag: match (leader_last, matched) {
+                    (Some(last), Some(m)) if metrics.state == ServerState::Leader => {
+                        Some(last.saturating_sub(m.unwrap_or(0)))
+                    }
+                    _ => None,
+                },
+            }
+        })
+        .collect();
+    GroupView {
+        group: node.group().to_string(),
+        leader_id: metrics.current_leader,
+        leader: metrics
+            .current_leader
+            .and_then(|id| node.node_url(&metrics, id)),
+        term: metrics.current_term,
+        nodes,
+        registration_age_ms: Some(0),
     }
 }

@@ -39,6 +39,7 @@ pub async fn run(
         listener.local_addr()?
     );
     let leader_log = tokio::spawn(log_leadership(Arc::clone(&node)));
+    let registrar = tokio::spawn(crate::control::registrar::run(Arc::clone(&node)));
     // Small answers (acks, Raft RPC replies) must not wait for Nagle's algorithm;
     // axum leaves it on.
     let listener = listener.tap_io(|stream| {
@@ -54,6 +55,7 @@ pub async fn run(
     .await
     .context("HTTP server");
     leader_log.abort();
+    registrar.abort();
     stop(node).await;
     served
 }

@@ -18,8 +18,13 @@ use serde::de::DeserializeOwned;
 /// How to build a cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
+    /// Nodes per group.
     pub nodes: usize,
+    /// Name of the group when there is one.
     pub group: String,
+    /// Groups; with more than one they are named broker-a, broker-b, …, and node
+    /// ids run 1..=nodes in the first, then on.
+    pub groups: usize,
     /// TOML appended to every node's config (sections like `[raft]`, `[storage]`).
     pub extra_config: String,
     pub cluster_secret: Option<String>,
@@ -30,6 +35,7 @@ impl Default for ClusterOptions {
         Self {
             nodes: 3,
             group: "broker-a".into(),
+            groups: 1,
             extra_config: String::new(),
             cluster_secret: None,
         }
@@ -42,6 +48,7 @@ pub const SMALL_STORAGE: &str = "[storage]\ncommit_log_file_size = \"1MiB\"\ncon
 /// One node process.
 pub struct TestNode {
     pub id: u64,
+    pub group: String,
     pub url: String,
     pub dir: PathBuf,
     pub data_dir: PathBuf,
@@ -55,6 +62,7 @@ pub struct TestNode {
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     binary: PathBuf,
+    options: ClusterOptions,
     pub nodes: BTreeMap<u64, TestNode>,
     pub http: reqwest::Client,
 }
@@ -71,48 +79,25 @@ impl TestCluster {
     /// A node failed to start or no leader emerged in time.
     pub async fn start(binary: &Path, options: ClusterOptions) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("cluster-").tempdir()?;
-        let mut ports = BTreeMap::new();
-        for id in 1..=options.nodes as u64 {
-            ports.insert(id, free_port()?);
+        let group_names: Vec<String> = if options.groups <= 1 {
+            vec![options.group.clone()]
+        } else {
+            (0..options.groups)
+                .map(|g| format!("broker-{}", char::from(b'a' + g as u8)))
+                .collect()
+        };
+        let mut layout = Vec::new();
+        let mut id = 0u64;
+        for group in &group_names {
+            for _ in 0..options.nodes {
+                id += 1;
+                layout.push((id, group.clone(), free_port()?));
+            }
         }
-        let peers: Vec<String> = ports
+        let seeds: Vec<String> = layout
             .iter()
-            .map(|(id, port)| format!("\"{id}=http://127.0.0.1:{port}\""))
+            .map(|(_, _, port)| format!("\"http://127.0.0.1:{port}\""))
             .collect();
-        let mut nodes = BTreeMap::new();
-        for (id, port) in &ports {
-            let node_dir = dir.path().join(format!("node-{id}"));
-            fs::create_dir_all(&node_dir)?;
-            let data_dir = node_dir.join("data");
-            let url = format!("http://127.0.0.1:{port}");
-            let secret = options
-                .cluster_secret
-                .as_ref()
-                .map(|s| format!("cluster_secret = \"{s}\"\n"))
-                .unwrap_or_default();
-            let config = format!(
-                "node_id = {id}\ngroup = \"{group}\"\nlisten = \"127.0.0.1:{port}\"\nadvertise_url = \"{url}\"\ndata_dir = \"{data}\"\npeers = [{peers}]\n{secret}{extra}",
-                group = options.group,
-                data = data_dir.display(),
-                peers = peers.join(", "),
-                extra = options.extra_config,
-            );
-            let config_path = node_dir.join("broker.toml");
-            fs::write(&config_path, config)?;
-            nodes.insert(
-                *id,
-                TestNode {
-                    id: *id,
-                    url,
-                    log_path: node_dir.join("broker.log"),
-                    dir: node_dir,
-                    data_dir,
-                    config_path,
-                    child: None,
-                    paused: false,
-                },
-            );
-        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(30))
@@ -120,15 +105,100 @@ impl TestCluster {
         let mut cluster = Self {
             dir,
             binary: binary.to_path_buf(),
-            nodes,
+            options: options.clone(),
+            nodes: BTreeMap::new(),
             http,
         };
+        for (id, group, port) in &layout {
+            let peers: Vec<String> = layout
+                .iter()
+                .filter(|(_, g, _)| g == group)
+                .map(|(id, _, port)| format!("\"{id}=http://127.0.0.1:{port}\""))
+                .collect();
+            cluster.write_node(*id, group, *port, &peers, &seeds)?;
+        }
         let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
         for id in ids {
             cluster.start_node(id)?;
         }
-        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        for group in &group_names {
+            cluster
+                .wait_for_group_leader(group, Duration::from_secs(30))
+                .await?;
+        }
         Ok(cluster)
+    }
+
+    /// Writes a node's directory and config (not started).
+    fn write_node(
+        &mut self,
+        id: u64,
+        group: &str,
+        port: u16,
+        peers: &[String],
+        seeds: &[String],
+    ) -> Result<()> {
+        let node_dir = self.dir.path().join(format!("node-{id}"));
+        fs::create_dir_all(&node_dir)?;
+        let data_dir = node_dir.join("data");
+        let url = format!("http://127.0.0.1:{port}");
+        let secret = self
+            .options
+            .cluster_secret
+            .as_ref()
+            .map(|s| format!("cluster_secret = \"{s}\"\n"))
+            .unwrap_or_default();
+        let config = format!(
+            "node_id = {id}\ngroup = \"{group}\"\nlisten = \"127.0.0.1:{port}\"\nadvertise_url = \"{url}\"\ndata_dir = \"{data}\"\npeers = [{peers}]\nseeds = [{seeds}]\n{secret}{extra}",
+            data = data_dir.display(),
+            peers = peers.join(", "),
+            seeds = seeds.join(", "),
+            extra = self.options.extra_config,
+        );
+        let config_path = node_dir.join("broker.toml");
+        fs::write(&config_path, config)?;
+        self.nodes.insert(
+            id,
+            TestNode {
+                id,
+                group: group.to_string(),
+                url,
+                log_path: node_dir.join("broker.log"),
+                dir: node_dir,
+                data_dir,
+                config_path,
+                child: None,
+                paused: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Starts a new node for `group` with a fresh id and no peers (it waits to be
+    /// added through the membership API), knowing every other node as a seed.
+    /// Answers its id.
+    ///
+    /// # Errors
+    /// No free port, or the process could not be spawned.
+    pub fn start_new_node(&mut self, group: &str) -> Result<u64> {
+        let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
+        let seeds: Vec<String> = self
+            .nodes
+            .values()
+            .map(|n| format!("\"{}\"", n.url))
+            .collect();
+        self.write_node(id, group, free_port()?, &[], &seeds)?;
+        self.start_node(id)?;
+        Ok(id)
+    }
+
+    /// Ids of the nodes of `group`.
+    pub fn group_nodes(&self, group: &str) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.group == group)
+            .map(|n| n.id)
+            .collect()
     }
 
     pub fn node(&self, id: u64) -> &TestNode {
@@ -249,19 +319,35 @@ impl TestCluster {
         decode(response).await
     }
 
-    /// The leader as the live nodes agree on it, if they do.
+    /// The leader as the live nodes agree on it, if they do (the first group's,
+    /// when there are several).
     pub async fn agreed_leader(&self) -> Option<u64> {
+        let group = self.nodes.values().next()?.group.clone();
+        self.agreed_leader_of(&group).await
+    }
+
+    /// The leader of `group` as its live nodes agree on it, if they do.
+    pub async fn agreed_leader_of(&self, group: &str) -> Option<u64> {
         let mut leader = None;
-        for id in self.live_nodes() {
+        let members = self.group_nodes(group);
+        let live: Vec<u64> = self
+            .live_nodes()
+            .into_iter()
+            .filter(|id| members.contains(id))
+            .collect();
+        for &id in &live {
             let view: ClusterResponse = self.get(id, "/v1/cluster").await.ok()?;
-            let group = view.groups.into_iter().next()?;
-            let this = group.leader_id?;
+            let this = view
+                .groups
+                .into_iter()
+                .find(|g| g.group == group)?
+                .leader_id?;
             if leader.is_some_and(|l| l != this) {
                 return None;
             }
             leader = Some(this);
         }
-        leader.filter(|l| self.live_nodes().contains(l))
+        leader.filter(|l| live.contains(l))
     }
 
     /// Waits until the live nodes agree on a live leader.
@@ -269,9 +355,23 @@ impl TestCluster {
     /// # Errors
     /// No agreement within `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
+        let group = self
+            .nodes
+            .values()
+            .next()
+            .map(|n| n.group.clone())
+            .ok_or_else(|| anyhow!("no nodes"))?;
+        self.wait_for_group_leader(&group, timeout).await
+    }
+
+    /// Waits until the live nodes of `group` agree on a live leader.
+    ///
+    /// # Errors
+    /// No agreement within `timeout`.
+    pub async fn wait_for_group_leader(&self, group: &str, timeout: Duration) -> Result<u64> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(leader) = self.agreed_leader().await {
+            if let Some(leader) = self.agreed_leader_of(group).await {
                 return Ok(leader);
             }
             if Instant::now() > deadline {

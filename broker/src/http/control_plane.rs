@@ -9,90 +9,249 @@ use axum::Json;
 use openraft::ServerState;
 use serde_json::json;
 
+use std::collections::BTreeMap;
+
 use super::data_plane::{rejection_error, topic_config};
 use super::error::parse_json;
-use super::extract::{ApiPath, WriteRequest};
+use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
+use super::groups::{self, GroupParam, Target};
 use crate::api::{
-    ClusterResponse, GroupView, NodeView, RouteGroupView, RouteResponse, TopicRequest, TopicView,
+    ClusterResponse, ErrorBody, RouteGroupView, RouteResponse, TopicRequest, TopicView,
     TopicsResponse,
 };
+use crate::control::GroupRoute;
 use crate::error::{ApiError, ErrorCode};
 use crate::node::{Leadership, Node};
 use crate::raft::command::{Command, CommandResponse};
-use crate::topic::{validate_user_topic, TopicConfig};
+use crate::topic::{validate_user_topic, TopicConfig, DEFAULT_QUEUE_NUMS, PERM_READ_WRITE};
 
-fn topic_view(node: &Node, config: &TopicConfig) -> TopicView {
-    TopicView {
-        topic: config.name.clone(),
-        read_queue_nums: config.read_queue_nums,
-        write_queue_nums: config.write_queue_nums,
-        perm: config.perm,
-        groups: vec![node.group().to_string()],
-    }
-}
-
-/// `PUT /v1/topics/{topic}`: create or update.
+/// `PUT /v1/topics/{topic}`: create or update in every group named by `groups`
+/// (default: every known group), each through its own Raft. With `?group=` the
+/// request is for that one group (this is how the fan-out reaches each group).
 pub async fn put_topic(
     State(node): State<Arc<Node>>,
     ApiPath(topic): ApiPath<String>,
+    ApiQuery(param): ApiQuery<GroupParam>,
     request: WriteRequest,
 ) -> Response {
-    let prepared = (|| {
+    let body = (|| -> Result<TopicRequest, ApiError> {
         validate_user_topic(&topic).map_err(ApiError::bad_request)?;
         let body: TopicRequest = if request.body.iter().all(u8::is_ascii_whitespace) {
             TopicRequest::default()
         } else {
             parse_json(&request.body)?
         };
-        if let Some(groups) = &body.groups {
-            if !groups.iter().any(|g| g == node.group()) {
-                return Err(ApiError::bad_request(format!(
-                    "groups {groups:?} do not include this node's group `{}`",
-                    node.group()
-                )));
-            }
-        }
-        let current = node.shared.state().topics.get(&topic).cloned();
-        let base = current.unwrap_or_else(|| TopicConfig::with_defaults(&topic));
-        let config = TopicConfig {
+        // Check the values before any group stores them.
+        let probe = TopicConfig {
             name: topic.clone(),
-            read_queue_nums: body.read_queue_nums.unwrap_or(base.read_queue_nums),
-            write_queue_nums: body.write_queue_nums.unwrap_or(base.write_queue_nums),
-            perm: body.perm.unwrap_or(base.perm),
+            read_queue_nums: body.read_queue_nums.unwrap_or(DEFAULT_QUEUE_NUMS),
+            write_queue_nums: body.write_queue_nums.unwrap_or(DEFAULT_QUEUE_NUMS),
+            perm: body.perm.unwrap_or(PERM_READ_WRITE),
         };
-        config.validate().map_err(ApiError::bad_request)?;
-        Ok(config)
+        probe.validate().map_err(ApiError::bad_request)?;
+        Ok(body)
     })();
-    let config = match prepared {
-        Ok(config) => config,
+    let body = match body {
+        Ok(body) => body,
         Err(e) => return e.into_response(),
     };
+    if let Some(group) = &param.group {
+        return match groups::named(&node, group) {
+            Ok(Target::Local) => put_topic_here(&node, &topic, &body, request).await,
+            Ok(Target::Remote(route)) => forward::to_group(&node, request, &route, "group").await,
+            Err(e) => e.into_response(),
+        };
+    }
+    let routes = node.group_routes();
+    let targets: Vec<GroupRoute> = match &body.groups {
+        None => routes,
+        Some(names) if names.is_empty() => {
+            return ApiError::bad_request("groups must name at least one group").into_response()
+        }
+        Some(names) => {
+            let mut targets = Vec::new();
+            for name in names {
+                match routes.iter().find(|r| r.group == *name) {
+                    Some(route) if !targets.iter().any(|t: &GroupRoute| t.group == *name) => {
+                        targets.push(route.clone());
+                    }
+                    Some(_) => {}
+                    None => {
+                        let known: Vec<&str> = routes.iter().map(|r| r.group.as_str()).collect();
+                        return ApiError::bad_request(format!(
+                            "unknown broker group `{name}` (known: {})",
+                            known.join(", ")
+                        ))
+                        .into_response();
+                    }
+                }
+            }
+            targets
+        }
+    };
+    let op = TopicOp::Put(&body);
+    fan_out(
+        &node,
+        &topic,
+        op,
+        request,
+        &targets,
+        |view: TopicView, done: &[String]| TopicView {
+            groups: done.to_vec(),
+            ..view
+        },
+    )
+    .await
+}
+
+/// A topic change applied to each target group.
+#[derive(Copy, Clone)]
+enum TopicOp<'a> {
+    Put(&'a TopicRequest),
+    Delete,
+}
+
+impl TopicOp<'_> {
+    /// Applies the change to this node's group (through its leader).
+    async fn here(self, node: &Node, topic: &str, request: WriteRequest) -> Response {
+        match self {
+            Self::Put(body) => put_topic_here(node, topic, body, request).await,
+            Self::Delete => delete_topic_here(node, topic, request).await,
+        }
+    }
+}
+
+/// Sends `request` to every group of `targets` (`?group=` naming each) and merges
+/// the answers; the first failure answers, naming the groups already done.
+async fn fan_out<T, F>(
+    node: &Node,
+    topic: &str,
+    op: TopicOp<'_>,
+    request: WriteRequest,
+    targets: &[GroupRoute],
+    merge: F,
+) -> Response
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+    F: Fn(T, &[String]) -> T,
+{
+    let mut done: Vec<String> = Vec::new();
+    let mut last: Option<T> = None;
+    for route in targets {
+        let response = if route.is_local() {
+            let mut here = request.clone();
+            // Should this node forward it to its leader, for this group only.
+            here.path_and_query =
+                forward::with_param(&request.path_and_query, "group", &route.group);
+            op.here(node, topic, here).await
+        } else {
+            forward::to_group(node, request.clone(), route, "group").await
+        };
+        let status = response.status();
+        let bytes = match axum::body::to_bytes(response.into_body(), 16 << 20).await {
+            Ok(bytes) => bytes,
+            Err(e) => return ApiError::internal(format!("reading an answer: {e}")).into_response(),
+        };
+        if !status.is_success() {
+            let error: ErrorBody = serde_json::from_slice(&bytes).unwrap_or(ErrorBody {
+                code: "UNAVAILABLE".into(),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+                leader: None,
+            });
+            let code = ErrorCode::from_word(&error.code).unwrap_or(ErrorCode::Unavailable);
+            let done_note = if done.is_empty() {
+                String::new()
+            } else {
+                format!(" (already done in {}; retrying is safe)", done.join(", "))
+            };
+            return ApiError::new(
+                code,
+                format!("group `{}`: {}{done_note}", route.group, error.message),
+            )
+            .into_response();
+        }
+        match serde_json::from_slice::<T>(&bytes) {
+            Ok(answer) => last = Some(answer),
+            Err(e) => {
+                return ApiError::internal(format!("group `{}` answered badly: {e}", route.group))
+                    .into_response()
+            }
+        }
+        done.push(route.group.clone());
+    }
+    match last {
+        Some(answer) => Json(merge(answer, &done)).into_response(),
+        None => ApiError::unavailable("no broker group is known").into_response(),
+    }
+}
+
+/// Creates or updates the topic in this node's group.
+async fn put_topic_here(
+    node: &Node,
+    topic: &str,
+    body: &TopicRequest,
+    request: WriteRequest,
+) -> Response {
+    let current = node.shared.state().topics.get(topic).cloned();
+    let base = current.unwrap_or_else(|| TopicConfig::with_defaults(topic));
+    let config = TopicConfig {
+        name: topic.to_string(),
+        read_queue_nums: body.read_queue_nums.unwrap_or(base.read_queue_nums),
+        write_queue_nums: body.write_queue_nums.unwrap_or(base.write_queue_nums),
+        perm: body.perm.unwrap_or(base.perm),
+    };
+    if let Err(e) = config.validate() {
+        return ApiError::bad_request(e).into_response();
+    }
     if !node.is_leader() {
-        return forward::to_leader(&node, request, None).await;
+        return forward::to_leader(node, request, None).await;
     }
     match node.propose(Command::UpsertTopic(config)).await {
-        Ok(CommandResponse::Topic(config)) => Json(topic_view(&node, &config)).into_response(),
+        Ok(CommandResponse::Topic(config)) => {
+            Json(topic_view(&config, vec![node.group().to_string()])).into_response()
+        }
         Ok(CommandResponse::Rejected(rejection)) => rejection_error(rejection).into_response(),
         Ok(other) => ApiError::internal(format!("unexpected answer to a topic update: {other}"))
             .into_response(),
         Err(e) if e.code == ErrorCode::NotLeader => {
-            forward::to_leader(&node, request, e.leader).await
+            forward::to_leader(node, request, e.leader).await
         }
         Err(e) => e.into_response(),
     }
 }
 
+fn topic_view(config: &TopicConfig, groups: Vec<String>) -> TopicView {
+    TopicView {
+        topic: config.name.clone(),
+        read_queue_nums: config.read_queue_nums,
+        write_queue_nums: config.write_queue_nums,
+        perm: config.perm,
+        groups,
+    }
+}
+
+/// Every topic of every live group, merged by name (queue counts of the first
+/// group by name that serves it).
+fn all_topics(node: &Node) -> BTreeMap<String, TopicView> {
+    let mut topics: BTreeMap<String, TopicView> = BTreeMap::new();
+    for route in node.group_routes() {
+        for config in route.topics.values() {
+            topics
+                .entry(config.name.clone())
+                .or_insert_with(|| topic_view(config, Vec::new()))
+                .groups
+                .push(route.group.clone());
+        }
+    }
+    topics
+}
+
 /// `GET /v1/topics`
 pub async fn list_topics(State(node): State<Arc<Node>>) -> Json<TopicsResponse> {
-    let topics = node
-        .shared
-        .state()
-        .topics
-        .values()
-        .map(|config| topic_view(&node, config))
-        .collect();
-    Json(TopicsResponse { topics })
+    Json(TopicsResponse {
+        topics: all_topics(&node).into_values().collect(),
+    })
 }
 
 /// `GET /v1/topics/{topic}`
@@ -100,143 +259,111 @@ pub async fn get_topic(
     State(node): State<Arc<Node>>,
     ApiPath(topic): ApiPath<String>,
 ) -> Result<Json<TopicView>, ApiError> {
-    let config = topic_config(&node, &topic)?;
-    Ok(Json(topic_view(&node, &config)))
+    all_topics(&node)
+        .remove(&topic)
+        .map(Json)
+        .ok_or_else(|| ApiError::topic_not_found(&topic))
 }
 
-/// `DELETE /v1/topics/{topic}`
+/// `DELETE /v1/topics/{topic}`: from every group serving it (or the one `?group=`
+/// names).
 pub async fn delete_topic(
     State(node): State<Arc<Node>>,
     ApiPath(topic): ApiPath<String>,
+    ApiQuery(param): ApiQuery<GroupParam>,
     request: WriteRequest,
 ) -> Response {
-    if let Err(e) = topic_config(&node, &topic) {
+    if let Some(group) = &param.group {
+        return match groups::named(&node, group) {
+            Ok(Target::Local) => delete_topic_here(&node, &topic, request).await,
+            Ok(Target::Remote(route)) => forward::to_group(&node, request, &route, "group").await,
+            Err(e) => e.into_response(),
+        };
+    }
+    let targets = match groups::serving(&node, &topic, None) {
+        Ok(targets) if targets.is_empty() => {
+            return ApiError::topic_not_found(&topic).into_response()
+        }
+        Ok(targets) => targets,
+        Err(e) => return e.into_response(),
+    };
+    fan_out(
+        &node,
+        &topic,
+        TopicOp::Delete,
+        request,
+        &targets,
+        |answer: DeletedView, done: &[String]| DeletedView {
+            groups: done.to_vec(),
+            ..answer
+        },
+    )
+    .await
+}
+
+/// The answer to a topic deletion.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DeletedView {
+    topic: String,
+    deleted: bool,
+    groups: Vec<String>,
+}
+
+async fn delete_topic_here(node: &Node, topic: &str, request: WriteRequest) -> Response {
+    if let Err(e) = topic_config(node, topic) {
         return e.into_response();
     }
     if !node.is_leader() {
-        return forward::to_leader(&node, request, None).await;
+        return forward::to_leader(node, request, None).await;
     }
     match node
         .propose(Command::DeleteTopic {
-            topic: topic.clone(),
+            topic: topic.to_string(),
         })
         .await
     {
-        Ok(CommandResponse::TopicDeleted { existed: true }) => {
-            Json(json!({"topic": topic, "deleted": true})).into_response()
-        }
+        Ok(CommandResponse::TopicDeleted { existed: true }) => Json(DeletedView {
+            topic: topic.to_string(),
+            deleted: true,
+            groups: vec![node.group().to_string()],
+        })
+        .into_response(),
         Ok(CommandResponse::TopicDeleted { existed: false }) => {
-            ApiError::topic_not_found(&topic).into_response()
+            ApiError::topic_not_found(topic).into_response()
         }
         Ok(other) => ApiError::internal(format!("unexpected answer to a topic deletion: {other}"))
             .into_response(),
         Err(e) if e.code == ErrorCode::NotLeader => {
-            forward::to_leader(&node, request, e.leader).await
+            forward::to_leader(node, request, e.leader).await
         }
         Err(e) => e.into_response(),
     }
 }
 
-/// `GET /v1/routes/{topic}`
+/// `GET /v1/routes/{topic}`: every live group serving the topic.
 pub async fn route(
     State(node): State<Arc<Node>>,
     ApiPath(topic): ApiPath<String>,
 ) -> Result<Json<RouteResponse>, ApiError> {
-    let config = topic_config(&node, &topic)?;
-    let metrics = node.raft_metrics();
-    let replicas = metrics
-        .membership_config
-        .membership()
-        .nodes()
-        .map(|(_, info)| info.url.clone())
-        .collect();
-    Ok(Json(RouteResponse {
-        topic,
-        groups: vec![RouteGroupView {
-            group: node.group().to_string(),
-            leader: node.leader_url(),
-            replicas,
-            read_queue_nums: config.read_queue_nums,
-            write_queue_nums: config.write_queue_nums,
-            perm: config.perm,
-        }],
-    }))
-}
-
-fn role_word(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Learner => "learner",
-        ServerState::Candidate => "candidate",
-        ServerState::Shutdown => "unknown",
-    }
-}
-
-/// This group as this node sees it.
-pub fn group_view(node: &Node) -> GroupView {
-    let metrics = node.raft_metrics();
-    let membership = metrics.membership_config.membership();
-    let voters: Vec<u64> = membership.voter_ids().collect();
-    let leader_last = metrics.last_log_index;
-    let nodes = membership
-        .nodes()
-        .map(|(id, info)| {
-            let is_self = *id == node.id();
-            let matched = metrics
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(id))
-                .map(|m| m.map(|log_id| log_id.index));
-            let role = if is_self {
-                role_word(metrics.state)
-            } else if metrics.current_leader == Some(*id) {
-                "leader"
-            } else if voters.contains(id) {
-                "follower"
-            } else {
-                "learner"
-            };
-            NodeView {
-                id: *id,
-                url: info.url.clone(),
-                role: role.to_string(),
-                term: (is_self || metrics.current_leader == Some(*id))
-                    .then_some(metrics.current_term),
-                last_log_index: if is_self {
-                    metrics.last_log_index
-                } else {
-                    matched.flatten()
-                },
-                applied_index: if is_self {
-                    metrics.last_applied.map(|l| l.index)
-                } else {
-                    None
-                },
-                reachable: if is_self {
-                    Some(true)
-                } else {
-                    matched.map(|m| m.is_some())
-                },
-                lag: match (leader_last, matched) {
-                    (Some(last), Some(m)) if metrics.state == ServerState::Leader => {
-                        Some(last.saturating_sub(m.unwrap_or(0)))
-                    }
-                    _ => None,
-                },
-            }
+    let groups: Vec<RouteGroupView> = node
+        .group_routes()
+        .into_iter()
+        .filter_map(|route| {
+            let config = route.topics.get(&topic)?;
+            Some(RouteGroupView {
+                group: route.group.clone(),
+                leader: route.leader.clone(),
+                replicas: route.replicas.clone(),
+                read_queue_nums: config.read_queue_nums,
+                write_queue_nums: config.write_queue_nums,
+                perm: config.perm,
+            })
         })
         .collect();
-    GroupView {
-        group: node.group().to_string(),
-        leader_id: metrics.current_leader,
-        leader: metrics
-            .current_leader
-            .and_then(|id| node.node_url(&metrics, id)),
-        term: metrics.current_term,
-        nodes,
-        registration_age_ms: Some(0),
+    if groups.is_empty() {
+        return Err(ApiError::topic_not_found(&topic));
     }
+    Ok(Json(RouteResponse { topic, groups }))
 }
 
 /// `GET /v1/cluster`
@@ -244,7 +371,11 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterResponse> {
     Json(ClusterResponse {
         node_id: node.id(),
         group: node.group().to_string(),
-        groups: vec![group_view(&node)],
+        groups: node
+            .group_routes()
+            .into_iter()
+            .map(|route| route.view)
+            .collect(),
     })
 }
 

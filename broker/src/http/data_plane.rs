@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::error::parse_json;
 use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
+use super::groups::{self, encode, BrokerGroupParam, Choice, GroupParam, Target};
 use crate::api::{
     CommitOffsetRequest, CommitOffsetResponse, GroupOffsetView, GroupOffsetsResponse, MessageView,
     MessagesResponse, OffsetResponse, PullResponse, QueueView, QueuesResponse, SendRequest,
@@ -25,6 +26,7 @@ use crate::api::{
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::node::Node;
+use crate::producer::{group_hash, group_hash_of};
 use crate::raft::command::{Command, CommandResponse, OffsetCommit, Rejection};
 use crate::storage::{MessageId, PullStatus, QueueId, QueueOffset, StoredMessage, TagFilter};
 use crate::topic::{validate_name, TopicConfig};
@@ -59,9 +61,25 @@ pub fn topic_config(node: &Node, topic: &str) -> Result<TopicConfig, ApiError> {
 pub async fn send(
     State(node): State<Arc<Node>>,
     ApiPath(topic): ApiPath<String>,
+    ApiQuery(param): ApiQuery<GroupParam>,
     request: WriteRequest,
 ) -> Response {
     Metrics::add(&node.metrics.send_requests_total, 1);
+    match groups::resolve(&node, &topic, param.group.as_deref(), Choice::Rotate) {
+        Ok(Target::Local) => {}
+        Ok(Target::Remote(route)) => {
+            return forward::to_group(&node, request, &route, "group").await
+        }
+        Err(e) => return e.into_response(),
+    }
+    if node.is_removed() {
+        return ApiError::unavailable(format!(
+            "node {} was removed from group `{}`; send to another node",
+            node.id(),
+            node.group()
+        ))
+        .into_response();
+    }
     if !node.is_leader() {
         return forward::to_leader(&node, request, None).await;
     }
@@ -175,9 +193,26 @@ pub async fn pull(
     State(node): State<Arc<Node>>,
     ApiPath((topic, queue_id)): ApiPath<(String, u32)>,
     ApiQuery(query): ApiQuery<PullQuery>,
+    ApiQuery(param): ApiQuery<GroupParam>,
+    request: WriteRequest,
+) -> Response {
+    match groups::resolve(&node, &topic, param.group.as_deref(), Choice::Unique) {
+        Ok(Target::Local) => pull_here(&node, topic, queue_id, query)
+            .await
+            .map_or_else(IntoResponse::into_response, IntoResponse::into_response),
+        Ok(Target::Remote(route)) => forward::to_group(&node, request, &route, "group").await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn pull_here(
+    node: &Node,
+    topic: String,
+    queue_id: u32,
+    query: PullQuery,
 ) -> Result<Json<PullResponse>, ApiError> {
     Metrics::add(&node.metrics.pull_requests_total, 1);
-    let config = topic_config(&node, &topic)?;
+    let config = topic_config(node, &topic)?;
     if !config.readable() {
         return Err(ApiError::new(
             ErrorCode::NoPermission,
@@ -252,15 +287,39 @@ pub async fn pull(
 pub async fn queues(
     State(node): State<Arc<Node>>,
     ApiPath(topic): ApiPath<String>,
+    ApiQuery(param): ApiQuery<GroupParam>,
 ) -> Result<Json<QueuesResponse>, ApiError> {
-    let config = topic_config(&node, &topic)?;
+    let serving = groups::serving(&node, &topic, param.group.as_deref())?;
+    if serving.is_empty() {
+        return Err(ApiError::topic_not_found(&topic));
+    }
+    let mut queues = Vec::new();
+    for route in serving {
+        if route.is_local() {
+            queues.extend(local_queues(&node, &topic)?);
+        } else {
+            let path = format!(
+                "/v1/topics/{}/queues?group={}",
+                encode(&topic),
+                encode(&route.group)
+            );
+            let answer: QueuesResponse = groups::fetch(&node, &route, &path).await?;
+            queues.extend(answer.queues);
+        }
+    }
+    Ok(Json(QueuesResponse { topic, queues }))
+}
+
+/// The queues of `topic` in this node's group.
+fn local_queues(node: &Node, topic: &str) -> Result<Vec<QueueView>, ApiError> {
+    let config = topic_config(node, topic)?;
     let count = config.read_queue_nums.max(config.write_queue_nums);
     let queues = (0..count)
         .map(|queue_id| {
             let (min, max) = node
                 .shared
                 .store
-                .queue_offsets(&topic, QueueId(queue_id))
+                .queue_offsets(topic, QueueId(queue_id))
                 .unwrap_or((QueueOffset(0), QueueOffset(0)));
             QueueView {
                 group: node.group().to_string(),
@@ -270,7 +329,7 @@ pub async fn queues(
             }
         })
         .collect();
-    Ok(Json(QueuesResponse { topic, queues }))
+    Ok(queues)
 }
 
 #[derive(Deserialize)]
@@ -283,8 +342,24 @@ pub async fn offset_by_time(
     State(node): State<Arc<Node>>,
     ApiPath((topic, queue_id)): ApiPath<(String, u32)>,
     ApiQuery(query): ApiQuery<TimestampQuery>,
+    ApiQuery(param): ApiQuery<GroupParam>,
+    request: WriteRequest,
+) -> Response {
+    match groups::resolve(&node, &topic, param.group.as_deref(), Choice::Unique) {
+        Ok(Target::Local) => offset_by_time_here(&node, &topic, queue_id, &query)
+            .map_or_else(IntoResponse::into_response, IntoResponse::into_response),
+        Ok(Target::Remote(route)) => forward::to_group(&node, request, &route, "group").await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn offset_by_time_here(
+    node: &Node,
+    topic: &str,
+    queue_id: u32,
+    query: &TimestampQuery,
 ) -> Result<Json<OffsetResponse>, ApiError> {
-    let config = topic_config(&node, &topic)?;
+    let config = topic_config(node, topic)?;
     if queue_id >= config.read_queue_nums.max(config.write_queue_nums) {
         return Err(ApiError::bad_request(format!(
             "queue {queue_id} does not exist in `{topic}`"
@@ -293,18 +368,42 @@ pub async fn offset_by_time(
     let offset = node
         .shared
         .store
-        .offset_by_timestamp(&topic, QueueId(queue_id), query.timestamp);
+        .offset_by_timestamp(topic, QueueId(queue_id), query.timestamp);
     Ok(Json(OffsetResponse { offset: offset.0 }))
 }
 
 /// `GET /v1/messages/{msg_id}`
+///
+/// A message id carries the hash of the group that stored it: the query goes to
+/// that group.
 pub async fn message_by_id(
     State(node): State<Arc<Node>>,
     ApiPath(msg_id): ApiPath<String>,
-) -> Result<Json<MessageView>, ApiError> {
-    let id = MessageId::parse(&msg_id).ok_or_else(|| {
-        ApiError::bad_request(format!("`{msg_id}` is not a message id (32 hex digits)"))
-    })?;
+    request: WriteRequest,
+) -> Response {
+    let id = match MessageId::parse(&msg_id) {
+        Some(id) => id,
+        None => {
+            return ApiError::bad_request(format!("`{msg_id}` is not a message id (32 hex digits)"))
+                .into_response()
+        }
+    };
+    let hash = group_hash_of(&id);
+    if hash != group_hash(node.group()) {
+        let owner = node
+            .routes
+            .remote_groups()
+            .into_iter()
+            .find(|route| group_hash(&route.group) == hash);
+        return match owner {
+            Some(route) => forward::to_group(&node, request, &route, "group").await,
+            None => ApiError::new(
+                ErrorCode::MessageNotFound,
+                format!("no message with id {msg_id}: the group that stored it is not known here"),
+            )
+            .into_response(),
+        };
+    }
     node.shared
         .store
         .message_by_id(&id)
@@ -315,6 +414,7 @@ pub async fn message_by_id(
                 format!("no message with id {msg_id}"),
             )
         })
+        .map_or_else(IntoResponse::into_response, IntoResponse::into_response)
 }
 
 #[derive(Deserialize)]
@@ -326,12 +426,18 @@ pub struct KeyQuery {
 }
 
 /// `GET /v1/topics/{topic}/messages?key=K&begin=MS&end=MS&max=N`
+///
+/// Asks every group serving the topic (or the one `?group=` names) and merges.
 pub async fn messages_by_key(
     State(node): State<Arc<Node>>,
     ApiPath(topic): ApiPath<String>,
     ApiQuery(query): ApiQuery<KeyQuery>,
+    ApiQuery(param): ApiQuery<GroupParam>,
 ) -> Result<Json<MessagesResponse>, ApiError> {
-    topic_config(&node, &topic)?;
+    let serving = groups::serving(&node, &topic, param.group.as_deref())?;
+    if serving.is_empty() {
+        return Err(ApiError::topic_not_found(&topic));
+    }
     let max = query.max.unwrap_or(DEFAULT_PULL_MESSAGES);
     if !(1..=MAX_PULL_MESSAGES).contains(&max) {
         return Err(ApiError::bad_request(format!(
@@ -342,10 +448,33 @@ pub async fn messages_by_key(
     if begin > end {
         return Err(ApiError::bad_request("begin must not be after end"));
     }
-    let messages = node
-        .shared
-        .store
-        .messages_by_key(&topic, &query.key, begin, end, max);
+    let mut messages = Vec::new();
+    for route in serving {
+        if route.is_local() {
+            topic_config(&node, &topic)?;
+            messages.extend(
+                node.shared
+                    .store
+                    .messages_by_key(&topic, &query.key, begin, end, max)
+                    .into_iter()
+                    .map(message_view),
+            );
+            continue;
+        }
+        let path = format!(
+            "/v1/topics/{}/messages?key={}&begin={begin}&end={end}&max={max}&group={}",
+            encode(&topic),
+            encode(&query.key),
+            encode(&route.group)
+        );
+        match groups::fetch::<MessagesResponse>(&node, &route, &path).await {
+            Ok(answer) => messages.extend(answer.messages),
+            Err(e) if e.code == ErrorCode::MessageNotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    messages.sort_by_key(|m| (m.store_timestamp, m.commit_log_offset));
+    messages.truncate(max);
     if messages.is_empty() {
         return Err(ApiError::new(
             ErrorCode::MessageNotFound,
@@ -355,17 +484,26 @@ pub async fn messages_by_key(
             ),
         ));
     }
-    Ok(Json(MessagesResponse {
-        messages: messages.into_iter().map(message_view).collect(),
-    }))
+    Ok(Json(MessagesResponse { messages }))
 }
 
 /// `PUT /v1/groups/{group}/offsets/{topic}/{queue_id}`
+///
+/// Offsets live in the broker group that owns the queue: `?broker_group=` names it
+/// when several groups serve the topic.
 pub async fn commit_offset(
     State(node): State<Arc<Node>>,
     ApiPath((group, topic, queue_id)): ApiPath<(String, String, u32)>,
+    ApiQuery(param): ApiQuery<BrokerGroupParam>,
     request: WriteRequest,
 ) -> Response {
+    match groups::resolve(&node, &topic, param.broker_group.as_deref(), Choice::Unique) {
+        Ok(Target::Local) => {}
+        Ok(Target::Remote(route)) => {
+            return forward::to_group(&node, request, &route, "broker_group").await
+        }
+        Err(e) => return e.into_response(),
+    }
     let prepared = (|| {
         validate_name("group", &group).map_err(ApiError::bad_request)?;
         let config = topic_config(&node, &topic)?;
@@ -424,23 +562,54 @@ pub struct GroupOffsetsQuery {
 }
 
 /// `GET /v1/groups/{group}/offsets?topic=T`
+///
+/// Every broker group's offsets of the consumer group (or the one `?broker_group=`
+/// names).
 pub async fn group_offsets(
     State(node): State<Arc<Node>>,
     ApiPath(group): ApiPath<String>,
     ApiQuery(query): ApiQuery<GroupOffsetsQuery>,
+    ApiQuery(param): ApiQuery<BrokerGroupParam>,
 ) -> Result<Json<GroupOffsetsResponse>, ApiError> {
     validate_name("group", &group).map_err(ApiError::bad_request)?;
+    let routes = match param.broker_group.as_deref() {
+        Some(name) => match groups::named(&node, name)? {
+            Target::Local => vec![node.local_route()],
+            Target::Remote(route) => vec![*route],
+        },
+        None => node.group_routes(),
+    };
+    let mut offsets = Vec::new();
+    for route in routes {
+        if route.is_local() {
+            offsets.extend(local_group_offsets(&node, &group, query.topic.as_deref()));
+            continue;
+        }
+        let mut path = format!(
+            "/v1/groups/{}/offsets?broker_group={}",
+            encode(&group),
+            encode(&route.group)
+        );
+        if let Some(topic) = &query.topic {
+            path.push_str(&format!("&topic={}", encode(topic)));
+        }
+        let answer: GroupOffsetsResponse = groups::fetch(&node, &route, &path).await?;
+        offsets.extend(answer.offsets);
+    }
+    Ok(Json(GroupOffsetsResponse { group, offsets }))
+}
+
+/// The consumer group's committed offsets kept by this node's broker group.
+fn local_group_offsets(node: &Node, group: &str, topic: Option<&str>) -> Vec<GroupOffsetView> {
     let committed: Vec<(String, QueueId, QueueOffset)> = node
         .shared
         .state()
         .consumer_offsets
         .iter()
-        .filter(|(key, _)| {
-            key.group == group && query.topic.as_ref().is_none_or(|t| *t == key.topic)
-        })
+        .filter(|(key, _)| key.group == group && topic.is_none_or(|t| t == key.topic))
         .map(|(key, offset)| (key.topic.clone(), key.queue_id, *offset))
         .collect();
-    let offsets = committed
+    committed
         .into_iter()
         .map(|(topic, queue_id, offset)| {
             let max = node
@@ -449,6 +618,7 @@ pub async fn group_offsets(
                 .queue_offsets(&topic, queue_id)
                 .map_or(0, |(_, max)| max.0);
             GroupOffsetView {
+                group: node.group().to_string(),
                 topic,
                 queue_id: queue_id.0,
                 offset: offset.0,
@@ -456,6 +626,5 @@ pub async fn group_offsets(
                 lag: max.saturating_sub(offset.0),
             }
         })
-        .collect();
-    Ok(Json(GroupOffsetsResponse { group, offsets }))
+        .collect()
 }

@@ -38,8 +38,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuer
     }
 }
 
-/// A write request kept whole — method, path, headers and raw body — so it can be
-/// parsed here or forwarded to the leader unchanged.
+/// A request kept whole — method, path, headers and raw body — so it can be parsed
+/// here or forwarded to another node unchanged.
+#[derive(Clone)]
 pub struct WriteRequest {
     pub method: Method,
     pub path_and_query: String,

@@ -1,13 +1,18 @@
-//! Forwarding writes that reach a follower to the leader.
+//! Forwarding requests to another node: writes that reach a follower go to the
+//! leader, and requests for a topic served by another broker group go to a node of
+//! that group.
 //!
 //! The forwarded request carries [`FORWARDED_HEADER`] with the client's address: it
 //! keeps the message's born host and stops a request from bouncing between nodes
-//! that disagree about the leader (a forwarded request is never forwarded again).
+//! that disagree about the leader or the routes (a forwarded request is never
+//! forwarded again).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::extract::{WriteRequest, FORWARDED_HEADER};
+use crate::api::ErrorBody;
+use crate::control::GroupRoute;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::node::{Leadership, Node};
@@ -36,37 +41,168 @@ pub async fn to_leader(
         other => return ApiError::not_leader(other.filter(|url| *url != own_url)).into_response(),
     };
     Metrics::add(&node.metrics.forwarded_requests_total, 1);
-    let mut forward = node
-        .http
-        .request(
-            request.method.clone(),
-            format!("{leader}{}", request.path_and_query),
-        )
-        .timeout(node.config.http.write_timeout.0 + std::time::Duration::from_secs(5))
-        .header(FORWARDED_HEADER, request.born_host.as_str())
-        .body(request.body);
-    if let Some(content_type) = request.headers.get(axum::http::header::CONTENT_TYPE) {
-        forward = forward.header(axum::http::header::CONTENT_TYPE, content_type);
-    }
-    match forward.send().await {
-        Ok(response) => {
-            let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let content_type = response
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/json")
-                .to_string();
-            match response.bytes().await {
-                Ok(body) => (status, [(axum::http::header::CONTENT_TYPE, content_type)], body).into_response(),
-                Err(e) => ApiError::unavailable(format!("reading the leader's answer failed: {e}; the write may have been applied"))
-                    .into_response(),
-            }
-        }
+    match send(node, &request, &leader, &request.path_and_query).await {
+        Ok(response) => relay(response).await,
         Err(e) if e.is_connect() => ApiError::not_leader(Some(leader)).into_response(),
         Err(e) => ApiError::unavailable(format!(
             "forwarding to the leader {leader} failed: {e}; the write may have been applied, retry with producer_id and sequence"
         ))
         .into_response(),
+    }
+}
+
+/// Forwards `request` to the broker group `route`, naming the group in the query
+/// parameter `param` so the receiver handles it as its own. Tries the group's leader
+/// first, follows one NOT_LEADER answer, and moves on to the other replicas when a
+/// node cannot be reached.
+pub async fn to_group(
+    node: &Node,
+    request: WriteRequest,
+    route: &GroupRoute,
+    param: &str,
+) -> Response {
+    if request.was_forwarded() {
+        // The forwarding node thought this node serves `route.group`: the routes of
+        // the two disagree (a group was just moved or expired). Retrying resolves it.
+        return ApiError::unavailable(format!(
+            "this node is in group `{}`, not `{}`; routes are changing, retry",
+            node.group(),
+            route.group
+        ))
+        .into_response();
+    }
+    let path = with_param(&request.path_and_query, param, &route.group);
+    let mut urls = route.urls();
+    if urls.is_empty() {
+        return ApiError::unavailable(format!("group `{}` has no known node", route.group))
+            .into_response();
+    }
+    Metrics::add(&node.metrics.forwarded_requests_total, 1);
+    let mut followed_leader = false;
+    let mut last_error = String::new();
+    let mut i = 0;
+    while i < urls.len() {
+        let url = urls[i].clone();
+        i += 1;
+        match send(node, &request, &url, &path).await {
+            Ok(response) if response.status().as_u16() == 421 && !followed_leader => {
+                followed_leader = true;
+                let status = response.status();
+                let body = response.bytes().await.unwrap_or_default();
+                match serde_json::from_slice::<ErrorBody>(&body)
+                    .ok()
+                    .and_then(|e| e.leader)
+                {
+                    Some(leader) if leader != url => urls.insert(i, leader),
+                    _ => return relay_bytes(status.as_u16(), "application/json", body),
+                }
+            }
+            Ok(response) => return relay(response).await,
+            // Nothing was sent: the next replica is as good.
+            Err(e) if e.is_connect() => last_error = format!("{url}: {e}"),
+            Err(e) => {
+                return ApiError::unavailable(format!(
+                    "forwarding to group `{}` at {url} failed: {e}; a write may have been applied, retry with producer_id and sequence",
+                    route.group
+                ))
+                .into_response()
+            }
+        }
+    }
+    ApiError::unavailable(format!(
+        "no node of group `{}` could be reached ({last_error})",
+        route.group
+    ))
+    .into_response()
+}
+
+/// `path_and_query` with the query parameter `name` set to `value` (replacing it).
+pub fn with_param(path_and_query: &str, name: &str, value: &str) -> String {
+    let Ok(mut url) = reqwest::Url::parse(&format!("http://x{path_and_query}")) else {
+        return path_and_query.to_string();
+    };
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(key, _)| key != name)
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair(name, value);
+    format!("{}?{}", url.path(), url.query().unwrap_or_default())
+}
+
+async fn send(
+    node: &Node,
+    request: &WriteRequest,
+    base_url: &str,
+    path_and_query: &str,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut forward = node
+        .http
+        .request(
+            request.method.clone(),
+            format!("{base_url}{path_and_query}"),
+        )
+        // A forwarded long poll may be held up to its max_wait_ms (≤ 30 s).
+        .timeout(
+            node.config
+                .http
+                .write_timeout
+                .0
+                .max(std::time::Duration::from_secs(30))
+                + std::time::Duration::from_secs(5),
+        )
+        .header(FORWARDED_HEADER, request.born_host.as_str())
+        .body(request.body.clone());
+    if let Some(content_type) = request.headers.get(axum::http::header::CONTENT_TYPE) {
+        forward = forward.header(axum::http::header::CONTENT_TYPE, content_type);
+    }
+    forward.send().await
+}
+
+async fn relay(response: reqwest::Response) -> Response {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    match response.bytes().await {
+        Ok(body) => relay_bytes(status, &content_type, body),
+        Err(e) => ApiError::unavailable(format!(
+            "reading the forwarded answer failed: {e}; a write may have been applied"
+        ))
+        .into_response(),
+    }
+}
+
+fn relay_bytes(status: u16, content_type: &str, body: bytes::Bytes) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, content_type.to_string())],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_param;
+
+    #[test]
+    fn sets_or_replaces_a_query_parameter() {
+        assert_eq!(with_param("/v1/t", "group", "b"), "/v1/t?group=b");
+        assert_eq!(
+            with_param("/v1/t?offset=3&group=a", "group", "b"),
+            "/v1/t?offset=3&group=b"
+        );
+        assert_eq!(
+            with_param("/v1/t?key=a%20b", "group", "b"),
+            "/v1/t?key=a+b&group=b"
+        );
     }
 }

@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::extract::ApiQuery;
+use crate::control::routes::RegistrationAck;
+use crate::control::Registration;
 use crate::error::{ApiError, ErrorCode};
 use crate::node::Node;
 use crate::raft::network::{InstallRequest, SnapshotOffer, SECRET_HEADER};
@@ -145,4 +147,20 @@ pub async fn snapshot_install(State(node): State<Arc<Node>>, body: Bytes) -> Res
             .map_err(|e| e.to_string())
     })
     .await
+}
+
+/// `POST /internal/routes/register`: another group's leader registers its routes.
+pub async fn register_routes(
+    State(node): State<Arc<Node>>,
+    body: Bytes,
+) -> Result<axum::Json<RegistrationAck>, ApiError> {
+    let registration: Registration = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed registration: {e}")))?;
+    let accepted = node.routes.register(registration);
+    let mut known_nodes = node.routes.known_nodes();
+    known_nodes.push(node.config.node_info().url);
+    Ok(axum::Json(RegistrationAck {
+        accepted,
+        known_nodes,
+    }))
 }

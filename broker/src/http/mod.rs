@@ -5,7 +5,10 @@
 //! * [`data_plane`] — send, pull, queues, queries, consumer offsets.
 //! * [`control_plane`] — topics, routes, cluster, health, readiness, metrics.
 //! * [`internal`] — Raft RPC and snapshot transfer, behind the cluster secret.
-//! * [`forward`] — writes reaching a follower go to the leader.
+//! * [`groups`] — which broker group a request is for.
+//! * [`membership`] — adding and removing nodes, transferring leadership.
+//! * [`forward`] — writes reaching a follower go to the leader, requests for
+//!   another group to a node of it.
 //! * [`extract`], [`error`] — extractors and errors in the API's shape.
 
 pub mod control_plane;
@@ -13,7 +16,9 @@ pub mod data_plane;
 pub mod error;
 pub mod extract;
 pub mod forward;
+pub mod groups;
 pub mod internal;
+pub mod membership;
 pub mod router;
 
 pub use router::router;

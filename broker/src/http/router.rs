@@ -5,10 +5,10 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-use super::{control_plane, data_plane, internal};
+use super::{control_plane, data_plane, internal, membership};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -58,6 +58,18 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/topics", get(control_plane::list_topics))
         .route("/v1/routes/{topic}", get(control_plane::route))
         .route("/v1/cluster", get(control_plane::cluster))
+        .route(
+            "/v1/cluster/groups/{group}/nodes",
+            post(membership::add_node),
+        )
+        .route(
+            "/v1/cluster/groups/{group}/nodes/{node_id}",
+            delete(membership::remove_node),
+        )
+        .route(
+            "/v1/cluster/groups/{group}/transfer-leader",
+            post(membership::transfer_leader),
+        )
         .route("/health", get(control_plane::health))
         .route("/ready", get(control_plane::ready))
         .route("/metrics", get(control_plane::metrics))
@@ -81,6 +93,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(
             "/internal/raft/snapshot/install",
             post(internal::snapshot_install),
+        )
+        .route(
+            crate::control::registrar::REGISTER_PATH,
+            post(internal::register_routes),
         )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&node),
