@@ -10,7 +10,8 @@
 # library `ldd` says they load (glibc's loader, libc, libm, libgcc_s), and a minimal
 # /etc. Why not a static binary: deploy/README.md, "The image".
 #
-# --tag TAG    image tag (default broker:local)
+# --tag TAG    image tag (default $BROKER_IMAGE, else broker:local: the tag
+#              deploy/docker-compose.yml runs, which reads BROKER_IMAGE too)
 # --no-build   use the binaries in target/release as they are; without it the script
 #              runs `cargo build --release` for them first (a no-op when up to date)
 #
@@ -21,7 +22,7 @@ REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO
 readonly BROKER_UID=10001
 
-tag=broker:local
+tag=${BROKER_IMAGE:-broker:local}
 build=1
 while (($#)); do
 	case $1 in

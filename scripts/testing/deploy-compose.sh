@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 #
-# deploy-compose.sh — the deploy/ files tested for real: builds the image
-# (deploy/build-image.sh), starts deploy/docker-compose.yml as its own Compose
-# project, sends and pulls through the ports published on the host, SIGKILLs the
-# leader's container, checks that writes continue through another node, starts
-# the container again and checks that it catches up (its queues' max offsets
-# equal the new leader's and it serves every message). Removes the containers,
-# network, volumes and image tag on every exit, failure included.
+# deploy-compose.sh — the deploy/ files tested for real. Runs the README's Deploy
+# block as printed (build the image, start deploy/docker-compose.yml, send and pull
+# through the published ports), with the environment pointing it at a Compose
+# project, image tag, secret file and free host ports of this run's own; then
+# checks that the nodes resolve each other by service name, sends and pulls
+# through every node, SIGKILLs the leader's container, checks that writes
+# continue through another node, starts the container again and checks that it
+# catches up (its queues' max offsets equal the new leader's and it serves every
+# message). Removes the containers, network, volumes and image tag on every
+# exit, failure included.
 #
 # Needs a Docker engine and Compose (`docker compose` or `docker-compose`); takes
 # about a minute. Published ports are ephemeral, on 127.0.0.1 only.
@@ -42,6 +45,8 @@ project=brokertest${suffix//-/x}
 tag=broker:deploy-test-$suffix
 work=$(mktemp -d)
 
+# The README block and this script both read these.
+export COMPOSE_PROJECT_NAME=$project
 export BROKER_IMAGE=$tag
 export BROKER_ENV_FILE=$work/cluster.env
 export BROKER_PUBLISH_ADDR=127.0.0.1
@@ -59,6 +64,7 @@ cleanup() {
 	compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 	docker image rm --force "$tag" >/dev/null 2>&1 || true
 	rm -rf -- "$work"
+	[[ $made_env_file == 1 ]] && rm -f -- "$repo/deploy/cluster.env"
 	# Anything left means `down` failed: say so, the next run would not notice.
 	if [[ -n $(docker ps -aq --filter "label=com.docker.compose.project=$project") ]]; then
 		echo "deploy-compose: containers of project $project are left over" >&2
@@ -66,6 +72,10 @@ cleanup() {
 	echo "--- [$((SECONDS - started))s] deploy-compose: cleaned up (project $project)"
 	exit "$status"
 }
+# The README block writes deploy/cluster.env when there is none (this run's
+# containers read BROKER_ENV_FILE instead); a file this run made goes again.
+made_env_file=0
+[[ -e $repo/deploy/cluster.env ]] || made_env_file=1
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -143,12 +153,26 @@ leader_id() { api "$(url "$1")/v1/cluster" | jq -er '.groups[0].leader_id // emp
 
 same_offsets() { [[ $(max_offsets "$1") == "$(max_offsets "$2")" ]]; }
 
-phase "build the image $tag"
-"$repo/deploy/build-image.sh" --tag "$tag"
+phase "the README's Deploy block, as printed (image $tag, project $project)"
 echo "BROKER_CLUSTER_SECRET=deploy-test-$RANDOM$RANDOM-secret" >"$BROKER_ENV_FILE"
-
-phase "start the three-node compose cluster (project $project)"
-compose up -d
+block=$(awk '
+	$0 == "<!-- deploy-example:start compose -->" { inside = 1; next }
+	inside && $0 == "<!-- deploy-example:end -->" { exit }
+	inside && !/^```/ { print }
+' "$repo/README.md")
+[[ -n $block ]] || die "README.md has no deploy-example block"
+if ! command -v docker-compose >/dev/null; then
+	# The README says docker-compose; Compose v2 alone spells it `docker compose`.
+	docker-compose() { docker compose "$@"; }
+	export -f docker-compose
+fi
+if ! output=$(cd "$repo" && timeout 150 bash -euo pipefail -c "$block" 2>&1); then
+	echo "$output"
+	die "the README's Deploy block failed"
+fi
+echo "$output" | grep -v '^Creating\|^DEPRECATED\|^  \+Install the buildx\|^  \+https://docs.docker.com' || true
+! grep -q '"code":"' <<<"$output" || die "the README's Deploy block printed an API error"
+grep -q '"status":"FOUND"' <<<"$output" || die "the README's Deploy block did not pull its message"
 wait_for 60 "three healthy containers (ready: member of a group with a leader)" all_healthy
 for i in 1 2 3; do
 	read_url "$i" || die "node $i has no published port"
