@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): unit, property, crash and
-# multi-process tests, then the cluster script's own end-to-end test and the
-# README's examples against a real three-node cluster.
+# multi-process tests, the deploy/ files (offline checks, and the compose cluster
+# when a Docker engine is there), then the cluster script's own end-to-end test
+# and the README's examples against a real three-node cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
