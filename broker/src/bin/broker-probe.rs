@@ -182,6 +182,9 @@ mod tests {
         let second = probe(&url, DEFAULT_TIMEOUT).expect("second probe");
         assert!(!is_success(&second), "{second}");
         server.join().expect("server thread");
-        assert!(probe(&url, Duration::from_millis(200)).is_err(), "nobody listens");
+        assert!(
+            probe(&url, Duration::from_millis(200)).is_err(),
+            "nobody listens"
+        );
     }
 }
