@@ -12,7 +12,8 @@
 # exit, failure included.
 #
 # Needs a Docker engine and Compose (`docker compose` or `docker-compose`); takes
-# about a minute. Published ports are ephemeral, on 127.0.0.1 only.
+# about 40 s and gives up after DEPLOY_TEST_BUDGET seconds (default 170).
+# Published ports are ephemeral, on 127.0.0.1 only.
 #
 # DEPLOY_TEST_SKIP_RESTART=1 leaves the killed node down, to watch the catch-up
 # check fail.
@@ -24,6 +25,7 @@ readonly topic=deploy-test
 readonly queues=4
 readonly batch=20
 started=$SECONDS
+readonly budget_end=$((SECONDS + ${DEPLOY_TEST_BUDGET:-170}))
 
 phase() { echo "--- [$((SECONDS - started))s] $*"; }
 die() {
@@ -92,6 +94,10 @@ read_url() {
 }
 url() { echo "${urls[$1]:?node $1 has no published port}"; }
 
+within_budget() {
+	((SECONDS < budget_end)) || die "over the time budget of ${DEPLOY_TEST_BUDGET:-170}s"
+}
+
 # wait_for SECONDS DESCRIPTION COMMAND...: retries COMMAND until it succeeds.
 wait_for() {
 	local timeout=$1 what=$2
@@ -99,6 +105,7 @@ wait_for() {
 	local deadline=$((SECONDS + timeout))
 	until "$@" >/dev/null 2>&1; do
 		((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for $what"
+		within_budget
 		sleep 0.5
 	done
 }
@@ -121,6 +128,7 @@ send() {
 			answer=$(api -XPOST "$base/v1/topics/$topic/messages" -d "$body") &&
 				jq -e '.results | length == 1' <<<"$answer" >/dev/null && break
 			answer=
+			within_budget
 			sleep 1
 		done
 		[[ -n $answer ]] || die "message m-$seq was not accepted by node $node"
@@ -166,7 +174,7 @@ if ! command -v docker-compose >/dev/null; then
 	docker-compose() { docker compose "$@"; }
 	export -f docker-compose
 fi
-if ! output=$(cd "$repo" && timeout 150 bash -euo pipefail -c "$block" 2>&1); then
+if ! output=$(cd "$repo" && timeout 120 bash -euo pipefail -c "$block" 2>&1); then
 	echo "$output"
 	die "the README's Deploy block failed"
 fi
