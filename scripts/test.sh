@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): unit, property, crash and
-# multi-process tests, then the cluster script's own end-to-end test and the
-# README's examples against a real three-node cluster.
+# multi-process tests, the deploy/ files (offline checks, and the compose cluster
+# when a Docker engine is there), then the cluster script's own end-to-end test
+# and the README's examples against a real three-node cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,15 @@ cargo test --workspace --release
 
 echo "--- cargo build --release -p broker --bin broker"
 cargo build --release -p broker --bin broker
+
+echo "--- deploy/: Kubernetes manifests, systemd unit, compose file (offline checks)"
+scripts/testing/deploy-validate.sh
+echo "--- deploy/: image and a three-node compose cluster"
+if docker info >/dev/null 2>&1; then
+	scripts/testing/deploy-compose.sh
+else
+	echo "deploy-compose: skipped: no Docker engine"
+fi
 
 if [[ $EUID -ne 0 ]]; then
 	echo "scripts/test.sh: the cluster tests need root (network namespaces); NOT RUN" >&2
