@@ -323,7 +323,7 @@ impl NodeConfig {
                     })?,
                 None => &mut table,
             };
-            target.insert(key.clone(), env_value(&key, &value));
+            target.insert(key.clone(), env_value(section, &key, &value));
         }
         let mut flag = |key: &str, value: toml::Value| {
             table.insert(key.to_string(), value);
@@ -621,9 +621,22 @@ fn known_keys() -> std::collections::HashSet<String> {
 
 /// Converts an environment value to the TOML type the key expects, best effort:
 /// integers, floats and booleans as such, lists split on commas, else a string.
-fn env_value(key: &str, value: &str) -> toml::Value {
+/// Text keys (and keys without a default, like `cluster_secret`) keep the value as
+/// text even when it looks like a number: `BROKER_CLUSTER_SECRET=123456` is a secret.
+fn env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value {
     if LIST_KEYS.contains(&key) {
         return list_value(&value.split(',').map(str::to_string).collect::<Vec<_>>());
+    }
+    let defaults = toml::Table::try_from(NodeConfig::default()).unwrap_or_default();
+    let default = match section {
+        Some(section) => defaults
+            .get(section)
+            .and_then(toml::Value::as_table)
+            .and_then(|t| t.get(key)),
+        None => defaults.get(key),
+    };
+    if matches!(default, None | Some(toml::Value::String(_))) {
+        return toml::Value::String(value.to_string());
     }
     if let Ok(i) = value.parse::<i64>() {
         return toml::Value::Integer(i);
@@ -693,6 +706,25 @@ mod tests {
         assert_eq!(config.storage.flush_interval.0, Duration::from_secs(2));
         assert_eq!(config.storage.commit_log_file_size.0, 64 << 20);
         assert_eq!(config.store_config().flush_interval_ms, 2000);
+    }
+
+    #[test]
+    fn numeric_looking_text_from_the_environment_stays_text() {
+        let config = load(
+            "",
+            &[
+                ("BROKER_CLUSTER_SECRET", "123456"),
+                ("BROKER_GROUP", "123"),
+                ("BROKER_NODE_ID", "7"),
+                ("BROKER_HTTP_MAX_BATCH_MESSAGES", "64"),
+            ],
+            CliArgs::default(),
+        )
+        .expect("valid");
+        assert_eq!(config.cluster_secret.as_deref(), Some("123456"));
+        assert_eq!(config.group, "123");
+        assert_eq!(config.node_id, 7);
+        assert_eq!(config.http.max_batch_messages, 64);
     }
 
     #[test]
