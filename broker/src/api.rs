@@ -287,3 +287,50 @@ pub struct ErrorBody {
     pub message: String,
     pub leader: Option<String>,
 }
+
+/// `POST /v1/groups/{group}/heartbeat`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub client_id: String,
+    pub topics: Vec<String>,
+    /// Queues the member still holds (consumes or has not yet let go of), with the
+    /// offset it last committed: a queue moves to another member only once no one
+    /// holds it.
+    #[serde(default)]
+    pub owned: Vec<OwnedQueue>,
+}
+
+/// A queue a member holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnedQueue {
+    pub topic: String,
+    /// The broker group of the queue.
+    pub group: String,
+    pub queue_id: u32,
+    #[serde(default)]
+    pub offset: Option<u64>,
+}
+
+/// A queue assigned to a member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub topic: String,
+    /// The broker group of the queue.
+    pub group: String,
+    pub queue_id: u32,
+    /// The offset its previous holder last reported, when known: resume at the
+    /// larger of this and the committed offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// Every live member of the consumer group, sorted.
+    pub members: Vec<String>,
+    /// This member's queues.
+    pub assignments: Vec<Assignment>,
+}

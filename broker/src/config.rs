@@ -167,6 +167,10 @@ pub struct ControlSection {
     /// How long adding a node waits for it to catch up as a learner before
     /// promoting it to voter.
     pub join_timeout: HumanDuration,
+    /// A consumer-group member that sent no heartbeat for this long is dropped and
+    /// its queues go to the others. Also how long a new coordinator waits for
+    /// members to report what they hold before it hands out queues.
+    pub member_expiry: HumanDuration,
 }
 
 impl Default for ControlSection {
@@ -175,6 +179,7 @@ impl Default for ControlSection {
             register_interval: HumanDuration(Duration::from_secs(2)),
             route_expiry: HumanDuration(Duration::from_secs(10)),
             join_timeout: HumanDuration(Duration::from_secs(300)),
+            member_expiry: HumanDuration(Duration::from_secs(10)),
         }
     }
 }
@@ -480,6 +485,9 @@ impl NodeConfig {
                     control.route_expiry, control.register_interval
                 ),
             );
+        }
+        if control.member_expiry.0 < Duration::from_millis(100) {
+            return bad("control.member_expiry", "must be at least 100ms");
         }
         self.store_config().validate().or_else(|e| match e {
             crate::storage::StoreError::Config { key, reason } => {

@@ -11,6 +11,7 @@ use openraft::{RaftMetrics, ServerState};
 
 use crate::api::{GroupView, NodeView};
 use crate::config::NodeConfig;
+use crate::consumer::coordinator::Coordinator;
 use crate::control::{GroupRoute, Registration, RouteTable};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -39,6 +40,8 @@ pub struct Node {
     pub http: reqwest::Client,
     /// Every other broker group this node knows, from registrations.
     pub routes: RouteTable,
+    /// Consumer groups this node coordinates while it leads.
+    pub coordinator: Coordinator,
     /// The configured initial members: URLs of peers before membership is known.
     configured_members: BTreeMap<NodeId, NodeInfo>,
 }
@@ -67,6 +70,7 @@ impl Node {
             sender: SendPreparer::new(&config.group, config.node_id),
             configured_members,
             routes,
+            coordinator: Coordinator::default(),
             config,
             raft,
             shared,

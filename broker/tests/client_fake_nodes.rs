@@ -48,7 +48,20 @@ async fn scripted(State(script): State<Arc<Script>>, uri: Uri, body: String) -> 
 async fn fake_node(script: Arc<Script>) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let app = Router::new().fallback(any(scripted)).with_state(script);
+    // Producers ask for the topic's route first; this node knows none, so they
+    // leave the placement to it (the scripted answers are for the sends).
+    let app = Router::new()
+        .route(
+            "/v1/routes/{topic}",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::NOT_FOUND,
+                    axum::Json(error("TOPIC_NOT_FOUND", None)),
+                )
+            }),
+        )
+        .fallback(any(scripted))
+        .with_state(script);
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -176,7 +189,20 @@ async fn looped_pair(
         }),
     );
     let serve = |listener: tokio::net::TcpListener, script: Arc<Script>| {
-        let app = Router::new().fallback(any(scripted)).with_state(script);
+        // Producers ask for the topic's route first; this node knows none, so they
+        // leave the placement to it (the scripted answers are for the sends).
+        let app = Router::new()
+            .route(
+                "/v1/routes/{topic}",
+                axum::routing::get(|| async {
+                    (
+                        axum::http::StatusCode::NOT_FOUND,
+                        axum::Json(error("TOPIC_NOT_FOUND", None)),
+                    )
+                }),
+            )
+            .fallback(any(scripted))
+            .with_state(script);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         })

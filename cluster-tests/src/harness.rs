@@ -192,6 +192,32 @@ impl TestCluster {
         Ok(id)
     }
 
+    /// Waits until every live node lists `groups` broker groups in `/v1/cluster`
+    /// (route registrations have reached everyone).
+    ///
+    /// # Errors
+    /// Not within `timeout`.
+    pub async fn wait_for_routes(&self, groups: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for id in self.live_nodes() {
+            loop {
+                let known = self
+                    .get::<ClusterResponse>(id, "/v1/cluster")
+                    .await
+                    .map(|view| view.groups.len())
+                    .unwrap_or(0);
+                if known >= groups {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("node {id} knows {known} groups, not {groups}, after {timeout:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Ids of the nodes of `group`.
     pub fn group_nodes(&self, group: &str) -> Vec<u64> {
         self.nodes

@@ -9,9 +9,10 @@ use serde::Deserialize;
 use super::broker_client::{BrokerClient, Call};
 use super::error::Result;
 use crate::api::{
-    ClusterResponse, CommitOffsetRequest, CommitOffsetResponse, GroupOffsetsResponse, MessageView,
-    MessagesResponse, OffsetResponse, PullResponse, QueuesResponse, RouteResponse, SendRequest,
-    SendResponse, TopicRequest, TopicView, TopicsResponse,
+    ClusterResponse, CommitOffsetRequest, CommitOffsetResponse, GroupOffsetsResponse,
+    HeartbeatRequest, HeartbeatResponse, MessageView, MessagesResponse, OffsetResponse,
+    PullResponse, QueuesResponse, RouteResponse, SendRequest, SendResponse, TopicRequest,
+    TopicView, TopicsResponse,
 };
 
 /// `GET /ready`: the node is a member of a group with a known leader.
@@ -298,5 +299,131 @@ impl BrokerClient {
     /// `UNAVAILABLE` when not ready, transport failures.
     pub async fn ready(&self) -> Result<Readiness> {
         self.execute(&Call::read(&["ready"])).await?.json()
+    }
+}
+
+/// A queue of a topic in one broker group (queue ids are per group).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupQueue {
+    pub topic: String,
+    /// The broker group.
+    pub group: String,
+    pub queue_id: u32,
+}
+
+impl BrokerClient {
+    /// [`BrokerClient::pull_with`] on the queue of a named broker group (any node
+    /// forwards it there).
+    ///
+    /// # Errors
+    /// As [`BrokerClient::pull`]; `BAD_REQUEST` for an unknown group.
+    pub async fn pull_queue(
+        &self,
+        queue: &GroupQueue,
+        offset: u64,
+        options: &PullOptions,
+    ) -> Result<PullResponse> {
+        let queue_id = queue.queue_id.to_string();
+        let segments = [
+            "v1",
+            "topics",
+            &queue.topic,
+            "queues",
+            &queue_id,
+            "messages",
+        ];
+        let mut call = Call::read(&segments);
+        call.query = vec![
+            ("offset", offset.to_string()),
+            ("max_messages", options.max_messages.to_string()),
+            ("max_wait_ms", options.max_wait_ms.to_string()),
+            ("group", queue.group.clone()),
+        ];
+        if let Some(tags) = &options.tags {
+            call.query.push(("tags", tags.clone()));
+        }
+        call.extra_timeout = Duration::from_millis(options.max_wait_ms);
+        self.execute(&call).await?.json()
+    }
+
+    /// [`BrokerClient::send`] to a named broker group (any node forwards it there).
+    ///
+    /// # Errors
+    /// As [`BrokerClient::send`]; `BAD_REQUEST` for an unknown group.
+    pub async fn send_to_group(
+        &self,
+        topic: &str,
+        group: &str,
+        request: &SendRequest,
+    ) -> Result<SendResponse> {
+        let segments = ["v1", "topics", topic, "messages"];
+        let mut call = Call::write(Method::POST, &segments, Some(request))?;
+        call.query.push(("group", group.to_string()));
+        self.execute(&call).await?.json()
+    }
+
+    /// [`BrokerClient::commit_offset`] for the queue of a named broker group.
+    ///
+    /// # Errors
+    /// As [`BrokerClient::commit_offset`].
+    pub async fn commit_queue_offset(
+        &self,
+        consumer_group: &str,
+        queue: &GroupQueue,
+        offset: u64,
+        mode: CommitMode,
+    ) -> Result<CommitOffsetResponse> {
+        let queue_id = queue.queue_id.to_string();
+        let segments = [
+            "v1",
+            "groups",
+            consumer_group,
+            "offsets",
+            &queue.topic,
+            &queue_id,
+        ];
+        let body = CommitOffsetRequest {
+            offset,
+            force: mode == CommitMode::Force,
+        };
+        let mut call = Call::write(Method::PUT, &segments, Some(&body))?;
+        call.query.push(("broker_group", queue.group.clone()));
+        self.execute(&call).await?.json()
+    }
+
+    /// The committed offset of one queue of a named broker group, if any.
+    ///
+    /// # Errors
+    /// Transport failures, a bad name.
+    pub async fn committed_offset(
+        &self,
+        consumer_group: &str,
+        queue: &GroupQueue,
+    ) -> Result<Option<u64>> {
+        let segments = ["v1", "groups", consumer_group, "offsets"];
+        let mut call = Call::read(&segments);
+        call.query.push(("topic", queue.topic.clone()));
+        call.query.push(("broker_group", queue.group.clone()));
+        let answer: GroupOffsetsResponse = self.execute(&call).await?.json()?;
+        Ok(answer
+            .offsets
+            .iter()
+            .find(|o| o.queue_id == queue.queue_id && o.group == queue.group)
+            .map(|o| o.offset))
+    }
+
+    /// `POST /v1/groups/{group}/heartbeat`: registers a consumer-group member with
+    /// its coordinator; answers the members and this member's queues.
+    ///
+    /// # Errors
+    /// `BAD_REQUEST` for bad names, transport failures.
+    pub async fn heartbeat(
+        &self,
+        consumer_group: &str,
+        request: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse> {
+        let segments = ["v1", "groups", consumer_group, "heartbeat"];
+        let call = Call::write(Method::POST, &segments, Some(request))?;
+        self.execute(&call).await?.json()
     }
 }

@@ -8,6 +8,8 @@
 //!   [`crate::api`].
 //! * [`producer`] — [`Producer`]: idempotent sends (`producer_id` + `sequence`) with
 //!   retries and backoff.
+//! * [`consumer`] — [`PushConsumer`]: a consumer-group member (heartbeat,
+//!   assigned queues, long polling, offset commits, clean hand-over).
 //! * [`error`] — [`ClientError`], classified as retryable and outcome-unknown.
 //! * [`options`] — [`ClientOptions`]: timeouts, pool, hops, read preference.
 //! * [`endpoint`], [`nodes`] — base URLs and endpoint URLs; the known nodes and the
@@ -32,6 +34,7 @@
 //! ```
 
 pub mod broker_client;
+pub mod consumer;
 pub mod endpoint;
 pub mod endpoints;
 pub mod error;
@@ -40,7 +43,8 @@ pub mod options;
 pub mod producer;
 
 pub use broker_client::BrokerClient;
-pub use endpoints::{CommitMode, PullOptions, Readiness};
+pub use consumer::{ConsumerOptions, PushConsumer};
+pub use endpoints::{CommitMode, GroupQueue, PullOptions, Readiness};
 pub use error::{ClientError, Result};
 pub use options::{ClientOptions, ReadPreference};
 pub use producer::{Idempotence, Producer, ProducerOptions, ProducerStats, DEDUP_WINDOW};

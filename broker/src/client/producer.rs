@@ -27,10 +27,10 @@
 //! was: a send cut off by a leader crash (outcome unknown) and then refused twice
 //! with `NOT_LEADER` during the election may well have been committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -64,6 +64,10 @@ pub struct ProducerOptions {
     pub idempotence: Idempotence,
     /// The producer id; `None` draws a random one.
     pub producer_id: Option<String>,
+    /// How long a topic's route (its writable queues in every broker group) is used
+    /// before it is fetched again; it is also dropped on errors that suggest it is
+    /// stale. RocketMQ polls its NameServer every 30 s.
+    pub route_refresh: Duration,
 }
 
 impl Default for ProducerOptions {
@@ -74,6 +78,7 @@ impl Default for ProducerOptions {
             backoff_max: Duration::from_secs(2),
             idempotence: Idempotence::On,
             producer_id: None,
+            route_refresh: Duration::from_secs(30),
         }
     }
 }
@@ -89,6 +94,9 @@ pub struct ProducerStats {
     pub retries: u64,
 }
 
+/// A topic's writable (broker group, queue id) pairs, and when they were fetched.
+type CachedRoute = (Instant, Arc<Vec<(String, u32)>>);
+
 /// Sends batches with sequence numbers and retries. Clone the [`BrokerClient`], not
 /// the producer: each producer is one sequence space. Concurrent sends on one
 /// producer are fine.
@@ -101,6 +109,9 @@ pub struct Producer {
     batches_sent: AtomicU64,
     batches_failed: AtomicU64,
     retries: AtomicU64,
+    /// Writable (group, queue) pairs per topic, and when they were fetched.
+    routes: Mutex<HashMap<String, CachedRoute>>,
+    next_queue: AtomicU64,
 }
 
 impl Producer {
@@ -118,6 +129,8 @@ impl Producer {
             batches_sent: AtomicU64::new(0),
             batches_failed: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            routes: Mutex::new(HashMap::new()),
+            next_queue: AtomicU64::new(0),
         }
     }
 
@@ -182,17 +195,40 @@ impl Producer {
                 None
             }
         };
+        // Batches that leave the queue to the broker go round-robin over every
+        // writable queue of every group serving the topic; retries keep the group
+        // (the dedup table of producer_id/sequence lives in it) and the queue.
+        let placed = messages
+            .iter()
+            .all(|m| m.queue_id.is_none() && m.sharding_key.is_none());
+        let target = if placed {
+            self.next_target(topic).await
+        } else {
+            None
+        };
+        if let Some((_, queue_id)) = &target {
+            for message in &mut messages {
+                message.queue_id = Some(*queue_id);
+            }
+        }
         let request = SendRequest { messages };
         let mut retry = 0;
         let mut outcome_unknown = false;
         loop {
-            let error = match self.client.send(topic, &request).await {
+            let sent = match &target {
+                Some((group, _)) => self.client.send_to_group(topic, group, &request).await,
+                None => self.client.send(topic, &request).await,
+            };
+            let error = match sent {
                 Ok(response) => {
                     self.batches_sent.fetch_add(1, Ordering::Relaxed);
                     return Ok(response);
                 }
                 Err(error) => error,
             };
+            if target.is_some() && stale_route(&error) {
+                self.forget_route(topic);
+            }
             if retry < self.options.retries && self.may_retry(&error) {
                 outcome_unknown |= error.is_outcome_unknown();
                 tokio::time::sleep(self.backoff(retry)).await;
@@ -210,6 +246,53 @@ impl Producer {
                 last: Box::new(error),
             });
         }
+    }
+
+    /// The next (group, queue) of the topic's route, fetching it when missing or
+    /// older than `route_refresh`; `None` while the route cannot be had (the broker
+    /// then places the batch, and may create the topic).
+    async fn next_target(&self, topic: &str) -> Option<(String, u32)> {
+        let cached = self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .filter(|(at, _)| at.elapsed() < self.options.route_refresh)
+            .map(|(_, queues)| Arc::clone(queues));
+        let queues = match cached {
+            Some(queues) => queues,
+            None => {
+                // No route (yet): remember that too, so every send does not ask
+                // again; the broker places those batches.
+                let queues: Vec<(String, u32)> = match self.client.route(topic).await {
+                    Ok(route) => route
+                        .groups
+                        .iter()
+                        .filter(|g| g.perm & crate::topic::PERM_WRITE != 0)
+                        .flat_map(|g| (0..g.write_queue_nums).map(|q| (g.group.clone(), q)))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                let queues = Arc::new(queues);
+                self.routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(topic.to_string(), (Instant::now(), Arc::clone(&queues)));
+                queues
+            }
+        };
+        if queues.is_empty() {
+            return None;
+        }
+        let i = self.next_queue.fetch_add(1, Ordering::Relaxed) as usize % queues.len();
+        queues.get(i).cloned()
+    }
+
+    fn forget_route(&self, topic: &str) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(topic);
     }
 
     fn may_retry(&self, error: &ClientError) -> bool {
@@ -306,6 +389,14 @@ impl Drop for Reserved<'_> {
     fn drop(&mut self) {
         self.window.release(self.first);
     }
+}
+
+/// Whether an error suggests the cached route is wrong (the topic or group moved).
+fn stale_route(error: &ClientError) -> bool {
+    matches!(
+        error.code(),
+        Some("TOPIC_NOT_FOUND" | "BAD_REQUEST" | "NO_PERMISSION")
+    )
 }
 
 #[cfg(test)]

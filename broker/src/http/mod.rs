@@ -3,6 +3,7 @@
 //! # Layout
 //! * [`router`] — every route.
 //! * [`data_plane`] — send, pull, queues, queries, consumer offsets.
+//! * [`consumer_groups`] — consumer-group heartbeats and queue assignment.
 //! * [`control_plane`] — topics, routes, cluster, health, readiness, metrics.
 //! * [`internal`] — Raft RPC and snapshot transfer, behind the cluster secret.
 //! * [`groups`] — which broker group a request is for.
@@ -11,6 +12,7 @@
 //!   another group to a node of it.
 //! * [`extract`], [`error`] — extractors and errors in the API's shape.
 
+pub mod consumer_groups;
 pub mod control_plane;
 pub mod data_plane;
 pub mod error;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-use super::{control_plane, data_plane, internal, membership};
+use super::{consumer_groups, control_plane, data_plane, internal, membership};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -49,6 +49,10 @@ pub fn router(node: Arc<Node>) -> Router {
             put(data_plane::commit_offset),
         )
         .route("/v1/groups/{group}/offsets", get(data_plane::group_offsets))
+        .route(
+            "/v1/groups/{group}/heartbeat",
+            post(consumer_groups::heartbeat),
+        )
         .route(
             "/v1/topics/{topic}",
             put(control_plane::put_topic)
