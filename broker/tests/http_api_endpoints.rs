@@ -10,10 +10,12 @@ use common::http::TestNode;
 use serde_json::json;
 use tracing::info;
 
+/// Endpoints of shared/API.md not built yet.
+const NOT_YET_BUILT: [&str; 1] = ["POST /v1/groups/g/retry"];
+
 /// Requests with bodies no handler accepts (empty objects: missing fields), so that a
 /// routed endpoint answers without changing anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet built: heartbeat and retry come with the consumer issue (6), cluster membership and transfer-leader with the control-plane issue (5)"]
 async fn every_api_endpoint_is_routed() {
     let node = TestNode::start().await;
     node.send_ok("t", vec![json!({"body": "x", "queue_id": 0})])
@@ -57,13 +59,14 @@ async fn every_api_endpoint_is_routed() {
             .ok()
             .and_then(|v| v["code"].as_str().map(str::to_string));
         if matches!(code.as_deref(), Some("NOT_FOUND" | "METHOD_NOT_ALLOWED")) {
-            unrouted.push(format!("{method} {uri}: {} {code:?}", answer.status));
+            unrouted.push(format!("{method} {uri}"));
         }
     }
-    assert!(
-        unrouted.is_empty(),
-        "endpoints of shared/API.md without a handler:\n{}",
-        unrouted.join("\n")
+    // Exactly these are still to come (retry and dead-letter: the consumer issue);
+    // building one makes this fail until it is taken off the list.
+    assert_eq!(
+        unrouted, NOT_YET_BUILT,
+        "endpoints of shared/API.md without a handler differ from the known list"
     );
     node.stop().await;
 }

@@ -206,7 +206,7 @@ async fn nodes_join_and_leave_under_load_without_losing_messages() -> Result<()>
         .send()
         .await?;
     ensure!(
-        missing.status() == 404,
+        missing.status() == 400,
         "removing a non-member: {}",
         missing.status()
     );

@@ -191,10 +191,10 @@ pub async fn remove_node(
         let metrics = node.raft_metrics();
         let membership = metrics.membership_config.membership();
         if membership.get_node(&node_id).is_none() {
-            return Err(ApiError::new(
-                ErrorCode::NotFound,
-                format!("node {node_id} is not a member of group `{}`", node.group()),
-            ));
+            return Err(ApiError::bad_request(format!(
+                "node {node_id} is not a member of group `{}`",
+                node.group()
+            )));
         }
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let ids = BTreeSet::from([node_id]);
