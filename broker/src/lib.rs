@@ -17,8 +17,10 @@
 //! * [`topic`] — topic configuration and naming rules.
 //! * [`metrics`] — counters for `/metrics`.
 //! * [`client`] — a Rust client of the HTTP API (leader following, idempotent producer).
+//! * [`cli`] — `mqctl`, the command line client covering the whole API.
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod consumer;
