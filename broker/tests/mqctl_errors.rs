@@ -26,13 +26,20 @@ async fn errors_are_readable_and_exit_non_zero() -> anyhow::Result<()> {
     assert!(bad.stderr.starts_with("error: BAD_REQUEST: "), "{bad:?}");
 
     info!("--- a queue the topic does not have: named, exit 2");
-    node.mqctl(&["topic", "create", "t1", "--queues", "2"]).await.ok();
+    node.mqctl(&["topic", "create", "t1", "--queues", "2"])
+        .await
+        .ok();
     let no_queue = node.mqctl(&["pull", "t1", "--queue", "7"]).await;
     assert_eq!(no_queue.code, Some(2), "{no_queue:?}");
-    assert!(no_queue.stderr.contains("broker-a/0, broker-a/1"), "{no_queue:?}");
+    assert!(
+        no_queue.stderr.contains("broker-a/0, broker-a/1"),
+        "{no_queue:?}"
+    );
 
     info!("--- nothing listening: a connect error with the OS's reason");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let dead = run_mqctl(&format!("http://127.0.0.1:{port}"), &["topic", "list"]).await;
     assert_eq!(dead.code, Some(1), "{dead:?}");
     assert!(dead.stderr.starts_with("error: connect: "), "{dead:?}");
@@ -43,7 +50,10 @@ async fn errors_are_readable_and_exit_non_zero() -> anyhow::Result<()> {
     assert_eq!(usage.code, Some(2), "{usage:?}");
     let bad_url = run_mqctl("127.0.0.1:1", &["topic", "list"]).await;
     assert_eq!(bad_url.code, Some(1), "{bad_url:?}");
-    assert!(bad_url.stderr.starts_with("error: invalid_url: "), "{bad_url:?}");
+    assert!(
+        bad_url.stderr.starts_with("error: invalid_url: "),
+        "{bad_url:?}"
+    );
 
     node.stop().await;
     Ok(())

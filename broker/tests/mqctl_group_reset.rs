@@ -30,7 +30,15 @@ async fn reset_by_timestamp_moves_the_group_back() -> anyhow::Result<()> {
 
     info!("--- the group has consumed everything");
     let committed = node
-        .mqctl(&["--json", "group", "commit", "billing-app", "billing", "0", "5"])
+        .mqctl(&[
+            "--json",
+            "group",
+            "commit",
+            "billing-app",
+            "billing",
+            "0",
+            "5",
+        ])
         .await
         .ok()
         .json();
@@ -46,14 +54,31 @@ async fn reset_by_timestamp_moves_the_group_back() -> anyhow::Result<()> {
     info!("--- reset to the boundary: offset 3 (the first message after it), lag 2");
     let boundary = boundary_ms.to_string();
     let reset = node
-        .mqctl(&["group", "reset", "billing-app", "billing", "--timestamp", &boundary])
+        .mqctl(&[
+            "group",
+            "reset",
+            "billing-app",
+            "billing",
+            "--timestamp",
+            &boundary,
+        ])
         .await
         .ok();
     let rows = reset.table();
     assert_eq!(rows.len(), 1, "{}", reset.stdout);
-    assert_eq!((rows[0]["QUEUE"].as_str(), rows[0]["OFFSET"].as_str()), ("0", "3"));
+    assert_eq!(
+        (rows[0]["QUEUE"].as_str(), rows[0]["OFFSET"].as_str()),
+        ("0", "3")
+    );
     let offsets = node
-        .mqctl(&["--json", "group", "offsets", "billing-app", "--topic", "billing"])
+        .mqctl(&[
+            "--json",
+            "group",
+            "offsets",
+            "billing-app",
+            "--topic",
+            "billing",
+        ])
         .await
         .ok()
         .json();
@@ -62,7 +87,14 @@ async fn reset_by_timestamp_moves_the_group_back() -> anyhow::Result<()> {
 
     info!("--- --earliest and --latest");
     let earliest = node
-        .mqctl(&["--json", "group", "reset", "billing-app", "billing", "--earliest"])
+        .mqctl(&[
+            "--json",
+            "group",
+            "reset",
+            "billing-app",
+            "billing",
+            "--earliest",
+        ])
         .await
         .ok()
         .json();

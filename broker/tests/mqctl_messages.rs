@@ -20,8 +20,18 @@ async fn send_pull_query_and_tail() -> anyhow::Result<()> {
     info!("--- send one message to queue 1 and pull it back as JSON");
     let sent = node
         .mqctl(&[
-            "--json", "send", "orders", "hello world", "--tags", "TagA", "--key", "order-42",
-            "--property", "k=v", "--queue-id", "1",
+            "--json",
+            "send",
+            "orders",
+            "hello world",
+            "--tags",
+            "TagA",
+            "--key",
+            "order-42",
+            "--property",
+            "k=v",
+            "--queue-id",
+            "1",
         ])
         .await
         .ok()
@@ -54,7 +64,11 @@ async fn send_pull_query_and_tail() -> anyhow::Result<()> {
     assert_eq!(rows[0]["QUEUE"], "broker-a/1");
     assert_eq!(rows[0]["BODY"], "hello world");
     assert_eq!(rows[0]["KEYS"], "order-42");
-    assert!(table.stderr.contains("broker-a/1: FOUND, next offset 1"), "{}", table.stderr);
+    assert!(
+        table.stderr.contains("broker-a/1: FOUND, next offset 1"),
+        "{}",
+        table.stderr
+    );
 
     info!("--- a tag filter that matches nothing");
     let filtered = node
@@ -62,7 +76,10 @@ async fn send_pull_query_and_tail() -> anyhow::Result<()> {
         .await
         .ok()
         .json();
-    assert_eq!(filtered["queues"][0]["messages"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        filtered["queues"][0]["messages"].as_array().map(Vec::len),
+        Some(0)
+    );
 
     info!("--- send a file: one message per non-empty line, in order, to queue 2");
     let dir = tempfile::tempdir()?;
@@ -70,7 +87,16 @@ async fn send_pull_query_and_tail() -> anyhow::Result<()> {
     std::fs::write(&file, "first\nsecond\n\nthird\n")?;
     let file_arg = file.to_string_lossy().into_owned();
     let from_file = node
-        .mqctl(&["send", "orders", "--file", &file_arg, "--queue-id", "2", "--batch", "2"])
+        .mqctl(&[
+            "send",
+            "orders",
+            "--file",
+            &file_arg,
+            "--queue-id",
+            "2",
+            "--batch",
+            "2",
+        ])
         .await
         .ok()
         .table();
@@ -100,10 +126,16 @@ async fn send_pull_query_and_tail() -> anyhow::Result<()> {
 
     info!("--- bulk: exactly N stored, and a msgs/s figure");
     let bulk = node
-        .mqctl(&["send", "orders", "--bulk", "1000", "--batch", "50", "--size", "64"])
+        .mqctl(&[
+            "send", "orders", "--bulk", "1000", "--batch", "50", "--size", "64",
+        ])
         .await
         .ok();
-    assert!(bulk.stdout.starts_with("sent 1000 messages in "), "{}", bulk.stdout);
+    assert!(
+        bulk.stdout.starts_with("sent 1000 messages in "),
+        "{}",
+        bulk.stdout
+    );
     assert!(bulk.stdout.contains("msgs/s"), "{}", bulk.stdout);
     let described = node
         .mqctl(&["--json", "topic", "describe", "orders"])
@@ -118,7 +150,17 @@ async fn send_pull_query_and_tail() -> anyhow::Result<()> {
         .sum();
     assert_eq!(stored, 1 + 3 + 1000);
     let bulk_json = node
-        .mqctl(&["--json", "send", "orders", "--bulk", "10", "--concurrency", "3", "--batch", "3"])
+        .mqctl(&[
+            "--json",
+            "send",
+            "orders",
+            "--bulk",
+            "10",
+            "--concurrency",
+            "3",
+            "--batch",
+            "3",
+        ])
         .await
         .ok()
         .json();
@@ -148,7 +190,18 @@ async fn send_pull_query_and_tail() -> anyhow::Result<()> {
     let follower = tokio::spawn(async move {
         mqctl_support::run_mqctl(
             &url,
-            &["--json", "tail", "orders", "-f", "-n", "0", "--count", "3", "--wait-ms", "500"],
+            &[
+                "--json",
+                "tail",
+                "orders",
+                "-f",
+                "-n",
+                "0",
+                "--count",
+                "3",
+                "--wait-ms",
+                "500",
+            ],
         )
         .await
     });
@@ -163,7 +216,9 @@ async fn send_pull_query_and_tail() -> anyhow::Result<()> {
         node.mqctl(&["send", "orders", &body]).await.ok();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let followed = tokio::time::timeout(Duration::from_secs(30), follower).await??.ok();
+    let followed = tokio::time::timeout(Duration::from_secs(30), follower)
+        .await??
+        .ok();
     let live = followed.json_lines();
     assert_eq!(live.len(), 3, "{}", followed.stdout);
     assert!(live

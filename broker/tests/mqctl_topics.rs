@@ -27,8 +27,16 @@ async fn topics_round_trip_in_tables_and_json() -> anyhow::Result<()> {
     info!("--- update in JSON: read and write counts apart, read-only");
     let updated = node
         .mqctl(&[
-            "--json", "topic", "create", "audit", "--read-queues", "2", "--write-queues", "1",
-            "--perm", "4",
+            "--json",
+            "topic",
+            "create",
+            "audit",
+            "--read-queues",
+            "2",
+            "--write-queues",
+            "1",
+            "--perm",
+            "4",
         ])
         .await
         .ok()
@@ -40,7 +48,10 @@ async fn topics_round_trip_in_tables_and_json() -> anyhow::Result<()> {
     info!("--- list holds both");
     let listed = node.mqctl(&["topic", "list"]).await.ok().table();
     let names: Vec<&str> = listed.iter().map(|r| r["TOPIC"].as_str()).collect();
-    assert!(names.contains(&"orders") && names.contains(&"audit"), "{names:?}");
+    assert!(
+        names.contains(&"orders") && names.contains(&"audit"),
+        "{names:?}"
+    );
     let listed_json = node.mqctl(&["--json", "topic", "list"]).await.ok().json();
     assert!(listed_json["topics"]
         .as_array()
@@ -48,7 +59,11 @@ async fn topics_round_trip_in_tables_and_json() -> anyhow::Result<()> {
 
     info!("--- describe: settings, route and queues");
     let described = node.mqctl(&["topic", "describe", "orders"]).await.ok();
-    assert!(described.stdout.contains("read_queue_nums"), "{}", described.stdout);
+    assert!(
+        described.stdout.contains("read_queue_nums"),
+        "{}",
+        described.stdout
+    );
     assert!(described.stdout.contains(&node.url), "{}", described.stdout);
     let described = node
         .mqctl(&["--json", "topic", "describe", "orders"])
@@ -66,7 +81,11 @@ async fn topics_round_trip_in_tables_and_json() -> anyhow::Result<()> {
     assert_eq!(cluster.len(), 1);
     assert_eq!(cluster[0]["NODE"], "1*");
     assert_eq!(cluster[0]["ROLE"], "leader");
-    let cluster = node.mqctl(&["--json", "cluster", "status"]).await.ok().json();
+    let cluster = node
+        .mqctl(&["--json", "cluster", "status"])
+        .await
+        .ok()
+        .json();
     assert_eq!(cluster["groups"][0]["leader"], node.url.as_str());
 
     info!("--- delete: gone from the list");

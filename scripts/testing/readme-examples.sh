@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the README's example blocks (between `<!-- example:start NAME -->` and
 # `<!-- example:end -->`), exactly as printed, against a fresh three-node cluster in
-# a scratch directory. Fails if a block fails or prints an API error body.
+# a scratch directory, with `mqctl` on PATH (MQCTL_BIN, default the release build).
+# Fails if a block fails or prints an API error body.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,6 +17,15 @@ export BROKER_BIN=${BROKER_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/broker
 if [[ ! -x $BROKER_BIN ]]; then
 	(cd "$repo" && cargo build --quiet --release -p broker --bin broker)
 fi
+# The `mqctl` examples call the command by name, as a user who installed it would:
+# put the release build (or MQCTL_BIN, e.g. a debug build) first on PATH.
+MQCTL_BIN=${MQCTL_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/mqctl}
+if [[ ! -x $MQCTL_BIN ]]; then
+	(cd "$repo" && cargo build --quiet --release -p broker --bin mqctl)
+fi
+[[ $(basename -- "$MQCTL_BIN") == mqctl ]] || { echo "readme-examples: MQCTL_BIN must name a file called mqctl" >&2; exit 1; }
+PATH="$(cd "$(dirname -- "$MQCTL_BIN")" && pwd):$PATH"
+export PATH
 
 # The examples say `scripts/cluster.sh` and use its default ./.cluster directory:
 # run them from a scratch directory that has the repository's scripts.

@@ -34,11 +34,23 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
 /// One row per node of every group; `*` marks the leader.
 fn nodes_table(groups: &[GroupView]) -> Table {
     let mut table = Table::new(&[
-        "GROUP", "NODE", "ROLE", "URL", "TERM", "LAST_LOG", "APPLIED", "LAG", "REACHABLE",
+        "GROUP",
+        "NODE",
+        "ROLE",
+        "URL",
+        "TERM",
+        "LAST_LOG",
+        "APPLIED",
+        "LAG",
+        "REACHABLE",
     ]);
     for group in groups {
         for node in &group.nodes {
-            let leader = if group.leader_id == Some(node.id) { "*" } else { "" };
+            let leader = if group.leader_id == Some(node.id) {
+                "*"
+            } else {
+                ""
+            };
             table.row(vec![
                 group.group.clone(),
                 format!("{}{leader}", node.id),

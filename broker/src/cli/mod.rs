@@ -94,5 +94,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// A producer with the library's defaults (idempotent, two retries).
 fn producer(ctx: &Context) -> Producer {
-    Producer::new(ctx.client.clone(), crate::client::ProducerOptions::default())
+    Producer::new(
+        ctx.client.clone(),
+        crate::client::ProducerOptions::default(),
+    )
 }

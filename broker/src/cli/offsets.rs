@@ -146,7 +146,11 @@ async fn reset(ctx: &Context, args: GroupResetArgs) -> Result<(), CliError> {
         }));
     }
     if let Target::Time(ms) = target {
-        eprintln!("reset {} to the first messages stored at or after {}", args.group, utc(ms));
+        eprintln!(
+            "reset {} to the first messages stored at or after {}",
+            args.group,
+            utc(ms)
+        );
     }
     let mut table = Table::new(&["BROKER_GROUP", "TOPIC", "QUEUE", "OFFSET", "MAX_OFFSET"]);
     for row in &rows {
@@ -172,7 +176,14 @@ fn ms_before_now(ago: Duration) -> u64 {
 }
 
 fn offsets_table(offsets: &GroupOffsetsResponse) -> Table {
-    let mut table = Table::new(&["BROKER_GROUP", "TOPIC", "QUEUE", "OFFSET", "MAX_OFFSET", "LAG"]);
+    let mut table = Table::new(&[
+        "BROKER_GROUP",
+        "TOPIC",
+        "QUEUE",
+        "OFFSET",
+        "MAX_OFFSET",
+        "LAG",
+    ]);
     for offset in &offsets.offsets {
         table.row(vec![
             offset.group.clone(),

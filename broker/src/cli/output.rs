@@ -68,7 +68,11 @@ impl Output {
     ///
     /// # Errors
     /// As [`Output::line`].
-    pub fn either(&self, value: &impl Serialize, table: impl FnOnce() -> Table) -> Result<(), CliError> {
+    pub fn either(
+        &self,
+        value: &impl Serialize,
+        table: impl FnOnce() -> Table,
+    ) -> Result<(), CliError> {
         if self.json {
             self.json(value)
         } else {
@@ -138,7 +142,14 @@ pub fn fields(pairs: Vec<(&str, String)>) -> Table {
 
 /// The header of [`message_row`].
 pub const MESSAGE_HEADER: [&str; 8] = [
-    "QUEUE", "OFFSET", "STORED", "MSG_ID", "TAGS", "KEYS", "PROPERTIES", "BODY",
+    "QUEUE",
+    "OFFSET",
+    "STORED",
+    "MSG_ID",
+    "TAGS",
+    "KEYS",
+    "PROPERTIES",
+    "BODY",
 ];
 
 /// One message as a table row; `group` prefixes the queue id when known.

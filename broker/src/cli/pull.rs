@@ -106,9 +106,12 @@ pub async fn tail(ctx: &Context, args: TailArgs) -> Result<(), CliError> {
     let queues = select_queues(ctx, &args.queues).await?;
     let (sender, receiver) = mpsc::channel::<(String, MessageView)>(TAIL_BATCH as usize);
     let readers = queues.iter().map(|queue| {
-        let start = args
-            .offset
-            .unwrap_or(queue.max_offset.saturating_sub(args.last).max(queue.min_offset));
+        let start = args.offset.unwrap_or(
+            queue
+                .max_offset
+                .saturating_sub(args.last)
+                .max(queue.min_offset),
+        );
         let reader = QueueReader {
             ctx,
             topic: &args.queues.topic,
@@ -136,7 +139,10 @@ pub async fn tail(ctx: &Context, args: TailArgs) -> Result<(), CliError> {
 }
 
 /// The queues a pull or tail reads.
-async fn select_queues(ctx: &Context, selection: &QueueSelection) -> Result<Vec<QueueView>, CliError> {
+async fn select_queues(
+    ctx: &Context,
+    selection: &QueueSelection,
+) -> Result<Vec<QueueView>, CliError> {
     let all = ctx
         .scoped
         .queues(&selection.topic, selection.group.as_deref())
@@ -192,7 +198,13 @@ impl QueueReader<'_> {
             let answer = match self
                 .ctx
                 .scoped
-                .pull(self.topic, self.queue.queue_id, offset, &options, Some(group))
+                .pull(
+                    self.topic,
+                    self.queue.queue_id,
+                    offset,
+                    &options,
+                    Some(group),
+                )
                 .await
             {
                 Ok(answer) => answer,
@@ -252,7 +264,8 @@ async fn print_messages(
     let mut printed = 0;
     let mut collected = Vec::new();
     if follow && !ctx.out.json {
-        ctx.out.line(&stream_row(MESSAGE_HEADER.map(str::to_string).to_vec()))?;
+        ctx.out
+            .line(&stream_row(MESSAGE_HEADER.map(str::to_string).to_vec()))?;
     }
     while let Some((group, message)) = receiver.recv().await {
         if !follow {
@@ -262,7 +275,8 @@ async fn print_messages(
         if ctx.out.json {
             ctx.out.json_line(&with_group(&group, &message))?;
         } else {
-            ctx.out.line(&stream_row(message_row(Some(&group), &message)))?;
+            ctx.out
+                .line(&stream_row(message_row(Some(&group), &message)))?;
         }
         printed += 1;
         if printed >= limit {
@@ -274,8 +288,12 @@ async fn print_messages(
         return Ok(());
     }
     collected.sort_by(|(ga, a), (gb, b)| {
-        (a.store_timestamp, ga, a.queue_id, a.queue_offset)
-            .cmp(&(b.store_timestamp, gb, b.queue_id, b.queue_offset))
+        (a.store_timestamp, ga, a.queue_id, a.queue_offset).cmp(&(
+            b.store_timestamp,
+            gb,
+            b.queue_id,
+            b.queue_offset,
+        ))
     });
     collected.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     if ctx.out.json {

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    CommitOffsetRequest, CommitOffsetResponse, ErrorBody, GroupView, OffsetResponse,
-    PullResponse, QueuesResponse, SendRequest, SendResponse,
+    CommitOffsetRequest, CommitOffsetResponse, ErrorBody, GroupView, OffsetResponse, PullResponse,
+    QueuesResponse, SendRequest, SendResponse,
 };
 use crate::client::endpoint::NodeUrl;
 use crate::client::{ClientError, PullOptions};
@@ -179,8 +179,8 @@ impl ScopedApi {
     ) -> Result<CommitOffsetResponse, ClientError> {
         let queue = queue_id.to_string();
         let segments = ["v1", "groups", consumer_group, "offsets", topic, &queue];
-        let request = Request::with_body(Method::PUT, &segments, commit)?
-            .param("broker_group", broker_group);
+        let request =
+            Request::with_body(Method::PUT, &segments, commit)?.param("broker_group", broker_group);
         self.call(&request).await
     }
 

@@ -285,8 +285,8 @@ async fn bulk(
         failed: AtomicBool::new(false),
     };
     let started = Instant::now();
-    let lanes = (0..args.concurrency)
-        .map(|i| state.lane(Lane::new(ctx, args.group.as_deref(), Some(i))));
+    let lanes =
+        (0..args.concurrency).map(|i| state.lane(Lane::new(ctx, args.group.as_deref(), Some(i))));
     let all = futures::future::join_all(lanes);
     let show_progress = std::io::stderr().is_terminal();
     let results = tokio::select! {

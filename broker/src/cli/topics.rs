@@ -21,7 +21,8 @@ pub async fn run(ctx: &Context, command: TopicCommand) -> Result<(), CliError> {
                 groups: (!args.groups.is_empty()).then_some(args.groups),
             };
             let topic = ctx.client.create_topic(&args.topic, &request).await?;
-            ctx.out.either(&topic, || topics_table(std::slice::from_ref(&topic)))
+            ctx.out
+                .either(&topic, || topics_table(std::slice::from_ref(&topic)))
         }
         TopicCommand::List => {
             let topics = ctx.client.topics().await?;
@@ -118,7 +119,10 @@ pub fn queues_table(queues: &[QueueView]) -> Table {
             queue.queue_id.to_string(),
             queue.min_offset.to_string(),
             queue.max_offset.to_string(),
-            queue.max_offset.saturating_sub(queue.min_offset).to_string(),
+            queue
+                .max_offset
+                .saturating_sub(queue.min_offset)
+                .to_string(),
         ]);
     }
     table

@@ -112,7 +112,10 @@ impl Run {
     #[track_caller]
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("mqctl {}: stdout is not JSON ({e}):\n{}", self.args, self.stdout)
+            panic!(
+                "mqctl {}: stdout is not JSON ({e}):\n{}",
+                self.args, self.stdout
+            )
         })
     }
 
@@ -145,8 +148,14 @@ impl Run {
             .collect();
         let cut = |chars: &[char], column: usize| -> String {
             let from = starts[column].min(chars.len());
-            let to = starts.get(column + 1).map_or(chars.len(), |&e| e.min(chars.len()));
-            chars[from..to].iter().collect::<String>().trim().to_string()
+            let to = starts
+                .get(column + 1)
+                .map_or(chars.len(), |&e| e.min(chars.len()));
+            chars[from..to]
+                .iter()
+                .collect::<String>()
+                .trim()
+                .to_string()
         };
         let names: Vec<String> = (0..starts.len()).map(|c| cut(&header, c)).collect();
         lines
@@ -177,7 +186,10 @@ pub async fn run_mqctl(server: &str, args: &[&str]) -> Run {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     };
-    info!("mqctl {} -> {:?}\n{}{}", run.args, run.code, run.stdout, run.stderr);
+    info!(
+        "mqctl {} -> {:?}\n{}{}",
+        run.args, run.code, run.stdout, run.stderr
+    );
     run
 }
 
