@@ -12,6 +12,10 @@ use crate::api::GroupView;
 pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError> {
     let group = match command {
         ClusterCommand::Status => {
+            // A follower reports only itself; the leader knows every member's log
+            // index, lag and reachability. Reads go to the remembered leader, so
+            // learn it first (if no node names one, any node's view will do).
+            ctx.client.discover_leader().await;
             let cluster = ctx.client.cluster().await?;
             return ctx.out.either(&cluster, || nodes_table(&cluster.groups));
         }
