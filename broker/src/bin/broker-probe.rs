@@ -72,11 +72,11 @@ fn exchange(
     let io = |e: std::io::Error| e.to_string();
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    write!(
-        stream,
+    // One write, one segment (`write!` on a socket writes each piece separately).
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: broker-probe\r\n\r\n"
-    )
-    .map_err(io)?;
+    );
+    stream.write_all(request.as_bytes()).map_err(io)?;
     let mut status_line = String::new();
     BufReader::new(stream)
         .read_line(&mut status_line)
@@ -169,9 +169,15 @@ mod tests {
         let server = std::thread::spawn(move || {
             for status in ["200 OK", "503 Service Unavailable"] {
                 let (mut conn, _) = listener.accept().expect("accept");
-                let mut request = [0u8; 1024];
-                let n = conn.read(&mut request).expect("read");
-                let request = String::from_utf8_lossy(&request[..n]).to_string();
+                // The request may arrive in several segments: read to its end.
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    let n = conn.read(&mut chunk).expect("read");
+                    assert!(n > 0, "connection closed mid-request");
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                let request = String::from_utf8_lossy(&request).to_string();
                 assert!(request.starts_with("GET /ready HTTP/1.1\r\n"), "{request}");
                 write!(conn, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").expect("write");
             }
