@@ -277,8 +277,11 @@ fn group_view(node: &Node) -> GroupView {
                 id: *id,
                 url: info.url.clone(),
                 role: role.to_string(),
-                term: (is_self || metrics.current_leader == Some(*id))
-                    .then_some(metrics.current_term),
+                // A node that acknowledges this leader's replication is in its term.
+                term: (is_self
+                    || metrics.current_leader == Some(*id)
+                    || matches!(matched, Some(Some(_))))
+                .then_some(metrics.current_term),
                 last_log_index: if is_self {
                     metrics.last_log_index
                 } else {
