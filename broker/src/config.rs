@@ -547,15 +547,20 @@ impl NodeConfig {
     }
 
     /// The Raft log store's settings.
+    // Without the fault hook the binding is returned as is.
+    #[cfg_attr(not(feature = "fault-injection"), allow(clippy::let_and_return))]
     pub fn log_store_config(&self) -> raft_log_store::LogStoreConfig {
         let r = &self.raft_log;
-        raft_log_store::LogStoreConfig {
+        let config = raft_log_store::LogStoreConfig {
             chunk_max_bytes: r.chunk_size.0,
             flush_batch_wait: r.flush_batch_wait.0,
             log_cache_capacity_bytes: r.cache_capacity.0,
             max_read_bytes: r.max_read_bytes.0,
             ..raft_log_store::LogStoreConfig::new(self.data_dir.join("raft-log"))
-        }
+        };
+        #[cfg(feature = "fault-injection")]
+        let config = crate::faults::adjust_log_store(config);
+        config
     }
 
     /// openraft's settings.

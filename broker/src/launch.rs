@@ -29,6 +29,11 @@ pub fn main(args: CliArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    #[cfg(feature = "fault-injection")]
+    if let Err(e) = crate::faults::init() {
+        eprintln!("broker: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -18,6 +18,7 @@
 //! * [`metrics`] — counters for `/metrics`.
 //! * [`client`] — a Rust client of the HTTP API (leader following, idempotent producer).
 //! * [`cli`] — `mqctl`, the command line client covering the whole API.
+//! * `faults` — test-only fault switches (feature `fault-injection`, never in releases).
 
 pub mod api;
 pub mod cli;
@@ -26,6 +27,8 @@ pub mod config;
 pub mod consumer;
 pub mod control;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod http;
 pub mod launch;
 pub mod metrics;

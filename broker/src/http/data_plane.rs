@@ -87,6 +87,8 @@ pub async fn send(
         Ok(parsed) => parsed,
         Err(e) => return e.into_response(),
     };
+    #[cfg(feature = "fault-injection")]
+    let parsed = crate::faults::strip_dedup(parsed);
     let command = {
         let state = node.shared.state();
         node.sender.prepare(
@@ -101,6 +103,11 @@ pub async fn send(
     let command = match command {
         Ok(command) => command,
         Err(e) => return e.into_response(),
+    };
+    #[cfg(feature = "fault-injection")]
+    let command = match crate::faults::ack_before_commit(&node, command) {
+        Ok(premature_answer) => return premature_answer,
+        Err(command) => command,
     };
     let body_bytes: u64 = command.messages.iter().map(|m| m.body.len() as u64).sum();
     let count = command.messages.len() as u64;
