@@ -1,0 +1,161 @@
+//! `jepsen`: run a Jepsen-style fault-injection test against a real local cluster
+//! (`scripts/cluster.sh`), or re-check a recorded history. See the README's
+//! "Fault testing" section; `scripts/jepsen.sh` wraps this binary.
+//!
+//! Exit status: 0 clean, 1 anomalies found, 2 inconclusive (too little work, or a
+//! fault that could not be injected), 3 the run itself failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use cluster_tests::jepsen::checker::{self, CheckOptions, Verdict};
+use cluster_tests::jepsen::history;
+use cluster_tests::jepsen::nemesis::{FaultSet, Schedule};
+use cluster_tests::jepsen::report::Report;
+use cluster_tests::jepsen::{run, RunOptions};
+
+#[derive(Parser, Debug)]
+#[command(about = "Jepsen-style fault-injection test of a local broker cluster")]
+struct Args {
+    /// How long the workload and the nemesis run, e.g. 300s, 5m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Faults: comma-separated kill, pause, partition-leader, partition-halves,
+    /// partition-bridge, partition-oneway, snapshot-catchup, torn-tail, membership;
+    /// or mixed (all), or none.
+    #[arg(long, default_value = "mixed")]
+    nemesis: FaultSet,
+    /// Sends per second over all producers.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Concurrent producers (half of them stamp producer_id/sequence).
+    #[arg(long, default_value_t = 6)]
+    concurrency: usize,
+    /// Seed of the fault schedule and the workload's choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory: history.jsonl, report.txt, report.json, timeline.svg and
+    /// the cluster (DIR/cluster, node logs and data kept for a post-mortem).
+    #[arg(long, default_value = "jepsen-out")]
+    out: PathBuf,
+    /// Broker executable the nodes run.
+    #[arg(long, default_value = "target/release/broker")]
+    broker_bin: PathBuf,
+    /// scripts/cluster.sh of this repository.
+    #[arg(long, default_value = "scripts/cluster.sh")]
+    cluster_script: PathBuf,
+    /// Nodes in the group.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Queues of the test topic.
+    #[arg(long, default_value_t = 4)]
+    queues: u32,
+    /// A broker fault switch (BROKER_FAULT: ack-before-commit, skip-fsync,
+    /// ignore-dedup); needs a broker built with --features fault-injection.
+    #[arg(long)]
+    fault: Option<String>,
+    /// Shortest and longest fault, e.g. 5s..12s.
+    #[arg(long, default_value = "5s..12s", value_parser = parse_range)]
+    fault_time: (Duration, Duration),
+    /// Shortest and longest quiet period between faults.
+    #[arg(long, default_value = "4s..8s", value_parser = parse_range)]
+    quiet_time: (Duration, Duration),
+    /// Only check an existing history file (no cluster) and print the report.
+    #[arg(long, value_name = "HISTORY")]
+    check: Option<PathBuf>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s or 5m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{text}`: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
+    let (low, high) = text
+        .split_once("..")
+        .ok_or_else(|| format!("`{text}` is not a range like 5s..12s"))?;
+    let (low, high) = (parse_duration(low)?, parse_duration(high)?);
+    if low > high {
+        return Err(format!("`{text}`: the first bound is above the second"));
+    }
+    Ok((low, high))
+}
+
+fn exit_code(verdict: Verdict) -> ExitCode {
+    match verdict {
+        Verdict::Clean => ExitCode::SUCCESS,
+        Verdict::Anomalies => ExitCode::from(1),
+        Verdict::Inconclusive => ExitCode::from(2),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(path) = &args.check {
+        return match history::load(path) {
+            Ok(ops) => {
+                let check = checker::check(&ops, CheckOptions::default());
+                let report = Report::build(&ops, check, Default::default(), Vec::new());
+                print!("{}", report.text());
+                exit_code(report.verdict)
+            }
+            Err(e) => {
+                eprintln!("jepsen: {e:#}");
+                ExitCode::from(3)
+            }
+        };
+    }
+    let millis = |d: Duration| d.as_millis() as u64;
+    let options = RunOptions {
+        duration: args.duration,
+        nemesis: args.nemesis,
+        rate: args.rate,
+        concurrency: args.concurrency.max(1),
+        seed: args.seed,
+        out: args.out,
+        nodes: args.nodes,
+        queues: args.queues.max(1),
+        broker_bin: args.broker_bin,
+        cluster_script: args.cluster_script,
+        fault_switch: args.fault,
+        schedule: Schedule {
+            fault_ms: (millis(args.fault_time.0), millis(args.fault_time.1)),
+            quiet_ms: (millis(args.quiet_time.0), millis(args.quiet_time.1)),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("jepsen: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(&options)) {
+        Ok(outcome) => {
+            print!("{}", outcome.report.text());
+            println!("report: {}/report.txt, report.json, timeline.svg, history.jsonl", options.out.display());
+            exit_code(outcome.verdict)
+        }
+        Err(e) => {
+            eprintln!("jepsen: the run failed: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The recorded history: one JSON object per line, one line per operation event.
+//!
+//! Every client operation is recorded twice, Jepsen-style: an `invoke` line when it
+//! starts and a completion line (`ok`, `fail` or `info`) when it ends, both with the
+//! same `process`. A process has at most one operation in flight, so the checker
+//! pairs an invocation with the next completion of the same process. `info` means
+//! the outcome is unknown (timeout, connection lost after the request went out,
+//! an error that does not prove the write was not applied); `fail` means it
+//! certainly did not take effect (refused before it reached Raft).
+//!
+//! ```text
+//! {"index":7,"time_ms":1520.3,"process":"p3","type":"invoke","f":"send","value":{"body":"p3-12","queue":1,"node":2,...}}
+//! {"index":9,"time_ms":1531.9,"process":"p3","type":"ok","f":"send","value":{"body":"p3-12","queue":1,"offset":40,...}}
+//! ```
+//!
+//! The nemesis records `invoke` when a fault starts and `ok` when it is healed,
+//! under the process `nemesis`; final reads of every node's local copy are `ok`
+//! lines of the process `final`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// What an event says about its operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Invoke,
+    Ok,
+    Fail,
+    /// Unknown outcome.
+    Info,
+}
+
+/// A send of one message with a unique body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendValue {
+    pub body: String,
+    pub queue: u32,
+    /// The node the request went to.
+    pub node: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// The queue offset the broker answered (ok only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One pull of one queue from one node; `messages` are `[offset, body]` pairs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollValue {
+    pub queue: u32,
+    pub node: u64,
+    /// The offset asked for.
+    pub from: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<(u64, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A consumer-group offset commit; `offset` is what the broker answered it stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitValue {
+    pub group: String,
+    pub queue: u32,
+    pub node: u64,
+    /// The offset asked for (invoke) or stored (ok).
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A read of a group's committed offsets on one node (its local, applied state).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOffsetsValue {
+    pub group: String,
+    pub node: u64,
+    #[serde(default)]
+    pub offsets: BTreeMap<u32, u64>,
+    /// Whether this read is part of the final phase, after every fault healed and
+    /// the nodes converged.
+    #[serde(default)]
+    pub is_final: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The whole local copy of one queue on one node, read after healing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalReadValue {
+    pub queue: u32,
+    pub node: u64,
+    pub min_offset: u64,
+    pub max_offset: u64,
+    pub messages: Vec<(u64, String)>,
+}
+
+/// A fault: `invoke` when injected, `ok` when healed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NemesisValue {
+    /// The nemesis kind (`kill`, `partition-leader`, …).
+    pub fault: String,
+    /// What exactly was done, for people.
+    pub detail: String,
+    /// Nodes whose process or disk the fault touched (their local state may lag
+    /// after it: the checker resets per-node expectations for them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<u64>,
+}
+
+/// The operation, by function.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "f", content = "value", rename_all = "snake_case")]
+pub enum Body {
+    Send(SendValue),
+    Poll(PollValue),
+    Commit(CommitValue),
+    ReadOffsets(ReadOffsetsValue),
+    FinalRead(FinalReadValue),
+    Nemesis(NemesisValue),
+}
+
+/// One line of the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
+    pub index: u64,
+    /// Milliseconds since the start of the run, microsecond precision.
+    pub time_ms: OrderedMs,
+    pub process: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// Milliseconds as a float that compares totally (never NaN: it comes from an
+/// `Instant` difference or a test's literal).
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OrderedMs(pub f64);
+
+impl Eq for OrderedMs {}
+
+/// Appends events to a JSON-lines file and keeps them in memory for the checker.
+#[derive(Clone)]
+pub struct Recorder {
+    inner: Arc<Mutex<RecorderInner>>,
+    start: Instant,
+}
+
+struct RecorderInner {
+    file: BufWriter<File>,
+    ops: Vec<Op>,
+    write_error: Option<String>,
+}
+
+impl Recorder {
+    /// Creates (truncates) the history file.
+    ///
+    /// # Errors
+    /// The file cannot be created.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file =
+            File::create(path).with_context(|| format!("creating history {}", path.display()))?;
+        Ok(Self {
+            inner: Arc::new(Mutex::new(RecorderInner {
+                file: BufWriter::new(file),
+                ops: Vec::new(),
+                write_error: None,
+            })),
+            start: Instant::now(),
+        })
+    }
+
+    /// Milliseconds since the recorder was created.
+    pub fn now_ms(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// Records one event now.
+    pub fn record(&self, process: &str, kind: Kind, body: Body) {
+        // A std Mutex: held only to append one line, never across an await.
+        let mut inner = match self.inner.lock() {
+            Ok(inner) => inner,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let op = Op {
+            index: inner.ops.len() as u64,
+            time_ms: OrderedMs((self.now_ms() * 1000.0).round() / 1000.0),
+            process: process.to_string(),
+            kind,
+            body,
+        };
+        let line = serde_json::to_string(&op).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        if let Err(e) = writeln!(inner.file, "{line}") {
+            inner.write_error.get_or_insert_with(|| e.to_string());
+        }
+        inner.ops.push(op);
+    }
+
+    /// Flushes the file and returns every event recorded.
+    ///
+    /// # Errors
+    /// A write to the history file failed at any point.
+    pub fn finish(&self) -> Result<Vec<Op>> {
+        let mut inner = match self.inner.lock() {
+            Ok(inner) => inner,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        inner.file.flush().context("flushing the history")?;
+        if let Some(e) = &inner.write_error {
+            anyhow::bail!("writing the history failed: {e}");
+        }
+        Ok(inner.ops.clone())
+    }
+}
+
+/// Reads a history file written by [`Recorder`] (or by hand).
+///
+/// # Errors
+/// The file cannot be read or a line is not an operation.
+pub fn load(path: &Path) -> Result<Vec<Op>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut ops = Vec::new();
+    for (number, line) in BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let op: Op = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not an operation", path.display(), number + 1))?;
+        ops.push(op);
+    }
+    Ok(ops)
+}

@@ -1,0 +1,314 @@
+//! The Jepsen-style fault-injection suite: start a real cluster (one network
+//! namespace per node, via `scripts/cluster.sh`), run a workload while a nemesis
+//! injects faults, heal everything, read every node's copy, check the history,
+//! write a report.
+//!
+//! # Layout
+//! * [`history`] — the recorded operations (JSON lines) and their types.
+//! * [`cluster`] — cluster.sh as a subprocess, and status calls.
+//! * [`workload`] — producers, consumers, offset commits, final reads.
+//! * [`nemesis`] — the faults and their schedule.
+//! * [`checker`] — anomalies in a history.
+//! * [`report`] — text, JSON and SVG reports.
+//!
+//! A run's phases: start → workload + nemesis for the duration → stop producers →
+//! heal every fault → wait until the group is writable (recovery time) and every
+//! node serves the same queue ends (convergence) → consumers drain → final read of
+//! every node's copy and committed offsets → check → report.
+
+pub mod checker;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod report;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use checker::{CheckOptions, Verdict};
+use cluster::Cluster;
+use history::Recorder;
+use nemesis::{Fault, FaultSet, Nemesis, Schedule};
+use report::Report;
+use workload::{Load, Target, Workload, TOPIC};
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub duration: Duration,
+    pub nemesis: FaultSet,
+    pub rate: f64,
+    pub concurrency: usize,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub nodes: usize,
+    pub queues: u32,
+    pub broker_bin: PathBuf,
+    pub cluster_script: PathBuf,
+    /// A `BROKER_FAULT` switch for the nodes (needs a fault-injection build).
+    pub fault_switch: Option<String>,
+    pub schedule: Schedule,
+}
+
+/// The outcome of a run, for the exit code.
+pub struct RunOutcome {
+    pub verdict: Verdict,
+    pub report: Report,
+}
+
+/// Runs one test and writes history.jsonl, report.txt, report.json, timeline.svg
+/// into `options.out`.
+///
+/// # Errors
+/// Setting up the cluster failed, or the output could not be written. Faults that
+/// misbehave and an unhealthy cluster at the end do not fail the run: they make it
+/// inconclusive or show as anomalies.
+pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
+    std::fs::create_dir_all(&options.out)
+        .with_context(|| format!("creating {}", options.out.display()))?;
+    let out = options.out.canonicalize()?;
+    let mut env = vec![(
+        "BROKER_BIN".to_string(),
+        options.broker_bin.display().to_string(),
+    )];
+    if options.nemesis.0.contains(&Fault::SnapshotCatchup) {
+        // Snapshots every 100 entries keeping 20 behind: a node down for a few
+        // seconds under load falls behind the purged log.
+        env.push(("BROKER_RAFT_SNAPSHOT_LOGS_SINCE_LAST".into(), "100".into()));
+        env.push(("BROKER_RAFT_MAX_IN_SNAPSHOT_LOG_TO_KEEP".into(), "20".into()));
+    }
+    match &options.fault_switch {
+        Some(switch) => env.push(("BROKER_FAULT".into(), switch.clone())),
+        // A BROKER_FAULT inherited from the caller's shell must not leak in.
+        None => env.push(("BROKER_FAULT".into(), String::new())),
+    }
+    let mut notes = Vec::new();
+    eprintln!("jepsen: starting a {}-node cluster in {}/cluster", options.nodes, out.display());
+    let cluster = Cluster::start(&options.cluster_script, &out.join("cluster"), options.nodes, env)
+        .await?;
+    if let Some(switch) = &options.fault_switch {
+        let active = cluster
+            .ids()
+            .iter()
+            .all(|id| cluster.log_contains(*id, "FAULT INJECTION ACTIVE"));
+        if !active {
+            bail!(
+                "BROKER_FAULT={switch} is not active on every node: build the broker with --features fault-injection"
+            );
+        }
+        notes.push(format!("fault switch {switch} active on every node"));
+    }
+    cluster.create_topic(TOPIC, options.queues).await?;
+
+    let recorder = Recorder::create(&out.join("history.jsonl"))?;
+    let target = Target {
+        nodes: cluster
+            .nodes
+            .iter()
+            .map(|(id, n)| (*id, n.url.clone()))
+            .collect(),
+        queues: options.queues,
+        recorder: recorder.clone(),
+    };
+    let started = Instant::now();
+    eprintln!(
+        "jepsen: running {}s of workload with nemesis {}",
+        options.duration.as_secs(),
+        options.nemesis.label()
+    );
+    let mut workload = Workload::start(
+        &target,
+        Load {
+            rate: options.rate,
+            producers: options.concurrency,
+            seed: options.seed,
+        },
+    );
+    let mut nemesis = Nemesis::new(
+        &cluster,
+        recorder.clone(),
+        StdRng::seed_from_u64(options.seed),
+    );
+    nemesis
+        .run(&options.nemesis, options.schedule, started + options.duration)
+        .await;
+    workload.stop_producers().await;
+
+    eprintln!("jepsen: healing every fault");
+    if let Err(e) = nemesis.heal_all().await {
+        notes.push(format!("healing failed: {e:#}"));
+    }
+    let heal_done = Instant::now();
+    let writable = wait_writable(&cluster, Duration::from_secs(60)).await;
+    match writable {
+        Some(t) => notes.push(format!(
+            "after the final heal the group took a write in {} ms",
+            t.as_millis()
+        )),
+        None => notes.push("the group took no write within 60 s of the final heal".into()),
+    }
+    let converged = wait_converged(&cluster, Duration::from_secs(90)).await;
+    let ends = match &converged {
+        Ok(ends) => {
+            notes.push(format!(
+                "every node served the same queue ends {} ms after the final heal",
+                heal_done.elapsed().as_millis()
+            ));
+            ends.clone()
+        }
+        Err(e) => {
+            notes.push(format!("nodes did not converge: {e:#}"));
+            longest_ends(&cluster).await
+        }
+    };
+    eprintln!("jepsen: draining consumers to {ends:?}");
+    let drained = workload.drain(ends, Duration::from_secs(60)).await;
+    if !drained {
+        notes.push("consumers did not reach the queue ends within 60 s".into());
+    }
+    eprintln!("jepsen: final reads of every node");
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    for id in cluster.ids() {
+        for queue in 0..options.queues {
+            if let Err(e) = workload::final_read(&target, id, queue).await {
+                notes.push(format!("{e:#}"));
+            }
+        }
+        workload::read_offsets(&target, &http, "final", id, true).await;
+    }
+    let ops = recorder.finish()?;
+
+    let mut check = checker::check(
+        &ops,
+        CheckOptions {
+            min_acknowledged: (options.duration.as_secs_f64() * options.rate * 0.2).max(20.0)
+                as u64,
+            expected_nodes: options.nodes,
+        },
+    );
+    for why in &nemesis.log.unavailable {
+        check.inconclusive_reasons.push(why.clone());
+    }
+    if !options.nemesis.0.is_empty() && nemesis.log.injected.is_empty() {
+        check
+            .inconclusive_reasons
+            .push("the nemesis injected no fault".into());
+    }
+    for e in &nemesis.log.errors {
+        notes.push(format!("nemesis: {e}"));
+    }
+    if !check.inconclusive_reasons.is_empty() && check.verdict == Verdict::Clean {
+        check.verdict = Verdict::Inconclusive;
+    }
+    let mut injected: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in &nemesis.log.injected {
+        *injected.entry(name.as_str()).or_default() += 1;
+    }
+    let mut run = BTreeMap::new();
+    run.insert("nemesis".into(), options.nemesis.label());
+    run.insert("duration_s".into(), options.duration.as_secs().to_string());
+    run.insert("rate".into(), options.rate.to_string());
+    run.insert("concurrency".into(), options.concurrency.to_string());
+    run.insert("seed".into(), options.seed.to_string());
+    run.insert("nodes".into(), options.nodes.to_string());
+    run.insert("queues".into(), options.queues.to_string());
+    run.insert("broker_bin".into(), options.broker_bin.display().to_string());
+    run.insert(
+        "fault_switch".into(),
+        options.fault_switch.clone().unwrap_or_else(|| "none".into()),
+    );
+    run.insert(
+        "faults_injected".into(),
+        injected
+            .iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    let report = Report::build(&ops, check, run, notes);
+    std::fs::write(out.join("report.txt"), report.text())?;
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(out.join("timeline.svg"), report.svg())?;
+    // Stop the nodes but keep their data and logs for a post-mortem; `clean` is
+    // the next run's first step.
+    if let Err(e) = cluster.run(&["stop"]).await {
+        eprintln!("jepsen: stopping the cluster: {e:#}");
+    }
+    Ok(RunOutcome {
+        verdict: report.verdict,
+        report,
+    })
+}
+
+/// Time until a probe send is acknowledged (stamped, so retries store it once).
+async fn wait_writable(cluster: &Cluster, timeout: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let ids = cluster.ids();
+    let mut attempt = 0usize;
+    while started.elapsed() < timeout {
+        let id = ids[attempt % ids.len()];
+        attempt += 1;
+        let Ok(url) = cluster.url(id) else { continue };
+        // Queue ids beyond the topic's are refused; a probe goes to its own topic.
+        let answer = cluster
+            .http
+            .post(format!("{url}/v1/topics/jepsen-probe/messages"))
+            .json(&serde_json::json!({"messages": [{"body": "probe", "producer_id": "probe", "sequence": 1}]}))
+            .send()
+            .await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Waits until every node answers the same queue ends twice in a row.
+async fn wait_converged(cluster: &Cluster, timeout: Duration) -> Result<BTreeMap<u32, u64>> {
+    let deadline = Instant::now() + timeout;
+    let mut previous: Option<BTreeMap<u32, u64>> = None;
+    loop {
+        let ends = cluster.queue_ends(TOPIC).await;
+        let answers: Vec<&BTreeMap<u32, u64>> = ends.values().flatten().collect();
+        let same = answers.len() == ends.len()
+            && answers.windows(2).all(|pair| pair[0] == pair[1]);
+        if same {
+            let current = answers.first().map(|a| (*a).clone()).unwrap_or_default();
+            if previous.as_ref() == Some(&current) {
+                return Ok(current);
+            }
+            previous = Some(current);
+        } else {
+            previous = None;
+        }
+        if Instant::now() > deadline {
+            bail!("queue ends per node after {timeout:?}: {ends:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The largest end of every queue over the nodes that answer.
+async fn longest_ends(cluster: &Cluster) -> BTreeMap<u32, u64> {
+    let mut out: BTreeMap<u32, u64> = BTreeMap::new();
+    for ends in cluster.queue_ends(TOPIC).await.into_values().flatten() {
+        for (q, end) in ends {
+            let e = out.entry(q).or_default();
+            *e = (*e).max(end);
+        }
+    }
+    out
+}

@@ -1,0 +1,629 @@
+//! The nemesis: real faults on the cluster, one at a time, with quiet periods.
+//!
+//! Each fault is recorded as an `invoke` (injected) and an `ok` (healed) event of
+//! the process `nemesis`. Faults go through `scripts/cluster.sh` (signals to the
+//! node process, iptables rules inside the node namespaces) or straight to a
+//! stopped node's files (torn tails). [`Nemesis::heal_all`] undoes whatever is
+//! still in force before the final phase.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::Rng;
+
+use super::cluster::Cluster;
+use super::history::{Body, Kind, NemesisValue, Recorder};
+
+/// One kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// kill -9 a node (the leader half the time), restart it later.
+    Kill,
+    /// SIGSTOP a node (the leader half the time), SIGCONT it later.
+    Pause,
+    /// Cut the leader off from every other node.
+    PartitionLeader,
+    /// A random minority | majority split.
+    PartitionHalves,
+    /// Two halves that both still see one bridge node.
+    PartitionBridge,
+    /// Packets dropped in one direction only, between the leader and the rest.
+    PartitionOneway,
+    /// A follower kept down until the leader purged its log past it; it must
+    /// catch up by snapshot.
+    SnapshotCatchup,
+    /// A stopped node's newest CommitLog file and Raft log chunk get a torn tail.
+    TornTail,
+    /// Remove a follower from the group under load and add it back.
+    Membership,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 9] = [
+        Fault::Kill,
+        Fault::Pause,
+        Fault::PartitionLeader,
+        Fault::PartitionHalves,
+        Fault::PartitionBridge,
+        Fault::PartitionOneway,
+        Fault::SnapshotCatchup,
+        Fault::TornTail,
+        Fault::Membership,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::PartitionLeader => "partition-leader",
+            Fault::PartitionHalves => "partition-halves",
+            Fault::PartitionBridge => "partition-bridge",
+            Fault::PartitionOneway => "partition-oneway",
+            Fault::SnapshotCatchup => "snapshot-catchup",
+            Fault::TornTail => "torn-tail",
+            Fault::Membership => "membership",
+        }
+    }
+}
+
+/// A set of faults, parsed from `kill,pause,…` or `mixed` (all of them) or `none`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultSet(pub BTreeSet<Fault>);
+
+impl FromStr for FaultSet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut set = BTreeSet::new();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "mixed" | "all" => set.extend(Fault::ALL),
+                "none" => {}
+                _ => {
+                    let fault = Fault::ALL
+                        .into_iter()
+                        .find(|f| f.name() == word)
+                        .ok_or_else(|| {
+                            let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+                            format!(
+                                "unknown nemesis `{word}` (known: {}, mixed, none)",
+                                names.join(", ")
+                            )
+                        })?;
+                    set.insert(fault);
+                }
+            }
+        }
+        Ok(FaultSet(set))
+    }
+}
+
+impl FaultSet {
+    pub fn label(&self) -> String {
+        if self.0.len() == Fault::ALL.len() {
+            return "mixed".into();
+        }
+        if self.0.is_empty() {
+            return "none".into();
+        }
+        self.0.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Timing of the fault schedule.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    /// A fault lasts this long (random in the range), except snapshot catch-up,
+    /// which lasts until the leader purged past the stopped node.
+    pub fault_ms: (u64, u64),
+    /// Quiet time between faults.
+    pub quiet_ms: (u64, u64),
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            fault_ms: (5_000, 12_000),
+            quiet_ms: (4_000, 8_000),
+        }
+    }
+}
+
+/// What the nemesis did, for the report.
+#[derive(Clone, Debug, Default)]
+pub struct NemesisLog {
+    pub injected: Vec<String>,
+    /// Faults asked for that this build or cluster cannot do, with why.
+    pub unavailable: Vec<String>,
+    /// Faults that could not be injected or healed as planned.
+    pub errors: Vec<String>,
+}
+
+/// Injects faults into a cluster.
+pub struct Nemesis<'a> {
+    cluster: &'a Cluster,
+    recorder: Recorder,
+    rng: StdRng,
+    pub log: NemesisLog,
+    /// Nodes killed and not yet restarted; paused and not yet resumed.
+    down: BTreeSet<u64>,
+    paused: BTreeSet<u64>,
+    /// A node removed from the group and not yet added back.
+    removed: Option<u64>,
+    partitioned: bool,
+}
+
+/// Group of the cluster (cluster.sh starts one group for the suite).
+const GROUP: &str = "broker-a";
+
+impl<'a> Nemesis<'a> {
+    pub fn new(cluster: &'a Cluster, recorder: Recorder, rng: StdRng) -> Self {
+        Self {
+            cluster,
+            recorder,
+            rng,
+            log: NemesisLog::default(),
+            down: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            removed: None,
+            partitioned: false,
+        }
+    }
+
+    fn record(&self, kind: Kind, fault: Fault, detail: &str, nodes: &[u64]) {
+        self.recorder.record(
+            "nemesis",
+            kind,
+            Body::Nemesis(NemesisValue {
+                fault: fault.name().into(),
+                detail: detail.into(),
+                nodes: nodes.to_vec(),
+            }),
+        );
+    }
+
+    fn pick(&mut self, range: (u64, u64)) -> Duration {
+        Duration::from_millis(self.rng.random_range(range.0..=range.1.max(range.0)))
+    }
+
+    /// Runs faults from `set` until `until`, with quiet periods in between.
+    pub async fn run(&mut self, set: &FaultSet, schedule: Schedule, until: Instant) {
+        let faults: Vec<Fault> = set.0.iter().copied().collect();
+        if faults.is_empty() {
+            tokio::time::sleep_until(until.into()).await;
+            return;
+        }
+        let mut unavailable: BTreeSet<Fault> = BTreeSet::new();
+        loop {
+            let quiet = self.pick(schedule.quiet_ms);
+            if Instant::now() + quiet + Duration::from_millis(schedule.fault_ms.0) >= until {
+                break;
+            }
+            tokio::time::sleep(quiet).await;
+            let choices: Vec<Fault> = faults
+                .iter()
+                .copied()
+                .filter(|f| !unavailable.contains(f))
+                .collect();
+            let Some(fault) = choices.choose(&mut self.rng).copied() else {
+                break;
+            };
+            let hold = self.pick(schedule.fault_ms);
+            match self.inject(fault, hold, until).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    unavailable.insert(fault);
+                }
+                Err(e) => {
+                    let message = format!("{}: {e:#}", fault.name());
+                    eprintln!("jepsen: nemesis error: {message}");
+                    self.log.errors.push(message);
+                    // Leave nothing half-done before the next fault.
+                    if let Err(e) = self.heal_all().await {
+                        self.log.errors.push(format!("healing after it: {e:#}"));
+                    }
+                }
+            }
+        }
+        if Instant::now() < until {
+            tokio::time::sleep_until(until.into()).await;
+        }
+    }
+
+    /// Injects one fault, holds it, heals it. Ok(false): unavailable on this build.
+    async fn inject(&mut self, fault: Fault, hold: Duration, until: Instant) -> Result<bool> {
+        let ids = self.cluster.ids();
+        let leader = self.cluster.leader().await;
+        match fault {
+            Fault::Kill | Fault::Pause => {
+                let node = self.victim(leader, &ids);
+                let (verb, undo) = if fault == Fault::Kill {
+                    ("kill", "restart")
+                } else {
+                    ("pause", "resume")
+                };
+                let detail = format!("{verb} node {node}{}", leader_note(leader, node));
+                self.record(Kind::Invoke, fault, &detail, &[node]);
+                self.cluster.run(&[verb, &node.to_string()]).await?;
+                if fault == Fault::Kill {
+                    self.down.insert(node);
+                } else {
+                    self.paused.insert(node);
+                }
+                tokio::time::sleep(hold).await;
+                self.cluster.run(&[undo, &node.to_string()]).await?;
+                self.down.remove(&node);
+                self.paused.remove(&node);
+                self.record(Kind::Ok, fault, &format!("{undo} node {node}"), &[node]);
+            }
+            Fault::PartitionLeader
+            | Fault::PartitionHalves
+            | Fault::PartitionBridge
+            | Fault::PartitionOneway => {
+                let specs = self.partition_specs(fault, leader, &ids);
+                let detail = format!("partition {}", specs.join(" + "));
+                self.record(Kind::Invoke, fault, &detail, &[]);
+                self.partitioned = true;
+                for spec in &specs {
+                    self.cluster.run(&["partition", spec]).await?;
+                }
+                tokio::time::sleep(hold).await;
+                self.cluster.run(&["heal"]).await?;
+                self.partitioned = false;
+                self.record(Kind::Ok, fault, "heal", &[]);
+            }
+            Fault::TornTail => {
+                let node = self.victim(leader, &ids);
+                self.record(
+                    Kind::Invoke,
+                    fault,
+                    &format!("kill node {node}{}", leader_note(leader, node)),
+                    &[node],
+                );
+                self.cluster.run(&["kill", &node.to_string()]).await?;
+                self.down.insert(node);
+                let torn = self.tear(node)?;
+                tokio::time::sleep(hold).await;
+                self.cluster.run(&["restart", &node.to_string()]).await?;
+                self.down.remove(&node);
+                self.record(
+                    Kind::Ok,
+                    fault,
+                    &format!("restart node {node} after {torn}"),
+                    &[node],
+                );
+                self.wait_caught_up(node, Duration::from_secs(60)).await?;
+            }
+            Fault::SnapshotCatchup => self.snapshot_catchup(leader, &ids, until).await?,
+            Fault::Membership => return self.membership(leader, &ids, hold).await,
+        }
+        self.log.injected.push(fault.name().into());
+        Ok(true)
+    }
+
+    /// The leader half the time, else any node.
+    fn victim(&mut self, leader: Option<u64>, ids: &[u64]) -> u64 {
+        match leader {
+            Some(leader) if self.rng.random_bool(0.5) => leader,
+            _ => *ids.choose(&mut self.rng).unwrap_or(&1),
+        }
+    }
+
+    fn partition_specs(&mut self, fault: Fault, leader: Option<u64>, ids: &[u64]) -> Vec<String> {
+        let join = |v: &[u64]| {
+            v.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut shuffled = ids.to_vec();
+        shuffled.shuffle(&mut self.rng);
+        let isolated = leader.unwrap_or(shuffled[0]);
+        let others: Vec<u64> = ids.iter().copied().filter(|i| *i != isolated).collect();
+        match fault {
+            Fault::PartitionLeader => vec![format!("{isolated}|{}", join(&others))],
+            Fault::PartitionHalves => {
+                let minority = (ids.len() - 1) / 2;
+                let (small, large) = shuffled.split_at(minority.max(1));
+                vec![format!("{}|{}", join(small), join(large))]
+            }
+            Fault::PartitionBridge => {
+                // The bridge (shuffled[0]) is in no rule, so it sees both halves.
+                let rest = &shuffled[1..];
+                let (a, b) = rest.split_at(rest.len() / 2);
+                vec![format!("{}|{}", join(a), join(b))]
+            }
+            _ => {
+                if self.rng.random_bool(0.5) {
+                    vec![format!("{isolated}>{}", join(&others))]
+                } else {
+                    vec![format!("{}>{isolated}", join(&others))]
+                }
+            }
+        }
+    }
+
+    /// Tears the tails of a stopped node's newest CommitLog file and Raft log chunk.
+    fn tear(&mut self, node: u64) -> Result<String> {
+        let mut done = Vec::new();
+        if let Some(file) = self.cluster.newest_file(node, "store/commitlog") {
+            let cut = self.rng.random_range(1..=48);
+            if let Some(end) = zero_tail(&file, cut)? {
+                done.push(format!(
+                    "zeroed the last {cut} bytes (ending at {end}) of {}",
+                    file.display()
+                ));
+            }
+        }
+        if let Some(file) = self.cluster.newest_file(node, "raft-log") {
+            let len = std::fs::metadata(&file)?.len();
+            if self.rng.random_bool(0.5) && len > 64 {
+                // A record cut short: what a crash mid-write leaves.
+                let cut = self.rng.random_range(1..=16);
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&file)?
+                    .set_len(len - cut)?;
+                done.push(format!("cut {cut} bytes off {}", file.display()));
+            } else {
+                // Zeroes past the end: ext4 data=writeback's size-before-data.
+                let extra = self.rng.random_range(1..=4096);
+                let mut f = std::fs::OpenOptions::new().append(true).open(&file)?;
+                f.write_all(&vec![0u8; extra])?;
+                done.push(format!("appended {extra} zero bytes to {}", file.display()));
+            }
+        }
+        if done.is_empty() {
+            bail!("node {node} has no CommitLog or Raft log file to tear");
+        }
+        Ok(done.join("; "))
+    }
+
+    async fn snapshot_catchup(
+        &mut self,
+        leader: Option<u64>,
+        ids: &[u64],
+        until: Instant,
+    ) -> Result<()> {
+        let Some(leader) = leader else {
+            bail!("no leader to purge its log");
+        };
+        let followers: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
+        let node = *followers.choose(&mut self.rng).unwrap_or(&leader);
+        let behind = self
+            .cluster
+            .raft_indexes()
+            .await
+            .get(&node)
+            .and_then(|(last, _)| *last)
+            .unwrap_or(0);
+        self.record(
+            Kind::Invoke,
+            Fault::SnapshotCatchup,
+            &format!("kill node {node} (last log index {behind}); wait for leader {leader} to purge past it"),
+            &[node],
+        );
+        self.cluster.run(&["kill", &node.to_string()]).await?;
+        self.down.insert(node);
+        let started = Instant::now();
+        let deadline = (started + Duration::from_secs(120)).min(until);
+        let mut purged = 0.0;
+        while Instant::now() < deadline {
+            // Whoever leads now: the leader may have changed meanwhile.
+            let current = self.cluster.leader().await.unwrap_or(leader);
+            purged = self
+                .cluster
+                .metric(current, "broker_raft_purged_index")
+                .await
+                .unwrap_or(0.0);
+            if purged > behind as f64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        self.cluster.run(&["restart", &node.to_string()]).await?;
+        self.down.remove(&node);
+        let purged_past = purged > behind as f64;
+        self.record(
+            Kind::Ok,
+            Fault::SnapshotCatchup,
+            &format!(
+                "restart node {node} after {:.1}s; leader purged index {purged}{}",
+                started.elapsed().as_secs_f64(),
+                if purged_past { "" } else { " (NOT past it: not enough writes)" }
+            ),
+            &[node],
+        );
+        if !purged_past {
+            self.log.errors.push(format!(
+                "snapshot-catchup: the leader did not purge past node {node} (index {behind}) in time; raise --rate"
+            ));
+        }
+        self.wait_caught_up(node, Duration::from_secs(90)).await?;
+        if purged_past && !self.cluster.log_contains(node, "installed snapshot") {
+            self.log.errors.push(format!(
+                "snapshot-catchup: node {node} caught up but its log shows no installed snapshot"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes a follower and adds it back; Ok(false) when the API is missing.
+    async fn membership(&mut self, leader: Option<u64>, ids: &[u64], hold: Duration) -> Result<bool> {
+        let Some(leader) = leader else {
+            bail!("no leader to change membership");
+        };
+        let followers: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
+        let node = *followers.choose(&mut self.rng).unwrap_or(&leader);
+        let base = self.cluster.url(leader)?.to_string();
+        self.record(
+            Kind::Invoke,
+            Fault::Membership,
+            &format!("remove node {node} from {GROUP}"),
+            &[node],
+        );
+        let answer = self
+            .cluster
+            .http
+            .delete(format!("{base}/v1/cluster/groups/{GROUP}/nodes/{node}"))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await?;
+        let status = answer.status();
+        let text = answer.text().await.unwrap_or_default();
+        if status.as_u16() == 405 || (status.as_u16() == 404 && text.contains("\"NOT_FOUND\"")) {
+            let why = format!(
+                "membership nemesis unavailable on this build: DELETE /v1/cluster/groups/{GROUP}/nodes/{{id}} answered {status}"
+            );
+            eprintln!("jepsen: {why}");
+            self.record(Kind::Fail, Fault::Membership, &why, &[]);
+            self.log.unavailable.push(why);
+            return Ok(false);
+        }
+        if !status.is_success() {
+            self.record(Kind::Fail, Fault::Membership, &format!("remove: {status} {text}"), &[]);
+            bail!("removing node {node}: {status} {text}");
+        }
+        self.removed = Some(node);
+        tokio::time::sleep(hold).await;
+        self.add_back(node).await?;
+        self.record(
+            Kind::Ok,
+            Fault::Membership,
+            &format!("added node {node} back"),
+            &[node],
+        );
+        self.wait_caught_up(node, Duration::from_secs(60)).await?;
+        self.log.injected.push(Fault::Membership.name().into());
+        Ok(true)
+    }
+
+    async fn add_back(&mut self, node: u64) -> Result<()> {
+        let url = self.cluster.url(node)?.to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let leader = self.cluster.leader().await;
+            if let Some(leader) = leader {
+                let answer = self
+                    .cluster
+                    .http
+                    .post(format!(
+                        "{}/v1/cluster/groups/{GROUP}/nodes",
+                        self.cluster.url(leader)?
+                    ))
+                    .timeout(Duration::from_secs(30))
+                    .json(&serde_json::json!({"node_id": node, "address": url}))
+                    .send()
+                    .await;
+                if let Ok(answer) = answer {
+                    if answer.status().is_success() {
+                        self.removed = None;
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("could not add node {node} back within 60 s");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Waits until `node` serves the same queue ends as the leader.
+    async fn wait_caught_up(&self, node: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.cluster.leader().await {
+                let ends = self.cluster.queue_ends(super::workload::TOPIC).await;
+                let (Some(Some(mine)), Some(Some(theirs))) = (ends.get(&node), ends.get(&leader))
+                else {
+                    if Instant::now() > deadline {
+                        bail!("node {node} did not answer within {timeout:?} of its restart");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                };
+                // The leader keeps moving under load; being within a few messages of
+                // it means the node replicates again.
+                let behind: u64 = theirs
+                    .iter()
+                    .map(|(q, max)| max.saturating_sub(mine.get(q).copied().unwrap_or(0)))
+                    .sum();
+                if behind <= 50 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("node {node} did not catch up within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Undoes every fault still in force: partitions, pauses, dead nodes, removals.
+    ///
+    /// # Errors
+    /// A cluster.sh command failed.
+    pub async fn heal_all(&mut self) -> Result<()> {
+        self.cluster.run(&["heal"]).await?;
+        self.partitioned = false;
+        for node in std::mem::take(&mut self.paused) {
+            self.cluster.run(&["resume", &node.to_string()]).await?;
+        }
+        for node in std::mem::take(&mut self.down) {
+            self.cluster.run(&["restart", &node.to_string()]).await?;
+        }
+        if let Some(node) = self.removed {
+            self.add_back(node).await?;
+        }
+        Ok(())
+    }
+}
+
+fn leader_note(leader: Option<u64>, node: u64) -> &'static str {
+    if leader == Some(node) {
+        " (the leader)"
+    } else {
+        ""
+    }
+}
+
+/// Zeroes the last `cut` bytes of written data in a preallocated file (data ends at
+/// its last non-zero byte). Returns where the data ended, None for an empty file.
+fn zero_tail(path: &Path, cut: u64) -> Result<Option<u64>> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let len = file.metadata()?.len();
+    // Scan backwards in 1 MiB blocks for the last non-zero byte.
+    let block = 1u64 << 20;
+    let mut end = None;
+    let mut position = len;
+    let mut buffer = vec![0u8; block as usize];
+    while position > 0 && end.is_none() {
+        let start = position.saturating_sub(block);
+        let size = (position - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buffer[..size])?;
+        if let Some(i) = buffer[..size].iter().rposition(|b| *b != 0) {
+            end = Some(start + i as u64 + 1);
+        }
+        position = start;
+    }
+    let Some(end) = end else {
+        return Ok(None);
+    };
+    let from = end.saturating_sub(cut);
+    file.seek(SeekFrom::Start(from))?;
+    file.write_all(&vec![0u8; (end - from) as usize])?;
+    file.sync_all()?;
+    Ok(Some(end))
+}
