@@ -195,13 +195,14 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             expected_nodes: options.nodes,
         },
     );
-    for why in &nemesis.log.unavailable {
-        check.inconclusive_reasons.push(why.clone());
-    }
+    // A fault this build cannot do is said loudly in the report; when it leaves
+    // the nemesis with nothing injected at all, the run is inconclusive.
     if !options.nemesis.0.is_empty() && nemesis.log.injected.is_empty() {
-        check
-            .inconclusive_reasons
-            .push("the nemesis injected no fault".into());
+        let mut why = "the nemesis injected no fault".to_string();
+        for unavailable in &nemesis.log.unavailable {
+            why.push_str(&format!(" ({unavailable})"));
+        }
+        check.inconclusive_reasons.push(why);
     }
     for e in &nemesis.log.errors {
         notes.push(format!("nemesis: {e}"));
@@ -234,6 +235,9 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             .collect::<Vec<_>>()
             .join(" "),
     );
+    if !nemesis.log.unavailable.is_empty() {
+        run.insert("UNAVAILABLE".into(), nemesis.log.unavailable.join("; "));
+    }
     let report = Report::build(&ops, check, run, notes);
     std::fs::write(out.join("report.txt"), report.text())?;
     std::fs::write(

@@ -31,6 +31,12 @@ pub const TOPIC: &str = "jepsen";
 /// The consumer group whose offsets the consumers commit.
 pub const GROUP: &str = "jepsen-consumers";
 
+/// How long a producer waits for a send's answer. Shorter than the broker's write
+/// timeout (10 s) on purpose: a producer whose request hangs on a paused or
+/// isolated node gives up (outcome unknown) and moves on, so the availability
+/// the report shows is the cluster's, not one stuck client's.
+const SEND_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Retries of one stamped send whose outcome was unknown.
 const IDEMPOTENT_RETRIES: u32 = 3;
 
@@ -247,7 +253,7 @@ async fn produce(
     let process = format!("p{index}");
     let idempotent = index % 2 == 0;
     let mut rng = StdRng::seed_from_u64(seed);
-    let http = client(Duration::from_secs(12));
+    let http = client(SEND_TIMEOUT);
     let ids: Vec<u64> = target.nodes.keys().copied().collect();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
