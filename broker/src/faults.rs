@@ -71,7 +71,10 @@ pub fn init() -> Result<(), String> {
     let fault = match std::env::var(ENV_VAR) {
         Ok(text) if !text.is_empty() => Some(Fault::parse(&text).ok_or_else(|| {
             let known: Vec<&str> = Fault::ALL.iter().map(|(_, name)| *name).collect();
-            format!("{ENV_VAR}={text} is not a fault switch (known: {})", known.join(", "))
+            format!(
+                "{ENV_VAR}={text} is not a fault switch (known: {})",
+                known.join(", ")
+            )
         })?),
         _ => None,
     };

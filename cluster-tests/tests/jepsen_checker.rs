@@ -326,7 +326,10 @@ fn replicas_with_different_bodies_diverge() {
     h.final_on(0, 1, &full).final_on(0, 2, &full);
     h.final_on(0, 3, &[(0, "a"), (1, "b"), (2, "x")]);
     let result = h.check();
-    assert!(result.count(AnomalyKind::ReplicaDivergence) > 0, "{result:#?}");
+    assert!(
+        result.count(AnomalyKind::ReplicaDivergence) > 0,
+        "{result:#?}"
+    );
 }
 
 #[test]

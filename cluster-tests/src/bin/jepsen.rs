@@ -150,7 +150,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&options)) {
         Ok(outcome) => {
             print!("{}", outcome.report.text());
-            println!("report: {}/report.txt, report.json, timeline.svg, history.jsonl", options.out.display());
+            println!(
+                "report: {}/report.txt, report.json, timeline.svg, history.jsonl",
+                options.out.display()
+            );
             exit_code(outcome.verdict)
         }
         Err(e) => {

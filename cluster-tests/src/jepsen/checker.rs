@@ -395,7 +395,10 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
                         checker.flag(
                             AnomalyKind::InconsistentOffset,
                             Some(*queue),
-                            format!("{body} sent to queue {} was read in queue {queue}", facts.queue),
+                            format!(
+                                "{body} sent to queue {} was read in queue {queue}",
+                                facts.queue
+                            ),
                         );
                     }
                 }

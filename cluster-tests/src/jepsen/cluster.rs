@@ -212,7 +212,10 @@ impl Cluster {
             match answer {
                 Ok(r) if r.status().is_success() => break,
                 Ok(r) if Instant::now() > deadline => {
-                    bail!("creating topic {topic}: {}", r.text().await.unwrap_or_default())
+                    bail!(
+                        "creating topic {topic}: {}",
+                        r.text().await.unwrap_or_default()
+                    )
                 }
                 Err(e) if Instant::now() > deadline => bail!("creating topic {topic}: {e}"),
                 _ => tokio::time::sleep(Duration::from_millis(300)).await,

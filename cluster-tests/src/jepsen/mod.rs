@@ -81,7 +81,10 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         // Snapshots every 100 entries keeping 20 behind: a node down for a few
         // seconds under load falls behind the purged log.
         env.push(("BROKER_RAFT_SNAPSHOT_LOGS_SINCE_LAST".into(), "100".into()));
-        env.push(("BROKER_RAFT_MAX_IN_SNAPSHOT_LOG_TO_KEEP".into(), "20".into()));
+        env.push((
+            "BROKER_RAFT_MAX_IN_SNAPSHOT_LOG_TO_KEEP".into(),
+            "20".into(),
+        ));
     }
     match &options.fault_switch {
         Some(switch) => env.push(("BROKER_FAULT".into(), switch.clone())),
@@ -89,9 +92,18 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         None => env.push(("BROKER_FAULT".into(), String::new())),
     }
     let mut notes = Vec::new();
-    eprintln!("jepsen: starting a {}-node cluster in {}/cluster", options.nodes, out.display());
-    let cluster = Cluster::start(&options.cluster_script, &out.join("cluster"), options.nodes, env)
-        .await?;
+    eprintln!(
+        "jepsen: starting a {}-node cluster in {}/cluster",
+        options.nodes,
+        out.display()
+    );
+    let cluster = Cluster::start(
+        &options.cluster_script,
+        &out.join("cluster"),
+        options.nodes,
+        env,
+    )
+    .await?;
     if let Some(switch) = &options.fault_switch {
         let active = cluster
             .ids()
@@ -136,7 +148,11 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         StdRng::seed_from_u64(options.seed),
     );
     nemesis
-        .run(&options.nemesis, options.schedule, started + options.duration)
+        .run(
+            &options.nemesis,
+            options.schedule,
+            started + options.duration,
+        )
         .await;
     workload.stop_producers().await;
 
@@ -222,10 +238,16 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
     run.insert("seed".into(), options.seed.to_string());
     run.insert("nodes".into(), options.nodes.to_string());
     run.insert("queues".into(), options.queues.to_string());
-    run.insert("broker_bin".into(), options.broker_bin.display().to_string());
+    run.insert(
+        "broker_bin".into(),
+        options.broker_bin.display().to_string(),
+    );
     run.insert(
         "fault_switch".into(),
-        options.fault_switch.clone().unwrap_or_else(|| "none".into()),
+        options
+            .fault_switch
+            .clone()
+            .unwrap_or_else(|| "none".into()),
     );
     run.insert(
         "faults_injected".into(),
@@ -287,8 +309,7 @@ async fn wait_converged(cluster: &Cluster, timeout: Duration) -> Result<BTreeMap
     loop {
         let ends = cluster.queue_ends(TOPIC).await;
         let answers: Vec<&BTreeMap<u32, u64>> = ends.values().flatten().collect();
-        let same = answers.len() == ends.len()
-            && answers.windows(2).all(|pair| pair[0] == pair[1]);
+        let same = answers.len() == ends.len() && answers.windows(2).all(|pair| pair[0] == pair[1]);
         if same {
             let current = answers.first().map(|a| (*a).clone()).unwrap_or_default();
             if previous.as_ref() == Some(&current) {

@@ -112,7 +112,11 @@ impl FaultSet {
         if self.0.is_empty() {
             return "none".into();
         }
-        self.0.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")
+        self.0
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -316,12 +320,7 @@ impl<'a> Nemesis<'a> {
     }
 
     fn partition_specs(&mut self, fault: Fault, leader: Option<u64>, ids: &[u64]) -> Vec<String> {
-        let join = |v: &[u64]| {
-            v.iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let join = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         let mut shuffled = ids.to_vec();
         shuffled.shuffle(&mut self.rng);
         let isolated = leader.unwrap_or(shuffled[0]);
@@ -436,7 +435,11 @@ impl<'a> Nemesis<'a> {
             &format!(
                 "restart node {node} after {:.1}s; leader purged index {purged}{}",
                 started.elapsed().as_secs_f64(),
-                if purged_past { "" } else { " (NOT past it: not enough writes)" }
+                if purged_past {
+                    ""
+                } else {
+                    " (NOT past it: not enough writes)"
+                }
             ),
             &[node],
         );
@@ -455,7 +458,12 @@ impl<'a> Nemesis<'a> {
     }
 
     /// Removes a follower and adds it back; Ok(false) when the API is missing.
-    async fn membership(&mut self, leader: Option<u64>, ids: &[u64], hold: Duration) -> Result<bool> {
+    async fn membership(
+        &mut self,
+        leader: Option<u64>,
+        ids: &[u64],
+        hold: Duration,
+    ) -> Result<bool> {
         let Some(leader) = leader else {
             bail!("no leader to change membership");
         };
@@ -487,7 +495,12 @@ impl<'a> Nemesis<'a> {
             return Ok(false);
         }
         if !status.is_success() {
-            self.record(Kind::Fail, Fault::Membership, &format!("remove: {status} {text}"), &[]);
+            self.record(
+                Kind::Fail,
+                Fault::Membership,
+                &format!("remove: {status} {text}"),
+                &[],
+            );
             bail!("removing node {node}: {status} {text}");
         }
         self.removed = Some(node);

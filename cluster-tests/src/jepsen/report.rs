@@ -179,7 +179,10 @@ impl Report {
         for (key, value) in &self.run {
             let _ = writeln!(out, "  {key}: {value}");
         }
-        let _ = writeln!(out, "\nOperations        attempted        ok    failed   unknown");
+        let _ = writeln!(
+            out,
+            "\nOperations        attempted        ok    failed   unknown"
+        );
         for (name, counts) in [
             ("sends", c.sends),
             ("polls", c.polls),
@@ -202,16 +205,27 @@ impl Report {
                 let _ = writeln!(out, "  - {reason}");
             }
         }
-        let _ = writeln!(out, "\nPer queue: acknowledged / unknown sends / final length / anomalies");
+        let _ = writeln!(
+            out,
+            "\nPer queue: acknowledged / unknown sends / final length / anomalies"
+        );
         for (queue, q) in &c.queues {
-            let anomalies: Vec<String> = q.anomalies.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            let anomalies: Vec<String> = q
+                .anomalies
+                .iter()
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect();
             let _ = writeln!(
                 out,
                 "  queue {queue}: {} / {} / {} / {}",
                 q.acknowledged,
                 q.unknown_sends,
                 q.final_messages,
-                if anomalies.is_empty() { "none".into() } else { anomalies.join(" ") }
+                if anomalies.is_empty() {
+                    "none".into()
+                } else {
+                    anomalies.join(" ")
+                }
             );
         }
         if !c.anomalies.is_empty() {
@@ -236,7 +250,10 @@ impl Report {
                 f.recovery_ms.map_or("none".into(), |r| format!("{r:.0} ms"))
             );
         }
-        let _ = writeln!(out, "\nThroughput and latency per 10 s (ok sends/s, p99 ms)");
+        let _ = writeln!(
+            out,
+            "\nThroughput and latency per 10 s (ok sends/s, p99 ms)"
+        );
         for chunk in self.timeline.chunks(10) {
             let ok: u64 = chunk.iter().map(|b| b.sends_ok).sum();
             let bad: u64 = chunk.iter().map(|b| b.sends_failed + b.sends_unknown).sum();
@@ -327,17 +344,33 @@ impl Report {
         }
         // Panel frames and axes.
         for (top, h, label) in [
-            (TOP1, H1, "sends completed per second (green ok, red failed, grey unknown)"),
-            (TOP2, H2, "ok send latency per second, ms, log scale (blue p50, purple p99, black max)"),
+            (
+                TOP1,
+                H1,
+                "sends completed per second (green ok, red failed, grey unknown)",
+            ),
+            (
+                TOP2,
+                H2,
+                "ok send latency per second, ms, log scale (blue p50, purple p99, black max)",
+            ),
         ] {
             let _ = writeln!(
                 s,
                 r##"<rect x="{LEFT}" y="{top}" width="{:.1}" height="{h}" fill="none" stroke="#888"/>"##,
                 W - LEFT - RIGHT
             );
-            let _ = writeln!(s, r#"<text x="{LEFT}" y="{:.1}">{label}</text>"#, top + h + 14.0);
+            let _ = writeln!(
+                s,
+                r#"<text x="{LEFT}" y="{:.1}">{label}</text>"#,
+                top + h + 14.0
+            );
         }
-        let _ = writeln!(s, r#"<text x="5" y="{:.1}">{max_count:.0}/s</text>"#, TOP1 + 10.0);
+        let _ = writeln!(
+            s,
+            r#"<text x="5" y="{:.1}">{max_count:.0}/s</text>"#,
+            TOP1 + 10.0
+        );
         let _ = writeln!(s, r#"<text x="5" y="{:.1}">0</text>"#, TOP1 + H1);
         for decade in 0..=(log_max as i32) {
             let ms = 10f64.powi(decade);
@@ -380,11 +413,7 @@ impl Report {
             }
         }
         // Latency lines.
-        for (pick, color) in [
-            (0usize, "#1d3557"),
-            (1, "#7b2cbf"),
-            (2, "#000000"),
-        ] {
+        for (pick, color) in [(0usize, "#1d3557"), (1, "#7b2cbf"), (2, "#000000")] {
             let points: Vec<String> = self
                 .timeline
                 .iter()

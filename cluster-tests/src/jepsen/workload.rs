@@ -202,7 +202,10 @@ impl Workload {
         let consumers = (0..target.queues)
             .map(|queue| {
                 let target = Arc::clone(&target);
-                let seed = load.seed.wrapping_mul(7_919).wrapping_add(1000 + u64::from(queue));
+                let seed = load
+                    .seed
+                    .wrapping_mul(7_919)
+                    .wrapping_add(1000 + u64::from(queue));
                 tokio::spawn(consume(
                     target,
                     queue,
@@ -265,7 +268,11 @@ async fn produce(
         sequence += 1;
         let body = format!("{process}-{sequence}");
         let queue = rng.random_range(0..target.queues);
-        let attempts = if idempotent { 1 + IDEMPOTENT_RETRIES } else { 1 };
+        let attempts = if idempotent {
+            1 + IDEMPOTENT_RETRIES
+        } else {
+            1
+        };
         for attempt in 0..attempts {
             let node = ids[rng.random_range(0..ids.len())];
             let mut value = SendValue {
@@ -285,7 +292,10 @@ async fn produce(
                 message["sequence"] = sequence.into();
             }
             let answer = http
-                .post(format!("{}/v1/topics/{TOPIC}/messages", target.nodes[&node]))
+                .post(format!(
+                    "{}/v1/topics/{TOPIC}/messages",
+                    target.nodes[&node]
+                ))
                 .json(&serde_json::json!({"messages": [message]}))
                 .send()
                 .await;
@@ -344,7 +354,10 @@ async fn consume(
         if *stop.borrow() {
             return false;
         }
-        let goal = drain.borrow().as_ref().map(|ends| ends.get(&queue).copied().unwrap_or(0));
+        let goal = drain
+            .borrow()
+            .as_ref()
+            .map(|ends| ends.get(&queue).copied().unwrap_or(0));
         if goal.is_some_and(|goal| position >= goal && committed >= position) {
             return true;
         }
@@ -403,7 +416,8 @@ async fn consume(
         }
         if position > committed {
             let commit_node = ids[rng.random_range(0..ids.len())];
-            if let Some(stored) = commit(&target, &http, &process, queue, commit_node, position).await
+            if let Some(stored) =
+                commit(&target, &http, &process, queue, commit_node, position).await
             {
                 committed = committed.max(stored.min(position));
             }
