@@ -254,7 +254,7 @@ async fn produce(
     stop: watch::Receiver<bool>,
 ) {
     let process = format!("p{index}");
-    let idempotent = index % 2 == 0;
+    let idempotent = index.is_multiple_of(2);
     let mut rng = StdRng::seed_from_u64(seed);
     let http = client(SEND_TIMEOUT);
     let ids: Vec<u64> = target.nodes.keys().copied().collect();
