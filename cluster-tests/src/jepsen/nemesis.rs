@@ -260,11 +260,16 @@ impl<'a> Nemesis<'a> {
                 } else {
                     self.paused.insert(node);
                 }
-                tokio::time::sleep(hold).await;
+                let failover = self.hold(leader, hold).await;
                 self.cluster.run(&[undo, &node.to_string()]).await?;
                 self.down.remove(&node);
                 self.paused.remove(&node);
-                self.record(Kind::Ok, fault, &format!("{undo} node {node}"), &[node]);
+                self.record(
+                    Kind::Ok,
+                    fault,
+                    &format!("{undo} node {node}{failover}"),
+                    &[node],
+                );
             }
             Fault::PartitionLeader
             | Fault::PartitionHalves
@@ -277,10 +282,10 @@ impl<'a> Nemesis<'a> {
                 for spec in &specs {
                     self.cluster.run(&["partition", spec]).await?;
                 }
-                tokio::time::sleep(hold).await;
+                let failover = self.hold(leader, hold).await;
                 self.cluster.run(&["heal"]).await?;
                 self.partitioned = false;
-                self.record(Kind::Ok, fault, "heal", &[]);
+                self.record(Kind::Ok, fault, &format!("heal{failover}"), &[]);
             }
             Fault::TornTail => {
                 let node = self.victim(leader, &ids);
@@ -293,13 +298,13 @@ impl<'a> Nemesis<'a> {
                 self.cluster.run(&["kill", &node.to_string()]).await?;
                 self.down.insert(node);
                 let torn = self.tear(node)?;
-                tokio::time::sleep(hold).await;
+                let failover = self.hold(leader, hold).await;
                 self.cluster.run(&["restart", &node.to_string()]).await?;
                 self.down.remove(&node);
                 self.record(
                     Kind::Ok,
                     fault,
-                    &format!("restart node {node} after {torn}"),
+                    &format!("restart node {node} after {torn}{failover}"),
                     &[node],
                 );
                 self.wait_caught_up(node, Duration::from_secs(60)).await?;
@@ -309,6 +314,32 @@ impl<'a> Nemesis<'a> {
         }
         self.log.injected.push(fault.name().into());
         Ok(true)
+    }
+
+    /// Holds a fault for `hold`, watching for another leader than `old`; says
+    /// after how long one was agreed on (the failover time), for the heal event.
+    async fn hold(&self, old: Option<u64>, hold: Duration) -> String {
+        let started = Instant::now();
+        let end = started + hold;
+        let mut seen = None;
+        while Instant::now() < end {
+            if seen.is_none() {
+                if let Some(new) = self.cluster.leader().await.filter(|l| Some(*l) != old) {
+                    seen = Some((new, started.elapsed()));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100).min(end - Instant::now().min(end))).await;
+        }
+        match (old, seen) {
+            (_, Some((new, after))) => {
+                format!(
+                    "; failover: leader {new} agreed {} ms after the fault",
+                    after.as_millis()
+                )
+            }
+            (Some(old), None) => format!("; leader {old} kept"),
+            (None, None) => String::new(),
+        }
     }
 
     /// The leader half the time, else any node.

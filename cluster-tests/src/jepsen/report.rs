@@ -35,6 +35,8 @@ pub struct FaultWindow {
     pub longest_outage_ms: f64,
     /// From the heal to the first acknowledged send invoked after it.
     pub recovery_ms: Option<f64>,
+    /// From the fault to a new leader agreed by a majority (leader faults only).
+    pub failover_ms: Option<f64>,
 }
 
 /// Everything the report shows.
@@ -129,6 +131,7 @@ impl Report {
                     healed: String::new(),
                     longest_outage_ms: 0.0,
                     recovery_ms: None,
+                    failover_ms: None,
                 }),
                 _ => {
                     if let Some(open) = faults
@@ -138,6 +141,13 @@ impl Report {
                     {
                         open.end_ms = Some(op.time_ms.0);
                         open.healed = v.detail.clone();
+                        open.failover_ms = v
+                            .detail
+                            .split("failover: leader ")
+                            .nth(1)
+                            .and_then(|rest| rest.split(" agreed ").nth(1))
+                            .and_then(|rest| rest.split(' ').next())
+                            .and_then(|ms| ms.parse().ok());
                     }
                 }
             }
