@@ -29,5 +29,5 @@ echo "--- scripts/cluster.sh end to end (stand-in nodes)"
 scripts/testing/test-cluster-sh.sh
 echo "--- README examples against a real cluster"
 scripts/testing/readme-examples.sh
-echo "--- Jepsen-style smoke run: 60 s, mixed faults, low rate (fails on any anomaly or an inconclusive run)"
+echo "--- Jepsen-style smoke run: 50 s, mixed faults, low rate (fails on any anomaly or an inconclusive run)"
 scripts/testing/jepsen-smoke.sh

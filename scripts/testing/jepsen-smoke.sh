@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A short Jepsen-style run for CI: 60 s of mixed faults at a low rate against a
+# A short Jepsen-style run for CI: 50 s of mixed faults at a low rate against a
 # real three-node cluster. Exits non-zero on any anomaly, on an inconclusive run
 # (too little work, no fault injected) and when the run itself fails; the report
 # and the node logs stay in $JEPSEN_SMOKE_OUT (default target/jepsen-smoke).
@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${JEPSEN_SMOKE_OUT:-target/jepsen-smoke}
 status=0
-scripts/jepsen.sh --duration 60s --nemesis mixed --rate 20 --concurrency 4 \
+scripts/jepsen.sh --duration 50s --nemesis mixed --rate 20 --concurrency 4 \
 	--seed "${JEPSEN_SMOKE_SEED:-$RANDOM}" --fault-time 4s..8s --quiet-time 3s..5s \
 	--out "$out" || status=$?
 case $status in

@@ -254,13 +254,14 @@ impl<'a> Nemesis<'a> {
                 };
                 let detail = format!("{verb} node {node}{}", leader_note(leader, node));
                 self.record(Kind::Invoke, fault, &detail, &[node]);
+                let injected = Instant::now();
                 self.cluster.run(&[verb, &node.to_string()]).await?;
                 if fault == Fault::Kill {
                     self.down.insert(node);
                 } else {
                     self.paused.insert(node);
                 }
-                let failover = self.hold(leader, hold).await;
+                let failover = self.hold(leader, injected, hold).await;
                 self.cluster.run(&[undo, &node.to_string()]).await?;
                 self.down.remove(&node);
                 self.paused.remove(&node);
@@ -278,11 +279,12 @@ impl<'a> Nemesis<'a> {
                 let specs = self.partition_specs(fault, leader, &ids);
                 let detail = format!("partition {}", specs.join(" + "));
                 self.record(Kind::Invoke, fault, &detail, &[]);
+                let injected = Instant::now();
                 self.partitioned = true;
                 for spec in &specs {
                     self.cluster.run(&["partition", spec]).await?;
                 }
-                let failover = self.hold(leader, hold).await;
+                let failover = self.hold(leader, injected, hold).await;
                 self.cluster.run(&["heal"]).await?;
                 self.partitioned = false;
                 self.record(Kind::Ok, fault, &format!("heal{failover}"), &[]);
@@ -295,10 +297,11 @@ impl<'a> Nemesis<'a> {
                     &format!("kill node {node}{}", leader_note(leader, node)),
                     &[node],
                 );
+                let injected = Instant::now();
                 self.cluster.run(&["kill", &node.to_string()]).await?;
                 self.down.insert(node);
                 let torn = self.tear(node)?;
-                let failover = self.hold(leader, hold).await;
+                let failover = self.hold(leader, injected, hold).await;
                 self.cluster.run(&["restart", &node.to_string()]).await?;
                 self.down.remove(&node);
                 self.record(
@@ -318,9 +321,9 @@ impl<'a> Nemesis<'a> {
 
     /// Holds a fault for `hold`, watching for another leader than `old`; says
     /// after how long one was agreed on (the failover time), for the heal event.
-    async fn hold(&self, old: Option<u64>, hold: Duration) -> String {
-        let started = Instant::now();
-        let end = started + hold;
+    async fn hold(&self, old: Option<u64>, injected: Instant, hold: Duration) -> String {
+        let started = injected;
+        let end = Instant::now() + hold;
         let mut seen = None;
         while Instant::now() < end {
             if seen.is_none() {
