@@ -199,6 +199,14 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
                 notes.push(format!("{e:#}"));
             }
         }
+    }
+    // The consumers' last commits may still be applying on followers: the final
+    // offset reads are taken once every node shows the same offsets (or after
+    // 30 s, when a node still behind is what the checker must see).
+    if let Err(e) = wait_offsets_converged(&cluster, Duration::from_secs(30)).await {
+        notes.push(format!("committed offsets did not converge: {e:#}"));
+    }
+    for id in cluster.ids() {
         workload::read_offsets(&target, &http, "final", id, true).await;
     }
     let ops = recorder.finish()?;
@@ -323,6 +331,43 @@ async fn wait_converged(cluster: &Cluster, timeout: Duration) -> Result<BTreeMap
             bail!("queue ends per node after {timeout:?}: {ends:?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until every node answers the same committed offsets of the test group.
+async fn wait_offsets_converged(cluster: &Cluster, timeout: Duration) -> Result<()> {
+    #[derive(serde::Deserialize, PartialEq, Debug)]
+    struct Entry {
+        queue_id: u32,
+        offset: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        offsets: Vec<Entry>,
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut views = Vec::new();
+        for id in cluster.ids() {
+            let url = format!(
+                "{}/v1/groups/{}/offsets?topic={TOPIC}",
+                cluster.url(id)?,
+                workload::GROUP
+            );
+            let answer = async { cluster.http.get(url).send().await?.json::<Answer>().await };
+            views.push(answer.await.ok().map(|a| {
+                let mut offsets = a.offsets;
+                offsets.sort_by_key(|e| e.queue_id);
+                offsets
+            }));
+        }
+        if views.iter().all(Option::is_some) && views.windows(2).all(|w| w[0] == w[1]) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("offsets per node after {timeout:?}: {views:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
