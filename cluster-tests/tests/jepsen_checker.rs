@@ -406,7 +406,18 @@ fn missing_final_copies_of_a_node_are_inconclusive() {
 #[test]
 fn a_history_round_trips_through_json_lines() {
     let mut h = clean_base();
+    h.sent_with("x", 1, Kind::Info);
     h.finals(0, &[(0, "a"), (1, "b"), (2, "c")]);
+    h.read_offsets(2, &[(0, 3), (1, 0)], true);
+    h.push(
+        "nemesis",
+        Kind::Invoke,
+        Body::Nemesis(NemesisValue {
+            fault: "kill".into(),
+            detail: "kill node 2".into(),
+            nodes: vec![2],
+        }),
+    );
     let text: String = h
         .ops
         .iter()

@@ -90,7 +90,9 @@ pub struct CommitValue {
 pub struct ReadOffsetsValue {
     pub group: String,
     pub node: u64,
-    #[serde(default)]
+    /// Queue → committed offset, written as `[[queue, offset], …]`: JSON object
+    /// keys are strings, which the flattened operation cannot turn back into numbers.
+    #[serde(default, with = "pairs")]
     pub offsets: BTreeMap<u32, u64>,
     /// Whether this read is part of the final phase, after every fault healed and
     /// the nodes converged.
@@ -98,6 +100,20 @@ pub struct ReadOffsetsValue {
     pub is_final: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<u32, u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, u64>, D::Error> {
+        Ok(Vec::<(u32, u64)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// The whole local copy of one queue on one node, read after healing.
