@@ -310,11 +310,16 @@ impl Cluster {
 
     /// Whether a node's log contains `needle`.
     pub fn log_contains(&self, id: u64, needle: &str) -> bool {
+        self.log_count(id, needle) > 0
+    }
+
+    /// How many times `needle` occurs in a node's log (kept across restarts).
+    pub fn log_count(&self, id: u64, needle: &str) -> usize {
         let path = self
             .nodes
             .get(&id)
             .and_then(|n| n.log.clone())
             .unwrap_or_else(|| self.dir.join(format!("node-{id}/broker.log")));
-        std::fs::read_to_string(path).is_ok_and(|text| text.contains(needle))
+        std::fs::read_to_string(path).map_or(0, |text| text.matches(needle).count())
     }
 }

@@ -466,6 +466,7 @@ impl<'a> Nemesis<'a> {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        let installs_before = self.cluster.log_count(node, "installed snapshot");
         self.cluster.run(&["restart", &node.to_string()]).await?;
         self.down.remove(&node);
         let purged_past = purged > (behind + PURGE_MARGIN) as f64;
@@ -489,7 +490,7 @@ impl<'a> Nemesis<'a> {
             ));
         }
         self.wait_caught_up(node, Duration::from_secs(90)).await?;
-        if purged_past && !self.cluster.log_contains(node, "installed snapshot") {
+        if purged_past && self.cluster.log_count(node, "installed snapshot") <= installs_before {
             self.log.errors.push(format!(
                 "snapshot-catchup: node {node} caught up but its log shows no installed snapshot"
             ));
