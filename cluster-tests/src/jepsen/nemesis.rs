@@ -490,10 +490,20 @@ impl<'a> Nemesis<'a> {
             ));
         }
         self.wait_caught_up(node, Duration::from_secs(90)).await?;
-        if purged_past && self.cluster.log_count(node, "installed snapshot") <= installs_before {
-            self.log.errors.push(format!(
-                "snapshot-catchup: node {node} caught up but its log shows no installed snapshot"
-            ));
+        if purged_past {
+            // The node may serve the installed data a moment before it logs the
+            // install: give the log line a few seconds.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut installs = self.cluster.log_count(node, "installed snapshot");
+            while installs <= installs_before && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                installs = self.cluster.log_count(node, "installed snapshot");
+            }
+            if installs <= installs_before {
+                self.log.errors.push(format!(
+                    "snapshot-catchup: node {node} caught up but its log shows no snapshot installed after this restart ({installs} in all)"
+                ));
+            }
         }
         Ok(())
     }
