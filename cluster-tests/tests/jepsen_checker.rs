@@ -284,6 +284,26 @@ fn a_poll_answering_next_offset_below_the_request_is_non_monotonic() {
 }
 
 #[test]
+fn a_lagging_replica_may_answer_offset_overflow_with_its_own_end() {
+    let mut h = clean_base();
+    // The consumer read up to 3 on node 1; node 2 has applied only 2 messages.
+    h.push(
+        "c1",
+        Kind::Ok,
+        Body::Poll(PollValue {
+            queue: 0,
+            node: 2,
+            from: 3,
+            status: Some("OFFSET_OVERFLOW".into()),
+            next: Some(2),
+            ..PollValue::default()
+        }),
+    );
+    h.finals(0, &[(0, "a"), (1, "b"), (2, "c")]);
+    assert_eq!(h.check().verdict, Verdict::Clean);
+}
+
+#[test]
 fn a_value_never_sent_is_a_phantom() {
     let mut h = clean_base();
     h.finals(0, &[(0, "a"), (1, "b"), (2, "c"), (3, "ghost")]);

@@ -589,7 +589,14 @@ fn observe(
 /// One poll answer on its own: offsets contiguous from the one asked for.
 fn check_poll(checker: &mut Checker, index: u64, poll: &PollValue) {
     let queue = Some(poll.queue);
-    if let Some(next) = poll.next {
+    // OFFSET_OVERFLOW (a replica that applied less than the consumer read
+    // elsewhere) and OFFSET_TOO_SMALL answer with the offset to correct to, which
+    // may be below the one asked for; only data-bearing answers must move forward.
+    let corrective = matches!(
+        poll.status.as_deref(),
+        Some("OFFSET_OVERFLOW" | "OFFSET_TOO_SMALL")
+    );
+    if let (Some(next), false) = (poll.next, corrective) {
         if next < poll.from {
             checker.flag(
                 AnomalyKind::NonMonotonicPoll,
