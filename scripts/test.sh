@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): unit, property, crash and
 # multi-process tests, the deploy/ files (offline checks, and the compose cluster
-# when a Docker engine is there), then the cluster script's own end-to-end test
-# and the README's examples against a real three-node cluster.
+# when a Docker engine is there), then the cluster script's own end-to-end test,
+# the README's examples against a real three-node cluster and a short
+# Jepsen-style fault-injection run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
