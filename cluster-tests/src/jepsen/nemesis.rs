@@ -304,8 +304,13 @@ impl<'a> Nemesis<'a> {
                 let injected = Instant::now();
                 self.cluster.run(&["kill", &node.to_string()]).await?;
                 self.down.insert(node);
-                let torn = self.tear(node)?;
-                let failover = self.hold(leader, injected, hold).await;
+                // Failover is watched while the node is down, before the tear,
+                // whose file work would otherwise count as failover time.
+                let failover = self
+                    .hold(leader, injected, hold.min(Duration::from_secs(4)))
+                    .await;
+                let torn = self.tear(node).await?;
+                tokio::time::sleep(hold.saturating_sub(injected.elapsed())).await;
                 self.cluster.run(&["restart", &node.to_string()]).await?;
                 self.down.remove(&node);
                 self.record(
@@ -387,39 +392,50 @@ impl<'a> Nemesis<'a> {
     }
 
     /// Tears the tails of a stopped node's newest CommitLog file and Raft log chunk.
-    fn tear(&mut self, node: u64) -> Result<String> {
-        let mut done = Vec::new();
-        if let Some(file) = self.cluster.newest_file(node, "store/commitlog") {
-            let cut = self.rng.random_range(1..=48);
-            if let Some(end) = zero_tail(&file, cut)? {
-                done.push(format!(
-                    "zeroed the last {cut} bytes (ending at {end}) of {}",
-                    file.display()
-                ));
+    async fn tear(&mut self, node: u64) -> Result<String> {
+        // Random choices here; the file work (scanning a CommitLog file of up to a
+        // GiB) runs on a blocking thread so it does not stall the workload's tasks.
+        let commit_log = self.cluster.newest_file(node, "store/commitlog");
+        let raft_log = self.cluster.newest_file(node, "raft-log");
+        let commit_log_cut = self.rng.random_range(1..=48u64);
+        let cut_raft_log = self.rng.random_bool(0.5);
+        let raft_log_cut = self.rng.random_range(1..=16u64);
+        let raft_log_zeroes = self.rng.random_range(1..=4096usize);
+        let work = move || -> Result<String> {
+            let mut done = Vec::new();
+            if let Some(file) = commit_log {
+                if let Some(end) = zero_tail(&file, commit_log_cut)? {
+                    done.push(format!(
+                        "zeroed the last {commit_log_cut} bytes (ending at {end}) of {}",
+                        file.display()
+                    ));
+                }
             }
-        }
-        if let Some(file) = self.cluster.newest_file(node, "raft-log") {
-            let len = std::fs::metadata(&file)?.len();
-            if self.rng.random_bool(0.5) && len > 64 {
-                // A record cut short: what a crash mid-write leaves.
-                let cut = self.rng.random_range(1..=16);
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&file)?
-                    .set_len(len - cut)?;
-                done.push(format!("cut {cut} bytes off {}", file.display()));
-            } else {
-                // Zeroes past the end: ext4 data=writeback's size-before-data.
-                let extra = self.rng.random_range(1..=4096);
-                let mut f = std::fs::OpenOptions::new().append(true).open(&file)?;
-                f.write_all(&vec![0u8; extra])?;
-                done.push(format!("appended {extra} zero bytes to {}", file.display()));
+            if let Some(file) = raft_log {
+                let len = std::fs::metadata(&file)?.len();
+                if cut_raft_log && len > 64 {
+                    // A record cut short: what a crash mid-write leaves.
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&file)?
+                        .set_len(len - raft_log_cut)?;
+                    done.push(format!("cut {raft_log_cut} bytes off {}", file.display()));
+                } else {
+                    // Zeroes past the end: ext4 data=writeback's size-before-data.
+                    let mut f = std::fs::OpenOptions::new().append(true).open(&file)?;
+                    f.write_all(&vec![0u8; raft_log_zeroes])?;
+                    done.push(format!(
+                        "appended {raft_log_zeroes} zero bytes to {}",
+                        file.display()
+                    ));
+                }
             }
-        }
-        if done.is_empty() {
-            bail!("node {node} has no CommitLog or Raft log file to tear");
-        }
-        Ok(done.join("; "))
+            if done.is_empty() {
+                bail!("node {node} has no CommitLog or Raft log file to tear");
+            }
+            Ok(done.join("; "))
+        };
+        tokio::task::spawn_blocking(work).await?
     }
 
     async fn snapshot_catchup(
