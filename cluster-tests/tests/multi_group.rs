@@ -208,6 +208,8 @@ async fn two_groups_share_routes_and_serve_one_topic() -> Result<()> {
     let page: PullResponse = cluster
         .get(group_b[1], "/v1/topics/orders/queues/0/messages?offset=0")
         .await?;
+    // Group b's queue 0 holds messages (m4, m16, …): an empty page must not pass.
+    ensure!(!page.messages.is_empty(), "group b's queue 0 read empty");
     ensure!(
         page.messages.iter().all(|m| sent
             .iter()

@@ -72,15 +72,17 @@ pub async fn send(
         }
         Err(e) => return e.into_response(),
     }
-    if node.is_removed() {
-        return ApiError::unavailable(format!(
-            "node {} was removed from group `{}`; send to another node",
-            node.id(),
-            node.group()
-        ))
-        .into_response();
-    }
     if !node.is_leader() {
+        // Only a follower can have been removed (a removed leader steps down), so
+        // the leader's send path does not pay for this second metrics copy.
+        if node.is_removed() {
+            return ApiError::unavailable(format!(
+                "node {} was removed from group `{}`; send to another node",
+                node.id(),
+                node.group()
+            ))
+            .into_response();
+        }
         return forward::to_leader(&node, request, None).await;
     }
     let parsed: SendRequest = match parse_json(&request.body) {
