@@ -4,7 +4,7 @@
 //!
 //! proptest generates sequences of up to 200 operations and runs each against a fresh
 //! store (32 KiB CommitLog files, 8-unit ConsumeQueue files, 32-entry index files with
-//! 8 hash slots, a scan limit of 12 units per pull, `file_reserved_hours = 1`, so a
+//! 8 hash slots, a scan limit of 12 units per pull, `file_reserved_ms` = one hour, so a
 //! few hundred messages roll files of every kind) and against a model: the
 //! list of records in append order and, per queue, the list of its messages. The
 //! model predicts independently every number the store hands out or reports:
@@ -224,7 +224,7 @@ impl Model {
         Self {
             file_size: config.commit_log_file_size_bytes,
             max_message_bytes: config.max_message_size_bytes,
-            reserved_ms: config.file_reserved_hours * HOUR_MS,
+            reserved_ms: config.file_reserved_ms,
             end: 0,
             min: 0,
             clock: 1_700_000_000_000,
@@ -447,7 +447,7 @@ impl Harness {
     fn new() -> Self {
         let dir = common::fast_tempdir();
         let mut config = test_config(dir.path());
-        config.file_reserved_hours = 1;
+        config.file_reserved_ms = HOUR_MS;
         config.pull_max_scan_units = SCAN_UNITS;
         // Small files of every kind, so that a few hundred messages roll them all.
         config.commit_log_file_size_bytes = 32 * 1024;

@@ -4,7 +4,7 @@
 //! # How
 //!
 //! With 64 KiB CommitLog files, 64-unit ConsumeQueue files, 256-entry index files and
-//! `file_reserved_hours = 1`, the test appends ~7 files of messages one minute of
+//! `file_reserved_ms` = one hour, the test appends ~7 files of messages one minute of
 //! store time apart over three queues of `orders` (plus an `early` topic written only
 //! at the start), then calls `run_retention(now)` for chosen `now`s:
 //!
@@ -54,7 +54,7 @@ impl Fixture {
     fn new() -> Self {
         let dir = common::fast_tempdir();
         let mut config = test_config(dir.path());
-        config.file_reserved_hours = 1;
+        config.file_reserved_ms = 3_600_000;
         Self {
             config,
             _dir: dir,

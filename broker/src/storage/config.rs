@@ -38,8 +38,9 @@ pub struct StoreConfig {
     /// Interval of the background flush (RocketMQ: 500 ms; 1 s here, the Raft log
     /// holding everything not yet flushed).
     pub flush_interval_ms: u64,
-    /// CommitLog files older than this are deleted (RocketMQ's `fileReservedTime`).
-    pub file_reserved_hours: u64,
+    /// CommitLog files older than this are deleted (RocketMQ's `fileReservedTime`,
+    /// which counts hours; milliseconds here so tests can use tiny windows).
+    pub file_reserved_ms: u64,
     /// Above this fraction of the disk used, the oldest files are deleted early.
     pub disk_high_water_ratio: f64,
     /// How often retention runs.
@@ -60,7 +61,7 @@ impl Default for StoreConfig {
             max_message_size_bytes: 4 << 20,
             flush_mode: FlushMode::Async,
             flush_interval_ms: 1000,
-            file_reserved_hours: 72,
+            file_reserved_ms: 72 * 3_600_000,
             disk_high_water_ratio: 0.85,
             retention_interval_ms: 10_000,
             pull_max_scan_units: 16_000,

@@ -1,4 +1,4 @@
-//! Retention: delete CommitLog files older than `file_reserved_hours`, or the oldest
+//! Retention: delete CommitLog files older than `file_reserved_ms`, or the oldest
 //! ones early while the disk is fuller than `disk_high_water_ratio`; then move every
 //! ConsumeQueue's minimum past the deleted records and drop queue and index files
 //! that only point below the new CommitLog minimum.
@@ -37,7 +37,7 @@ pub fn run(
     now_ms: u64,
     floor: CommitLogOffset,
 ) -> StoreResult<RetentionReport> {
-    let reserved_ms = config.file_reserved_hours.saturating_mul(3_600_000);
+    let reserved_ms = config.file_reserved_ms;
     let (used_ratio, bytes_over) = disk_pressure(config.root(), config.disk_high_water_ratio)?;
     let files = commit_log.files();
     let mut delete_before = None;

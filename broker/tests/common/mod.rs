@@ -36,7 +36,7 @@ pub fn init_tracing() {
 /// thread's first run, and a nearly full shared disk must not delete files either.
 pub fn test_config(dir: &Path) -> StoreConfig {
     let mut config = StoreConfig::for_test(dir);
-    config.file_reserved_hours = 24 * 365 * 1000;
+    config.file_reserved_ms = u64::MAX;
     config.disk_high_water_ratio = 1.0;
     config
 }
