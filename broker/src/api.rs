@@ -85,6 +85,10 @@ pub struct SendResultView {
     pub queue_offset: u64,
     pub commit_log_offset: u64,
     pub store_timestamp: u64,
+    /// A delayed message: when it reaches `topic` (until then it waits in the
+    /// schedule topic, whose queue and offset the other fields give).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_timestamp: Option<u64>,
 }
 
 /// Answer to a send: one result per message, in request order.
@@ -169,6 +173,44 @@ pub struct CommitOffsetResponse {
     pub topic: String,
     pub queue_id: u32,
     pub offset: u64,
+}
+
+/// `POST /v1/groups/{group}/retry`: give a message back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    pub topic: String,
+    pub queue_id: u32,
+    pub queue_offset: u64,
+    /// 0 or absent: the growing delay (level 3 + reconsume count); a level of the
+    /// consumer's choosing; negative: straight to the dead-letter topic.
+    #[serde(default)]
+    pub delay_level: i32,
+}
+
+/// Where a given-back message went.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetryResponse {
+    pub msg_id: String,
+    /// `%RETRY%{group}`, or `%DLQ%{group}` for a dead letter.
+    pub topic: String,
+    /// The reconsume count of the copy.
+    pub reconsume_times: u32,
+    /// When the retry reaches the retry topic; absent for a dead letter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_timestamp: Option<u64>,
+    pub dead_letter: bool,
+    /// The broker group that stored it.
+    pub broker_group: String,
+}
+
+/// `POST /v1/groups/{group}/offsets/reset`: move a consumer group's offsets of a
+/// topic to the first message stored at or after `timestamp`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetOffsetsRequest {
+    pub topic: String,
+    pub timestamp: u64,
 }
 
 /// One committed offset with the queue's lag.

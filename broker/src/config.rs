@@ -93,6 +93,33 @@ pub struct NodeConfig {
     pub storage: StorageSection,
     pub http: HttpSection,
     pub control: ControlSection,
+    pub consumer: ConsumerSection,
+}
+
+/// Retry, dead-letter and delayed delivery.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerSection {
+    /// Delay of each delay level, space-separated (RocketMQ's `messageDelayLevel`);
+    /// level 1 is the first. A send's `delay_level` and the growing delay of a
+    /// retry (level 3 + reconsume count) index this list; a level past its end
+    /// means the last one.
+    pub delay_levels: String,
+    /// A message given back this many times goes to the dead-letter topic
+    /// `%DLQ%{group}` on its next give-back (RocketMQ's `maxReconsumeTimes`).
+    pub max_reconsume_times: u32,
+    /// How often the leader looks for delayed messages that are due.
+    pub delivery_interval: HumanDuration,
+}
+
+impl Default for ConsumerSection {
+    fn default() -> Self {
+        Self {
+            delay_levels: crate::consumer::delay::ROCKETMQ_DELAY_LEVELS.to_string(),
+            max_reconsume_times: 16,
+            delivery_interval: HumanDuration(Duration::from_millis(100)),
+        }
+    }
 }
 
 /// Raft timing and log compaction.
@@ -201,6 +228,7 @@ impl Default for NodeConfig {
             storage: StorageSection::default(),
             http: HttpSection::default(),
             control: ControlSection::default(),
+            consumer: ConsumerSection::default(),
         }
     }
 }
@@ -246,9 +274,7 @@ impl Default for StorageSection {
             index_max_entries: defaults.index_max_entries,
             max_message_size: ByteSize(defaults.max_message_size_bytes),
             flush_interval: HumanDuration(Duration::from_millis(defaults.flush_interval_ms)),
-            file_reserved_time: HumanDuration(Duration::from_secs(
-                defaults.file_reserved_hours * 3600,
-            )),
+            file_reserved_time: HumanDuration(Duration::from_millis(defaults.file_reserved_ms)),
             disk_high_water_ratio: defaults.disk_high_water_ratio,
             retention_interval: HumanDuration(Duration::from_millis(
                 defaults.retention_interval_ms,
@@ -270,7 +296,7 @@ impl Default for HttpSection {
 }
 
 /// Sections whose keys environment variables may address as `BROKER_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 5] = ["raft_log", "raft", "storage", "http", "control"];
+const SECTIONS: [&str; 6] = ["raft_log", "raft", "storage", "http", "control", "consumer"];
 /// Keys holding lists, given comma-separated in the environment.
 const LIST_KEYS: [&str; 2] = ["peers", "seeds"];
 
@@ -461,12 +487,6 @@ impl NodeConfig {
         if storage.flush_interval.0.is_zero() {
             return bad("storage.flush_interval", "must be positive");
         }
-        if !storage.file_reserved_time.0.as_secs().is_multiple_of(3600) {
-            return bad(
-                "storage.file_reserved_time",
-                "must be whole hours (retention counts hours)",
-            );
-        }
         if self.http.max_batch_messages == 0 {
             return bad("http.max_batch_messages", "must be positive");
         }
@@ -488,6 +508,15 @@ impl NodeConfig {
         }
         if control.member_expiry.0 < Duration::from_millis(100) {
             return bad("control.member_expiry", "must be at least 100ms");
+        }
+        let consumer = &self.consumer;
+        crate::consumer::delay::DelayLevels::parse(&consumer.delay_levels)
+            .or_else(|reason| bad("consumer.delay_levels", reason))?;
+        if consumer.max_reconsume_times == 0 {
+            return bad("consumer.max_reconsume_times", "must be positive");
+        }
+        if consumer.delivery_interval.0.is_zero() {
+            return bad("consumer.delivery_interval", "must be positive");
         }
         self.store_config().validate().or_else(|e| match e {
             crate::storage::StoreError::Config { key, reason } => {
@@ -539,7 +568,7 @@ impl NodeConfig {
             // The Raft log made every write durable on a quorum already.
             flush_mode: FlushMode::Async,
             flush_interval_ms: (s.flush_interval.0.as_millis() as u64).max(1),
-            file_reserved_hours: s.file_reserved_time.0.as_secs().div_ceil(3600),
+            file_reserved_ms: u64::try_from(s.file_reserved_time.0.as_millis()).unwrap_or(u64::MAX),
             disk_high_water_ratio: s.disk_high_water_ratio,
             retention_interval_ms: (s.retention_interval.0.as_millis() as u64).max(1),
             ..StoreConfig::default()
@@ -580,6 +609,11 @@ impl NodeConfig {
         }
     }
 
+    /// The delay of each delay level (validated at load).
+    pub fn delay_levels(&self) -> crate::consumer::delay::DelayLevels {
+        crate::consumer::delay::DelayLevels::parse(&self.consumer.delay_levels).unwrap_or_default()
+    }
+
     /// The URL of this node.
     pub fn node_info(&self) -> NodeInfo {
         NodeInfo {
@@ -595,7 +629,7 @@ fn storage_key(field: &str) -> &str {
         "max_message_size_bytes" => "max_message_size",
         "flush_interval_ms" => "flush_interval",
         "retention_interval_ms" => "retention_interval",
-        "file_reserved_hours" => "file_reserved_time",
+        "file_reserved_ms" => "file_reserved_time",
         other => other,
     }
 }

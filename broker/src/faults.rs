@@ -142,6 +142,7 @@ pub fn ack_before_commit(node: &Arc<Node>, command: SendCommand) -> Result<Respo
                 queue_offset,
                 commit_log_offset: 0,
                 store_timestamp: m.store_timestamp_ms,
+                deliver_timestamp: None,
             }
         })
         .collect();

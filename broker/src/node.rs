@@ -67,7 +67,7 @@ impl Node {
             config.control.route_expiry.0,
         );
         Ok(Self {
-            sender: SendPreparer::new(&config.group, config.node_id),
+            sender: SendPreparer::new(&config.group, config.node_id, config.delay_levels()),
             configured_members,
             routes,
             coordinator: Coordinator::default(),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use base64::Engine;
 
 use crate::api::{MessageInput, SendRequest};
+use crate::consumer::delay::{self, DelayLevels};
 use crate::error::{ApiError, ErrorCode};
 use crate::raft::command::SendCommand;
 use crate::raft::group_state::{GroupState, DEDUP_WINDOW};
@@ -69,14 +70,26 @@ pub fn group_hash_of(id: &MessageId) -> u32 {
 pub struct SendPreparer {
     ids: MessageIdGenerator,
     round_robin: AtomicU64,
+    delay_levels: DelayLevels,
 }
 
 impl SendPreparer {
-    pub fn new(group: &str, node_id: u64) -> Self {
+    pub fn new(group: &str, node_id: u64, delay_levels: DelayLevels) -> Self {
         Self {
             ids: MessageIdGenerator::new(group, node_id),
             round_robin: AtomicU64::new(0),
+            delay_levels,
         }
+    }
+
+    /// The delay of each level, as this node schedules them.
+    pub fn delay_levels(&self) -> &DelayLevels {
+        &self.delay_levels
+    }
+
+    /// A message id for a message this node stores.
+    pub fn next_id(&self, now_ms: u64) -> MessageId {
+        self.ids.next(now_ms)
     }
 
     /// Validates the request and fixes every message's queue, id and timestamps.
@@ -194,8 +207,12 @@ impl SendPreparer {
                 "at most {MAX_PROPERTIES} properties, names of 1..={MAX_SHORT_TEXT} bytes, values under 64KiB"
             ));
         }
-        if input.delay_level.is_some_and(|level| level > 0) {
-            return Err("delay_level is not supported by this broker version".into());
+        let delay_level = input.delay_level.unwrap_or(0);
+        if delay_level > self.delay_levels.max_level() {
+            return Err(format!(
+                "delay_level must be 0 (none) to {}, got {delay_level}",
+                self.delay_levels.max_level()
+            ));
         }
         let producer = match (input.producer_id, input.sequence) {
             (Some(id), Some(sequence)) => {
@@ -226,7 +243,7 @@ impl SendPreparer {
                     % u64::from(config.write_queue_nums)) as u32
             }
         };
-        let draft = MessageDraft {
+        let mut draft = MessageDraft {
             topic: topic.to_string(),
             queue_id: QueueId(queue_id),
             msg_id: self.ids.next(now),
@@ -241,6 +258,9 @@ impl SendPreparer {
             reconsume_times: 0,
             producer,
         };
+        if delay_level > 0 {
+            delay::schedule(&mut draft, delay_level, &self.delay_levels, now);
+        }
         let size = record::encoded_len(&RecordContent {
             topic: &draft.topic,
             producer_id: draft
@@ -289,7 +309,7 @@ mod tests {
 
     #[test]
     fn round_robin_spreads_and_sharding_is_stable() {
-        let preparer = SendPreparer::new("g", 1);
+        let preparer = SendPreparer::new("g", 1, DelayLevels::default());
         let state = GroupState::default();
         let command = preparer
             .prepare(
@@ -324,7 +344,7 @@ mod tests {
 
     #[test]
     fn bad_requests_are_refused_with_reasons() {
-        let preparer = SendPreparer::new("g", 1);
+        let preparer = SendPreparer::new("g", 1, DelayLevels::default());
         let state = GroupState::default();
         let check = |messages: Vec<MessageInput>, auto: bool, needle: &str| {
             let err = preparer
@@ -360,7 +380,7 @@ mod tests {
             "go together",
         );
         check(vec![body(&"x".repeat(5000))], true, "exceeds");
-        let big = SendPreparer::new("g", 1);
+        let big = SendPreparer::new("g", 1, DelayLevels::default());
         let idempotent: Vec<MessageInput> = (0..=DEDUP_WINDOW as u64)
             .map(|sequence| MessageInput {
                 producer_id: Some("p".into()),

@@ -40,6 +40,7 @@ pub async fn run(
     );
     let leader_log = tokio::spawn(log_leadership(Arc::clone(&node)));
     let registrar = tokio::spawn(crate::control::registrar::run(Arc::clone(&node)));
+    let scheduler = tokio::spawn(crate::consumer::scheduler::run(Arc::clone(&node)));
     // Small answers (acks, Raft RPC replies) must not wait for Nagle's algorithm;
     // axum leaves it on.
     let listener = listener.tap_io(|stream| {
@@ -56,6 +57,7 @@ pub async fn run(
     .context("HTTP server");
     leader_log.abort();
     registrar.abort();
+    scheduler.abort();
     stop(node).await;
     served
 }

@@ -18,6 +18,22 @@ pub const MAX_QUEUE_NUMS: u32 = 1024;
 pub const RETRY_PREFIX: &str = "%RETRY%";
 /// Prefix of the broker's dead-letter topics, reserved.
 pub const DLQ_PREFIX: &str = "%DLQ%";
+/// The topic holding delayed messages until they are due, one queue per delay level
+/// (RocketMQ's `SCHEDULE_TOPIC_XXXX`). It has no configuration: the broker writes
+/// it, and only the broker reads it.
+pub const SCHEDULE_TOPIC: &str = "%SCHEDULE%";
+/// Queues of a retry or dead-letter topic (RocketMQ: one per broker group).
+pub const RETRY_QUEUE_NUMS: u32 = 1;
+
+/// The retry topic of a consumer group.
+pub fn retry_topic(group: &str) -> String {
+    format!("{RETRY_PREFIX}{group}")
+}
+
+/// The dead-letter topic of a consumer group.
+pub fn dlq_topic(group: &str) -> String {
+    format!("{DLQ_PREFIX}{group}")
+}
 
 /// A topic as one broker group serves it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +47,16 @@ pub struct TopicConfig {
 
 impl TopicConfig {
     /// A read-write topic with the default queue count.
+    /// A retry or dead-letter topic, created by the broker on first use.
+    pub fn for_consumer_group_topic(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            read_queue_nums: RETRY_QUEUE_NUMS,
+            write_queue_nums: RETRY_QUEUE_NUMS,
+            perm: PERM_READ_WRITE,
+        }
+    }
+
     pub fn with_defaults(name: &str) -> Self {
         Self {
             name: name.to_string(),
@@ -99,9 +125,12 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
 /// As [`validate_name`], or a reserved prefix.
 pub fn validate_user_topic(name: &str) -> Result<(), String> {
     validate_name("topic", name)?;
-    if name.starts_with(RETRY_PREFIX) || name.starts_with(DLQ_PREFIX) {
+    if [RETRY_PREFIX, DLQ_PREFIX, SCHEDULE_TOPIC]
+        .iter()
+        .any(|reserved| name.starts_with(reserved))
+    {
         return Err(format!(
-            "topic names starting with {RETRY_PREFIX} or {DLQ_PREFIX} are reserved for the broker"
+            "topic names starting with {RETRY_PREFIX}, {DLQ_PREFIX} or {SCHEDULE_TOPIC} are reserved for the broker"
         ));
     }
     Ok(())
@@ -119,6 +148,9 @@ mod tests {
         assert!(validate_name("topic", "a/b").is_err());
         assert!(validate_name("topic", "a.b").is_err());
         assert!(validate_user_topic("%RETRY%g").is_err());
+        assert!(validate_user_topic("%DLQ%g").is_err());
+        assert!(validate_user_topic("%SCHEDULE%").is_err());
+        assert!(validate_user_topic("a%RETRY%").is_ok());
         assert!(validate_name("topic", "%RETRY%g").is_ok());
     }
 

@@ -85,6 +85,7 @@ fn sent(count: usize) -> serde_json::Value {
         queue_offset: 0,
         commit_log_offset: 0,
         store_timestamp: 0,
+        deliver_timestamp: None,
     };
     serde_json::to_value(SendResponse {
         results: vec![result; count],

@@ -1,6 +1,6 @@
-//! [`PushConsumer`]: a member of a consumer group in clustering mode.
+//! [`PushConsumer`]: a member of a consumer group.
 //!
-//! It heartbeats to the group's coordinator every `heartbeat_interval`, pulls the
+//! **Clustering mode** (the default): it heartbeats to the group's coordinator every `heartbeat_interval`, pulls the
 //! queues it is assigned with long polling, hands every message to the handler in
 //! queue order, and commits the queue's offset after each handled batch. When a
 //! queue is taken away (another member joined, or left and came back), the worker
@@ -12,6 +12,18 @@
 //!
 //! Delivery is at least once: a handler that crashes the process before its batch
 //! is committed sees the batch again on restart (or another member does).
+//!
+//! A handler that answers [`ConsumeResult::RetryLater`] gives the message back
+//! (`POST /v1/groups/{group}/retry`) before the batch is committed: the broker
+//! brings it again through the group's retry topic `%RETRY%{group}` after a growing
+//! delay — members subscribe to it automatically, and see such a message under its
+//! original topic — and moves it to `%DLQ%{group}` after the broker's
+//! `max_reconsume_times`.
+//!
+//! **Broadcasting mode**: every member reads every queue of its topics (found from
+//! the routes) and keeps its offsets itself ([`PushConsumer::offsets`], seeded by
+//! [`ConsumerOptions::initial_offsets`]); nothing is committed on the broker and,
+//! as in RocketMQ, a message the handler asks to retry is not redelivered.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,6 +37,41 @@ use tracing::{debug, warn};
 use super::broker_client::BrokerClient;
 use super::endpoints::{CommitMode, GroupQueue, PullOptions};
 use crate::api::{HeartbeatRequest, MessageView, OwnedQueue};
+use crate::consumer::retry::PROPERTY_RETRY_TOPIC;
+use crate::topic::{retry_topic, RETRY_PREFIX};
+
+/// What the handler made of a message (RocketMQ's `ConsumeConcurrentlyStatus`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConsumeResult {
+    Success,
+    /// Give it back: it comes again later through the retry topic.
+    RetryLater,
+}
+
+/// A handler returning `()` always succeeds.
+impl From<()> for ConsumeResult {
+    fn from((): ()) -> Self {
+        Self::Success
+    }
+}
+
+/// How the members of a group share the messages.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MessageModel {
+    /// Each queue has one member at a time; offsets are kept by the broker.
+    Clustering,
+    /// Every member reads everything; offsets are kept by each member.
+    Broadcasting,
+}
+
+/// Where a queue without a known offset starts.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConsumeFrom {
+    /// At its oldest message still stored.
+    First,
+    /// At its end: only messages stored from now on.
+    Last,
+}
 
 /// How a [`PushConsumer`] behaves.
 #[derive(Clone, Debug)]
@@ -41,6 +88,12 @@ pub struct ConsumerOptions {
     pub member_expiry: Duration,
     /// Pull batch size, long-poll wait and tag filter.
     pub pull: PullOptions,
+    pub model: MessageModel,
+    /// Where a queue without a committed (or, broadcasting, local) offset starts.
+    pub consume_from: ConsumeFrom,
+    /// Broadcasting: offsets to resume from (as [`PushConsumer::offsets`] gave
+    /// them before a restart).
+    pub initial_offsets: BTreeMap<GroupQueue, u64>,
 }
 
 impl ConsumerOptions {
@@ -56,9 +109,23 @@ impl ConsumerOptions {
                 max_wait_ms: 1000,
                 tags: None,
             },
+            model: MessageModel::Clustering,
+            consume_from: ConsumeFrom::First,
+            initial_offsets: BTreeMap::new(),
         }
     }
+
+    /// The topics a clustering member subscribes to: its own and the group's retry
+    /// topic.
+    fn subscribed_topics(&self) -> Vec<String> {
+        let mut topics = self.topics.clone();
+        topics.push(retry_topic(&self.group));
+        topics
+    }
 }
+
+/// Offsets a broadcasting member keeps itself.
+type LocalOffsets = Arc<std::sync::Mutex<BTreeMap<GroupQueue, u64>>>;
 
 struct Worker {
     stop: watch::Sender<bool>,
@@ -72,30 +139,60 @@ pub struct PushConsumer {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     assigned: watch::Receiver<Vec<GroupQueue>>,
+    local_offsets: LocalOffsets,
 }
 
 impl PushConsumer {
     /// Starts the member; `handler` is called for every message, one queue's
-    /// messages in order.
-    pub fn start<H, Fut>(client: BrokerClient, options: ConsumerOptions, handler: H) -> Self
+    /// messages in order. It returns `()` (success) or a [`ConsumeResult`].
+    pub fn start<H, Fut, R>(client: BrokerClient, options: ConsumerOptions, handler: H) -> Self
     where
         H: Fn(MessageView) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Into<ConsumeResult> + Send + 'static,
     {
         let (stop, stopped) = watch::channel(false);
         let (assigned_tx, assigned) = watch::channel(Vec::new());
-        let handler = Arc::new(handler);
-        let task = tokio::spawn(run(client, options, handler, stopped, assigned_tx));
+        let handler: Handler = Arc::new(move |message| {
+            let outcome = handler(message);
+            Box::pin(async move { outcome.await.into() })
+        });
+        let local_offsets: LocalOffsets =
+            Arc::new(std::sync::Mutex::new(options.initial_offsets.clone()));
+        let task = match options.model {
+            MessageModel::Clustering => {
+                tokio::spawn(run(client, options, handler, stopped, assigned_tx))
+            }
+            MessageModel::Broadcasting => tokio::spawn(run_broadcasting(
+                client,
+                options,
+                handler,
+                stopped,
+                assigned_tx,
+                Arc::clone(&local_offsets),
+            )),
+        };
         Self {
             stop,
             task,
             assigned,
+            local_offsets,
         }
     }
 
     /// The queues this member consumes now.
     pub fn assigned(&self) -> Vec<GroupQueue> {
         self.assigned.borrow().clone()
+    }
+
+    /// Broadcasting: the next offset of every queue read so far (persist them and
+    /// pass them as [`ConsumerOptions::initial_offsets`] to resume after a
+    /// restart). Empty in clustering mode, where the broker keeps them.
+    pub fn offsets(&self) -> BTreeMap<GroupQueue, u64> {
+        self.local_offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Stops pulling, commits every queue's offset, and tells the coordinator it
@@ -108,16 +205,20 @@ impl PushConsumer {
     }
 }
 
-async fn run<H, Fut>(
+/// The handler, type-erased.
+type Handler = Arc<
+    dyn Fn(MessageView) -> std::pin::Pin<Box<dyn Future<Output = ConsumeResult> + Send>>
+        + Send
+        + Sync,
+>;
+
+async fn run(
     client: BrokerClient,
     options: ConsumerOptions,
-    handler: Arc<H>,
+    handler: Handler,
     mut stopped: watch::Receiver<bool>,
     assigned_tx: watch::Sender<Vec<GroupQueue>>,
-) where
-    H: Fn(MessageView) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+) {
     let mut workers: BTreeMap<GroupQueue, Worker> = BTreeMap::new();
     let mut last_ok = Instant::now();
     loop {
@@ -127,7 +228,7 @@ async fn run<H, Fut>(
             topics: if stopping {
                 Vec::new()
             } else {
-                options.topics.clone()
+                options.subscribed_topics()
             },
             owned: workers
                 .iter()
@@ -196,7 +297,16 @@ async fn run<H, Fut>(
                         continue;
                     }
                 };
-                let start = committed.unwrap_or(0).max(hint.unwrap_or(0));
+                let start = match (committed, hint) {
+                    (Some(committed), hint) => committed.max(hint.unwrap_or(0)),
+                    (None, Some(hint)) => hint,
+                    (None, None) => {
+                        match initial_offset(&client, &queue, options.consume_from).await {
+                            Some(offset) => offset,
+                            None => continue,
+                        }
+                    }
+                };
                 workers.insert(
                     queue.clone(),
                     spawn_worker(
@@ -205,6 +315,7 @@ async fn run<H, Fut>(
                         queue,
                         start,
                         Arc::clone(&handler),
+                        None,
                     ),
                 );
             }
@@ -230,17 +341,148 @@ async fn release(workers: &mut BTreeMap<GroupQueue, Worker>, pred: impl Fn(&Grou
     }
 }
 
-fn spawn_worker<H, Fut>(
+/// Where a queue without a stored offset starts; `None` if its offsets cannot be
+/// read now.
+async fn initial_offset(
+    client: &BrokerClient,
+    queue: &GroupQueue,
+    from: ConsumeFrom,
+) -> Option<u64> {
+    if from == ConsumeFrom::First {
+        // The broker answers OFFSET_TOO_SMALL below the minimum and the worker
+        // moves up to it.
+        return Some(0);
+    }
+    match client.queues(&queue.topic).await {
+        Ok(queues) => queues
+            .queues
+            .iter()
+            .find(|q| q.queue_id == queue.queue_id && q.group == queue.group)
+            .map(|q| q.max_offset),
+        Err(e) => {
+            debug!(error = %e, ?queue, "reading the queue's offsets failed; next round");
+            None
+        }
+    }
+}
+
+/// Broadcasting: read every queue of the topics, keep offsets here.
+async fn run_broadcasting(
+    client: BrokerClient,
+    options: ConsumerOptions,
+    handler: Handler,
+    mut stopped: watch::Receiver<bool>,
+    assigned_tx: watch::Sender<Vec<GroupQueue>>,
+    offsets: LocalOffsets,
+) {
+    let mut workers: BTreeMap<GroupQueue, Worker> = BTreeMap::new();
+    loop {
+        if *stopped.borrow() {
+            release(&mut workers, |_| true).await;
+            let _ = assigned_tx.send(Vec::new());
+            return;
+        }
+        for topic in &options.topics {
+            let queues = match client.queues(topic).await {
+                Ok(answer) => answer.queues,
+                Err(e) => {
+                    debug!(error = %e, topic, "listing queues failed; next round");
+                    continue;
+                }
+            };
+            for view in queues {
+                let queue = GroupQueue {
+                    topic: topic.clone(),
+                    group: view.group.clone(),
+                    queue_id: view.queue_id,
+                };
+                if workers.contains_key(&queue) {
+                    continue;
+                }
+                let known = offsets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&queue)
+                    .copied();
+                let start = known.unwrap_or(match options.consume_from {
+                    ConsumeFrom::First => view.min_offset,
+                    ConsumeFrom::Last => view.max_offset,
+                });
+                offsets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(queue.clone(), start);
+                workers.insert(
+                    queue.clone(),
+                    spawn_worker(
+                        client.clone(),
+                        options.clone(),
+                        queue,
+                        start,
+                        Arc::clone(&handler),
+                        Some(Arc::clone(&offsets)),
+                    ),
+                );
+            }
+        }
+        let _ = assigned_tx.send(workers.keys().cloned().collect());
+        tokio::select! {
+            () = tokio::time::sleep(options.heartbeat_interval) => {}
+            _ = stopped.changed() => {}
+        }
+    }
+}
+
+/// Shows a message from the retry topic under the topic it first came from.
+fn restore_topic(mut message: MessageView) -> MessageView {
+    if message.topic.starts_with(RETRY_PREFIX) {
+        if let Some(origin) = message.properties.get(PROPERTY_RETRY_TOPIC) {
+            message.topic = origin.clone();
+        }
+    }
+    message
+}
+
+/// Gives a message back until the broker took it. Gives up (at least once becomes
+/// at most once for this message) when the broker says it cannot be given back,
+/// or once stopping for longer than `member_expiry`.
+async fn give_back(
+    client: &BrokerClient,
+    options: &ConsumerOptions,
+    queue: &GroupQueue,
+    offset: u64,
+    stopped: &watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    loop {
+        match client.give_back(&options.group, queue, offset, 0).await {
+            Ok(_) => return,
+            Err(e) if e.is_not_found() || e.code() == Some("BAD_REQUEST") => {
+                warn!(error = %e, ?queue, offset, "cannot give the message back; dropping it");
+                return;
+            }
+            Err(e) if *stopped.borrow() && started.elapsed() > options.member_expiry => {
+                warn!(error = %e, ?queue, offset, "giving up giving the message back");
+                return;
+            }
+            Err(e) => {
+                debug!(error = %e, ?queue, offset, "give-back failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Pulls and handles one queue from `start`. Offsets go to the broker, or to
+/// `local` (broadcasting).
+fn spawn_worker(
     client: BrokerClient,
     options: ConsumerOptions,
     queue: GroupQueue,
     start: u64,
-    handler: Arc<H>,
-) -> Worker
-where
-    H: Fn(MessageView) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+    handler: Handler,
+    local: Option<LocalOffsets>,
+) -> Worker {
     let (stop, mut stopped) = watch::channel(false);
     let (committed_tx, committed) = watch::channel(start);
     let task = tokio::spawn(async move {
@@ -264,9 +506,28 @@ where
             };
             let next = page.next_offset;
             for message in page.messages {
-                handler(message).await;
+                let offset = message.queue_offset;
+                if handler(restore_topic(message)).await == ConsumeResult::RetryLater {
+                    if local.is_some() {
+                        warn!(
+                            ?queue,
+                            offset, "broadcasting does not retry; message dropped"
+                        );
+                    } else {
+                        give_back(&client, &options, &queue, offset, &stopped).await;
+                    }
+                }
             }
             if next == offset {
+                continue;
+            }
+            if let Some(local) = &local {
+                local
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(queue.clone(), next);
+                offset = next;
+                let _ = committed_tx.send(offset);
                 continue;
             }
             // Commit before pulling on (and before letting go): the next owner

@@ -11,8 +11,8 @@ use super::error::Result;
 use crate::api::{
     ClusterResponse, CommitOffsetRequest, CommitOffsetResponse, GroupOffsetsResponse,
     HeartbeatRequest, HeartbeatResponse, MessageView, MessagesResponse, OffsetResponse,
-    PullResponse, QueuesResponse, RouteResponse, SendRequest, SendResponse, TopicRequest,
-    TopicView, TopicsResponse,
+    PullResponse, QueuesResponse, ResetOffsetsRequest, RetryRequest, RetryResponse, RouteResponse,
+    SendRequest, SendResponse, TopicRequest, TopicView, TopicsResponse,
 };
 
 /// `GET /ready`: the node is a member of a group with a known leader.
@@ -424,6 +424,56 @@ impl BrokerClient {
     ) -> Result<HeartbeatResponse> {
         let segments = ["v1", "groups", consumer_group, "heartbeat"];
         let call = Call::write(Method::POST, &segments, Some(request))?;
+        self.execute(&call).await?.json()
+    }
+}
+
+impl BrokerClient {
+    /// `POST /v1/groups/{group}/retry`: gives the message at `queue_offset` of a
+    /// named broker group's queue back: it comes again through `%RETRY%{group}`
+    /// after the growing delay (`delay_level` 0), a chosen level (> 0), or goes to
+    /// `%DLQ%{group}` (< 0, or once reconsumed the broker's maximum).
+    ///
+    /// # Errors
+    /// `MESSAGE_NOT_FOUND` when the offset holds no message (deleted by retention),
+    /// `BAD_REQUEST` for bad names or levels, transport failures.
+    pub async fn give_back(
+        &self,
+        consumer_group: &str,
+        queue: &GroupQueue,
+        queue_offset: u64,
+        delay_level: i32,
+    ) -> Result<RetryResponse> {
+        let segments = ["v1", "groups", consumer_group, "retry"];
+        let body = RetryRequest {
+            topic: queue.topic.clone(),
+            queue_id: queue.queue_id,
+            queue_offset,
+            delay_level,
+        };
+        let mut call = Call::write(Method::POST, &segments, Some(&body))?;
+        call.query.push(("broker_group", queue.group.clone()));
+        self.execute(&call).await?.json()
+    }
+
+    /// `POST /v1/groups/{group}/offsets/reset`: moves the group's offsets of every
+    /// queue of `topic` (in every broker group) to the first message stored at or
+    /// after `timestamp_ms`.
+    ///
+    /// # Errors
+    /// `TOPIC_NOT_FOUND`, `BAD_REQUEST` for bad names, transport failures.
+    pub async fn reset_offsets(
+        &self,
+        consumer_group: &str,
+        topic: &str,
+        timestamp_ms: u64,
+    ) -> Result<GroupOffsetsResponse> {
+        let segments = ["v1", "groups", consumer_group, "offsets", "reset"];
+        let body = ResetOffsetsRequest {
+            topic: topic.to_string(),
+            timestamp: timestamp_ms,
+        };
+        let call = Call::write(Method::POST, &segments, Some(&body))?;
         self.execute(&call).await?.json()
     }
 }

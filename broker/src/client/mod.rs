@@ -9,7 +9,8 @@
 //! * [`producer`] — [`Producer`]: idempotent sends (`producer_id` + `sequence`) with
 //!   retries and backoff.
 //! * [`consumer`] — [`PushConsumer`]: a consumer-group member (heartbeat,
-//!   assigned queues, long polling, offset commits, clean hand-over).
+//!   assigned queues, long polling, offset commits, clean hand-over, retries
+//!   through the retry topic; or broadcasting with its own offsets).
 //! * [`error`] — [`ClientError`], classified as retryable and outcome-unknown.
 //! * [`options`] — [`ClientOptions`]: timeouts, pool, hops, read preference.
 //! * [`endpoint`], [`nodes`] — base URLs and endpoint URLs; the known nodes and the
@@ -43,7 +44,7 @@ pub mod options;
 pub mod producer;
 
 pub use broker_client::BrokerClient;
-pub use consumer::{ConsumerOptions, PushConsumer};
+pub use consumer::{ConsumeFrom, ConsumeResult, ConsumerOptions, MessageModel, PushConsumer};
 pub use endpoints::{CommitMode, GroupQueue, PullOptions, Readiness};
 pub use error::{ClientError, Result};
 pub use options::{ClientOptions, ReadPreference};

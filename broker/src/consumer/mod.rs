@@ -1,9 +1,15 @@
-//! The consumer side: long polling and consumer-group coordination (retry and
-//! delays come later).
+//! The consumer side: long polling, consumer-group coordination, delayed delivery
+//! and retries.
 //!
 //! # Layout
 //! * [`long_poll`] — waiting pulls and their wake-ups.
 //! * [`coordinator`] — group members by heartbeat and their queue assignments.
+//! * [`delay`] — delay levels and the schedule topic's message format.
+//! * [`scheduler`] — the leader's task that delivers delayed messages when due.
+//! * [`retry`] — a message given back: to the retry topic, or the dead-letter topic.
 
 pub mod coordinator;
+pub mod delay;
 pub mod long_poll;
+pub mod retry;
+pub mod scheduler;

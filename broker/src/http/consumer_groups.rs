@@ -1,5 +1,7 @@
-//! Consumer-group heartbeats: members register with the group's coordinator and
-//! learn their queues (see [`crate::consumer::coordinator`]).
+//! Consumer-group endpoints beyond offset commits: heartbeats (members register with
+//! the group's coordinator and learn their queues, see
+//! [`crate::consumer::coordinator`]), giving a message back (retry and dead letter,
+//! see [`crate::consumer::retry`]) and resetting offsets to a time.
 
 use std::sync::Arc;
 
@@ -7,16 +9,22 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::data_plane::{local_group_offsets, rejection_error, topic_config};
 use super::error::parse_json;
 use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
-use super::groups::{self, BrokerGroupParam, Target};
-use crate::api::HeartbeatRequest;
+use super::groups::{self, BrokerGroupParam, Choice, Target};
+use crate::api::{
+    GroupOffsetsResponse, HeartbeatRequest, ResetOffsetsRequest, RetryRequest, RetryResponse,
+};
 use crate::consumer::coordinator::QueueRef;
-use crate::error::ApiError;
+use crate::consumer::retry::{self, Request};
+use crate::error::{ApiError, ErrorCode};
 use crate::node::Node;
 use crate::producer::group_hash;
-use crate::topic::validate_name;
+use crate::raft::command::{Command, CommandResponse, OffsetCommit, SendCommand};
+use crate::storage::{now_ms, PullStatus, QueueId, QueueOffset, TagFilter};
+use crate::topic::{retry_topic, validate_name, TopicConfig};
 
 /// Most topics one member may subscribe to in a heartbeat.
 const MAX_TOPICS: usize = 256;
@@ -104,4 +112,241 @@ pub async fn heartbeat(
             Json(answer).into_response()
         }
     }
+}
+
+/// `POST /v1/groups/{group}/retry` `{"topic": "t", "queue_id": 0, "queue_offset": 42}`:
+/// gives a message back. The broker group that owns the queue (`?broker_group=`
+/// when several serve the topic) stores a copy in `%RETRY%{group}` after the
+/// growing delay, or in `%DLQ%{group}` once it was reconsumed
+/// `consumer.max_reconsume_times` times. At least once: a give-back repeated after
+/// a lost answer stores a second copy.
+pub async fn give_back(
+    State(node): State<Arc<Node>>,
+    ApiPath(group): ApiPath<String>,
+    ApiQuery(param): ApiQuery<BrokerGroupParam>,
+    request: WriteRequest,
+) -> Response {
+    let body = (|| -> Result<RetryRequest, ApiError> {
+        validate_name("group", &group).map_err(ApiError::bad_request)?;
+        // The retry topic's name must be a valid name too.
+        validate_name("group", &retry_topic(&group)).map_err(|_| {
+            ApiError::bad_request(format!(
+                "group `{group}` is too long for its retry topic `{}`",
+                retry_topic(&group)
+            ))
+        })?;
+        let body: RetryRequest = parse_json(&request.body)?;
+        validate_name("topic", &body.topic).map_err(ApiError::bad_request)?;
+        Ok(body)
+    })();
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    match groups::resolve(
+        &node,
+        &body.topic,
+        param.broker_group.as_deref(),
+        Choice::Unique,
+    ) {
+        Ok(Target::Local) => {}
+        Ok(Target::Remote(route)) => {
+            return forward::to_group(&node, request, &route, "broker_group").await
+        }
+        Err(e) => return e.into_response(),
+    }
+    if !node.is_leader() {
+        return forward::to_leader(&node, request, None).await;
+    }
+    let command = match give_back_command(&node, &group, &body) {
+        Ok(command) => command,
+        Err(e) => return e.into_response(),
+    };
+    let topic = command.topic.clone();
+    let draft = &command.messages[0];
+    let (msg_id, reconsume_times) = (draft.msg_id.to_string(), draft.reconsume_times);
+    let due = draft
+        .properties
+        .get(crate::consumer::delay::PROPERTY_DELIVER_TIME_MS)
+        .and_then(|due| due.parse().ok());
+    match node.propose(Command::Send(command)).await {
+        Ok(CommandResponse::Sent(_)) => Json(RetryResponse {
+            msg_id,
+            dead_letter: due.is_none(),
+            topic,
+            reconsume_times,
+            deliver_timestamp: due,
+            broker_group: node.group().to_string(),
+        })
+        .into_response(),
+        Ok(CommandResponse::Rejected(rejection)) => rejection_error(rejection).into_response(),
+        Ok(other) => {
+            ApiError::internal(format!("unexpected answer to a give-back: {other}")).into_response()
+        }
+        Err(e) if e.code == ErrorCode::NotLeader => {
+            forward::to_leader(&node, request, e.leader).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Reads the given-back message and builds the send of its copy.
+fn give_back_command(
+    node: &Node,
+    group: &str,
+    body: &RetryRequest,
+) -> Result<SendCommand, ApiError> {
+    let config = topic_config(node, &body.topic)?;
+    if body.queue_id >= config.read_queue_nums.max(config.write_queue_nums) {
+        return Err(ApiError::bad_request(format!(
+            "queue {} does not exist in `{}`",
+            body.queue_id, body.topic
+        )));
+    }
+    let levels = node.sender.delay_levels();
+    let request = match body.delay_level {
+        0 => Request::Default,
+        level if level < 0 => Request::DeadLetter,
+        level if level as u32 > levels.max_level() => {
+            return Err(ApiError::bad_request(format!(
+                "delay_level must be at most {}, got {level}",
+                levels.max_level()
+            )))
+        }
+        level => Request::Level(level as u32),
+    };
+    let page = node
+        .shared
+        .store
+        .pull(
+            &body.topic,
+            QueueId(body.queue_id),
+            QueueOffset(body.queue_offset),
+            1,
+            &TagFilter::All,
+        )
+        .map_err(|e| ApiError::internal(format!("reading the message: {e}")))?;
+    let message = page
+        .messages
+        .into_iter()
+        .find(|m| m.queue_offset.0 == body.queue_offset)
+        .ok_or_else(|| {
+            let why = match page.status {
+                PullStatus::OffsetTooSmall => "deleted by retention",
+                _ => "beyond the queue's end",
+            };
+            ApiError::new(
+                ErrorCode::MessageNotFound,
+                format!(
+                    "no message at offset {} of {}/{}: {why}",
+                    body.queue_offset, body.topic, body.queue_id
+                ),
+            )
+        })?;
+    let plan = retry::give_back(
+        message,
+        group,
+        request,
+        node.config.consumer.max_reconsume_times,
+        levels,
+        now_ms(),
+    );
+    Ok(SendCommand {
+        create_if_missing: Some(TopicConfig::for_consumer_group_topic(&plan.topic)),
+        topic: plan.topic,
+        messages: vec![plan.draft],
+    })
+}
+
+/// `POST /v1/groups/{group}/offsets/reset` `{"topic": "t", "timestamp": MS}`: moves
+/// the group's offset of every queue of the topic, in every broker group serving
+/// it (or the one `?broker_group=` names), to the first message stored at or after
+/// the time — backwards or forwards. Members running meanwhile commit over it: stop
+/// them first, as with RocketMQ's offline reset.
+pub async fn reset_offsets(
+    State(node): State<Arc<Node>>,
+    ApiPath(group): ApiPath<String>,
+    ApiQuery(param): ApiQuery<BrokerGroupParam>,
+    request: WriteRequest,
+) -> Result<Json<GroupOffsetsResponse>, ApiError> {
+    validate_name("group", &group).map_err(ApiError::bad_request)?;
+    let body: ResetOffsetsRequest = parse_json(&request.body)?;
+    validate_name("topic", &body.topic).map_err(ApiError::bad_request)?;
+    let serving = groups::serving(&node, &body.topic, param.broker_group.as_deref())?;
+    if serving.is_empty() {
+        return Err(ApiError::topic_not_found(&body.topic));
+    }
+    let mut offsets = Vec::new();
+    for route in serving {
+        let response = if route.is_local() {
+            reset_here(&node, &group, &body, request.clone()).await
+        } else {
+            forward::to_group(&node, request.clone(), &route, "broker_group").await
+        };
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
+            .await
+            .map_err(|e| ApiError::internal(format!("reading an answer: {e}")))?;
+        if !status.is_success() {
+            let error: crate::api::ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
+                ApiError::unavailable(format!("group `{}` answered {status}", route.group))
+            })?;
+            let code = ErrorCode::from_word(&error.code).unwrap_or(ErrorCode::Unavailable);
+            return Err(ApiError::new(
+                code,
+                format!("group `{}`: {}", route.group, error.message),
+            ));
+        }
+        let answer: GroupOffsetsResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::unavailable(format!("group `{}` answered badly: {e}", route.group))
+        })?;
+        offsets.extend(answer.offsets);
+    }
+    Ok(Json(GroupOffsetsResponse { group, offsets }))
+}
+
+/// Resets the offsets kept by this node's broker group (through its leader).
+async fn reset_here(
+    node: &Node,
+    group: &str,
+    body: &ResetOffsetsRequest,
+    mut request: WriteRequest,
+) -> Response {
+    let config = match topic_config(node, &body.topic) {
+        Ok(config) => config,
+        Err(e) => return e.into_response(),
+    };
+    if !node.is_leader() {
+        // For this broker group only: the leader must not fan out again.
+        request.path_and_query =
+            forward::with_param(&request.path_and_query, "broker_group", node.group());
+        return forward::to_leader(node, request, None).await;
+    }
+    let queues = config.read_queue_nums.max(config.write_queue_nums);
+    for queue_id in 0..queues {
+        let offset =
+            node.shared
+                .store
+                .offset_by_timestamp(&body.topic, QueueId(queue_id), body.timestamp);
+        let commit = OffsetCommit {
+            group: group.to_string(),
+            topic: body.topic.clone(),
+            queue_id: QueueId(queue_id),
+            offset,
+            force: true,
+        };
+        match node.propose(Command::CommitOffset(commit)).await {
+            Ok(CommandResponse::OffsetCommitted { .. }) => {}
+            Ok(other) => {
+                return ApiError::internal(format!("unexpected answer to a reset: {other}"))
+                    .into_response()
+            }
+            Err(e) => return e.into_response(),
+        }
+    }
+    Json(GroupOffsetsResponse {
+        group: group.to_string(),
+        offsets: local_group_offsets(node, group, Some(&body.topic)),
+    })
+    .into_response()
 }

@@ -23,13 +23,14 @@ use crate::api::{
     MessagesResponse, OffsetResponse, PullResponse, QueueView, QueuesResponse, SendRequest,
     SendResponse, SendResultView,
 };
+use crate::consumer::delay;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::producer::{group_hash, group_hash_of};
 use crate::raft::command::{Command, CommandResponse, OffsetCommit, Rejection};
 use crate::storage::{MessageId, PullStatus, QueueId, QueueOffset, StoredMessage, TagFilter};
-use crate::topic::{validate_name, TopicConfig};
+use crate::topic::{validate_name, TopicConfig, SCHEDULE_TOPIC};
 
 /// Longest a pull may be held (API: `max_wait_ms` ≤ 30000).
 pub const MAX_WAIT_MS: u64 = 30_000;
@@ -113,6 +114,19 @@ pub async fn send(
     };
     let body_bytes: u64 = command.messages.iter().map(|m| m.body.len() as u64).sum();
     let count = command.messages.len() as u64;
+    // Per message: the topic it is stored in now, and when a delayed one is due.
+    let placed: Vec<(String, Option<u64>)> = command
+        .messages
+        .iter()
+        .map(|m| {
+            let due = m
+                .properties
+                .get(delay::PROPERTY_DELIVER_TIME_MS)
+                .and_then(|due| due.parse().ok())
+                .filter(|_| m.topic == SCHEDULE_TOPIC);
+            (m.topic.clone(), due)
+        })
+        .collect();
     match node.propose(Command::Send(command)).await {
         Ok(CommandResponse::Sent(results)) => {
             Metrics::add(&node.metrics.messages_in_total, count);
@@ -120,13 +134,15 @@ pub async fn send(
             Json(SendResponse {
                 results: results
                     .into_iter()
-                    .map(|r| SendResultView {
+                    .zip(placed)
+                    .map(|(r, (stored_in, due))| SendResultView {
                         msg_id: r.msg_id.to_string(),
-                        topic: topic.clone(),
+                        topic: stored_in,
                         queue_id: r.queue_id.0,
                         queue_offset: r.queue_offset.0,
                         commit_log_offset: r.commit_log_offset,
                         store_timestamp: r.store_timestamp_ms,
+                        deliver_timestamp: due,
                     })
                     .collect(),
                 group: node.group().to_string(),
@@ -609,7 +625,10 @@ pub async fn group_offsets(
 }
 
 /// The consumer group's committed offsets kept by this node's broker group.
-fn local_group_offsets(node: &Node, group: &str, topic: Option<&str>) -> Vec<GroupOffsetView> {
+///
+/// An offset below the queue's minimum (its messages deleted by retention) is
+/// reported as the minimum: that is where the group resumes.
+pub fn local_group_offsets(node: &Node, group: &str, topic: Option<&str>) -> Vec<GroupOffsetView> {
     let committed: Vec<(String, QueueId, QueueOffset)> = node
         .shared
         .state()
@@ -621,18 +640,19 @@ fn local_group_offsets(node: &Node, group: &str, topic: Option<&str>) -> Vec<Gro
     committed
         .into_iter()
         .map(|(topic, queue_id, offset)| {
-            let max = node
+            let (min, max) = node
                 .shared
                 .store
                 .queue_offsets(&topic, queue_id)
-                .map_or(0, |(_, max)| max.0);
+                .map_or((0, 0), |(min, max)| (min.0, max.0));
+            let offset = offset.0.max(min);
             GroupOffsetView {
                 group: node.group().to_string(),
                 topic,
                 queue_id: queue_id.0,
-                offset: offset.0,
+                offset,
                 max_offset: max,
-                lag: max.saturating_sub(offset.0),
+                lag: max.saturating_sub(offset),
             }
         })
         .collect()

@@ -53,6 +53,11 @@ pub fn router(node: Arc<Node>) -> Router {
             "/v1/groups/{group}/heartbeat",
             post(consumer_groups::heartbeat),
         )
+        .route("/v1/groups/{group}/retry", post(consumer_groups::give_back))
+        .route(
+            "/v1/groups/{group}/offsets/reset",
+            post(consumer_groups::reset_offsets),
+        )
         .route(
             "/v1/topics/{topic}",
             put(control_plane::put_topic)

@@ -28,6 +28,33 @@ pub enum Command {
     DeleteTopic { topic: String },
     /// Commit a consumer group's offset for a queue.
     CommitOffset(OffsetCommit),
+    /// Move due messages from a schedule-topic queue to their real topics.
+    Deliver(DeliverCommand),
+}
+
+/// Delayed messages that are due, read by the leader from one schedule-topic queue.
+///
+/// Applied only if the queue's delivered offset is still `from` (compare and set),
+/// so a repeated proposal — a retry, or a new leader reading a stale offset —
+/// changes nothing: every scheduled message is delivered exactly once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverCommand {
+    /// The schedule-topic queue (delay level - 1).
+    pub queue_id: QueueId,
+    /// Its delivered offset this delivery starts from.
+    pub from: QueueOffset,
+    /// Its delivered offset afterwards (past messages skipped as undeliverable too).
+    pub next: QueueOffset,
+    /// The messages to store, each with the time it was due: apply refuses a batch
+    /// holding a message stored before it is due.
+    pub messages: Vec<DueMessage>,
+}
+
+/// One delayed message, ready for its real topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueMessage {
+    pub due_ms: u64,
+    pub message: MessageDraft,
 }
 
 /// A batch of messages, fixed by the leader.
@@ -86,6 +113,12 @@ pub enum CommandResponse {
         offset: QueueOffset,
     },
     Rejected(Rejection),
+    /// Scheduled messages moved to their topics (`skipped` named a topic or queue
+    /// that no longer exists).
+    Delivered {
+        delivered: usize,
+        skipped: usize,
+    },
     /// Blank and membership entries.
     Applied,
 }
@@ -100,6 +133,12 @@ pub enum ControlRecord {
     UpsertTopic(TopicConfig),
     DeleteTopic(String),
     CommitOffset(OffsetCommit),
+    /// A schedule-topic queue delivered up to `next` (written with the messages it
+    /// delivered, in the same entry).
+    ScheduleProgress {
+        queue_id: QueueId,
+        next: QueueOffset,
+    },
 }
 
 /// Version byte in front of every control record payload.
@@ -144,6 +183,13 @@ impl fmt::Display for Command {
                 "commit offset {} of {}/{}/{}",
                 c.offset, c.group, c.topic, c.queue_id
             ),
+            Self::Deliver(d) => write!(
+                f,
+                "deliver {} scheduled messages of queue {} from {}",
+                d.messages.len(),
+                d.queue_id,
+                d.from
+            ),
         }
     }
 }
@@ -156,6 +202,9 @@ impl fmt::Display for CommandResponse {
             Self::TopicDeleted { existed } => write!(f, "topic deleted (existed: {existed})"),
             Self::OffsetCommitted { offset } => write!(f, "offset {offset}"),
             Self::Rejected(r) => write!(f, "rejected: {r:?}"),
+            Self::Delivered { delivered, skipped } => {
+                write!(f, "delivered {delivered}, skipped {skipped}")
+            }
             Self::Applied => f.write_str("applied"),
         }
     }

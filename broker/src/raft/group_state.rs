@@ -37,6 +37,9 @@ pub struct OffsetKey {
 pub struct GroupState {
     pub topics: BTreeMap<String, TopicConfig>,
     pub consumer_offsets: BTreeMap<OffsetKey, QueueOffset>,
+    /// Per schedule-topic queue, the offset up to which its delayed messages were
+    /// delivered (RocketMQ's `delayOffset.json`, replicated here).
+    pub schedule_offsets: BTreeMap<QueueId, QueueOffset>,
     pub producers: ProducerTable,
     pub membership: StoredMembership,
     /// The last log id folded in.
@@ -134,8 +137,9 @@ impl ProducerTable {
     }
 }
 
-/// Version byte of an encoded [`GroupState`].
-const STATE_FORMAT_V1: u8 = 1;
+/// Version byte of an encoded [`GroupState`]. Version 1 (before schedule offsets)
+/// was never released; it is refused rather than guessed at.
+const STATE_FORMAT_V2: u8 = 2;
 
 impl GroupState {
     /// Commits a consumer offset; returns the offset stored afterwards. A lower
@@ -154,6 +158,14 @@ impl GroupState {
         *stored
     }
 
+    /// The offset up to which a schedule-topic queue was delivered.
+    pub fn schedule_offset(&self, queue_id: QueueId) -> QueueOffset {
+        self.schedule_offsets
+            .get(&queue_id)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// Applies a control record's change.
     pub fn apply_control(&mut self, record: &ControlRecord) {
         match record {
@@ -168,6 +180,9 @@ impl GroupState {
             }
             ControlRecord::CommitOffset(commit) => {
                 self.commit_offset(commit);
+            }
+            ControlRecord::ScheduleProgress { queue_id, next } => {
+                self.schedule_offsets.insert(*queue_id, *next);
             }
         }
     }
@@ -208,7 +223,7 @@ impl GroupState {
 
     /// Encodes the state: a version byte, then bincode (standard config).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![STATE_FORMAT_V1];
+        let mut out = vec![STATE_FORMAT_V2];
         bincode::serde::encode_into_std_write(self, &mut out, bincode::config::standard())
             .expect("encoding into a Vec cannot fail");
         out
@@ -220,7 +235,7 @@ impl GroupState {
     /// An unknown version or undecodable bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         match bytes.split_first() {
-            Some((&STATE_FORMAT_V1, rest)) => {
+            Some((&STATE_FORMAT_V2, rest)) => {
                 let (mut state, _): (Self, usize) =
                     bincode::serde::decode_from_slice(rest, bincode::config::standard())
                         .map_err(|e| format!("undecodable group state: {e}"))?;

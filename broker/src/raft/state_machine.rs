@@ -22,14 +22,19 @@ use openraft::{EntryPayload, OptionalSend};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::command::{Command, CommandResponse, ControlRecord, Rejection, SendCommand, SendResult};
+use super::command::{
+    Command, CommandResponse, ControlRecord, DeliverCommand, Rejection, SendCommand, SendResult,
+};
 use super::group_state::{DedupCheck, GroupState};
 use super::snapshot::{CommitLogSnapshot, SnapshotFiles};
 use super::type_config::{log_ref, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::consumer::delay::{self, MAX_DELAY_LEVELS};
 use crate::consumer::long_poll::PollWaiters;
 use crate::storage::{
-    Appended, CommitLogOffset, MessageStore, QueueId, RaftLogRef, RecordInput, StoreError,
+    Appended, CommitLogOffset, MessageDraft, MessageStore, QueueId, RaftLogRef, RecordInput,
+    StoreError,
 };
+use crate::topic::SCHEDULE_TOPIC;
 
 /// Snapshot bytes are copied into the CommitLog in pieces of this size.
 const INSTALL_CHUNK_BYTES: usize = 4 << 20;
@@ -208,7 +213,84 @@ impl BrokerStateMachine {
                 let offset = self.shared.state_mut().commit_offset(commit);
                 Ok(CommandResponse::OffsetCommitted { offset })
             }
+            Command::Deliver(deliver) => self.apply_deliver(raft, deliver),
         }
+    }
+
+    /// Moves due scheduled messages to their topics and advances the schedule
+    /// queue's delivered offset, in one entry — only if that offset is still the
+    /// one the leader read, so no message is delivered twice.
+    fn apply_deliver(
+        &self,
+        raft: RaftLogRef,
+        deliver: &DeliverCommand,
+    ) -> io::Result<CommandResponse> {
+        let store_ms = deliver
+            .messages
+            .first()
+            .map_or(0, |m| m.message.store_timestamp_ms);
+        let deliverable: Vec<&MessageDraft> = {
+            let state = self.shared.state();
+            let current = state.schedule_offset(deliver.queue_id);
+            if current != deliver.from || deliver.next < deliver.from {
+                drop(state);
+                return self.reject(
+                    raft,
+                    Rejection::Invalid(format!(
+                        "stale delivery of schedule queue {} from {} (delivered up to {current})",
+                        deliver.queue_id, deliver.from
+                    )),
+                );
+            }
+            if let Some(early) = deliver
+                .messages
+                .iter()
+                .find(|m| m.message.store_timestamp_ms < m.due_ms)
+            {
+                let reason = format!(
+                    "message {} is due at {}, not at {}",
+                    early.message.msg_id, early.due_ms, early.message.store_timestamp_ms
+                );
+                drop(state);
+                return self.reject(raft, Rejection::Invalid(reason));
+            }
+            // A topic deleted (or shrunk) while its messages waited: they are dropped,
+            // the same way on every replica.
+            deliver
+                .messages
+                .iter()
+                .map(|m| &m.message)
+                .filter(|m| {
+                    state
+                        .topics
+                        .get(&m.topic)
+                        .is_some_and(|config| m.queue_id.0 < config.write_queue_nums)
+                })
+                .collect()
+        };
+        let progress = ControlRecord::ScheduleProgress {
+            queue_id: deliver.queue_id,
+            next: deliver.next,
+        };
+        let payload = progress.encode();
+        let mut records = Vec::with_capacity(deliverable.len() + 1);
+        records.push(RecordInput::Control {
+            payload: &payload,
+            store_timestamp_ms: store_ms,
+        });
+        records.extend(deliverable.iter().map(|m| RecordInput::Message(m)));
+        self.shared
+            .store
+            .append_entry(raft, &records)
+            .map_err(io_error)?;
+        for message in &deliverable {
+            self.shared.waiters.wake(&message.topic, message.queue_id);
+        }
+        self.shared.state_mut().apply_control(&progress);
+        Ok(CommandResponse::Delivered {
+            delivered: deliverable.len(),
+            skipped: deliver.messages.len() - deliverable.len(),
+        })
     }
 
     /// Stores a batch: checks the topic, answers retries of an idempotent producer
@@ -233,14 +315,19 @@ impl BrokerStateMachine {
                     Rejection::NoPermission(format!("topic {} is not writable", send.topic)),
                 );
             }
-            if let Some(bad) = send
-                .messages
-                .iter()
-                .find(|m| m.queue_id.0 >= config.write_queue_nums || m.topic != send.topic)
-            {
+            // A message goes to the topic, or to the schedule topic on its way there.
+            let misplaced = |m: &MessageDraft| {
+                if m.topic == SCHEDULE_TOPIC {
+                    m.queue_id.0 as usize >= MAX_DELAY_LEVELS
+                        || delay::real_topic(m) != Some(send.topic.as_str())
+                } else {
+                    m.topic != send.topic || m.queue_id.0 >= config.write_queue_nums
+                }
+            };
+            if let Some(bad) = send.messages.iter().find(|m| misplaced(m)) {
                 let reason = format!(
-                    "queue {} is not a write queue of topic {} ({} write queues)",
-                    bad.queue_id, send.topic, config.write_queue_nums
+                    "queue {} of {} is not a write queue of topic {} ({} write queues)",
+                    bad.queue_id, bad.topic, send.topic, config.write_queue_nums
                 );
                 drop(state);
                 return self.reject(raft, Rejection::Invalid(reason));
@@ -335,10 +422,11 @@ impl BrokerStateMachine {
         }
         let mut woken: Vec<QueueId> = Vec::new();
         for i in &new_indexes {
-            let queue = send.messages[*i].queue_id;
-            if !woken.contains(&queue) {
-                woken.push(queue);
-                self.shared.waiters.wake(&send.topic, queue);
+            let message = &send.messages[*i];
+            // Nobody long-polls the schedule topic.
+            if message.topic == send.topic && !woken.contains(&message.queue_id) {
+                woken.push(message.queue_id);
+                self.shared.waiters.wake(&send.topic, message.queue_id);
             }
         }
         for (i, first) in duplicate_of.iter().enumerate() {

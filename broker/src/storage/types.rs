@@ -42,6 +42,8 @@ pub struct RaftLogRef {
 }
 
 /// A 128-bit message id, fixed by the leader before proposing, unique per message.
+/// A delayed, retried or dead-lettered message keeps its id in the topic it moves to
+/// (as RocketMQ keeps its `UNIQ_KEY`), so one id may name several records: its path.
 #[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MessageId(pub [u8; 16]);
 
