@@ -40,7 +40,6 @@ pub async fn run(
     );
     let leader_log = tokio::spawn(log_leadership(Arc::clone(&node)));
     let registrar = tokio::spawn(crate::control::registrar::run(Arc::clone(&node)));
-    let scheduler = tokio::spawn(crate::consumer::scheduler::run(Arc::clone(&node)));
     // Small answers (acks, Raft RPC replies) must not wait for Nagle's algorithm;
     // axum leaves it on.
     let listener = listener.tap_io(|stream| {
@@ -57,7 +56,6 @@ pub async fn run(
     .context("HTTP server");
     leader_log.abort();
     registrar.abort();
-    scheduler.abort();
     stop(node).await;
     served
 }
@@ -117,6 +115,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
     .context("starting Raft")?;
     let node = Arc::new(Node::new(config, raft, shared)?);
     bootstrap(&node).await?;
+    // Part of the node wherever it is embedded; ends when the node is dropped.
+    tokio::spawn(crate::consumer::scheduler::run(Arc::downgrade(&node)));
     Ok(node)
 }
 

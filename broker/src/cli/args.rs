@@ -133,6 +133,9 @@ pub struct SendArgs {
     /// Send to this broker group (default: the receiving node's, or in turn).
     #[arg(long)]
     pub group: Option<String>,
+    /// Deliver later: delay level 1-18 (1s 5s 10s 30s 1m 2m ... 2h by default).
+    #[arg(long)]
+    pub delay_level: Option<u32>,
 }
 
 /// Parses `KEY=VALUE`.
@@ -203,6 +206,28 @@ pub enum GroupCommand {
     /// Move a consumer group's offsets to the first message stored at or after a
     /// time (or to the earliest / latest offset) in every queue of a topic.
     Reset(GroupResetArgs),
+    /// Give a message back: it comes again through %RETRY%<group> after a growing
+    /// delay, or goes to %DLQ%<group> (--dead-letter, or after 16 give-backs).
+    Retry(GroupRetryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GroupRetryArgs {
+    /// The consumer group.
+    pub group: String,
+    pub topic: String,
+    pub queue: u32,
+    /// The message's queue offset.
+    pub offset: u64,
+    /// Come back after this delay level instead of the growing one.
+    #[arg(long, conflicts_with = "dead_letter")]
+    pub delay_level: Option<u32>,
+    /// Straight to the dead-letter topic.
+    #[arg(long)]
+    pub dead_letter: bool,
+    /// The broker group owning the queue (needed when several serve the topic).
+    #[arg(long)]
+    pub broker_group: Option<String>,
 }
 
 #[derive(Args, Debug)]

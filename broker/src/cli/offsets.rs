@@ -1,5 +1,6 @@
-//! `mqctl group offsets|commit|reset`: a consumer group's committed offsets and
-//! lag, one commit, and a reset of every queue of a topic to a point in time.
+//! `mqctl group offsets|commit|reset|retry`: a consumer group's committed offsets
+//! and lag, one commit, a reset of every queue of a topic to a point in time, and
+//! giving a message back (retry or dead letter).
 //!
 //! Offsets live in the broker group owning each queue, so commits name it
 //! (`?broker_group=`), taken from the topic's queue list.
@@ -8,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use super::args::{GroupCommand, GroupCommitArgs, GroupResetArgs};
+use super::args::{GroupCommand, GroupCommitArgs, GroupResetArgs, GroupRetryArgs};
 use super::output::{utc, Table};
 use super::{CliError, Context};
 use crate::api::{CommitOffsetRequest, GroupOffsetsResponse};
@@ -28,7 +29,36 @@ pub async fn run(ctx: &Context, command: GroupCommand) -> Result<(), CliError> {
         }
         GroupCommand::Commit(args) => commit(ctx, args).await,
         GroupCommand::Reset(args) => reset(ctx, args).await,
+        GroupCommand::Retry(args) => retry(ctx, args).await,
     }
+}
+
+async fn retry(ctx: &Context, args: GroupRetryArgs) -> Result<(), CliError> {
+    let request = crate::api::RetryRequest {
+        topic: args.topic,
+        queue_id: args.queue,
+        queue_offset: args.offset,
+        delay_level: if args.dead_letter {
+            -1
+        } else {
+            args.delay_level.map_or(0, |level| level as i32)
+        },
+    };
+    let answer = ctx
+        .scoped
+        .give_back(&args.group, &request, args.broker_group.as_deref())
+        .await?;
+    if ctx.out.json {
+        return ctx.out.json(&answer);
+    }
+    let mut table = Table::new(&["MSG_ID", "TO", "RECONSUME_TIMES", "DELIVER_AT"]);
+    table.row(vec![
+        answer.msg_id,
+        answer.topic,
+        answer.reconsume_times.to_string(),
+        answer.deliver_timestamp.map_or("-".into(), utc),
+    ]);
+    ctx.out.table(&table)
 }
 
 async fn commit(ctx: &Context, args: GroupCommitArgs) -> Result<(), CliError> {

@@ -184,6 +184,22 @@ impl ScopedApi {
         self.call(&request).await
     }
 
+    /// `POST /v1/groups/{group}/retry?broker_group=G`: gives a message back.
+    ///
+    /// # Errors
+    /// `MESSAGE_NOT_FOUND`, `TOPIC_NOT_FOUND`, `BAD_REQUEST`, transport failures.
+    pub async fn give_back(
+        &self,
+        consumer_group: &str,
+        retry: &crate::api::RetryRequest,
+        broker_group: Option<&str>,
+    ) -> Result<crate::api::RetryResponse, ClientError> {
+        let segments = ["v1", "groups", consumer_group, "retry"];
+        let request =
+            Request::with_body(Method::POST, &segments, retry)?.param("broker_group", broker_group);
+        self.call(&request).await
+    }
+
     /// `POST /v1/topics/{topic}/messages?group=G`: one batch to a named group. The
     /// caller stamps `producer_id` + `sequence` so that resending is safe.
     ///

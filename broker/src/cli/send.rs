@@ -73,6 +73,7 @@ fn template(args: &SendArgs) -> MessageInput {
         properties: args.properties.iter().cloned().collect::<BTreeMap<_, _>>(),
         queue_id: args.queue_id,
         sharding_key: args.sharding_key.clone(),
+        delay_level: args.delay_level,
         ..MessageInput::default()
     }
 }

@@ -10,7 +10,7 @@
 //! the same entry that stores the messages — a new leader, or a retried proposal,
 //! starts from the replicated offset.
 
-use std::sync::Arc;
+use std::sync::Weak;
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
@@ -26,12 +26,21 @@ const MAX_BATCH_MESSAGES: usize = 128;
 /// Most message bytes one delivery moves (at least one message).
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
-/// Runs until the node's runtime stops; the caller aborts it on shutdown.
-pub async fn run(node: Arc<Node>) {
-    let mut ticker = tokio::time::interval(node.config.consumer.delivery_interval.0);
+/// Runs until the node is dropped (it holds the node only while delivering).
+pub async fn run(node: Weak<Node>) {
+    let Some(interval) = node
+        .upgrade()
+        .map(|n| n.config.consumer.delivery_interval.0)
+    else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let Some(node) = node.upgrade() else {
+            return;
+        };
         if !node.is_leader() {
             continue;
         }
