@@ -93,6 +93,17 @@ pub fn allocate_averagely<T: Clone>(queues: &[T], members: usize, index: usize) 
 }
 
 impl Coordinator {
+    /// Forgets the offsets holders reported for a consumer group's queues of
+    /// `topic`. After a reset they would send the next holder past the reset
+    /// offset (a hint is the highest offset ever reported, and a reset may move
+    /// the group back).
+    pub fn forget_hints(&self, consumer_group: &str, topic: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(table) = inner.groups.get_mut(consumer_group) {
+            table.handoff.retain(|queue, _| queue.topic != topic);
+        }
+    }
+
     /// Records a heartbeat and answers the members and this member's queues.
     /// `queues_of` lists a topic's queues over every broker group serving it.
     pub fn heartbeat(

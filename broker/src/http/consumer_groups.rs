@@ -8,21 +8,25 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tracing::warn;
 
 use super::data_plane::{local_group_offsets, rejection_error, topic_config};
 use super::error::parse_json;
 use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
 use super::groups::{self, BrokerGroupParam, Choice, Target};
+use super::internal;
 use crate::api::{
     GroupOffsetsResponse, HeartbeatRequest, ResetOffsetsRequest, RetryRequest, RetryResponse,
 };
 use crate::consumer::coordinator::QueueRef;
 use crate::consumer::retry::{self, Request};
+use crate::control::GroupRoute;
 use crate::error::{ApiError, ErrorCode};
 use crate::node::Node;
 use crate::producer::group_hash;
 use crate::raft::command::{Command, CommandResponse, OffsetCommit, SendCommand};
+use crate::raft::network::SECRET_HEADER;
 use crate::storage::{now_ms, PullStatus, QueueId, QueueOffset, TagFilter};
 use crate::topic::{retry_topic, validate_name, TopicConfig};
 
@@ -64,15 +68,11 @@ pub async fn heartbeat(
     };
     let target = match param.broker_group.as_deref() {
         Some(name) => groups::named(&node, name),
-        None => {
-            let routes = node.group_routes();
-            let pick = group_hash(&group) as usize % routes.len().max(1);
-            match routes.get(pick) {
-                Some(route) if route.is_local() => Ok(Target::Local),
-                Some(route) => Ok(Target::Remote(Box::new(route.clone()))),
-                None => Ok(Target::Local),
-            }
-        }
+        None => match coordinator_route(&node, &group) {
+            Some(route) if route.is_local() => Ok(Target::Local),
+            Some(route) => Ok(Target::Remote(Box::new(route))),
+            None => Ok(Target::Local),
+        },
     };
     match target {
         Err(e) => e.into_response(),
@@ -111,6 +111,51 @@ pub async fn heartbeat(
             );
             Json(answer).into_response()
         }
+    }
+}
+
+/// The broker group whose leader coordinates a consumer group: picked by hashing
+/// the consumer group's name over the live broker groups.
+fn coordinator_route(node: &Node, group: &str) -> Option<GroupRoute> {
+    let routes = node.group_routes();
+    let pick = group_hash(group) as usize % routes.len().max(1);
+    routes.into_iter().nth(pick)
+}
+
+/// Tells the group's coordinator to forget the offsets holders reported for the
+/// topic's queues: they would send the next holder past a reset. Best effort: a
+/// coordinator that cannot be told keeps them until its term ends.
+async fn forget_hand_off_hints(node: &Node, group: &str, topic: &str) {
+    let Some(route) = coordinator_route(node, group) else {
+        return;
+    };
+    let leader = if route.is_local() {
+        node.leader_url()
+    } else {
+        route.leader.clone()
+    };
+    let Some(url) = leader else {
+        warn!(group, topic, "no coordinator to tell about the reset");
+        return;
+    };
+    if url == node.config.node_info().url {
+        node.coordinator.forget_hints(group, topic);
+        return;
+    }
+    let path = internal::FORGET_HINTS_PATH.replace("{group}", &groups::encode(group));
+    let mut request = node
+        .http
+        .post(format!("{url}{path}"))
+        .timeout(std::time::Duration::from_secs(2))
+        .json(&internal::ForgetHints {
+            topic: topic.to_string(),
+        });
+    if let Some(secret) = &node.config.cluster_secret {
+        request = request.header(SECRET_HEADER, secret);
+    }
+    match request.send().await.and_then(|r| r.error_for_status()) {
+        Ok(_) => {}
+        Err(e) => warn!(group, topic, error = %e, "telling the coordinator about the reset failed"),
     }
 }
 
@@ -302,6 +347,7 @@ pub async fn reset_offsets(
         })?;
         offsets.extend(answer.offsets);
     }
+    forget_hand_off_hints(&node, &group, &body.topic).await;
     Ok(Json(GroupOffsetsResponse { group, offsets }))
 }
 

@@ -150,6 +150,32 @@ pub async fn snapshot_install(State(node): State<Arc<Node>>, body: Bytes) -> Res
 }
 
 /// `POST /internal/routes/register`: another group's leader registers its routes.
+/// Path of the internal endpoint telling a coordinator a group's offsets of a
+/// topic were reset.
+pub const FORGET_HINTS_PATH: &str = "/internal/groups/{group}/forget-hints";
+
+/// Body of [`FORGET_HINTS_PATH`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForgetHints {
+    pub topic: String,
+}
+
+/// `POST /internal/groups/{group}/forget-hints` `{"topic": "t"}`: the consumer
+/// group's offsets of the topic were reset; drop the hand-off offsets this node's
+/// coordinator remembers for them.
+pub async fn forget_hints(
+    State(node): State<Arc<Node>>,
+    super::extract::ApiPath(group): super::extract::ApiPath<String>,
+    body: Bytes,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let request: ForgetHints = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed request: {e}")))?;
+    node.coordinator.forget_hints(&group, &request.topic);
+    Ok(axum::Json(
+        serde_json::json!({"group": group, "topic": request.topic}),
+    ))
+}
+
 pub async fn register_routes(
     State(node): State<Arc<Node>>,
     body: Bytes,

@@ -107,6 +107,7 @@ pub fn router(node: Arc<Node>) -> Router {
             crate::control::registrar::REGISTER_PATH,
             post(internal::register_routes),
         )
+        .route(internal::FORGET_HINTS_PATH, post(internal::forget_hints))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&node),
             internal::require_secret,
