@@ -66,7 +66,7 @@ pub struct CliArgs {
     /// Shared secret required on `/internal/` requests.
     #[arg(long)]
     pub cluster_secret: Option<String>,
-    /// Log as JSON lines instead of text.
+    /// Log as JSON lines instead of text (same as `logging.format = "json"`).
     #[arg(long)]
     pub log_json: bool,
 }
@@ -94,6 +94,7 @@ pub struct NodeConfig {
     pub http: HttpSection,
     pub control: ControlSection,
     pub consumer: ConsumerSection,
+    pub logging: LoggingSection,
 }
 
 /// Retry, dead-letter and delayed delivery.
@@ -200,6 +201,27 @@ pub struct ControlSection {
     pub member_expiry: HumanDuration,
 }
 
+/// How the node logs (to stderr). The filter is the `BROKER_LOG` environment
+/// variable (`tracing` directives, e.g. `info,broker=debug`). The section is
+/// `logging`, not `log`, because `BROKER_LOG` already names the filter and would
+/// otherwise read as this section.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingSection {
+    /// `text` (human readable) or `json` (one object per line, with the span
+    /// fields: `request_id`, `method`, `route` of the request being served).
+    pub format: LogFormat,
+}
+
+/// The log line format.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 impl Default for ControlSection {
     fn default() -> Self {
         Self {
@@ -229,6 +251,7 @@ impl Default for NodeConfig {
             http: HttpSection::default(),
             control: ControlSection::default(),
             consumer: ConsumerSection::default(),
+            logging: LoggingSection::default(),
         }
     }
 }
@@ -296,7 +319,9 @@ impl Default for HttpSection {
 }
 
 /// Sections whose keys environment variables may address as `BROKER_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 6] = ["raft_log", "raft", "storage", "http", "control", "consumer"];
+const SECTIONS: [&str; 7] = [
+    "raft_log", "raft", "storage", "http", "control", "consumer", "logging",
+];
 /// Keys holding lists, given comma-separated in the environment.
 const LIST_KEYS: [&str; 2] = ["peers", "seeds"];
 

@@ -21,6 +21,20 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in a fixed order (metrics label them by [`Self::word`]).
+    pub const ALL: [Self; 10] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::TopicNotFound,
+        Self::MessageNotFound,
+        Self::NotLeader,
+        Self::NoPermission,
+        Self::Unavailable,
+        Self::Internal,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+    ];
+
     pub fn word(self) -> &'static str {
         match self {
             Self::BadRequest => "BAD_REQUEST",
@@ -38,20 +52,7 @@ impl ErrorCode {
 
     /// The code a word names (the inverse of [`Self::word`]).
     pub fn from_word(word: &str) -> Option<Self> {
-        [
-            Self::BadRequest,
-            Self::Unauthorized,
-            Self::TopicNotFound,
-            Self::MessageNotFound,
-            Self::NotLeader,
-            Self::NoPermission,
-            Self::Unavailable,
-            Self::Internal,
-            Self::NotFound,
-            Self::MethodNotAllowed,
-        ]
-        .into_iter()
-        .find(|code| code.word() == word)
+        Self::ALL.into_iter().find(|code| code.word() == word)
     }
 
     pub fn status(self) -> u16 {

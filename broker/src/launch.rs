@@ -6,22 +6,28 @@ use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{CliArgs, NodeConfig};
+use crate::config::{CliArgs, LogFormat, NodeConfig};
 
-/// Runs a node with these flags; returns the process exit code (2 for a
-/// configuration error, 1 for a failure while running).
-pub fn main(args: CliArgs) -> ExitCode {
+/// Installs the `tracing` subscriber: `BROKER_LOG` filters, stderr receives text or,
+/// with `json`, one JSON object per line carrying the current span's fields
+/// (`request_id`, `method`, `route` inside a request).
+pub fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_env("BROKER_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,openraft=error,raft_log=warn,chunked_wal=warn"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     // A second initialisation (tests) keeps the first subscriber.
-    let _ = if args.log_json {
-        subscriber.json().try_init()
+    let _ = if json {
+        subscriber.json().with_current_span(true).with_span_list(false).try_init()
     } else {
         subscriber.try_init()
     };
+}
+
+/// Runs a node with these flags; returns the process exit code (2 for a
+/// configuration error, 1 for a failure while running).
+pub fn main(args: CliArgs) -> ExitCode {
     let config = match NodeConfig::load(&args, std::env::vars()) {
         Ok(config) => config,
         Err(e) => {
@@ -29,6 +35,8 @@ pub fn main(args: CliArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let json = args.log_json || config.logging.format == LogFormat::Json;
+    init_logging(json);
     #[cfg(feature = "fault-injection")]
     if let Err(e) = crate::faults::init() {
         eprintln!("broker: {e}");

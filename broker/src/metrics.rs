@@ -1,13 +1,131 @@
-//! Counters the node keeps for `/metrics` (Prometheus text format).
+//! What the node counts for `/metrics` (Prometheus text format, version 0.0.4).
 //!
-//! Plain atomics: every counter is bumped on a request path, and a lock or a metrics
-//! registry there would cost more than the counting.
+//! The request path only touches atomics: counters are `AtomicU64`s, histograms are
+//! fixed bucket arrays of them, and the per-topic counters sit in a map behind an
+//! `RwLock` that a request takes for reading (a topic's first message takes it for
+//! writing once). A metrics registry crate would cost a hash lookup per series
+//! and label set on every request; everything that is a *state* (Raft indexes,
+//! disk sizes, consumer lag) is read at scrape time instead of being kept here.
+//!
+//! Names follow Prometheus conventions: `broker_` prefix, base units in the name
+//! (`_seconds`, `_bytes`), `_total` on counters.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-/// The node's counters.
+use crate::error::ErrorCode;
+
+/// Bucket bounds (seconds) of the request latency histograms: 250 µs to 30 s, so a
+/// long poll held for its whole wait still lands in a bucket.
+pub const REQUEST_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0,
+];
+
+/// Bucket bounds (seconds) of fsync latency: 50 µs to 5 s.
+pub const FSYNC_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 5.0,
+];
+
+/// Beyond this many distinct topics, further topics are counted under
+/// `topic="_other"`, so a client inventing topic names cannot grow the scrape
+/// without bound.
+pub const MAX_TOPIC_SERIES: usize = 10_000;
+/// The topic label of counts beyond [`MAX_TOPIC_SERIES`].
+pub const OTHER_TOPIC: &str = "_other";
+
+/// A Prometheus histogram with fixed buckets, safe to observe from any thread.
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative); the last one is `+Inf`.
+    buckets: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// # Panics
+    /// If `bounds` are not strictly increasing (a bug in a constant above).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        assert!(
+            bounds.windows(2).all(|w| w[0] < w[1]),
+            "histogram bounds must increase: {bounds:?}"
+        );
+        Self {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(self.bounds.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Writes the `_bucket`, `_sum` and `_count` samples (no HELP/TYPE lines).
+    /// `labels` is empty or `key="value",…` without braces.
+    fn render_samples(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = match self.bounds.get(i) {
+                Some(bound) => format!("{bound}"),
+                None => "+Inf".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        // The count is read after the buckets, so it may run ahead of `+Inf` by the
+        // observations in flight; Prometheus tolerates that, and `+Inf` is exact.
+        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+    }
+
+    /// Writes HELP, TYPE and the samples.
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        write_header(out, name, help, "histogram");
+        self.render_samples(out, name, "");
+    }
+}
+
+/// Counts of one topic's traffic through this node.
 #[derive(Default)]
+pub struct TopicCounters {
+    pub messages_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// The node's counters and histograms.
 pub struct Metrics {
     pub messages_in_total: AtomicU64,
     pub bytes_in_total: AtomicU64,
@@ -16,7 +134,78 @@ pub struct Metrics {
     pub send_requests_total: AtomicU64,
     pub pull_requests_total: AtomicU64,
     pub forwarded_requests_total: AtomicU64,
+    /// Every error answer (the sum over `rejected_by_code`); kept for callers that
+    /// want the total without adding up.
     pub rejected_requests_total: AtomicU64,
+    /// Error answers by [`ErrorCode`], indexed by [`code_index`]; the last slot
+    /// counts error answers without a code (proxied answers of other nodes).
+    rejected_by_code: [AtomicU64; ErrorCode::ALL.len() + 1],
+    /// Time from receiving a send request to answering it.
+    pub send_duration: Histogram,
+    /// Time from receiving a pull request to answering it, long-poll wait included.
+    pub pull_duration: Histogram,
+    /// Per topic: see [`Metrics::topic`].
+    topics: RwLock<HashMap<String, Arc<TopicCounters>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            messages_in_total: AtomicU64::new(0),
+            bytes_in_total: AtomicU64::new(0),
+            messages_out_total: AtomicU64::new(0),
+            bytes_out_total: AtomicU64::new(0),
+            send_requests_total: AtomicU64::new(0),
+            pull_requests_total: AtomicU64::new(0),
+            forwarded_requests_total: AtomicU64::new(0),
+            rejected_requests_total: AtomicU64::new(0),
+            rejected_by_code: std::array::from_fn(|_| AtomicU64::new(0)),
+            send_duration: Histogram::new(REQUEST_BUCKETS),
+            pull_duration: Histogram::new(REQUEST_BUCKETS),
+            topics: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+fn code_index(code: Option<ErrorCode>) -> usize {
+    code.and_then(|code| ErrorCode::ALL.iter().position(|c| *c == code))
+        .unwrap_or(ErrorCode::ALL.len())
+}
+
+/// The `code` label of error answers without an [`ErrorCode`].
+pub const UNKNOWN_CODE: &str = "OTHER";
+
+fn write_header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Escapes a label value for the text format (`\`, `"` and newlines).
+pub fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A labelled series for [`Metrics::render`]: (`key="value",…`, value).
+pub type Series = (String, f64);
+
+/// A gauge family for [`Metrics::render`]: name, help, and its series.
+pub struct GaugeFamily {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub series: Vec<Series>,
+}
+
+impl GaugeFamily {
+    /// A family of one unlabelled series.
+    pub fn single(name: &'static str, help: &'static str, value: f64) -> Self {
+        Self {
+            name,
+            help,
+            series: vec![(String::new(), value)],
+        }
+    }
 }
 
 impl Metrics {
@@ -24,9 +213,55 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Renders the counters, then the gauges the caller passes.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-        let mut out = String::new();
+    /// The counters of `topic`, created on first use (beyond [`MAX_TOPIC_SERIES`]
+    /// topics, the shared `_other` counters).
+    pub fn topic(&self, topic: &str) -> Arc<TopicCounters> {
+        {
+            // A poisoned lock only means a panic elsewhere while holding it; the
+            // map itself is always whole (inserts are single calls).
+            let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(counters) = topics.get(topic) {
+                return Arc::clone(counters);
+            }
+        }
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let key = if topics.len() >= MAX_TOPIC_SERIES && !topics.contains_key(topic) {
+            OTHER_TOPIC
+        } else {
+            topic
+        };
+        Arc::clone(topics.entry(key.to_string()).or_default())
+    }
+
+    /// Messages of `topic` stored by a send this node led.
+    pub fn record_in(&self, topic: &str, messages: u64, bytes: u64) {
+        Self::add(&self.messages_in_total, messages);
+        Self::add(&self.bytes_in_total, bytes);
+        let counters = self.topic(topic);
+        Self::add(&counters.messages_in, messages);
+        Self::add(&counters.bytes_in, bytes);
+    }
+
+    /// Messages of `topic` returned by a pull.
+    pub fn record_out(&self, topic: &str, messages: u64, bytes: u64) {
+        Self::add(&self.messages_out_total, messages);
+        Self::add(&self.bytes_out_total, bytes);
+        if messages > 0 {
+            let counters = self.topic(topic);
+            Self::add(&counters.messages_out, messages);
+            Self::add(&counters.bytes_out, bytes);
+        }
+    }
+
+    /// An error answer, with its code when the answer is one of ours.
+    pub fn record_rejection(&self, code: Option<ErrorCode>) {
+        Self::add(&self.rejected_requests_total, 1);
+        Self::add(&self.rejected_by_code[code_index(code)], 1);
+    }
+
+    /// Renders the counters and histograms, then the gauges the caller read.
+    pub fn render(&self, gauges: &[GaugeFamily], histograms: &[(&str, &str, &Histogram)]) -> String {
+        let mut out = String::with_capacity(16 << 10);
         let counters = [
             (
                 "broker_messages_in_total",
@@ -63,25 +298,138 @@ impl Metrics {
                 "Writes forwarded to the leader.",
                 &self.forwarded_requests_total,
             ),
-            (
-                "broker_rejected_requests_total",
-                "Requests answered with an error.",
-                &self.rejected_requests_total,
-            ),
         ];
         for (name, help, value) in counters {
+            write_header(&mut out, name, help, "counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+
+        let name = "broker_rejected_requests_total";
+        write_header(
+            &mut out,
+            name,
+            "Requests answered with an error, by the error's code.",
+            "counter",
+        );
+        for (i, counter) in self.rejected_by_code.iter().enumerate() {
+            let code = ErrorCode::ALL.get(i).map_or(UNKNOWN_CODE, |c| c.word());
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
+                "{name}{{code=\"{code}\"}} {}",
+                counter.load(Ordering::Relaxed)
             );
         }
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+
+        self.render_topics(&mut out);
+
+        self.send_duration.render(
+            &mut out,
+            "broker_send_duration_seconds",
+            "Time to answer a send request (commit by a quorum and apply included).",
+        );
+        self.pull_duration.render(
+            &mut out,
+            "broker_pull_duration_seconds",
+            "Time to answer a pull request, long-poll wait included.",
+        );
+        for (name, help, histogram) in histograms {
+            histogram.render(&mut out, name, help);
+        }
+        for family in gauges {
+            write_header(&mut out, family.name, family.help, "gauge");
+            for (labels, value) in &family.series {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{} {value}", family.name);
+                } else {
+                    let _ = writeln!(out, "{}{{{labels}}} {value}", family.name);
+                }
+            }
         }
         out
+    }
+
+    fn render_topics(&self, out: &mut String) {
+        let topics: Vec<(String, Arc<TopicCounters>)> = {
+            let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+            let mut all: Vec<_> = topics
+                .iter()
+                .map(|(name, c)| (escape_label(name), Arc::clone(c)))
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            all
+        };
+        type Pick = fn(&TopicCounters) -> &AtomicU64;
+        let families: [(&str, &str, Pick); 4] = [
+            (
+                "broker_topic_messages_in_total",
+                "Messages stored by sends this node led, per topic.",
+                |c| &c.messages_in,
+            ),
+            (
+                "broker_topic_bytes_in_total",
+                "Message body bytes stored by sends this node led, per topic.",
+                |c| &c.bytes_in,
+            ),
+            (
+                "broker_topic_messages_out_total",
+                "Messages returned by pulls from this node, per topic.",
+                |c| &c.messages_out,
+            ),
+            (
+                "broker_topic_bytes_out_total",
+                "Message body bytes returned by pulls from this node, per topic.",
+                |c| &c.bytes_out,
+            ),
+        ];
+        for (name, help, pick) in families {
+            write_header(out, name, help, "counter");
+            for (topic, counters) in &topics {
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{topic}\"}} {}",
+                    pick(counters).load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_count_matches() {
+        let h = Histogram::new(&[0.001, 0.01, 0.1]);
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(5));
+        h.observe(Duration::from_millis(5));
+        h.observe(Duration::from_secs(1));
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "help");
+        assert!(out.contains("x_seconds_bucket{le=\"0.001\"} 1\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"0.01\"} 3\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"0.1\"} 3\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_seconds_count 4\n"), "{out}");
+        assert!(out.contains("x_seconds_sum 1.0105\n"), "{out}");
+    }
+
+    #[test]
+    fn topics_beyond_the_cap_share_one_series() {
+        let m = Metrics::default();
+        for i in 0..MAX_TOPIC_SERIES + 5 {
+            m.record_in(&format!("t{i}"), 1, 1);
+        }
+        let other = m.topic(OTHER_TOPIC);
+        assert_eq!(other.messages_in.load(Ordering::Relaxed), 5);
+        // A topic seen before the cap keeps its own series.
+        m.record_in("t0", 1, 1);
+        assert_eq!(m.topic("t0").messages_in.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -44,6 +44,10 @@ pub struct Node {
     pub coordinator: Coordinator,
     /// The configured initial members: URLs of peers before membership is known.
     configured_members: BTreeMap<NodeId, NodeInfo>,
+    /// A reader of the Raft log store, for its sizes and fsync figures in
+    /// `/metrics` (set by `server::start`; `None` in harnesses that build a node
+    /// otherwise).
+    pub raft_log: Option<raft_log_store::LogReader<TypeConfig>>,
 }
 
 impl Node {
@@ -76,6 +80,7 @@ impl Node {
             shared,
             metrics: Metrics::default(),
             http,
+            raft_log: None,
         })
     }
 

@@ -88,11 +88,15 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
     .context("recovering the state machine")?;
     let shared = state_machine.shared();
     let log_config = config.log_store_config();
-    let log_store = tokio::task::spawn_blocking(move || {
+    let mut log_store = tokio::task::spawn_blocking(move || {
         raft_log_store::LogStore::<TypeConfig>::open(log_config)
     })
     .await?
     .context("opening the Raft log")?;
+    let log_reader = {
+        use openraft::storage::RaftLogStorage;
+        log_store.get_log_reader().await
+    };
     let network = Network::new(
         config.node_id,
         config.cluster_secret.clone(),
@@ -113,7 +117,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
     )
     .await
     .context("starting Raft")?;
-    let node = Arc::new(Node::new(config, raft, shared)?);
+    let mut node = Node::new(config, raft, shared)?;
+    node.raft_log = Some(log_reader);
+    let node = Arc::new(node);
     bootstrap(&node).await?;
     // Part of the node wherever it is embedded; ends when the node is dropped.
     tokio::spawn(crate::consumer::scheduler::run(Arc::downgrade(&node)));

@@ -31,8 +31,14 @@ pub struct LogStoreStats {
     pub fsyncs: u64,
     /// Duration of the latest fsync, in microseconds.
     pub last_fsync_us: u64,
+    /// Median fsync duration since open, in microseconds.
+    pub fsync_p50_us: u64,
+    /// 90th percentile fsync duration since open, in microseconds.
+    pub fsync_p90_us: u64,
     /// 99th percentile fsync duration since open, in microseconds.
     pub fsync_p99_us: u64,
+    /// Time spent in fsync since open, in microseconds (with `fsyncs`, a mean).
+    pub fsync_total_us: u64,
     /// Flush requests in the latest batch.
     pub last_batch_requests: u64,
 }
@@ -58,7 +64,10 @@ impl LogStoreStats {
             flush_requests: flush.write_request_count,
             fsyncs: flush.sync_batch_count,
             last_fsync_us: flush.last_sync_us,
+            fsync_p50_us: flush.sync_percentiles.p50_us,
+            fsync_p90_us: flush.sync_percentiles.p90_us,
             fsync_p99_us: flush.sync_percentiles.p99_us,
+            fsync_total_us: flush.sync_us,
             last_batch_requests: flush.last_batch_size,
         }
     }

@@ -409,78 +409,200 @@ pub async fn ready(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text.
+/// `GET /metrics`: Prometheus text. Counters and histograms come from
+/// [`crate::metrics::Metrics`]; states (Raft, disk, consumer lag) are read here.
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    let raft = node.raft_metrics();
-    let (commit_log, consume_queues, index) = node.shared.store.disk_bytes();
-    let gauges = [
-        (
-            "broker_raft_term",
-            "Current Raft term.",
-            raft.current_term as f64,
-        ),
-        (
-            "broker_raft_is_leader",
-            "1 if this node leads its group.",
-            f64::from(u8::from(raft.state == ServerState::Leader)),
-        ),
-        (
-            "broker_raft_last_log_index",
-            "Last Raft log index.",
-            raft.last_log_index.unwrap_or(0) as f64,
-        ),
-        (
-            "broker_raft_committed_index",
-            "Last committed Raft log index.",
-            raft.local_committed.map_or(0.0, |l| l.index as f64),
-        ),
-        (
-            "broker_raft_applied_index",
-            "Last applied Raft log index.",
-            raft.last_applied.map_or(0.0, |l| l.index as f64),
-        ),
-        (
-            "broker_raft_snapshot_index",
-            "Last Raft log index covered by the current snapshot.",
-            raft.snapshot.map_or(0.0, |l| l.index as f64),
-        ),
-        (
-            "broker_raft_purged_index",
-            "Last Raft log index purged from the log.",
-            raft.purged.map_or(0.0, |l| l.index as f64),
-        ),
-        (
-            "broker_commit_log_disk_bytes",
-            "CommitLog bytes on disk.",
-            commit_log as f64,
-        ),
-        (
-            "broker_consume_queue_disk_bytes",
-            "ConsumeQueue bytes on disk.",
-            consume_queues as f64,
-        ),
-        (
-            "broker_index_disk_bytes",
-            "Index bytes on disk.",
-            index as f64,
-        ),
-        (
-            "broker_commit_log_max_offset",
-            "CommitLog end offset.",
-            node.shared.store.max_commit_log_offset().0 as f64,
-        ),
-        (
-            "broker_held_polls",
-            "Long polls held.",
-            node.shared.waiters.held(node.config.http.max_held_polls) as f64,
-        ),
-    ];
+    // Directory sizes and the consumer-lag walk touch the file system and every
+    // queue: off the reactor.
+    let text = match tokio::task::spawn_blocking(move || render_metrics(&node)).await {
+        Ok(text) => text,
+        Err(e) => return ApiError::internal(format!("rendering metrics: {e}")).into_response(),
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        node.metrics.render(&gauges),
+        text,
     )
         .into_response()
+}
+
+fn render_metrics(node: &Node) -> String {
+    use crate::metrics::{escape_label, GaugeFamily};
+    let raft = node.raft_metrics();
+    let (commit_log, consume_queues, index) = node.shared.store.disk_bytes();
+    let raft_log = node.raft_log.as_ref().and_then(|log| log.stats().ok());
+    let index_of = |log_id: Option<&crate::raft::type_config::LogId>| {
+        log_id.map_or(0.0, |l| l.index as f64)
+    };
+    let mut gauges = vec![
+        GaugeFamily::single(
+            "broker_raft_term",
+            "Current Raft term.",
+            raft.current_term as f64,
+        ),
+        GaugeFamily::single(
+            "broker_raft_is_leader",
+            "1 if this node leads its group.",
+            f64::from(u8::from(raft.state == ServerState::Leader)),
+        ),
+        GaugeFamily::single(
+            "broker_raft_leader_id",
+            "Node id of the group's leader as this node knows it (0: none known).",
+            raft.current_leader.unwrap_or(0) as f64,
+        ),
+        GaugeFamily::single(
+            "broker_raft_last_log_index",
+            "Last Raft log index.",
+            raft.last_log_index.unwrap_or(0) as f64,
+        ),
+        GaugeFamily::single(
+            "broker_raft_committed_index",
+            "Last committed Raft log index.",
+            index_of(raft.local_committed.as_ref()),
+        ),
+        GaugeFamily::single(
+            "broker_raft_applied_index",
+            "Last applied Raft log index.",
+            index_of(raft.last_applied.as_ref()),
+        ),
+        GaugeFamily::single(
+            "broker_raft_snapshot_index",
+            "Last Raft log index covered by the current snapshot.",
+            index_of(raft.snapshot.as_ref()),
+        ),
+        GaugeFamily::single(
+            "broker_raft_purged_index",
+            "Last Raft log index purged from the log.",
+            index_of(raft.purged.as_ref()),
+        ),
+    ];
+    // Per follower, on the leader only (openraft tracks replication there).
+    let leader_last = raft.last_log_index.unwrap_or(0);
+    let mut matched = GaugeFamily {
+        name: "broker_raft_follower_matched_index",
+        help: "Last Raft log index a follower is known to hold (leader only).",
+        series: Vec::new(),
+    };
+    let mut lag = GaugeFamily {
+        name: "broker_raft_follower_lag_entries",
+        help: "Raft log entries a follower is behind the leader's last index (leader only).",
+        series: Vec::new(),
+    };
+    if let Some(replication) = &raft.replication {
+        for (id, log_id) in replication {
+            if *id == node.id() {
+                continue;
+            }
+            let held = log_id.as_ref().map_or(0, |l| l.index);
+            let label = format!("follower=\"{id}\"");
+            matched.series.push((label.clone(), held as f64));
+            lag.series
+                .push((label, leader_last.saturating_sub(held) as f64));
+        }
+    }
+    gauges.push(matched);
+    gauges.push(lag);
+    gauges.extend([
+        GaugeFamily::single(
+            "broker_commit_log_disk_bytes",
+            "CommitLog bytes on disk.",
+            commit_log as f64,
+        ),
+        GaugeFamily::single(
+            "broker_consume_queue_disk_bytes",
+            "ConsumeQueue bytes on disk.",
+            consume_queues as f64,
+        ),
+        GaugeFamily::single(
+            "broker_index_disk_bytes",
+            "Index bytes on disk.",
+            index as f64,
+        ),
+        GaugeFamily::single(
+            "broker_raft_log_disk_bytes",
+            "Raft log chunk bytes on disk.",
+            raft_log.as_ref().map_or(0.0, |s| s.disk_usage_bytes as f64),
+        ),
+        GaugeFamily::single(
+            "broker_commit_log_max_offset",
+            "CommitLog end offset.",
+            node.shared.store.max_commit_log_offset().0 as f64,
+        ),
+        GaugeFamily::single(
+            "broker_held_polls",
+            "Long polls held.",
+            node.shared.waiters.held(node.config.http.max_held_polls) as f64,
+        ),
+    ]);
+    // Consumer lag per queue, for the offsets this node's group keeps.
+    let committed: Vec<_> = node
+        .shared
+        .state()
+        .consumer_offsets
+        .iter()
+        .map(|(key, offset)| (key.clone(), *offset))
+        .collect();
+    let mut consumer_lag = GaugeFamily {
+        name: "broker_consumer_group_lag_messages",
+        help: "Messages between a consumer group's committed offset and the queue's end.",
+        series: Vec::new(),
+    };
+    for (key, offset) in committed {
+        let max = node
+            .shared
+            .store
+            .queue_offsets(&key.topic, key.queue_id)
+            .map_or(0, |(_, max)| max.0);
+        consumer_lag.series.push((
+            format!(
+                "consumer_group=\"{}\",topic=\"{}\",queue=\"{}\"",
+                escape_label(&key.group),
+                escape_label(&key.topic),
+                key.queue_id.0
+            ),
+            max.saturating_sub(offset.0) as f64,
+        ));
+    }
+    gauges.push(consumer_lag);
+
+    let mut text = node.metrics.render(
+        &gauges,
+        &[(
+            "broker_commit_log_flush_duration_seconds",
+            "Time to flush (msync) the CommitLog's dirty pages, per background flush.",
+            node.shared.store.commit_log_flush_duration(),
+        )],
+    );
+    if let Some(stats) = raft_log {
+        render_raft_log_fsync(&mut text, &stats);
+    }
+    text
+}
+
+/// The Raft log's fsync latency, as the summary raft-log keeps (quantiles since
+/// open, and the running sum and count).
+fn render_raft_log_fsync(out: &mut String, stats: &raft_log_store::LogStoreStats) {
+    use std::fmt::Write;
+    let name = "broker_raft_log_fsync_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time of each fsync of the Raft log (group commit: one per batch of appends).\n# TYPE {name} summary"
+    );
+    for (quantile, micros) in [
+        ("0.5", stats.fsync_p50_us),
+        ("0.9", stats.fsync_p90_us),
+        ("0.99", stats.fsync_p99_us),
+    ] {
+        let _ = writeln!(out, "{name}{{quantile=\"{quantile}\"}} {}", micros as f64 / 1e6);
+    }
+    let _ = writeln!(out, "{name}_sum {}", stats.fsync_total_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", stats.fsyncs);
+    let name = "broker_raft_log_flush_requests_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Appends and vote saves handed to the Raft log's flush thread.\n# TYPE {name} counter\n{name} {}",
+        stats.flush_requests
+    );
 }

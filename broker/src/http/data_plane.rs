@@ -129,8 +129,7 @@ pub async fn send(
         .collect();
     match node.propose(Command::Send(command)).await {
         Ok(CommandResponse::Sent(results)) => {
-            Metrics::add(&node.metrics.messages_in_total, count);
-            Metrics::add(&node.metrics.bytes_in_total, body_bytes);
+            node.metrics.record_in(&topic, count, body_bytes);
             Json(SendResponse {
                 results: results
                     .into_iter()
@@ -289,8 +288,7 @@ async fn pull_here(
         if !waiting || _held.is_none() {
             let count = result.messages.len() as u64;
             let bytes: u64 = result.messages.iter().map(|m| m.body.len() as u64).sum();
-            Metrics::add(&node.metrics.messages_out_total, count);
-            Metrics::add(&node.metrics.bytes_out_total, bytes);
+            node.metrics.record_out(&topic, count, bytes);
             return Ok(Json(PullResponse {
                 status: status_word(result.status).to_string(),
                 next_offset: result.next_offset.0,

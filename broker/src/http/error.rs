@@ -12,7 +12,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.body())).into_response()
+        let mut response = (status, Json(self.body())).into_response();
+        // For the rejection counter (`broker_rejected_requests_total{code}`).
+        response.extensions_mut().insert(self.code);
+        response
     }
 }
 

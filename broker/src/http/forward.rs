@@ -159,6 +159,10 @@ async fn send(
     if let Some(content_type) = request.headers.get(axum::http::header::CONTENT_TYPE) {
         forward = forward.header(axum::http::header::CONTENT_TYPE, content_type);
     }
+    // The same request id in both nodes' logs.
+    if let Some(id) = request.headers.get(super::request_id::REQUEST_ID_HEADER) {
+        forward = forward.header(super::request_id::REQUEST_ID_HEADER, id);
+    }
     forward.send().await
 }
 
@@ -181,12 +185,21 @@ async fn relay(response: reqwest::Response) -> Response {
 
 fn relay_bytes(status: u16, content_type: &str, body: bytes::Bytes) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    (
+    // The other node's error code, for this node's rejection counter.
+    let code = (!status.is_success())
+        .then(|| serde_json::from_slice::<crate::api::ErrorBody>(&body).ok())
+        .flatten()
+        .and_then(|error| crate::error::ErrorCode::from_word(&error.code));
+    let mut response = (
         status,
         [(axum::http::header::CONTENT_TYPE, content_type.to_string())],
         body,
     )
-        .into_response()
+        .into_response();
+    if let Some(code) = code {
+        response.extensions_mut().insert(code);
+    }
+    response
 }
 
 #[cfg(test)]

@@ -11,9 +11,15 @@
 //! * [`forward`] — writes reaching a follower go to the leader, requests for
 //!   another group to a node of it.
 //! * [`extract`], [`error`] — extractors and errors in the API's shape.
+//! * [`consumer_group_list`] — `GET /v1/groups`, consumer groups merged over groups.
+//! * [`openapi`] — the OpenAPI document (`/openapi.json`) and its route table.
+//! * [`dashboard`] — the dashboard page at `/` (HTML/JS/CSS inside the binary).
+//! * [`request_id`] — `x-request-id` on every answer and in the request's log span.
 
+pub mod consumer_group_list;
 pub mod consumer_groups;
 pub mod control_plane;
+pub mod dashboard;
 pub mod data_plane;
 pub mod error;
 pub mod extract;
@@ -21,6 +27,8 @@ pub mod forward;
 pub mod groups;
 pub mod internal;
 pub mod membership;
+pub mod openapi;
+pub mod request_id;
 pub mod router;
 
 pub use router::router;

@@ -1,43 +1,66 @@
 //! The router: every public endpoint of shared/API.md and the internal ones.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-use super::{consumer_groups, control_plane, data_plane, internal, membership};
+use super::{
+    consumer_group_list, consumer_groups, control_plane, dashboard, data_plane, internal,
+    membership, openapi, request_id,
+};
 use crate::error::{ApiError, ErrorCode};
-use crate::metrics::Metrics;
 use crate::node::Node;
+
+/// The send route (its latency goes to `broker_send_duration_seconds`).
+const SEND_ROUTE: &str = "/v1/topics/{topic}/messages";
+/// The pull route (its latency goes to `broker_pull_duration_seconds`).
+const PULL_ROUTE: &str = "/v1/topics/{topic}/queues/{queue_id}/messages";
 
 /// Body limit of internal requests: an AppendEntries carries up to the log store's
 /// read cap (or one batch larger than it), a snapshot chunk 4 MiB.
 const INTERNAL_BODY_LIMIT: usize = 64 << 20;
 
-/// Counts every answer that is an error (4xx or 5xx) for `/metrics`.
-async fn count_rejections(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+/// For `/metrics`: counts every answer that is an error (4xx or 5xx) by its code,
+/// and times sends and pulls.
+async fn observe(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+    let timed = match (
+        request.method(),
+        request.extensions().get::<MatchedPath>().map(MatchedPath::as_str),
+    ) {
+        (&Method::POST, Some(SEND_ROUTE)) => Some(&node.metrics.send_duration),
+        (&Method::GET, Some(PULL_ROUTE)) => Some(&node.metrics.pull_duration),
+        _ => None,
+    };
+    let started = Instant::now();
     let response = next.run(request).await;
+    if let Some(histogram) = timed {
+        histogram.observe(started.elapsed());
+    }
     if response.status().is_client_error() || response.status().is_server_error() {
-        Metrics::add(&node.metrics.rejected_requests_total, 1);
+        node.metrics
+            .record_rejection(response.extensions().get::<ErrorCode>().copied());
     }
     response
 }
 
 /// Builds the router for a node.
+///
+/// Every public route must also be listed in `openapi::OPERATIONS` (one line;
+/// see the top of `openapi.rs`): `broker/tests/http_openapi.rs` fails otherwise.
 pub fn router(node: Arc<Node>) -> Router {
     let max_body = usize::try_from(node.config.http.max_body_size.0).unwrap_or(usize::MAX);
     let public = Router::new()
         .route(
-            "/v1/topics/{topic}/messages",
+            SEND_ROUTE,
             post(data_plane::send).get(data_plane::messages_by_key),
         )
-        .route(
-            "/v1/topics/{topic}/queues/{queue_id}/messages",
-            get(data_plane::pull),
-        )
+        .route(PULL_ROUTE, get(data_plane::pull))
         .route("/v1/topics/{topic}/queues", get(data_plane::queues))
         .route(
             "/v1/topics/{topic}/queues/{queue_id}/offset",
@@ -82,6 +105,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/health", get(control_plane::health))
         .route("/ready", get(control_plane::ready))
         .route("/metrics", get(control_plane::metrics))
+        .route("/v1/groups", get(consumer_group_list::list_groups))
+        .route("/openapi.json", get(openapi_json))
+        .route("/", get(dashboard::index))
+        .route("/dashboard/{file}", get(dashboard::asset))
         .layer(DefaultBodyLimit::max(max_body));
     let internal = Router::new()
         .route("/internal/raft/append", post(internal::append))
@@ -125,9 +152,17 @@ pub fn router(node: Arc<Node>) -> Router {
             )
             .into_response()
         })
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&node),
-            count_rejections,
-        ))
+        .layer(middleware::from_fn_with_state(Arc::clone(&node), observe))
+        // Outermost: everything above runs inside the request's span.
+        .layer(middleware::from_fn(request_id::assign))
         .with_state(node)
+}
+
+/// `GET /openapi.json`
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi::document_json(),
+    )
+        .into_response()
 }

@@ -59,6 +59,9 @@ struct Inner {
     /// Retention never deletes records at or above this CommitLog offset (the layer
     /// above still needs to replay them).
     retention_floor: AtomicU64,
+    /// Durations of CommitLog flushes (msync of dirty pages), background and
+    /// group-commit alike, for `/metrics`.
+    commit_log_flush_duration: crate::metrics::Histogram,
     _lock_file: File,
 }
 
@@ -213,12 +216,22 @@ impl MessageStore {
             flush_lock: Mutex::new(()),
             failed: AtomicBool::new(false),
             retention_floor: AtomicU64::new(u64::MAX),
+            commit_log_flush_duration: crate::metrics::Histogram::new(
+                crate::metrics::FSYNC_BUCKETS,
+            ),
             _lock_file: lock_file,
         });
         let flushing = Arc::clone(&inner);
         let group_commit_thread = GroupCommitThread::start(
             inner.commit_log.flushed_offset(),
-            Box::new(move |target| flushing.commit_log.flush_to(target)),
+            Box::new(move |target| {
+                let started = std::time::Instant::now();
+                let flushed = flushing.commit_log.flush_to(target);
+                flushing
+                    .commit_log_flush_duration
+                    .observe(started.elapsed());
+                flushed
+            }),
         );
         let store = Self {
             inner,
@@ -778,6 +791,11 @@ impl MessageStore {
         self.flush_and_checkpoint(false)
     }
 
+    /// Durations of CommitLog flushes so far.
+    pub fn commit_log_flush_duration(&self) -> &crate::metrics::Histogram {
+        &self.inner.commit_log_flush_duration
+    }
+
     fn flush_and_checkpoint(&self, clean_shutdown: bool) -> StoreResult<CommitLogOffset> {
         flush_and_checkpoint(&self.inner, clean_shutdown)
     }
@@ -927,7 +945,9 @@ fn flush_and_checkpoint(inner: &Inner, clean_shutdown: bool) -> StoreResult<Comm
         let index_from = inner.dispatcher.index.last_file_begin().unwrap_or(end);
         (end, inner.commit_log.tail(), queues, index_from)
     };
+    let started = std::time::Instant::now();
     let flushed = inner.commit_log.flush()?;
+    inner.commit_log_flush_duration.observe(started.elapsed());
     debug_assert!(flushed >= end);
     for queue in inner.dispatcher.queues.all() {
         queue.flush()?;

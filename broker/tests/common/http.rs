@@ -242,15 +242,32 @@ impl TestNode {
     }
 }
 
-/// The value of the sample `name` in Prometheus text.
+/// The value of the sample `name` in Prometheus text; for a labelled family
+/// (`name{code="…"}`), the sum over its series.
 pub fn metric_value(text: &str, name: &str) -> f64 {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (sample, value) = line.rsplit_once(' ')?;
+            let family = sample.split_once('{').map_or(sample, |(family, _)| family);
+            (family == name).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .collect();
+    assert!(!values.is_empty(), "metric {name} is missing from:\n{text}");
+    values.iter().sum()
+}
+
+/// The value of one labelled series, `name{labels}` exactly as rendered
+/// (`broker_rejected_requests_total{code="BAD_REQUEST"}`); 0 when absent.
+pub fn series_value(text: &str, series: &str) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| {
-            let (sample, value) = line.split_once(' ')?;
-            (sample == name).then(|| value.trim().parse::<f64>().ok())?
+            let (sample, value) = line.rsplit_once(' ')?;
+            (sample == series).then(|| value.trim().parse::<f64>().ok())?
         })
-        .unwrap_or_else(|| panic!("metric {name} is missing from:\n{text}"))
+        .unwrap_or(0.0)
 }
 
 /// Checks a non-2xx answer: the expected status, and exactly the API's error shape

@@ -1,0 +1,160 @@
+//! `GET /v1/groups`: every consumer group that has committed an offset, with its
+//! topics and total lag, merged over every live broker group (like the topic and
+//! queue listings). `?broker_group=` answers for that one broker group only (this
+//! is how the merge asks the others).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::extract::ApiQuery;
+use super::groups::{self, encode, BrokerGroupParam, Target};
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// One consumer group in the listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerGroupView {
+    /// The consumer group.
+    pub group: String,
+    /// Topics it has committed offsets for, sorted.
+    pub topics: Vec<String>,
+    /// Broker groups holding its offsets, sorted.
+    pub broker_groups: Vec<String>,
+    /// Queues with a committed offset.
+    pub queues: u64,
+    /// Messages behind, summed over those queues.
+    pub lag: u64,
+}
+
+/// The answer of `GET /v1/groups`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConsumerGroupsResponse {
+    pub groups: Vec<ConsumerGroupView>,
+}
+
+/// The consumer groups whose offsets this node's broker group keeps.
+fn local_groups(node: &Node) -> Vec<ConsumerGroupView> {
+    let committed: Vec<_> = node
+        .shared
+        .state()
+        .consumer_offsets
+        .iter()
+        .map(|(key, offset)| (key.group.clone(), key.topic.clone(), key.queue_id, *offset))
+        .collect();
+    let mut by_group: BTreeMap<String, ConsumerGroupView> = BTreeMap::new();
+    for (group, topic, queue_id, offset) in committed {
+        let max = node
+            .shared
+            .store
+            .queue_offsets(&topic, queue_id)
+            .map_or(0, |(_, max)| max.0);
+        let view = by_group
+            .entry(group.clone())
+            .or_insert_with(|| ConsumerGroupView {
+                group,
+                topics: Vec::new(),
+                broker_groups: vec![node.group().to_string()],
+                queues: 0,
+                lag: 0,
+            });
+        if !view.topics.contains(&topic) {
+            view.topics.push(topic);
+        }
+        view.queues += 1;
+        view.lag += max.saturating_sub(offset.0);
+    }
+    by_group.into_values().collect()
+}
+
+/// Merges listings of several broker groups by consumer group.
+fn merge(parts: impl IntoIterator<Item = ConsumerGroupView>) -> Vec<ConsumerGroupView> {
+    let mut merged: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>, u64, u64)> =
+        BTreeMap::new();
+    for part in parts {
+        let entry = merged.entry(part.group).or_default();
+        entry.0.extend(part.topics);
+        entry.1.extend(part.broker_groups);
+        entry.2 += part.queues;
+        entry.3 += part.lag;
+    }
+    merged
+        .into_iter()
+        .map(
+            |(group, (topics, broker_groups, queues, lag))| ConsumerGroupView {
+                group,
+                topics: topics.into_iter().collect(),
+                broker_groups: broker_groups.into_iter().collect(),
+                queues,
+                lag,
+            },
+        )
+        .collect()
+}
+
+/// `GET /v1/groups`
+pub async fn list_groups(
+    State(node): State<Arc<Node>>,
+    ApiQuery(param): ApiQuery<BrokerGroupParam>,
+) -> Result<Json<ConsumerGroupsResponse>, ApiError> {
+    let routes = match param.broker_group.as_deref() {
+        Some(name) => match groups::named(&node, name)? {
+            Target::Local => vec![node.local_route()],
+            Target::Remote(route) => vec![*route],
+        },
+        None => node.group_routes(),
+    };
+    let mut parts = Vec::new();
+    for route in routes {
+        if route.is_local() {
+            parts.extend(local_groups(&node));
+            continue;
+        }
+        let path = format!("/v1/groups?broker_group={}", encode(&route.group));
+        let answer: ConsumerGroupsResponse = groups::fetch(&node, &route, &path).await?;
+        parts.extend(answer.groups);
+    }
+    Ok(Json(ConsumerGroupsResponse {
+        groups: merge(parts),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(group: &str, topic: &str, broker: &str, queues: u64, lag: u64) -> ConsumerGroupView {
+        ConsumerGroupView {
+            group: group.into(),
+            topics: vec![topic.into()],
+            broker_groups: vec![broker.into()],
+            queues,
+            lag,
+        }
+    }
+
+    #[test]
+    fn merging_adds_up_queues_and_lag_per_consumer_group() {
+        let merged = merge([
+            view("billing", "orders", "broker-b", 2, 5),
+            view("audit", "orders", "broker-a", 1, 0),
+            view("billing", "payments", "broker-a", 4, 1),
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                view("audit", "orders", "broker-a", 1, 0),
+                ConsumerGroupView {
+                    group: "billing".into(),
+                    topics: vec!["orders".into(), "payments".into()],
+                    broker_groups: vec!["broker-a".into(), "broker-b".into()],
+                    queues: 6,
+                    lag: 6,
+                },
+            ]
+        );
+    }
+}

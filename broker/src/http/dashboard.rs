@@ -1,0 +1,46 @@
+//! The dashboard: one HTML page, a script and a style sheet, compiled into the
+//! binary (`include_str!`; no build toolchain). The page only calls the public
+//! JSON API from the browser, so it shows exactly what a client would see and needs
+//! no endpoint of its own.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::extract::ApiPath;
+use crate::error::{ApiError, ErrorCode};
+
+const INDEX_HTML: &str = include_str!("dashboard/index.html");
+const APP_JS: &str = include_str!("dashboard/app.js");
+const STYLE_CSS: &str = include_str!("dashboard/style.css");
+
+/// `GET /`
+pub async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+/// `GET /dashboard/{file}`: `app.js` or `style.css`.
+pub async fn asset(ApiPath(file): ApiPath<String>) -> Response {
+    let (content_type, text) = match file.as_str() {
+        "app.js" => ("text/javascript; charset=utf-8", APP_JS),
+        "style.css" => ("text/css; charset=utf-8", STYLE_CSS),
+        _ => {
+            return ApiError::new(ErrorCode::NotFound, format!("no dashboard file `{file}`"))
+                .into_response()
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        text,
+    )
+        .into_response()
+}
