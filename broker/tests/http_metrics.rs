@@ -141,7 +141,7 @@ async fn key_series_move_by_what_was_done() {
     assert_eq!(
         series_value(
             &after,
-            "broker_consumer_group_lag_messages{consumer_group=\"billing\",topic=\"orders\",queue=\"0\"}"
+            "broker_consumer_group_lag_messages{consumer_group=\"billing\",topic=\"orders\",broker_group=\"broker-a\",queue=\"0\"}"
         ),
         2.0,
         "{after}"
@@ -153,6 +153,13 @@ async fn key_series_move_by_what_was_done() {
         3.0
     );
     assert_eq!(metric_value(&after, "broker_raft_leader_id"), 1.0);
+    assert_eq!(
+        series_value(
+            &after,
+            "broker_info{node_id=\"1\",broker_group=\"broker-a\",version=\"0.1.0\"}"
+        ),
+        1.0
+    );
     assert_eq!(metric_value(&after, "broker_raft_is_leader"), 1.0);
     assert!(metric_value(&after, "broker_raft_log_disk_bytes") > 0.0);
     // Each acknowledged write waited for an fsync of the Raft log.

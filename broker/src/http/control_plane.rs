@@ -437,6 +437,19 @@ fn render_metrics(node: &Node) -> String {
         log_id.map_or(0.0, |l| l.index as f64)
     };
     let mut gauges = vec![
+        GaugeFamily {
+            name: "broker_info",
+            help: "Always 1; labels name this node and its broker group.",
+            series: vec![(
+                format!(
+                    "node_id=\"{}\",broker_group=\"{}\",version=\"{}\"",
+                    node.id(),
+                    escape_label(node.group()),
+                    env!("CARGO_PKG_VERSION")
+                ),
+                1.0,
+            )],
+        },
         GaugeFamily::single(
             "broker_raft_term",
             "Current Raft term.",
@@ -549,6 +562,7 @@ fn render_metrics(node: &Node) -> String {
         help: "Messages between a consumer group's committed offset and the queue's end.",
         series: Vec::new(),
     };
+    let broker_group = escape_label(node.group());
     for (key, offset) in committed {
         let max = node
             .shared
@@ -557,7 +571,7 @@ fn render_metrics(node: &Node) -> String {
             .map_or(0, |(_, max)| max.0);
         consumer_lag.series.push((
             format!(
-                "consumer_group=\"{}\",topic=\"{}\",queue=\"{}\"",
+                "consumer_group=\"{}\",topic=\"{}\",broker_group=\"{broker_group}\",queue=\"{}\"",
                 escape_label(&key.group),
                 escape_label(&key.topic),
                 key.queue_id.0

@@ -299,7 +299,12 @@ pub fn document_json() -> &'static str {
 }
 
 fn object(required: &[&str], properties: Value) -> Value {
-    json!({"type": "object", "required": required, "properties": properties})
+    // OpenAPI 3.0 wants `required` non-empty when present.
+    if required.is_empty() {
+        json!({"type": "object", "properties": properties})
+    } else {
+        json!({"type": "object", "required": required, "properties": properties})
+    }
 }
 
 fn array_of(schema: &str) -> Value {

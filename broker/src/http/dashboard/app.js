@@ -1,0 +1,322 @@
+// The dashboard: plain browser JavaScript over the public JSON API (shared/API.md).
+// No framework and no build step; the broker serves this file as it is.
+"use strict";
+
+const DLQ_PREFIX = "%DLQ%";
+// Properties the broker sets on a dead-lettered message; a resend drops them.
+const DLQ_PROPERTIES = ["ORIGIN_TOPIC", "ORIGIN_QUEUE_ID", "ORIGIN_QUEUE_OFFSET", "RECONSUME_TIMES"];
+const REFRESH_MS = 3000;
+
+const expandedTopics = new Set();
+let selectedGroup = null;
+let refreshing = false;
+
+// ---- helpers -------------------------------------------------------------------
+
+/** An element with attributes (`class`, `data-*`, `on*` handlers) and children. */
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const enc = encodeURIComponent;
+const dash = (v) => (v === null || v === undefined ? "-" : v);
+
+/** Calls the API; resolves to the JSON answer, rejects with `CODE: message`. */
+async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const text = await response.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch (e) { json = null; }
+  if (!response.ok) {
+    const code = json && json.code ? json.code : "HTTP_" + response.status;
+    const message = json && json.message ? json.message : text;
+    const error = new Error(code + ": " + message);
+    error.code = code;
+    throw error;
+  }
+  return json;
+}
+
+function status(text, isError) {
+  const node = document.getElementById("action-status");
+  node.textContent = text;
+  node.className = isError ? "error" : "ok";
+}
+
+function banner(text) {
+  const node = document.getElementById("error-banner");
+  node.hidden = !text;
+  node.textContent = text || "";
+}
+
+function fill(tbody, rows) {
+  tbody.replaceChildren(...rows);
+}
+
+// ---- cluster -------------------------------------------------------------------
+
+function renderCluster(cluster) {
+  document.getElementById("served-by").textContent =
+    "served by node " + cluster.node_id + " of " + cluster.group;
+  const rows = [];
+  for (const group of cluster.groups) {
+    for (const node of group.nodes) {
+      rows.push(el("tr", { class: "node role-" + node.role, "data-group": group.group, "data-node-id": node.id },
+        el("td", {}, group.group),
+        el("td", {}, node.id + (group.leader_id === node.id ? " *" : "")),
+        el("td", {}, node.url),
+        el("td", { class: "role" }, node.role),
+        el("td", {}, dash(node.term)),
+        el("td", {}, dash(node.last_log_index)),
+        el("td", {}, dash(node.applied_index)),
+        el("td", { class: "lag" }, dash(node.lag)),
+        el("td", {}, node.reachable === null ? "-" : node.reachable ? "yes" : "no")));
+    }
+  }
+  fill(document.querySelector("#cluster-table tbody"), rows);
+}
+
+// ---- topics --------------------------------------------------------------------
+
+function messageCount(queues) {
+  return queues.reduce((sum, q) => sum + (q.max_offset - q.min_offset), 0);
+}
+
+function renderTopics(topics, queuesByTopic) {
+  const rows = [];
+  for (const topic of topics) {
+    const queues = queuesByTopic.get(topic.topic) || [];
+    const expanded = expandedTopics.has(topic.topic);
+    rows.push(el("tr", { class: "topic", "data-topic": topic.topic },
+      el("td", { class: "name" }, topic.topic),
+      el("td", {}, topic.groups.join(", ")),
+      el("td", {}, topic.read_queue_nums + " / " + topic.write_queue_nums),
+      el("td", {}, topic.perm),
+      el("td", { class: "messages" }, messageCount(queues)),
+      el("td", {},
+        el("button", { type: "button", onclick: () => toggleTopic(topic.topic) }, expanded ? "hide queues" : "queues"),
+        el("button", { type: "button", onclick: () => browseFrom(topic.topic) }, "browse"))));
+    if (expanded) {
+      rows.push(el("tr", { class: "queues", "data-topic": topic.topic },
+        el("td", { colspan: 6 },
+          el("table", { class: "inner" },
+            el("thead", {}, el("tr", {}, ["broker group", "queue", "min offset", "max offset", "messages"].map((h) => el("th", {}, h)))),
+            el("tbody", {}, queues.map((q) => el("tr", {},
+              el("td", {}, q.group), el("td", {}, q.queue_id), el("td", {}, q.min_offset),
+              el("td", {}, q.max_offset), el("td", {}, q.max_offset - q.min_offset))))))));
+    }
+  }
+  fill(document.querySelector("#topics-table tbody"), rows);
+}
+
+function toggleTopic(topic) {
+  if (expandedTopics.has(topic)) expandedTopics.delete(topic);
+  else expandedTopics.add(topic);
+  refresh();
+}
+
+function browseFrom(topic) {
+  document.getElementById("browse-topic").value = topic;
+  document.getElementById("key-topic").value = topic;
+  document.getElementById("browse-topic").scrollIntoView();
+}
+
+// ---- consumer groups -------------------------------------------------------------
+
+function renderGroups(groups) {
+  const rows = groups.map((g) => el("tr", { class: "group", "data-group": g.group },
+    el("td", { class: "name" }, g.group),
+    el("td", {}, g.topics.join(", ")),
+    el("td", {}, g.broker_groups.join(", ")),
+    el("td", {}, g.queues),
+    el("td", { class: "lag" }, g.lag),
+    el("td", {}, el("button", { type: "button", onclick: () => selectGroup(g.group) }, "offsets"))));
+  fill(document.querySelector("#groups-table tbody"), rows);
+}
+
+function selectGroup(group) {
+  selectedGroup = group;
+  document.getElementById("reset-group").value = group;
+  renderGroupDetail();
+}
+
+async function renderGroupDetail() {
+  const detail = document.getElementById("group-detail");
+  if (!selectedGroup) { detail.hidden = true; return; }
+  const answer = await api("GET", "/v1/groups/" + enc(selectedGroup) + "/offsets");
+  document.getElementById("group-detail-name").textContent = selectedGroup;
+  const rows = answer.offsets.map((o) => el("tr", { class: "offset", "data-topic": o.topic, "data-queue": o.queue_id },
+    el("td", {}, o.group), el("td", {}, o.topic), el("td", {}, o.queue_id),
+    el("td", { class: "offset-value" }, o.offset), el("td", {}, o.max_offset), el("td", {}, o.lag),
+    el("td", {}, el("button", { type: "button", onclick: () => prefillReset(o) }, "reset…"))));
+  fill(document.querySelector("#group-offsets-table tbody"), rows);
+  detail.hidden = false;
+}
+
+function prefillReset(o) {
+  document.getElementById("reset-group").value = selectedGroup;
+  document.getElementById("reset-topic").value = o.topic;
+  document.getElementById("reset-queue").value = o.queue_id;
+  document.getElementById("reset-broker-group").value = o.group;
+  document.getElementById("reset-offset").value = o.offset;
+  document.getElementById("reset-offset").focus();
+}
+
+async function resetOffset(event) {
+  event.preventDefault();
+  const group = document.getElementById("reset-group").value.trim();
+  const topic = document.getElementById("reset-topic").value.trim();
+  const queue = document.getElementById("reset-queue").value;
+  const brokerGroup = document.getElementById("reset-broker-group").value.trim();
+  const offset = Number(document.getElementById("reset-offset").value);
+  let path = "/v1/groups/" + enc(group) + "/offsets/" + enc(topic) + "/" + enc(queue);
+  if (brokerGroup) path += "?broker_group=" + enc(brokerGroup);
+  try {
+    const answer = await api("PUT", path, { offset, force: true });
+    status("reset " + group + " on " + topic + "/" + queue + " to offset " + answer.offset, false);
+    selectedGroup = group;
+    await refresh();
+  } catch (e) {
+    status("reset failed: " + e.message, true);
+  }
+}
+
+// ---- message browser -----------------------------------------------------------------
+
+function bodyText(m) {
+  if (m.body !== undefined && m.body !== null) return m.body;
+  return "(binary, base64) " + (m.body_base64 || "");
+}
+
+function renderMessages(messages, summary) {
+  document.getElementById("browse-summary").textContent = summary;
+  const rows = messages.map((m) => {
+    const props = Object.entries(m.properties || {}).map(([k, v]) => k + "=" + v).join(" ");
+    const body = bodyText(m);
+    const resend = m.topic.startsWith(DLQ_PREFIX)
+      ? el("button", { type: "button", class: "resend", onclick: () => resendFromDlq(m) }, "Resend")
+      : null;
+    return el("tr", { class: "message", "data-msg-id": m.msg_id },
+      el("td", {}, m.topic), el("td", {}, m.queue_id), el("td", {}, m.queue_offset),
+      el("td", { class: "mono" }, m.msg_id),
+      el("td", {}, new Date(m.store_timestamp).toISOString()),
+      el("td", {}, dash(m.tags)), el("td", {}, (m.keys || []).join(" ")),
+      el("td", { class: "mono" }, props),
+      el("td", { class: "body", title: body }, body.length > 200 ? body.slice(0, 200) + "…" : body),
+      el("td", {}, resend));
+  });
+  fill(document.querySelector("#messages-table tbody"), rows);
+}
+
+async function browse(run) {
+  try {
+    await run();
+  } catch (e) {
+    renderMessages([], "");
+    status(e.message, true);
+  }
+}
+
+function pullQueue(event) {
+  event.preventDefault();
+  browse(async () => {
+    const topic = document.getElementById("browse-topic").value.trim();
+    const queue = document.getElementById("browse-queue-id").value;
+    const group = document.getElementById("browse-broker-group").value.trim();
+    const offset = document.getElementById("browse-offset").value;
+    const max = document.getElementById("browse-max").value || 32;
+    let path = "/v1/topics/" + enc(topic) + "/queues/" + enc(queue) + "/messages?offset=" + enc(offset) + "&max_messages=" + enc(max);
+    if (group) path += "&group=" + enc(group);
+    const answer = await api("GET", path);
+    renderMessages(answer.messages, answer.status + ": offsets " + answer.min_offset + ".." + answer.max_offset + ", next " + answer.next_offset);
+  });
+}
+
+function queryKey(event) {
+  event.preventDefault();
+  browse(async () => {
+    const topic = document.getElementById("key-topic").value.trim();
+    const key = document.getElementById("key-key").value.trim();
+    const answer = await api("GET", "/v1/topics/" + enc(topic) + "/messages?key=" + enc(key));
+    renderMessages(answer.messages, answer.messages.length + " message(s) with key " + key);
+  });
+}
+
+function queryId(event) {
+  event.preventDefault();
+  browse(async () => {
+    const id = document.getElementById("id-msg-id").value.trim();
+    const m = await api("GET", "/v1/messages/" + enc(id));
+    renderMessages([m], "message " + id);
+  });
+}
+
+/** Sends a dead-lettered message back to its original topic with the public send API. */
+async function resendFromDlq(m) {
+  const properties = Object.assign({}, m.properties || {});
+  const origin = properties.ORIGIN_TOPIC;
+  if (!origin) {
+    status("message " + m.msg_id + " has no ORIGIN_TOPIC property; cannot resend", true);
+    return;
+  }
+  for (const name of DLQ_PROPERTIES) delete properties[name];
+  properties.DLQ_RESENT_FROM = m.msg_id;
+  const message = { tags: m.tags || undefined, keys: m.keys || [], properties };
+  if (m.body !== undefined && m.body !== null) message.body = m.body;
+  else message.body_base64 = m.body_base64;
+  try {
+    const answer = await api("POST", "/v1/topics/" + enc(origin) + "/messages", { messages: [message] });
+    const r = answer.results[0];
+    status("resent " + m.msg_id + " to " + origin + " as " + r.msg_id + " (queue " + r.queue_id + ", offset " + r.queue_offset + ")", false);
+  } catch (e) {
+    status("resend failed: " + e.message, true);
+  }
+}
+
+// ---- refresh -----------------------------------------------------------------------
+
+async function refresh() {
+  if (refreshing) return;
+  refreshing = true;
+  try {
+    const [cluster, topics, groups] = await Promise.all([
+      api("GET", "/v1/cluster"), api("GET", "/v1/topics"), api("GET", "/v1/groups")]);
+    const queues = await Promise.all(topics.topics.map((t) =>
+      api("GET", "/v1/topics/" + enc(t.topic) + "/queues").then((a) => a.queues, () => [])));
+    const queuesByTopic = new Map(topics.topics.map((t, i) => [t.topic, queues[i]]));
+    renderCluster(cluster);
+    renderTopics(topics.topics, queuesByTopic);
+    renderGroups(groups.groups);
+    if (selectedGroup) await renderGroupDetail();
+    banner("");
+    document.getElementById("last-refresh").textContent = "updated " + new Date().toLocaleTimeString();
+    document.body.dataset.loaded = "true";
+  } catch (e) {
+    banner("refresh failed: " + e.message);
+  } finally {
+    refreshing = false;
+  }
+}
+
+document.getElementById("refresh").addEventListener("click", refresh);
+document.getElementById("reset-form").addEventListener("submit", resetOffset);
+document.getElementById("browse-queue").addEventListener("submit", pullQueue);
+document.getElementById("browse-key").addEventListener("submit", queryKey);
+document.getElementById("browse-id").addEventListener("submit", queryId);
+setInterval(() => { if (document.getElementById("auto-refresh").checked) refresh(); }, REFRESH_MS);
+refresh();

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Drives headless Chromium through chromedriver's W3C WebDriver protocol (plain
+HTTP, standard library only) against the dashboard of a running cluster.
+
+usage: dashboard_browser.py DRIVER_URL NODE_URL TOPIC MESSAGES GROUP SCREENSHOT
+
+Checks, each with a deadline (the page refreshes every 3 s):
+  1. the cluster table shows three nodes of one group, exactly one of them leader;
+  2. the topics table shows TOPIC with MESSAGES messages;
+  3. the consumer-group table shows GROUP;
+  4. an action: the reset form commits GROUP's offset of TOPIC queue 0 to 1, and
+     the API (not the page) then reports offset 1;
+  5. the message browser finds the message with key `dash-key` by key.
+Then saves a screenshot to SCREENSHOT. Exits non-zero with the reason on failure.
+"""
+
+import base64
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+DEADLINE_S = 20
+
+
+def http(method, url, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"{method} {url}: {e.code} {e.read().decode(errors='replace')}") from e
+
+
+class Browser:
+    def __init__(self, driver):
+        self.driver = driver
+        caps = {"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                         "--disable-gpu", "--window-size=1400,1800"],
+            },
+        }}}
+        self.session = http("POST", f"{driver}/session", caps)["value"]["sessionId"]
+        self.base = f"{driver}/session/{self.session}"
+
+    def cmd(self, method, path, body=None):
+        return http(method, self.base + path, body)["value"]
+
+    def open(self, url):
+        self.cmd("POST", "/url", {"url": url})
+
+    def js(self, script, *args):
+        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    def find(self, css):
+        found = self.cmd("POST", "/elements", {"using": "css selector", "value": css})
+        return [next(iter(e.values())) for e in found]
+
+    def text(self, element):
+        return self.cmd("GET", f"/element/{element}/text")
+
+    def type(self, css, text):
+        (element,) = self.find(css)
+        self.cmd("POST", f"/element/{element}/clear", {})
+        self.cmd("POST", f"/element/{element}/value", {"text": str(text)})
+
+    def click(self, css):
+        (element,) = self.find(css)
+        self.cmd("POST", f"/element/{element}/click", {})
+
+    def screenshot(self, path):
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(self.cmd("GET", "/screenshot")))
+
+    def close(self):
+        try:
+            http("DELETE", self.base)
+        except Exception:  # the driver is killed by the caller anyway
+            pass
+
+
+def wait_for(what, probe):
+    """Calls probe() until it returns a true value; fails with its last value."""
+    deadline = time.monotonic() + DEADLINE_S
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last and last[0]:
+            print(f"dashboard-browser: ok: {what}", flush=True)
+            return last
+        time.sleep(0.25)
+    sys.exit(f"dashboard-browser: FAILED: {what} (last seen: {last})")
+
+
+def main():
+    driver, node, topic, messages, group, shot = sys.argv[1:7]
+    browser = Browser(driver)
+    try:
+        print("--- load the dashboard", flush=True)
+        browser.open(node + "/")
+        wait_for("the page loaded its data",
+                 lambda: (browser.js("return document.body.dataset.loaded === 'true'"),))
+
+        nodes_js = """return Array.from(document.querySelectorAll('#cluster-table tr.node'))
+            .map(r => [r.dataset.group, r.dataset.nodeId, r.querySelector('.role').textContent]);"""
+
+        def three_nodes():
+            rows = browser.js(nodes_js)
+            ids = sorted(r[1] for r in rows)
+            leaders = [r for r in rows if r[2] == "leader"]
+            return (ids == ["1", "2", "3"] and len(leaders) == 1, rows)
+        wait_for("the cluster table shows nodes 1, 2, 3 with one leader", three_nodes)
+
+        def topic_row():
+            cells = browser.find(f'#topics-table tr.topic[data-topic="{topic}"] td.messages')
+            count = browser.text(cells[0]) if cells else None
+            return (count == messages, count)
+        wait_for(f"the topics table shows {topic} with {messages} messages", topic_row)
+
+        def group_row():
+            rows = browser.find(f'#groups-table tr.group[data-group="{group}"]')
+            return (len(rows) == 1, len(rows))
+        wait_for(f"the consumer-group table shows {group}", group_row)
+
+        print("--- action: reset the group's offset on queue 0 to 1 through the form", flush=True)
+        offsets_url = f"{node}/v1/groups/{group}/offsets?topic={topic}"
+        before = {o["queue_id"]: o["offset"] for o in http("GET", offsets_url)["offsets"]}
+        if before.get(0) == 1:
+            sys.exit(f"dashboard-browser: FAILED: offset is already 1 before the action: {before}")
+        browser.type("#reset-group", group)
+        browser.type("#reset-topic", topic)
+        browser.type("#reset-queue", 0)
+        browser.type("#reset-offset", 1)
+        browser.click("#reset-button")
+        wait_for("the page reports the reset",
+                 lambda: (lambda t: (t.startswith(f"reset {group}"), t))(
+                     browser.text(browser.find("#action-status")[0])))
+
+        def api_offset():
+            after = {o["queue_id"]: o["offset"] for o in http("GET", offsets_url)["offsets"]}
+            return (after.get(0) == 1, after)
+        wait_for(f"the API reports {group}'s offset on queue 0 moved from {before.get(0)} to 1",
+                 api_offset)
+
+        print("--- message browser: by key", flush=True)
+        browser.type("#key-topic", topic)
+        browser.type("#key-key", "dash-key")
+        browser.click("#browse-key button")
+
+        def keyed():
+            bodies = browser.js("""return Array.from(document.querySelectorAll(
+                '#messages-table tr.message td.body')).map(td => td.textContent);""")
+            return (bodies == ["keyed message"], bodies)
+        wait_for("the browser finds the keyed message", keyed)
+
+        browser.screenshot(shot)
+        print(f"dashboard-browser: screenshot saved to {shot}", flush=True)
+    finally:
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()
