@@ -14,12 +14,24 @@ use crate::config::{CliArgs, LogFormat, NodeConfig};
 pub fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_env("BROKER_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,openraft=error,raft_log=warn,chunked_wal=warn"));
+    init_logging_with(json, filter, std::io::stderr);
+}
+
+/// [`init_logging`] with its filter and writer given (tests capture the lines).
+/// A second initialisation in one process keeps the first subscriber.
+pub fn init_logging_with<W>(json: bool, filter: EnvFilter, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests) keeps the first subscriber.
+        .with_writer(writer);
     let _ = if json {
-        subscriber.json().with_current_span(true).with_span_list(false).try_init()
+        subscriber
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         subscriber.try_init()
     };

@@ -62,8 +62,12 @@ class Browser:
         found = self.cmd("POST", "/elements", {"using": "css selector", "value": css})
         return [next(iter(e.values())) for e in found]
 
-    def text(self, element):
-        return self.cmd("GET", f"/element/{element}/text")
+    def text_of(self, css):
+        """Text of the first element matching css, or None. One script call, so a
+        table re-rendered by the page's refresh in between cannot leave a stale
+        element reference."""
+        return self.js("const e = document.querySelector(arguments[0]);"
+                       " return e ? e.textContent : null;", css)
 
     def type(self, css, text):
         (element,) = self.find(css)
@@ -118,14 +122,13 @@ def main():
         wait_for("the cluster table shows nodes 1, 2, 3 with one leader", three_nodes)
 
         def topic_row():
-            cells = browser.find(f'#topics-table tr.topic[data-topic="{topic}"] td.messages')
-            count = browser.text(cells[0]) if cells else None
+            count = browser.text_of(f'#topics-table tr.topic[data-topic="{topic}"] td.messages')
             return (count == messages, count)
         wait_for(f"the topics table shows {topic} with {messages} messages", topic_row)
 
         def group_row():
-            rows = browser.find(f'#groups-table tr.group[data-group="{group}"]')
-            return (len(rows) == 1, len(rows))
+            name = browser.text_of(f'#groups-table tr.group[data-group="{group}"] td.name')
+            return (name == group, name)
         wait_for(f"the consumer-group table shows {group}", group_row)
 
         print("--- action: reset the group's offset on queue 0 to 1 through the form", flush=True)
@@ -140,7 +143,7 @@ def main():
         browser.click("#reset-button")
         wait_for("the page reports the reset",
                  lambda: (lambda t: (t.startswith(f"reset {group}"), t))(
-                     browser.text(browser.find("#action-status")[0])))
+                     browser.text_of("#action-status") or ""))
 
         def api_offset():
             after = {o["queue_id"]: o["offset"] for o in http("GET", offsets_url)["offsets"]}
