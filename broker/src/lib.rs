@@ -20,6 +20,9 @@
 //! * [`cli`] — `mqctl`, the command line client covering the whole API.
 //! * `faults` — test-only fault switches (feature `fault-injection`, never in releases).
 
+// `http::openapi::schemas` is one large `json!` literal.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod cli;
 pub mod client;

@@ -27,8 +27,8 @@ pub const REQUEST_BUCKETS: &[f64] = &[
 
 /// Bucket bounds (seconds) of fsync latency: 50 µs to 5 s.
 pub const FSYNC_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 5.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 5.0,
 ];
 
 /// Beyond this many distinct topics, further topics are counted under
@@ -260,7 +260,11 @@ impl Metrics {
     }
 
     /// Renders the counters and histograms, then the gauges the caller read.
-    pub fn render(&self, gauges: &[GaugeFamily], histograms: &[(&str, &str, &Histogram)]) -> String {
+    pub fn render(
+        &self,
+        gauges: &[GaugeFamily],
+        histograms: &[(&str, &str, &Histogram)],
+    ) -> String {
         let mut out = String::with_capacity(16 << 10);
         let counters = [
             (

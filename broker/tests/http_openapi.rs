@@ -26,9 +26,9 @@ use tracing::info;
 /// (`paths: {RouteId(1): "/v1/…", …}`).
 fn router_paths(router: &axum::Router) -> BTreeSet<String> {
     let text = format!("{router:?}");
-    let start = text
-        .find("paths: {")
-        .expect("axum's Router Debug lists `paths: {…}`; if its format changed, update this parser");
+    let start = text.find("paths: {").expect(
+        "axum's Router Debug lists `paths: {…}`; if its format changed, update this parser",
+    );
     // `RouteId(1): "/v1/…", RouteId(2): "/…"}`: paths hold braces themselves, so
     // walk the entries rather than looking for the closing one.
     let mut rest = &text[start + "paths: {".len()..];
@@ -121,7 +121,11 @@ async fn every_route_is_documented_and_every_operation_is_served() {
 
     let served = served_operations(&node).await;
     let documented = documented_operations(&doc);
-    info!(served = served.len(), documented = documented.len(), "--- compare");
+    info!(
+        served = served.len(),
+        documented = documented.len(),
+        "--- compare"
+    );
     let undocumented: Vec<_> = served.difference(&documented).collect();
     let unserved: Vec<_> = documented.difference(&served).collect();
     assert!(
@@ -197,8 +201,8 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), Str
 
 /// The 200 schema of an operation.
 fn answer_schema<'a>(doc: &'a Value, method: &str, path: &str) -> &'a Value {
-    let schema = &doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]
-        ["schema"];
+    let schema =
+        &doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"];
     assert!(schema.is_object(), "{method} {path} answers JSON");
     schema
 }
@@ -221,27 +225,137 @@ async fn real_answers_fit_the_documented_schemas() {
         .expect("a msg_id")
         .to_string();
     let calls: Vec<(Method, String, Option<Value>, &str, &str)> = vec![
-        (Method::PUT, "/v1/topics/shapes".into(), Some(json!({"read_queue_nums": 4, "write_queue_nums": 4})), "put", "/v1/topics/{topic}"),
-        (Method::POST, "/v1/topics/shapes/messages".into(), Some(json!({"messages": [{"body": "y", "queue_id": 1}]})), "post", "/v1/topics/{topic}/messages"),
-        (Method::GET, "/v1/topics/shapes/queues/0/messages?offset=0".into(), None, "get", "/v1/topics/{topic}/queues/{queue_id}/messages"),
-        (Method::GET, "/v1/topics/shapes/messages?key=k1".into(), None, "get", "/v1/topics/{topic}/messages"),
-        (Method::GET, "/v1/topics/shapes/queues".into(), None, "get", "/v1/topics/{topic}/queues"),
-        (Method::GET, "/v1/topics/shapes/queues/0/offset?timestamp=0".into(), None, "get", "/v1/topics/{topic}/queues/{queue_id}/offset"),
-        (Method::GET, format!("/v1/messages/{msg_id}"), None, "get", "/v1/messages/{msg_id}"),
-        (Method::PUT, "/v1/groups/g1/offsets/shapes/0".into(), Some(json!({"offset": 1})), "put", "/v1/groups/{group}/offsets/{topic}/{queue_id}"),
-        (Method::GET, "/v1/groups/g1/offsets".into(), None, "get", "/v1/groups/{group}/offsets"),
+        (
+            Method::PUT,
+            "/v1/topics/shapes".into(),
+            Some(json!({"read_queue_nums": 4, "write_queue_nums": 4})),
+            "put",
+            "/v1/topics/{topic}",
+        ),
+        (
+            Method::POST,
+            "/v1/topics/shapes/messages".into(),
+            Some(json!({"messages": [{"body": "y", "queue_id": 1}]})),
+            "post",
+            "/v1/topics/{topic}/messages",
+        ),
+        (
+            Method::GET,
+            "/v1/topics/shapes/queues/0/messages?offset=0".into(),
+            None,
+            "get",
+            "/v1/topics/{topic}/queues/{queue_id}/messages",
+        ),
+        (
+            Method::GET,
+            "/v1/topics/shapes/messages?key=k1".into(),
+            None,
+            "get",
+            "/v1/topics/{topic}/messages",
+        ),
+        (
+            Method::GET,
+            "/v1/topics/shapes/queues".into(),
+            None,
+            "get",
+            "/v1/topics/{topic}/queues",
+        ),
+        (
+            Method::GET,
+            "/v1/topics/shapes/queues/0/offset?timestamp=0".into(),
+            None,
+            "get",
+            "/v1/topics/{topic}/queues/{queue_id}/offset",
+        ),
+        (
+            Method::GET,
+            format!("/v1/messages/{msg_id}"),
+            None,
+            "get",
+            "/v1/messages/{msg_id}",
+        ),
+        (
+            Method::PUT,
+            "/v1/groups/g1/offsets/shapes/0".into(),
+            Some(json!({"offset": 1})),
+            "put",
+            "/v1/groups/{group}/offsets/{topic}/{queue_id}",
+        ),
+        (
+            Method::GET,
+            "/v1/groups/g1/offsets".into(),
+            None,
+            "get",
+            "/v1/groups/{group}/offsets",
+        ),
         (Method::GET, "/v1/groups".into(), None, "get", "/v1/groups"),
-        (Method::POST, "/v1/groups/g1/heartbeat".into(), Some(json!({"client_id": "c1", "topics": ["shapes"]})), "post", "/v1/groups/{group}/heartbeat"),
-        (Method::GET, "/v1/topics/shapes".into(), None, "get", "/v1/topics/{topic}"),
+        (
+            Method::POST,
+            "/v1/groups/g1/heartbeat".into(),
+            Some(json!({"client_id": "c1", "topics": ["shapes"]})),
+            "post",
+            "/v1/groups/{group}/heartbeat",
+        ),
+        (
+            Method::POST,
+            "/v1/groups/g1/retry".into(),
+            Some(json!({"topic": "shapes", "queue_id": 0, "queue_offset": 0})),
+            "post",
+            "/v1/groups/{group}/retry",
+        ),
+        (
+            Method::POST,
+            "/v1/groups/g1/retry".into(),
+            Some(json!({"topic": "shapes", "queue_id": 0, "queue_offset": 0, "delay_level": -1})),
+            "post",
+            "/v1/groups/{group}/retry",
+        ),
+        (
+            Method::POST,
+            "/v1/groups/g1/offsets/reset".into(),
+            Some(json!({"topic": "shapes", "timestamp": 0})),
+            "post",
+            "/v1/groups/{group}/offsets/reset",
+        ),
+        (
+            Method::GET,
+            "/v1/topics/shapes".into(),
+            None,
+            "get",
+            "/v1/topics/{topic}",
+        ),
         (Method::GET, "/v1/topics".into(), None, "get", "/v1/topics"),
-        (Method::GET, "/v1/routes/shapes".into(), None, "get", "/v1/routes/{topic}"),
-        (Method::GET, "/v1/cluster".into(), None, "get", "/v1/cluster"),
-        (Method::DELETE, "/v1/topics/shapes".into(), None, "delete", "/v1/topics/{topic}"),
+        (
+            Method::GET,
+            "/v1/routes/shapes".into(),
+            None,
+            "get",
+            "/v1/routes/{topic}",
+        ),
+        (
+            Method::GET,
+            "/v1/cluster".into(),
+            None,
+            "get",
+            "/v1/cluster",
+        ),
+        (
+            Method::DELETE,
+            "/v1/topics/shapes".into(),
+            None,
+            "delete",
+            "/v1/topics/{topic}",
+        ),
     ];
     for (method, uri, body, doc_method, doc_path) in calls {
         let (status, answer) = node.request(method, &uri, body).await;
         assert_eq!(status, StatusCode::OK, "{uri}: {answer}");
-        if let Err(e) = check(&doc, answer_schema(&doc, doc_method, doc_path), &answer, "answer") {
+        if let Err(e) = check(
+            &doc,
+            answer_schema(&doc, doc_method, doc_path),
+            &answer,
+            "answer",
+        ) {
             panic!("{doc_method} {uri} does not fit its documented schema: {e}");
         }
     }
@@ -254,7 +368,8 @@ async fn real_answers_fit_the_documented_schemas() {
 
     info!("--- the checker itself rejects a missing field and an extra one");
     let topic_schema = json!({"$ref": "#/components/schemas/Topic"});
-    let good = json!({"topic": "t", "read_queue_nums": 1, "write_queue_nums": 1, "perm": 6, "groups": []});
+    let good =
+        json!({"topic": "t", "read_queue_nums": 1, "write_queue_nums": 1, "perm": 6, "groups": []});
     check(&doc, &topic_schema, &good, "t").expect("a whole topic fits");
     let mut missing = good.clone();
     missing.as_object_mut().map(|o| o.remove("perm"));

@@ -35,7 +35,9 @@ fn captured_logs() -> Captured {
         let writer = logs.clone();
         broker::launch::init_logging_with(
             true,
-            tracing_subscriber::EnvFilter::new("info,broker::http::request_id=debug,openraft=error"),
+            tracing_subscriber::EnvFilter::new(
+                "info,broker::http::request_id=debug,openraft=error",
+            ),
             move || writer.clone(),
         );
         logs
@@ -63,7 +65,11 @@ async fn every_answer_has_a_request_id() {
         (Method::GET, "/v1/topics", StatusCode::OK),
         (Method::GET, "/v1/topics/nope/queues", StatusCode::NOT_FOUND),
         (Method::GET, "/no/such/endpoint", StatusCode::NOT_FOUND),
-        (Method::POST, "/v1/topics/t/messages", StatusCode::BAD_REQUEST),
+        (
+            Method::POST,
+            "/v1/topics/t/messages",
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         let answer = node.call(method, uri, Body::from("{"), &[]).await;
         assert_eq!(answer.status, status, "{uri}");
@@ -74,12 +80,22 @@ async fn every_answer_has_a_request_id() {
     }
     info!("--- an acceptable incoming id is kept; an unacceptable one is replaced");
     let answer = node
-        .call(Method::GET, "/health", Body::empty(), &[("x-request-id", "client-7/abc")])
+        .call(
+            Method::GET,
+            "/health",
+            Body::empty(),
+            &[("x-request-id", "client-7/abc")],
+        )
         .await;
     assert_eq!(request_id(&answer), "client-7/abc");
     let long = "x".repeat(200);
     let answer = node
-        .call(Method::GET, "/health", Body::empty(), &[("x-request-id", &long)])
+        .call(
+            Method::GET,
+            "/health",
+            Body::empty(),
+            &[("x-request-id", &long)],
+        )
         .await;
     let replaced = request_id(&answer);
     assert_ne!(replaced, long);
@@ -103,7 +119,10 @@ async fn json_log_lines_carry_the_request_id() {
             Method::POST,
             "/v1/topics/logged/messages",
             json!({"messages": [{"body": "x"}]}).to_string(),
-            &[("x-request-id", "trace-me-123"), ("content-type", "application/json")],
+            &[
+                ("x-request-id", "trace-me-123"),
+                ("content-type", "application/json"),
+            ],
         )
         .await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -120,6 +139,9 @@ async fn json_log_lines_carry_the_request_id() {
     assert_eq!(answered["fields"]["message"], "answered", "{answered}");
     assert_eq!(answered["fields"]["status"], 200, "{answered}");
     assert_eq!(answered["span"]["method"], "POST", "{answered}");
-    assert_eq!(answered["span"]["route"], "/v1/topics/{topic}/messages", "{answered}");
+    assert_eq!(
+        answered["span"]["route"], "/v1/topics/{topic}/messages",
+        "{answered}"
+    );
     node.stop().await;
 }

@@ -433,9 +433,8 @@ fn render_metrics(node: &Node) -> String {
     let raft = node.raft_metrics();
     let (commit_log, consume_queues, index) = node.shared.store.disk_bytes();
     let raft_log = node.raft_log.as_ref().and_then(|log| log.stats().ok());
-    let index_of = |log_id: Option<&crate::raft::type_config::LogId>| {
-        log_id.map_or(0.0, |l| l.index as f64)
-    };
+    let index_of =
+        |log_id: Option<&crate::raft::type_config::LogId>| log_id.map_or(0.0, |l| l.index as f64);
     let mut gauges = vec![
         GaugeFamily {
             name: "broker_info",
@@ -609,7 +608,11 @@ fn render_raft_log_fsync(out: &mut String, stats: &raft_log_store::LogStoreStats
         ("0.9", stats.fsync_p90_us),
         ("0.99", stats.fsync_p99_us),
     ] {
-        let _ = writeln!(out, "{name}{{quantile=\"{quantile}\"}} {}", micros as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}{{quantile=\"{quantile}\"}} {}",
+            micros as f64 / 1e6
+        );
     }
     let _ = writeln!(out, "{name}_sum {}", stats.fsync_total_us as f64 / 1e6);
     let _ = writeln!(out, "{name}_count {}", stats.fsyncs);

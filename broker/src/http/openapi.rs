@@ -121,74 +121,193 @@ const BROKER_GROUP_Q: Query = q(
 
 /// Every public operation. Keep in the router's order.
 pub const OPERATIONS: &[Operation] = &[
-    op("post", "/v1/topics/{topic}/messages", "messages", "Send a batch of messages (atomic)")
-        .query(&[GROUP_Q])
-        .body("SendRequest")
-        .answers("SendResponse"),
-    op("get", "/v1/topics/{topic}/messages", "messages", "Query messages by key in a time range")
-        .query(&[
-            q("key", "string", "the message key"),
-            q("begin", "integer", "from this store time (ms), default 0"),
-            q("end", "integer", "to this store time (ms), default now"),
-            q("max", "integer", "most messages answered"),
-        ])
-        .required(&["key"])
-        .answers("MessagesResponse"),
-    op("get", "/v1/topics/{topic}/queues/{queue_id}/messages", "messages", "Pull from a queue, with long polling and a tag filter")
-        .query(&[
-            q("offset", "integer", "queue offset to read from"),
-            q("max_messages", "integer", "1..=1024, default 32"),
-            q("max_wait_ms", "integer", "long polling: hold up to this long (max 30000)"),
-            q("tags", "string", "`*` or `TagA||TagB`"),
-            GROUP_Q,
-        ])
-        .required(&["offset"])
-        .answers("PullResponse"),
-    op("get", "/v1/topics/{topic}/queues", "topics", "Queues of a topic with min and max offsets")
-        .answers("QueuesResponse"),
-    op("get", "/v1/topics/{topic}/queues/{queue_id}/offset", "topics", "First queue offset stored at or after a time")
-        .query(&[q("timestamp", "integer", "Unix ms"), GROUP_Q])
-        .required(&["timestamp"])
-        .answers("OffsetResponse"),
-    op("get", "/v1/messages/{msg_id}", "messages", "One message by id")
-        .answers("Message"),
-    op("put", "/v1/groups/{group}/offsets/{topic}/{queue_id}", "groups", "Commit a consumer offset (force: reset)")
-        .query(&[BROKER_GROUP_Q])
-        .body("CommitOffsetRequest")
-        .answers("CommitOffsetResponse"),
-    op("get", "/v1/groups/{group}/offsets", "groups", "A consumer group's offsets with lag")
-        .query(&[q("topic", "string", "only this topic"), BROKER_GROUP_Q])
-        .answers("GroupOffsetsResponse"),
-    op("post", "/v1/groups/{group}/heartbeat", "groups", "Register a member; answers its queue assignment")
-        .body("HeartbeatRequest")
-        .answers("HeartbeatResponse"),
-    op("get", "/v1/groups", "groups", "Consumer groups with committed offsets, their topics and lag")
-        .query(&[BROKER_GROUP_Q])
-        .answers("ConsumerGroupsResponse"),
-    op("put", "/v1/topics/{topic}", "topics", "Create or update a topic")
-        .query(&[GROUP_Q])
-        .body("TopicRequest")
-        .answers("Topic"),
+    op(
+        "post",
+        "/v1/topics/{topic}/messages",
+        "messages",
+        "Send a batch of messages (atomic)",
+    )
+    .query(&[GROUP_Q])
+    .body("SendRequest")
+    .answers("SendResponse"),
+    op(
+        "get",
+        "/v1/topics/{topic}/messages",
+        "messages",
+        "Query messages by key in a time range",
+    )
+    .query(&[
+        q("key", "string", "the message key"),
+        q("begin", "integer", "from this store time (ms), default 0"),
+        q("end", "integer", "to this store time (ms), default now"),
+        q("max", "integer", "most messages answered"),
+    ])
+    .required(&["key"])
+    .answers("MessagesResponse"),
+    op(
+        "get",
+        "/v1/topics/{topic}/queues/{queue_id}/messages",
+        "messages",
+        "Pull from a queue, with long polling and a tag filter",
+    )
+    .query(&[
+        q("offset", "integer", "queue offset to read from"),
+        q("max_messages", "integer", "1..=1024, default 32"),
+        q(
+            "max_wait_ms",
+            "integer",
+            "long polling: hold up to this long (max 30000)",
+        ),
+        q("tags", "string", "`*` or `TagA||TagB`"),
+        GROUP_Q,
+    ])
+    .required(&["offset"])
+    .answers("PullResponse"),
+    op(
+        "get",
+        "/v1/topics/{topic}/queues",
+        "topics",
+        "Queues of a topic with min and max offsets",
+    )
+    .answers("QueuesResponse"),
+    op(
+        "get",
+        "/v1/topics/{topic}/queues/{queue_id}/offset",
+        "topics",
+        "First queue offset stored at or after a time",
+    )
+    .query(&[q("timestamp", "integer", "Unix ms"), GROUP_Q])
+    .required(&["timestamp"])
+    .answers("OffsetResponse"),
+    op(
+        "get",
+        "/v1/messages/{msg_id}",
+        "messages",
+        "One message by id",
+    )
+    .answers("Message"),
+    op(
+        "put",
+        "/v1/groups/{group}/offsets/{topic}/{queue_id}",
+        "groups",
+        "Commit a consumer offset (force: reset)",
+    )
+    .query(&[BROKER_GROUP_Q])
+    .body("CommitOffsetRequest")
+    .answers("CommitOffsetResponse"),
+    op(
+        "get",
+        "/v1/groups/{group}/offsets",
+        "groups",
+        "A consumer group's offsets with lag",
+    )
+    .query(&[q("topic", "string", "only this topic"), BROKER_GROUP_Q])
+    .answers("GroupOffsetsResponse"),
+    op(
+        "post",
+        "/v1/groups/{group}/heartbeat",
+        "groups",
+        "Register a member; answers its queue assignment",
+    )
+    .query(&[BROKER_GROUP_Q])
+    .body("HeartbeatRequest")
+    .answers("HeartbeatResponse"),
+    op(
+        "post",
+        "/v1/groups/{group}/retry",
+        "groups",
+        "Give a message back: redelivered through %RETRY%{group} after a delay, or to %DLQ%{group}",
+    )
+    .query(&[BROKER_GROUP_Q])
+    .body("RetryRequest")
+    .answers("RetryResponse"),
+    op(
+        "post",
+        "/v1/groups/{group}/offsets/reset",
+        "groups",
+        "Move a group's offsets of a topic to the first message stored at or after a time",
+    )
+    .query(&[BROKER_GROUP_Q])
+    .body("ResetOffsetsRequest")
+    .answers("GroupOffsetsResponse"),
+    op(
+        "get",
+        "/v1/groups",
+        "groups",
+        "Consumer groups with committed offsets, their topics and lag",
+    )
+    .query(&[BROKER_GROUP_Q])
+    .answers("ConsumerGroupsResponse"),
+    op(
+        "put",
+        "/v1/topics/{topic}",
+        "topics",
+        "Create or update a topic",
+    )
+    .query(&[GROUP_Q])
+    .body("TopicRequest")
+    .answers("Topic"),
     op("get", "/v1/topics/{topic}", "topics", "One topic").answers("Topic"),
-    op("delete", "/v1/topics/{topic}", "topics", "Delete a topic from every group serving it")
-        .query(&[GROUP_Q])
-        .answers("DeletedTopic"),
+    op(
+        "delete",
+        "/v1/topics/{topic}",
+        "topics",
+        "Delete a topic from every group serving it",
+    )
+    .query(&[GROUP_Q])
+    .answers("DeletedTopic"),
     op("get", "/v1/topics", "topics", "Every topic of every group").answers("TopicsResponse"),
-    op("get", "/v1/routes/{topic}", "cluster", "Every group serving a topic").answers("RouteResponse"),
-    op("get", "/v1/cluster", "cluster", "Every known group with its nodes' roles, indexes and lag")
-        .answers("ClusterResponse"),
-    op("post", "/v1/cluster/groups/{group}/nodes", "cluster", "Add a node (learner, catch-up, voter)")
-        .body("AddNodeRequest"),
-    op("delete", "/v1/cluster/groups/{group}/nodes/{node_id}", "cluster", "Remove a node from its group"),
-    op("post", "/v1/cluster/groups/{group}/transfer-leader", "cluster", "Hand leadership to a voter")
-        .body("TransferLeaderRequest"),
+    op(
+        "get",
+        "/v1/routes/{topic}",
+        "cluster",
+        "Every group serving a topic",
+    )
+    .answers("RouteResponse"),
+    op(
+        "get",
+        "/v1/cluster",
+        "cluster",
+        "Every known group with its nodes' roles, indexes and lag",
+    )
+    .answers("ClusterResponse"),
+    op(
+        "post",
+        "/v1/cluster/groups/{group}/nodes",
+        "cluster",
+        "Add a node (learner, catch-up, voter)",
+    )
+    .body("AddNodeRequest"),
+    op(
+        "delete",
+        "/v1/cluster/groups/{group}/nodes/{node_id}",
+        "cluster",
+        "Remove a node from its group",
+    ),
+    op(
+        "post",
+        "/v1/cluster/groups/{group}/transfer-leader",
+        "cluster",
+        "Hand leadership to a voter",
+    )
+    .body("TransferLeaderRequest"),
     op("get", "/health", "operations", "The process is up"),
-    op("get", "/ready", "operations", "A member of a group with a known leader"),
+    op(
+        "get",
+        "/ready",
+        "operations",
+        "A member of a group with a known leader",
+    ),
     op("get", "/metrics", "operations", "Prometheus text format").text("text/plain"),
     op("get", "/openapi.json", "operations", "This document"),
     op("get", "/", "operations", "The dashboard page").text("text/html"),
-    op("get", "/dashboard/{file}", "operations", "The dashboard's script and style sheet")
-        .text("text/plain"),
+    op(
+        "get",
+        "/dashboard/{file}",
+        "operations",
+        "The dashboard's script and style sheet",
+    )
+    .text("text/plain"),
 ];
 
 /// Schema type of a path parameter.
@@ -346,7 +465,7 @@ pub fn schemas() -> Value {
                    "commit_log_offset": int, "body": string, "body_base64": string,
                    "tags": string, "keys": strings, "properties": properties,
                    "born_timestamp": int, "store_timestamp": int, "reconsume_times": int32,
-                   "producer_id": string, "sequence": int}),
+                   "producer_id": string, "sequence": int, "deliver_timestamp": int}),
         ),
         "MessagesResponse": object(&["messages"], json!({"messages": array_of("Message")})),
         "PullResponse": object(
@@ -373,6 +492,13 @@ pub fn schemas() -> Value {
             json!({"topic": string, "group": string, "queue_id": int32, "offset": int})),
         "HeartbeatResponse": object(&["members", "assignments"],
             json!({"members": strings, "assignments": array_of("Assignment")})),
+        "RetryRequest": object(&["topic", "queue_id", "queue_offset"],
+            json!({"topic": string, "queue_id": int32, "queue_offset": int,
+                   "delay_level": {"type": "integer", "format": "int32"}})),
+        "RetryResponse": object(&["msg_id", "topic", "reconsume_times", "dead_letter", "broker_group"],
+            json!({"msg_id": string, "topic": string, "reconsume_times": int32,
+                   "deliver_timestamp": int, "dead_letter": {"type": "boolean"}, "broker_group": string})),
+        "ResetOffsetsRequest": object(&["topic", "timestamp"], json!({"topic": string, "timestamp": int})),
         "ConsumerGroup": object(&["group", "topics", "broker_groups", "queues", "lag"],
             json!({"group": string, "topics": strings, "broker_groups": strings, "queues": int, "lag": int})),
         "ConsumerGroupsResponse": object(&["groups"], json!({"groups": array_of("ConsumerGroup")})),

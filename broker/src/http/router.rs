@@ -31,7 +31,10 @@ const INTERNAL_BODY_LIMIT: usize = 64 << 20;
 async fn observe(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
     let timed = match (
         request.method(),
-        request.extensions().get::<MatchedPath>().map(MatchedPath::as_str),
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
     ) {
         (&Method::POST, Some(SEND_ROUTE)) => Some(&node.metrics.send_duration),
         (&Method::GET, Some(PULL_ROUTE)) => Some(&node.metrics.pull_duration),
