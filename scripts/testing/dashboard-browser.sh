@@ -9,7 +9,7 @@
 #   - drives headless Chromium with chromedriver (Debian's chromium and
 #     chromium-driver) through scripts/testing/dashboard_browser.py: nodes, the
 #     topic and its message count, the consumer group, a reset-offset action
-#     checked through the API, a query by key; saves a screenshot
+#     and a DLQ resend, each checked through the API, a query by key; saves a screenshot
 #     (DASHBOARD_SCREENSHOT, default target/dashboard.png) and prints its path.
 # Cleans up the cluster and chromedriver on every exit.
 set -euo pipefail
@@ -47,6 +47,10 @@ curl -sf -XPOST "$url/v1/topics/$topic/messages" -d '{"messages": [
 	{"body": "keyed message", "keys": ["dash-key"], "queue_id": 0},
 	{"body": "four", "queue_id": 1}, {"body": "five", "queue_id": 1}]}' >/dev/null
 curl -sf -XPUT "$url/v1/groups/$group/offsets/$topic/0" -d '{"offset": 3}' >/dev/null
+# "five" given back straight to the dead-letter topic %DLQ%dash-billing.
+dead=$(curl -sf -XPOST "$url/v1/groups/$group/retry" -d "{\"topic\": \"$topic\", \"queue_id\": 1, \"queue_offset\": 1, \"delay_level\": -1}")
+dlq_id=$(python3 -c 'import json,sys; a=json.load(sys.stdin); assert a["dead_letter"], a; print(a["msg_id"])' <<<"$dead") ||
+	fail "the give-back did not dead-letter: $dead"
 
 echo "--- /openapi.json validates (openapi-spec-validator)"
 if ! "$venv/bin/python" -c 'import openapi_spec_validator' 2>/dev/null; then
@@ -75,6 +79,6 @@ done
 curl -sf "http://127.0.0.1:$port/status" | grep -q '"ready": *true' || { cat "$work/chromedriver.log" >&2; fail "chromedriver did not start"; }
 mkdir -p "$(dirname "$screenshot")"
 rm -f "$screenshot"
-python3 "$repo/scripts/testing/dashboard_browser.py" "http://127.0.0.1:$port" "$url" "$topic" 5 "$group" "$screenshot"
+python3 "$repo/scripts/testing/dashboard_browser.py" "http://127.0.0.1:$port" "$url" "$topic" 5 "$group" "$screenshot" "$dlq_id"
 [[ -s $screenshot ]] || fail "no screenshot at $screenshot"
 echo "dashboard-browser: passed; screenshot: $screenshot"

@@ -2,7 +2,7 @@
 """Drives headless Chromium through chromedriver's W3C WebDriver protocol (plain
 HTTP, standard library only) against the dashboard of a running cluster.
 
-usage: dashboard_browser.py DRIVER_URL NODE_URL TOPIC MESSAGES GROUP SCREENSHOT
+usage: dashboard_browser.py DRIVER_URL NODE_URL TOPIC MESSAGES GROUP SCREENSHOT DLQ_MSG_ID
 
 Checks, each with a deadline (the page refreshes every 3 s):
   1. the cluster table shows three nodes of one group, exactly one of them leader;
@@ -10,7 +10,10 @@ Checks, each with a deadline (the page refreshes every 3 s):
   3. the consumer-group table shows GROUP;
   4. an action: the reset form commits GROUP's offset of TOPIC queue 0 to 1, and
      the API (not the page) then reports offset 1;
-  5. the message browser finds the message with key `dash-key` by key.
+  5. a second action: the message browser finds the dead letter DLQ_MSG_ID by id,
+     and its Resend button sends it back to TOPIC: the API then finds a new
+     message there with the same body and the property DLQ_RESENT_FROM;
+  6. the message browser finds the message with key `dash-key` by key.
 Then saves a screenshot to SCREENSHOT. Exits non-zero with the reason on failure.
 """
 
@@ -103,7 +106,7 @@ def wait_for(what, probe):
 
 
 def main():
-    driver, node, topic, messages, group, shot = sys.argv[1:7]
+    driver, node, topic, messages, group, shot, dlq_id = sys.argv[1:8]
     browser = Browser(driver)
     try:
         print("--- load the dashboard", flush=True)
@@ -150,6 +153,36 @@ def main():
             return (after.get(0) == 1, after)
         wait_for(f"the API reports {group}'s offset on queue 0 moved from {before.get(0)} to 1",
                  api_offset)
+
+        print("--- action: resend the dead letter from the message browser", flush=True)
+        dead = http("GET", f"{node}/v1/messages/{dlq_id}")
+        if dead["properties"].get("ORIGIN_TOPIC") != topic:
+            sys.exit(f"dashboard-browser: FAILED: the dead letter does not name its origin: {dead}")
+        queues_url = f"{node}/v1/topics/{topic}/queues"
+        total = lambda: sum(q["max_offset"] for q in http("GET", queues_url)["queues"])
+        stored_before = total()
+        browser.type("#id-msg-id", dlq_id)
+        browser.click("#browse-id button")
+        wait_for("the browser shows the dead letter with a Resend button",
+                 lambda: (lambda n: (n == 1, n))(browser.js(
+                     "return document.querySelectorAll('#messages-table tr.message button.resend').length")))
+        browser.click("#messages-table tr.message button.resend")
+        wait_for("the page reports the resend",
+                 lambda: (lambda t: (t.startswith(f"resent {dlq_id} to {topic}"), t))(
+                     browser.text_of("#action-status") or ""))
+
+        def resent():
+            stored = total()
+            if stored != stored_before + 1:
+                return (False, f"{stored} messages stored, expected {stored_before + 1}")
+            found = [m for q in http("GET", queues_url)["queues"]
+                     for m in http("GET", f"{node}/v1/topics/{topic}/queues/{q['queue_id']}/messages"
+                                          f"?offset={q['max_offset'] - 1}&group={q['group']}")["messages"]
+                     if m["properties"].get("DLQ_RESENT_FROM") == dlq_id]
+            ok = len(found) == 1 and found[0]["body"] == dead["body"] \
+                and "ORIGIN_TOPIC" not in found[0]["properties"]
+            return (ok, found)
+        wait_for(f"the API finds the resent message back in {topic}", resent)
 
         print("--- message browser: by key", flush=True)
         browser.type("#key-topic", topic)
