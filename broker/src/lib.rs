@@ -15,7 +15,7 @@
 //! * [`config`], [`units`] — the node's configuration and its human units.
 //! * [`api`], [`error`] — the API's wire types and its one error shape.
 //! * [`topic`] — topic configuration and naming rules.
-//! * [`metrics`] — counters for `/metrics`.
+//! * [`metrics`] — counters and histograms for `/metrics` (states are read at scrape time).
 //! * [`client`] — a Rust client of the HTTP API (leader following, idempotent producer).
 //! * [`cli`] — `mqctl`, the command line client covering the whole API.
 //! * `faults` — test-only fault switches (feature `fault-injection`, never in releases).

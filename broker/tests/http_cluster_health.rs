@@ -6,8 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use common::http::{as_array, as_u64, assert_error, assert_fields, metric_value, TestNode};
 use serde_json::json;
 use tracing::info;
@@ -146,21 +145,6 @@ async fn health_and_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_text_has_the_counters() {
     let node = TestNode::start().await;
-    let scrape = || async {
-        let answer = node.call(Method::GET, "/metrics", Body::empty(), &[]).await;
-        assert_eq!(answer.status, StatusCode::OK);
-        let content_type = answer
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            content_type.starts_with("text/plain"),
-            "Prometheus text, got {content_type:?}"
-        );
-        answer.text()
-    };
     let counters = [
         "broker_messages_in_total",
         "broker_bytes_in_total",
@@ -185,7 +169,7 @@ async fn metrics_text_has_the_counters() {
     ];
 
     info!("--- every metric is there, with HELP and TYPE");
-    let before = scrape().await;
+    let before = node.scrape().await;
     for (names, kind) in [(&counters[..], "counter"), (&gauges[..], "gauge")] {
         for name in names {
             metric_value(&before, name);
@@ -213,7 +197,7 @@ async fn metrics_text_has_the_counters() {
     .await;
     node.pull_ok("/v1/topics/m/queues/0/messages?offset=0")
         .await;
-    let after = scrape().await;
+    let after = node.scrape().await;
     let delta = |name: &str| metric_value(&after, name) - metric_value(&before, name);
     assert_eq!(delta("broker_send_requests_total"), 1.0);
     assert_eq!(delta("broker_messages_in_total"), 2.0);

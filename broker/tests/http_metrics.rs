@@ -8,24 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use common::http::{metric_value, series_value, TestNode};
 use serde_json::json;
 use tracing::info;
-
-async fn scrape(node: &TestNode) -> String {
-    let answer = node.call(Method::GET, "/metrics", Body::empty(), &[]).await;
-    assert_eq!(answer.status, StatusCode::OK);
-    let content_type = answer
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    assert!(content_type.starts_with("text/plain"), "{content_type}");
-    answer.text()
-}
 
 /// The applied index once it caught up with the last log index. openraft
 /// publishes its metrics a moment after the apply that answered the client, so a
@@ -33,7 +19,7 @@ async fn scrape(node: &TestNode) -> String {
 async fn settled_applied_index(node: &TestNode) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let text = scrape(node).await;
+        let text = node.scrape().await;
         let applied = metric_value(&text, "broker_raft_applied_index");
         if applied == metric_value(&text, "broker_raft_last_log_index") {
             return applied;
@@ -78,7 +64,7 @@ async fn key_series_move_by_what_was_done() {
     )
     .await;
     let applied_before = settled_applied_index(&node).await;
-    let before = scrape(&node).await;
+    let before = node.scrape().await;
 
     info!("--- two sends (4 messages, 3+4+5+6 = 18 body bytes)");
     node.send_ok(
@@ -123,7 +109,7 @@ async fn key_series_move_by_what_was_done() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let after = scrape(&node).await;
+    let after = node.scrape().await;
     let delta = |series: &str| series_value(&after, series) - series_value(&before, series);
     let family_delta = |name: &str| metric_value(&after, name) - metric_value(&before, name);
 
@@ -202,7 +188,7 @@ async fn key_series_move_by_what_was_done() {
     let flushes_before = metric_value(&before, "broker_commit_log_flush_duration_seconds_count");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let now = scrape(&node).await;
+        let now = node.scrape().await;
         if metric_value(&now, "broker_commit_log_flush_duration_seconds_count") > flushes_before {
             break;
         }
@@ -221,7 +207,7 @@ async fn key_series_move_by_what_was_done() {
 async fn every_family_has_help_and_type_and_counters_end_in_total() {
     let node = TestNode::start().await;
     node.send_ok("named", vec![json!({"body": "x"})]).await;
-    let text = scrape(&node).await;
+    let text = node.scrape().await;
     let mut kinds = std::collections::BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {

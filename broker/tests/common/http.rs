@@ -234,6 +234,23 @@ impl TestNode {
         body
     }
 
+    /// `GET /metrics`, checking it answers Prometheus text.
+    pub async fn scrape(&self) -> String {
+        let answer = self.call(Method::GET, "/metrics", Body::empty(), &[]).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let content_type = answer
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            content_type.starts_with("text/plain"),
+            "Prometheus text, got {content_type:?}"
+        );
+        answer.text()
+    }
+
     /// The value of a Prometheus sample line `name value` of `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
         let answer = self.call(Method::GET, "/metrics", Body::empty(), &[]).await;
