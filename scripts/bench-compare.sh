@@ -1,0 +1,383 @@
+#!/usr/bin/env bash
+#
+# bench-compare.sh — our broker next to NATS JetStream and RabbitMQ quorum queues,
+# three nodes each on this host, same message size, in-flight count and duration.
+#
+#   ours      scripts/cluster.sh start (3 nodes, one network namespace each), measured
+#             with broker-bench produce (--producers 1 --in-flight N, one message per
+#             request); after each produce run, broker-bench consume pulls the backlog
+#             of that run's topic from its first offset until every queue is empty.
+#   nats      3 nats-server processes (JetStream, cluster routes on loopback), one R3
+#             file-storage stream per cell; peer-bench nats awaits each PubAck.
+#   rabbitmq  3 RabbitMQ nodes clustered on loopback, one durable quorum queue per
+#             cell; peer-bench rabbitmq uses publisher confirms (persistent messages).
+#
+# For every (size, in-flight) cell the systems run one after the other ("in
+# alternation"), so a change in machine load hits all three alike; --rounds R repeats
+# the matrix and the table shows each system's median. Every store lives under one
+# temporary directory on the same disk; every process started here is stopped and the
+# directory removed on any exit.
+#
+# Needs root (network namespaces for ours; apt-get installs nats-server and
+# rabbitmq-server when missing). Builds broker, broker-bench and peer-bench (the
+# cluster-tests `bench-peers` feature) in release mode.
+
+set -euo pipefail
+
+REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+readonly REPO
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+readonly TARGET_DIR
+
+SIZES=128,1024,4096
+IN_FLIGHT=1,64,512
+SYSTEMS=ours,nats,rabbitmq
+DURATION=20s
+WARMUP=3s
+ROUNDS=1
+CONSUME=1
+OUT=""
+KEEP=0
+
+usage() {
+	cat <<'EOF'
+usage: scripts/bench-compare.sh [options]
+
+  --sizes LIST       message body sizes in bytes (default 128,1024,4096)
+  --in-flight LIST   outstanding acked publishes (default 1,64,512)
+  --systems LIST     any of ours,nats,rabbitmq (default all three)
+  --duration D       measured time per run (default 20s)
+  --warmup D         unmeasured load before each run (default 3s)
+  --rounds R         repeat the matrix R times; the table shows medians (default 1)
+  --no-consume       skip our backlog consume after each produce run
+  --out DIR          keep the JSON reports and the table here (default: a temp dir,
+                     removed at exit)
+  --keep             do not remove the temporary data directory at exit
+
+Quick run:  scripts/bench-compare.sh --sizes 1024 --in-flight 1,512 --duration 5s
+EOF
+}
+
+log() { printf 'bench-compare: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+while [[ $# -gt 0 ]]; do
+	case $1 in
+	--sizes) SIZES=$2 && shift 2 ;;
+	--in-flight) IN_FLIGHT=$2 && shift 2 ;;
+	--systems) SYSTEMS=$2 && shift 2 ;;
+	--duration) DURATION=$2 && shift 2 ;;
+	--warmup) WARMUP=$2 && shift 2 ;;
+	--rounds) ROUNDS=$2 && shift 2 ;;
+	--no-consume) CONSUME=0 && shift ;;
+	--out) OUT=$2 && shift 2 ;;
+	--keep) KEEP=1 && shift ;;
+	-h | --help) usage && exit 0 ;;
+	*) usage >&2 && die "unknown argument: $1" ;;
+	esac
+done
+
+[[ $EUID -eq 0 ]] || die "must run as root (network namespaces for our cluster, apt-get for the peers)"
+has() { [[ ",$SYSTEMS," == *",$1,"* ]]; }
+
+# ---------------------------------------------------------------------------
+# prerequisites
+
+ensure_packages() {
+	local missing=()
+	has nats && ! command -v nats-server >/dev/null && missing+=(nats-server)
+	has rabbitmq && [[ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] && missing+=(rabbitmq-server)
+	command -v python3 >/dev/null || missing+=(python3)
+	command -v jq >/dev/null || missing+=(jq)
+	if [[ ${#missing[@]} -gt 0 ]]; then
+		log "installing ${missing[*]} (apt-get)"
+		apt-get update -qq
+		# The Debian package would start a system-wide RabbitMQ; ours are private.
+		DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	fi
+	return 0
+}
+
+build() {
+	log "building broker, broker-bench and peer-bench (release)"
+	(cd "$REPO" && cargo build --quiet --release -p broker --bin broker --bin broker-bench)
+	if has nats || has rabbitmq; then
+		(cd "$REPO" && cargo build --quiet --release -p cluster-tests --features bench-peers --bin peer-bench)
+	fi
+}
+
+# ---------------------------------------------------------------------------
+# lifecycle: everything below WORK, stopped by cleanup on any exit
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-compare.XXXXXX")
+readonly WORK
+[[ -n $OUT ]] || OUT=$WORK/reports
+mkdir -p "$OUT"
+NATS_PIDS=()
+RABBIT_PIDS=()
+EPMD_WAS_RUNNING=0
+pgrep -x epmd >/dev/null && EPMD_WAS_RUNNING=1
+
+cleanup() {
+	local status=$?
+	trap - EXIT INT TERM
+	log "cleaning up"
+	if [[ -f $WORK/ours/cluster.json ]]; then
+		"$REPO/scripts/cluster.sh" clean --dir "$WORK/ours" >/dev/null 2>&1 || true
+	fi
+	local pid
+	for pid in "${NATS_PIDS[@]}" "${RABBIT_PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${NATS_PIDS[@]}" "${RABBIT_PIDS[@]}"; do
+		for _ in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.2
+		done
+		kill -9 "$pid" 2>/dev/null || true
+	done
+	if [[ ${#RABBIT_PIDS[@]} -gt 0 && $EPMD_WAS_RUNNING -eq 0 ]]; then
+		epmd -kill >/dev/null 2>&1 || true
+	fi
+	if [[ $KEEP -eq 0 ]]; then
+		# Reports asked for with --out live outside WORK and stay.
+		rm -rf "$WORK"
+	else
+		log "kept $WORK"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------
+# the three clusters
+
+readonly NATS_CLIENT_PORT=14220 NATS_ROUTE_PORT=16240
+readonly RABBIT_PORT=5680 # node I listens on RABBIT_PORT+I, Erlang distribution +20000
+
+start_ours() {
+	log "starting our 3-node cluster"
+	BROKER_BIN=$TARGET_DIR/release/broker "$REPO/scripts/cluster.sh" start --dir "$WORK/ours" >/dev/null
+	OURS_URLS=$(jq -r '[.nodes[].url] | join(",")' "$WORK/ours/cluster.json")
+}
+
+start_nats() {
+	log "starting a 3-node NATS JetStream cluster"
+	local i routes=""
+	for i in 1 2 3; do
+		routes+="nats-route://127.0.0.1:$((NATS_ROUTE_PORT + i)),"
+	done
+	for i in 1 2 3; do
+		mkdir -p "$WORK/nats$i"
+		cat >"$WORK/nats$i/nats.conf" <<EOF
+server_name: n$i
+listen: 127.0.0.1:$((NATS_CLIENT_PORT + i))
+jetstream { store_dir: "$WORK/nats$i/store" }
+cluster {
+  name: bench
+  listen: 127.0.0.1:$((NATS_ROUTE_PORT + i))
+  routes: [ ${routes%,} ]
+}
+EOF
+		nats-server -c "$WORK/nats$i/nats.conf" >"$WORK/nats$i/server.log" 2>&1 &
+		NATS_PIDS+=($!)
+	done
+	NATS_URLS="nats://127.0.0.1:$((NATS_CLIENT_PORT + 1)),nats://127.0.0.1:$((NATS_CLIENT_PORT + 2)),nats://127.0.0.1:$((NATS_CLIENT_PORT + 3))"
+}
+
+rabbit_env() { # rabbit_env I: the environment of node I
+	local i=$1
+	echo HOME="$WORK/rabbit-home" \
+		RABBITMQ_CONF_ENV_FILE="$WORK/rabbit-home/rabbitmq-env.conf" \
+		RABBITMQ_NODENAME="rabbit$i@localhost" \
+		RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+		RABBITMQ_NODE_PORT=$((RABBIT_PORT + i)) \
+		RABBITMQ_MNESIA_BASE="$WORK/rabbit$i/mnesia" \
+		RABBITMQ_LOG_BASE="$WORK/rabbit$i/log" \
+		RABBITMQ_PID_FILE="$WORK/rabbit$i/pid" \
+		RABBITMQ_CONFIG_FILE="$WORK/rabbit$i/rabbitmq" \
+		RABBITMQ_ENABLED_PLUGINS_FILE="$WORK/rabbit-home/enabled_plugins"
+}
+
+rabbitmqctl_on() { # rabbitmqctl_on I ARGS...
+	local i=$1
+	shift
+	env $(rabbit_env "$i") /usr/lib/rabbitmq/bin/rabbitmqctl -n "rabbit$i@localhost" "$@"
+}
+
+start_rabbitmq() {
+	log "starting a 3-node RabbitMQ cluster"
+	mkdir -p "$WORK/rabbit-home"
+	# One Erlang cookie for the three nodes and rabbitmqctl (HOME is private).
+	head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/rabbit-home/.erlang.cookie"
+	chmod 400 "$WORK/rabbit-home/.erlang.cookie"
+	: >"$WORK/rabbit-home/rabbitmq-env.conf"
+	echo '[].' >"$WORK/rabbit-home/enabled_plugins"
+	local i
+	for i in 1 2 3; do
+		mkdir -p "$WORK/rabbit$i"
+		# Loopback only; the guest user may log in from there.
+		echo "listeners.tcp.default = 127.0.0.1:$((RABBIT_PORT + i))" >"$WORK/rabbit$i/rabbitmq.conf"
+		# Schedulers that do not spin when idle: three nodes and two other systems
+		# share this host's cores.
+		env $(rabbit_env "$i") \
+			RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none" \
+			/usr/lib/rabbitmq/bin/rabbitmq-server >"$WORK/rabbit$i/server.log" 2>&1 &
+		RABBIT_PIDS+=($!)
+	done
+	# await_startup fails at once until the node has registered with epmd.
+	for i in 1 2 3; do
+		local deadline=$((SECONDS + 120))
+		until rabbitmqctl_on "$i" await_startup --timeout 120 >/dev/null 2>&1; do
+			kill -0 "${RABBIT_PIDS[$((i - 1))]}" 2>/dev/null && [[ $SECONDS -lt $deadline ]] ||
+				die "RabbitMQ node $i did not start; see $WORK/rabbit$i/server.log"
+			sleep 1
+		done
+	done
+	for i in 2 3; do
+		rabbitmqctl_on "$i" stop_app >/dev/null
+		rabbitmqctl_on "$i" join_cluster rabbit1@localhost >/dev/null
+		rabbitmqctl_on "$i" start_app >/dev/null
+	done
+	rabbitmqctl_on 1 cluster_status --formatter json | jq -e '.running_nodes | length == 3' >/dev/null ||
+		die "RabbitMQ nodes did not form one cluster"
+	RABBIT_URL="amqp://guest:guest@127.0.0.1:$((RABBIT_PORT + 1))/%2f"
+}
+
+# ---------------------------------------------------------------------------
+# one run of each system
+
+# run_ours SIZE IN_FLIGHT ROUND
+run_ours() {
+	local size=$1 in_flight=$2 round=$3 topic="bench-$1-$2-r$3"
+	local report=$OUT/ours-$size-$in_flight-r$round.json
+	"$TARGET_DIR/release/broker-bench" produce --url "$OURS_URLS" --topic "$topic" \
+		--create-topic --producers 1 --in-flight "$in_flight" --size "$size" \
+		--duration "$DURATION" --warmup "$WARMUP" --progress 0 --report "$report" \
+		>"$report.log" 2>&1 || die "broker-bench produce failed: $(tail -3 "$report.log")"
+	grep -E '^(rate|latency|errors):' "$report.log" | sed 's/^/    ours      /' >&2
+	if [[ $CONSUME -eq 1 ]]; then
+		local creport=$OUT/ours-consume-$size-$in_flight-r$round.json
+		"$TARGET_DIR/release/broker-bench" consume --url "$OURS_URLS" --topic "$topic" \
+			--from earliest --until-empty --max-messages 1024 --max-wait 200ms \
+			--progress 0 --report "$creport" >"$creport.log" 2>&1 ||
+			die "broker-bench consume failed: $(tail -3 "$creport.log")"
+		grep -E '^rate:' "$creport.log" | sed 's/^/    consume   /' >&2
+	fi
+}
+
+# run_peer SYSTEM SIZE IN_FLIGHT ROUND
+run_peer() {
+	local system=$1 size=$2 in_flight=$3 round=$4
+	local report=$OUT/$system-$size-$in_flight-r$round.json
+	local target
+	case $system in
+	nats) target=(nats --url "$NATS_URLS" --stream "BENCH_${size}_${in_flight}_r$round" --delete-after) ;;
+	rabbitmq) target=(rabbitmq --url "$RABBIT_URL" --queue "bench-$size-$in_flight-r$round" --delete-after) ;;
+	esac
+	"$TARGET_DIR/release/peer-bench" "${target[@]}" --in-flight "$in_flight" --size "$size" \
+		--duration "$DURATION" --warmup "$WARMUP" --report "$report" \
+		>"$report.log" 2>&1 || die "peer-bench $system failed: $(tail -3 "$report.log")"
+	grep -E '^(rate|latency):' "$report.log" | sed "s/^/    $(printf '%-9s' "$system") /" >&2
+}
+
+# ---------------------------------------------------------------------------
+# the table: medians over rounds, ratios of ours to each peer
+
+print_table() {
+	python3 - "$OUT" "$SIZES" "$IN_FLIGHT" "$SYSTEMS" <<'EOF'
+import json, os, statistics, sys
+out, sizes, flights, systems = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(","), sys.argv[4].split(",")
+def load(name):
+    runs = []
+    for f in sorted(os.listdir(out)):
+        if f.startswith(name + "-r") and f.endswith(".json"):
+            with open(os.path.join(out, f)) as fh:
+                runs.append(json.load(fh))
+    return runs
+def med(runs, key):
+    vals = [key(r) for r in runs]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+rows = []
+print("| size | in flight | system | msgs/s | MB/s | p50 ms | p99 ms | ours/this msgs/s | ours/this p50 |")
+print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for size in sizes:
+    for fl in flights:
+        got = {}
+        for s in systems:
+            runs = load(f"{s}-{size}-{fl}")
+            if runs:
+                got[s] = dict(
+                    rate=med(runs, lambda r: r["msgs_per_s"]),
+                    mb=med(runs, lambda r: r["mb_per_s"]),
+                    p50=med(runs, lambda r: r["latency_ms"].get("p50")),
+                    p99=med(runs, lambda r: r["latency_ms"].get("p99")),
+                    n=len(runs))
+        ours = got.get("ours")
+        for s, g in got.items():
+            ratio = p50r = "—"
+            if ours and s != "ours":
+                if g["rate"]:
+                    ratio = f"{ours['rate'] / g['rate']:.2f}×"
+                if g["p50"] and ours["p50"]:
+                    p50r = f"{ours['p50'] / g['p50']:.2f}×"
+            fmt = lambda v, spec: "—" if v is None else format(v, spec)
+            print(f"| {size} | {fl} | {s} | {fmt(g['rate'], '.0f')} | {fmt(g['mb'], '.1f')} | "
+                  f"{fmt(g['p50'], '.2f')} | {fmt(g['p99'], '.2f')} | {ratio} | {p50r} |")
+consumes = []
+for size in sizes:
+    for fl in flights:
+        runs = load(f"ours-consume-{size}-{fl}")
+        sends = load(f"ours-{size}-{fl}")
+        if runs:
+            consumes.append((size, fl, med(runs, lambda r: r["messages"]),
+                             med(runs, lambda r: r["msgs_per_s"]), med(runs, lambda r: r["mb_per_s"]),
+                             med(sends, lambda r: r["msgs_per_s"]) if sends else None))
+if consumes:
+    print()
+    print("| ours: consume the backlog | in flight (send) | messages | msgs/s | MB/s | consume/send msgs/s |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for size, fl, n, rate, mb, send in consumes:
+        ratio = f"{rate / send:.2f}×" if send else "—"
+        print(f"| {size} B | {fl} | {n:.0f} | {rate:.0f} | {mb:.1f} | {ratio} |")
+EOF
+}
+
+# ---------------------------------------------------------------------------
+
+ensure_packages
+build
+has ours && start_ours
+has nats && start_nats
+has rabbitmq && start_rabbitmq
+log "load before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+IFS=, read -r -a size_list <<<"$SIZES"
+IFS=, read -r -a flight_list <<<"$IN_FLIGHT"
+IFS=, read -r -a system_list <<<"$SYSTEMS"
+for round in $(seq "$ROUNDS"); do
+	for size in "${size_list[@]}"; do
+		for in_flight in "${flight_list[@]}"; do
+			log "round $round: ${size} B, $in_flight in flight, ${DURATION} each (load $(cut -d' ' -f1-3 /proc/loadavg))"
+			for system in "${system_list[@]}"; do
+				case $system in
+				ours) run_ours "$size" "$in_flight" "$round" ;;
+				nats | rabbitmq) run_peer "$system" "$size" "$in_flight" "$round" ;;
+				*) die "unknown system: $system" ;;
+				esac
+			done
+		done
+	done
+done
+log "load after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+{
+	echo "3 nodes each on one host ($(nproc) cores), duration $DURATION after $WARMUP warmup, $ROUNDS round(s); medians."
+	echo "load average (1/5/15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo
+	print_table
+} | tee "$OUT/table.md"
