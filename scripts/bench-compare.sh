@@ -38,6 +38,7 @@ ROUNDS=1
 CONSUME=1
 OUT=""
 KEEP=0
+BUILD=1
 
 usage() {
 	cat <<'EOF'
@@ -53,6 +54,7 @@ usage: scripts/bench-compare.sh [options]
   --out DIR          keep the JSON reports and the table here (default: a temp dir,
                      removed at exit)
   --keep             do not remove the temporary data directory at exit
+  --no-build         use the binaries already in target/release
 
 Quick run:  scripts/bench-compare.sh --sizes 1024 --in-flight 1,512 --duration 5s
 EOF
@@ -75,6 +77,7 @@ while [[ $# -gt 0 ]]; do
 	--no-consume) CONSUME=0 && shift ;;
 	--out) OUT=$2 && shift 2 ;;
 	--keep) KEEP=1 && shift ;;
+	--no-build) BUILD=0 && shift ;;
 	-h | --help) usage && exit 0 ;;
 	*) usage >&2 && die "unknown argument: $1" ;;
 	esac
@@ -351,7 +354,7 @@ EOF
 # ---------------------------------------------------------------------------
 
 ensure_packages
-build
+[[ $BUILD -eq 0 ]] || build
 has ours && start_ours
 has nats && start_nats
 has rabbitmq && start_rabbitmq
