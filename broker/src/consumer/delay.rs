@@ -105,6 +105,15 @@ pub fn due_ms(message: &StoredMessage) -> Option<u64> {
         .ok()
 }
 
+/// When a draft [`schedule`] moved into the schedule topic is due; `None` for any
+/// other draft.
+pub fn draft_due_ms(draft: &MessageDraft) -> Option<u64> {
+    if draft.topic != SCHEDULE_TOPIC {
+        return None;
+    }
+    draft.properties.get(PROPERTY_DELIVER_TIME_MS)?.parse().ok()
+}
+
 /// The real topic of a scheduled message, if it names one.
 pub fn real_topic(draft: &MessageDraft) -> Option<&str> {
     draft
@@ -116,28 +125,13 @@ pub fn real_topic(draft: &MessageDraft) -> Option<&str> {
 /// The message a due scheduled message becomes: its real topic and queue, the same
 /// id, body, tags, keys and born time, the schedule properties removed, stored at
 /// `now_ms`. `None` for a record that does not name its real topic and queue.
-pub fn delivery(message: StoredMessage, now_ms: u64) -> Option<MessageDraft> {
-    let mut properties = message.properties;
+pub fn delivery(mut message: StoredMessage, now_ms: u64) -> Option<MessageDraft> {
+    let mut properties = std::mem::take(&mut message.properties);
     let topic = properties.remove(PROPERTY_REAL_TOPIC)?;
     let queue_id: u32 = properties.remove(PROPERTY_REAL_QUEUE_ID)?.parse().ok()?;
     properties.remove(PROPERTY_DELIVER_TIME_MS);
     properties.remove(PROPERTY_DELAY);
-    Some(MessageDraft {
-        topic,
-        queue_id: QueueId(queue_id),
-        msg_id: message.msg_id,
-        body: message.body,
-        binary_body: message.binary_body,
-        tags: message.tags,
-        keys: message.keys,
-        properties,
-        born_timestamp_ms: message.born_timestamp_ms,
-        store_timestamp_ms: now_ms,
-        born_host: message.born_host,
-        reconsume_times: message.reconsume_times,
-        // Idempotence was settled when the message entered the schedule topic.
-        producer: None,
-    })
+    Some(message.into_draft(topic, QueueId(queue_id), properties, now_ms))
 }
 
 #[cfg(test)]

@@ -50,14 +50,14 @@ pub struct GiveBack {
 
 /// Decides where `message`, given back by `group`, goes, and builds its copy.
 pub fn give_back(
-    message: StoredMessage,
+    mut message: StoredMessage,
     group: &str,
     request: Request,
     max_reconsume_times: u32,
     levels: &DelayLevels,
     now_ms: u64,
 ) -> GiveBack {
-    let mut properties = message.properties;
+    let mut properties = std::mem::take(&mut message.properties);
     if !properties.contains_key(PROPERTY_ORIGIN_TOPIC) {
         properties.insert(PROPERTY_ORIGIN_TOPIC.into(), message.topic.clone());
         properties.insert(
@@ -86,21 +86,8 @@ pub fn give_back(
     } else {
         retry_topic(group)
     };
-    let mut draft = MessageDraft {
-        topic: topic.clone(),
-        queue_id: QueueId(0),
-        msg_id: message.msg_id,
-        body: message.body,
-        binary_body: message.binary_body,
-        tags: message.tags,
-        keys: message.keys,
-        properties,
-        born_timestamp_ms: message.born_timestamp_ms,
-        store_timestamp_ms: now_ms,
-        born_host: message.born_host,
-        reconsume_times: message.reconsume_times,
-        producer: None,
-    };
+    let reconsume_times = message.reconsume_times;
+    let mut draft = message.into_draft(topic.clone(), QueueId(0), properties, now_ms);
     if dead {
         return GiveBack {
             topic,
@@ -111,13 +98,10 @@ pub fn give_back(
     draft.reconsume_times += 1;
     let level = match request {
         Request::Level(level) => level,
-        _ => 3 + message.reconsume_times,
+        _ => 3 + reconsume_times,
     };
     delay::schedule(&mut draft, level, levels, now_ms);
-    let due_ms = draft
-        .properties
-        .get(delay::PROPERTY_DELIVER_TIME_MS)
-        .and_then(|due| due.parse().ok());
+    let due_ms = delay::draft_due_ms(&draft);
     GiveBack {
         topic,
         draft,

@@ -210,10 +210,7 @@ pub async fn give_back(
     let topic = command.topic.clone();
     let draft = &command.messages[0];
     let (msg_id, reconsume_times) = (draft.msg_id.to_string(), draft.reconsume_times);
-    let due = draft
-        .properties
-        .get(crate::consumer::delay::PROPERTY_DELIVER_TIME_MS)
-        .and_then(|due| due.parse().ok());
+    let due = crate::consumer::delay::draft_due_ms(draft);
     match node.propose(Command::Send(command)).await {
         Ok(CommandResponse::Sent(_)) => Json(RetryResponse {
             msg_id,

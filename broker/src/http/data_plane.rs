@@ -114,29 +114,22 @@ pub async fn send(
     };
     let body_bytes: u64 = command.messages.iter().map(|m| m.body.len() as u64).sum();
     let count = command.messages.len() as u64;
-    // Per message: the topic it is stored in now, and when a delayed one is due.
-    let placed: Vec<(String, Option<u64>)> = command
-        .messages
-        .iter()
-        .map(|m| {
-            let due = m
-                .properties
-                .get(delay::PROPERTY_DELIVER_TIME_MS)
-                .and_then(|due| due.parse().ok())
-                .filter(|_| m.topic == SCHEDULE_TOPIC);
-            (m.topic.clone(), due)
-        })
-        .collect();
+    // Per message: when a delayed one is due (it waits in the schedule topic).
+    let due: Vec<Option<u64>> = command.messages.iter().map(delay::draft_due_ms).collect();
     match node.propose(Command::Send(command)).await {
         Ok(CommandResponse::Sent(results)) => {
             node.metrics.record_in(&topic, count, body_bytes);
             Json(SendResponse {
                 results: results
                     .into_iter()
-                    .zip(placed)
-                    .map(|(r, (stored_in, due))| SendResultView {
+                    .zip(due)
+                    .map(|(r, due)| SendResultView {
                         msg_id: r.msg_id.to_string(),
-                        topic: stored_in,
+                        topic: if due.is_some() {
+                            SCHEDULE_TOPIC.to_string()
+                        } else {
+                            topic.clone()
+                        },
                         queue_id: r.queue_id.0,
                         queue_offset: r.queue_offset.0,
                         commit_log_offset: r.commit_log_offset,

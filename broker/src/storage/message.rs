@@ -117,6 +117,36 @@ impl StoredMessage {
     }
 }
 
+impl StoredMessage {
+    /// A copy of this message for another topic and queue (a delayed delivery, a
+    /// retry, a dead letter): same id, body, tags, keys, born time and host and
+    /// reconsume count, the given properties, stored at `store_timestamp_ms`, with
+    /// no producer stamp (idempotence was settled when the original was stored).
+    pub fn into_draft(
+        self,
+        topic: String,
+        queue_id: QueueId,
+        properties: BTreeMap<String, String>,
+        store_timestamp_ms: u64,
+    ) -> MessageDraft {
+        MessageDraft {
+            topic,
+            queue_id,
+            msg_id: self.msg_id,
+            body: self.body,
+            binary_body: self.binary_body,
+            tags: self.tags,
+            keys: self.keys,
+            properties,
+            born_timestamp_ms: self.born_timestamp_ms,
+            store_timestamp_ms,
+            born_host: self.born_host,
+            reconsume_times: self.reconsume_times,
+            producer: None,
+        }
+    }
+}
+
 /// The outcome of a pull, in the words of shared/API.md.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
