@@ -9,6 +9,7 @@
 //! * [`control`] — route registration between groups (no NameServer).
 //! * [`node`] — a running node: Raft handle, shared state, proposing writes.
 //! * [`producer`] — the send path at the leader (validation, queues, message ids).
+//! * [`send_batcher`] — group commit of concurrent sends into one Raft entry.
 //! * [`consumer`] — long polling (consumer groups, retry, delays later).
 //! * [`server`] — `run`: wires storage → Raft → HTTP and stops them in order.
 //! * [`launch`] — what the `broker` binary does (flags → config → logging → run).
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod node;
 pub mod producer;
 pub mod raft;
+pub mod send_batcher;
 pub mod server;
 pub mod storage;
 pub mod topic;

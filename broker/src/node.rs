@@ -19,6 +19,8 @@ use crate::producer::{SendLimits, SendPreparer};
 use crate::raft::command::{Command, CommandResponse};
 use crate::raft::state_machine::GroupShared;
 use crate::raft::type_config::{NodeId, NodeInfo, Raft, TypeConfig};
+use crate::send_batcher::SendBatcher;
+use crate::units::HumanDuration;
 
 /// How this node stands in its group.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub struct Node {
     pub raft: Raft,
     pub shared: Arc<GroupShared>,
     pub sender: SendPreparer,
+    /// Proposes sends at the leader, batching concurrent ones into one entry.
+    pub sends: SendBatcher,
     pub metrics: Metrics,
     /// For forwarding writes to the leader.
     pub http: reqwest::Client,
@@ -72,6 +76,7 @@ impl Node {
         );
         Ok(Self {
             sender: SendPreparer::new(&config.group, config.node_id, config.delay_levels()),
+            sends: SendBatcher::start(raft.clone(), config.http.write_timeout),
             configured_members,
             routes,
             coordinator: Coordinator::default(),
@@ -158,28 +163,9 @@ impl Node {
     /// Proposes a command and waits until it is committed and applied here.
     ///
     /// # Errors
-    /// NOT_LEADER if this node is not (or stopped being) the leader; UNAVAILABLE if
-    /// the write did not commit within the write timeout (no quorum) or Raft stopped.
+    /// As [`propose`].
     pub async fn propose(&self, command: Command) -> Result<CommandResponse, ApiError> {
-        let timeout = self.config.http.write_timeout.0;
-        match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
-            Err(_) => Err(ApiError::unavailable(format!(
-                "the write did not commit within {} (no quorum?); retrying is safe with producer_id and sequence",
-                self.config.http.write_timeout
-            ))),
-            Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                Err(ApiError::not_leader(forward.leader_node.map(|node| node.url)))
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(e)))) => Err(ApiError::unavailable(format!(
-                "leadership changed before the write committed ({e}); it was not applied and retrying is safe"
-            ))),
-            Ok(Err(RaftError::APIError(e @ ClientWriteError::ChangeMembershipError(_))))
-            | Ok(Err(RaftError::APIError(e @ ClientWriteError::PreconditionFailed(_)))) => {
-                Err(ApiError::internal(format!("unexpected write error: {e}")))
-            }
-            Ok(Err(RaftError::Fatal(fatal))) => Err(ApiError::unavailable(format!("raft stopped: {fatal}"))),
-        }
+        propose(&self.raft, self.config.http.write_timeout, command).await
     }
 
     /// This group as this node sees it, for `/v1/cluster` and registrations.
@@ -241,6 +227,35 @@ impl Node {
             view: self.group_view(),
             known_nodes,
         }
+    }
+}
+
+/// Proposes a command to `raft` and waits until it is committed and applied here.
+///
+/// # Errors
+/// NOT_LEADER if this node is not (or stopped being) the leader; UNAVAILABLE if
+/// the write did not commit within `write_timeout` (no quorum) or Raft stopped.
+pub async fn propose(
+    raft: &Raft,
+    write_timeout: HumanDuration,
+    command: Command,
+) -> Result<CommandResponse, ApiError> {
+    match tokio::time::timeout(write_timeout.0, raft.client_write(command)).await {
+        Err(_) => Err(ApiError::unavailable(format!(
+            "the write did not commit within {write_timeout} (no quorum?); retrying is safe with producer_id and sequence"
+        ))),
+        Ok(Ok(response)) => Ok(response.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+            Err(ApiError::not_leader(forward.leader_node.map(|node| node.url)))
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(e)))) => Err(ApiError::unavailable(format!(
+            "leadership changed before the write committed ({e}); it was not applied and retrying is safe"
+        ))),
+        Ok(Err(RaftError::APIError(e @ ClientWriteError::ChangeMembershipError(_))))
+        | Ok(Err(RaftError::APIError(e @ ClientWriteError::PreconditionFailed(_)))) => {
+            Err(ApiError::internal(format!("unexpected write error: {e}")))
+        }
+        Ok(Err(RaftError::Fatal(fatal))) => Err(ApiError::unavailable(format!("raft stopped: {fatal}"))),
     }
 }
 

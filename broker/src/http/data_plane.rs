@@ -116,7 +116,7 @@ pub async fn send(
     let count = command.messages.len() as u64;
     // Per message: when a delayed one is due (it waits in the schedule topic).
     let due: Vec<Option<u64>> = command.messages.iter().map(delay::draft_due_ms).collect();
-    match node.propose(Command::Send(command)).await {
+    match node.sends.send(command).await {
         Ok(CommandResponse::Sent(results)) => {
             node.metrics.record_in(&topic, count, body_bytes);
             Json(SendResponse {

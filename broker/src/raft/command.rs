@@ -30,6 +30,10 @@ pub enum Command {
     CommitOffset(OffsetCommit),
     /// Move due messages from a schedule-topic queue to their real topics.
     Deliver(DeliverCommand),
+    /// Sends of concurrent requests, batched by the leader into one entry (one
+    /// CommitLog append): each is decided, stored and answered as if it were its own
+    /// [`Command::Send`], in order.
+    SendBatch(Vec<SendCommand>),
 }
 
 /// Delayed messages that are due, read by the leader from one schedule-topic queue.
@@ -121,6 +125,9 @@ pub enum CommandResponse {
     },
     /// Blank and membership entries.
     Applied,
+    /// One answer per send of a [`Command::SendBatch`], in order: `Sent` or
+    /// `Rejected`.
+    SentBatch(Vec<CommandResponse>),
 }
 
 /// The payload of a control record: the state changes that are not messages.
@@ -190,6 +197,12 @@ impl fmt::Display for Command {
                 d.queue_id,
                 d.from
             ),
+            Self::SendBatch(sends) => write!(
+                f,
+                "send a batch of {} sends ({} messages)",
+                sends.len(),
+                sends.iter().map(|s| s.messages.len()).sum::<usize>()
+            ),
         }
     }
 }
@@ -206,6 +219,7 @@ impl fmt::Display for CommandResponse {
                 write!(f, "delivered {delivered}, skipped {skipped}")
             }
             Self::Applied => f.write_str("applied"),
+            Self::SentBatch(answers) => write!(f, "sent a batch of {}", answers.len()),
         }
     }
 }

@@ -31,10 +31,9 @@ use super::type_config::{log_ref, Entry, LogId, SnapshotMeta, StoredMembership, 
 use crate::consumer::delay::{self, MAX_DELAY_LEVELS};
 use crate::consumer::long_poll::PollWaiters;
 use crate::storage::{
-    Appended, CommitLogOffset, MessageDraft, MessageStore, QueueId, RaftLogRef, RecordInput,
-    StoreError,
+    CommitLogOffset, MessageDraft, MessageStore, QueueId, RaftLogRef, RecordInput, StoreError,
 };
-use crate::topic::SCHEDULE_TOPIC;
+use crate::topic::{TopicConfig, SCHEDULE_TOPIC};
 
 /// Snapshot bytes are copied into the CommitLog in pieces of this size.
 const INSTALL_CHUNK_BYTES: usize = 4 << 20;
@@ -190,7 +189,13 @@ impl BrokerStateMachine {
 
     fn apply_command(&self, raft: RaftLogRef, command: &Command) -> io::Result<CommandResponse> {
         match command {
-            Command::Send(send) => self.apply_send(raft, send),
+            Command::Send(send) => {
+                let mut responses = self.apply_sends(raft, std::slice::from_ref(send))?;
+                Ok(responses.pop().expect("one response per send"))
+            }
+            Command::SendBatch(sends) => self
+                .apply_sends(raft, sends)
+                .map(CommandResponse::SentBatch),
             Command::UpsertTopic(config) => {
                 if let Err(reason) = config.validate() {
                     self.write_control(raft, &ControlRecord::Noop)?;
@@ -295,163 +300,257 @@ impl BrokerStateMachine {
 
     /// Stores a batch: checks the topic, answers retries of an idempotent producer
     /// with their first result, and appends the new messages as one entry.
-    fn apply_send(&self, raft: RaftLogRef, send: &SendCommand) -> io::Result<CommandResponse> {
-        // Decide everything from the state first; the state machine is its only writer.
-        let decision = {
-            let state = self.shared.state();
-            let existing = state.topics.get(&send.topic);
-            let (config, create) = match (existing, &send.create_if_missing) {
-                (Some(config), _) => (config.clone(), None),
-                (None, Some(config)) => (config.clone(), Some(config.clone())),
-                (None, None) => {
-                    drop(state);
-                    return self.reject(raft, Rejection::TopicNotFound(send.topic.clone()));
-                }
-            };
-            if !config.writable() {
-                drop(state);
-                return self.reject(
-                    raft,
-                    Rejection::NoPermission(format!("topic {} is not writable", send.topic)),
-                );
-            }
-            // A message goes to the topic, or to the schedule topic on its way there.
-            let misplaced = |m: &MessageDraft| {
-                if m.topic == SCHEDULE_TOPIC {
-                    m.queue_id.0 as usize >= MAX_DELAY_LEVELS
-                        || delay::real_topic(m) != Some(send.topic.as_str())
-                } else {
-                    m.topic != send.topic || m.queue_id.0 >= config.write_queue_nums
-                }
-            };
-            if let Some(bad) = send.messages.iter().find(|m| misplaced(m)) {
-                let reason = format!(
-                    "queue {} of {} is not a write queue of topic {} ({} write queues)",
-                    bad.queue_id, bad.topic, send.topic, config.write_queue_nums
-                );
-                drop(state);
-                return self.reject(raft, Rejection::Invalid(reason));
-            }
-            // Per message: Some(result) for a duplicate, None for a new message.
-            let mut outcome: Vec<Option<SendResult>> = vec![None; send.messages.len()];
-            // Duplicates within this very batch point at their first occurrence.
-            let mut first_in_batch: HashMap<(&str, u64), usize> = HashMap::new();
-            let mut duplicate_of: Vec<Option<usize>> = vec![None; send.messages.len()];
-            for (i, message) in send.messages.iter().enumerate() {
-                let Some(stamp) = &message.producer else {
-                    continue;
-                };
-                match state.producers.check(&stamp.producer_id, stamp.sequence) {
-                    DedupCheck::Duplicate(result) => outcome[i] = Some(result),
-                    DedupCheck::TooOld { oldest_remembered } => {
-                        let reason = format!(
-                            "sequence {} of producer {} is older than the {} remembered (oldest {oldest_remembered}); it may have been stored",
-                            stamp.sequence,
-                            stamp.producer_id,
-                            super::group_state::DEDUP_WINDOW
-                        );
-                        drop(state);
-                        return self.reject(raft, Rejection::Invalid(reason));
-                    }
-                    DedupCheck::New => {
-                        match first_in_batch.entry((&stamp.producer_id, stamp.sequence)) {
-                            std::collections::hash_map::Entry::Occupied(first) => {
-                                duplicate_of[i] = Some(*first.get());
-                            }
-                            std::collections::hash_map::Entry::Vacant(slot) => {
-                                slot.insert(i);
-                            }
-                        }
-                    }
-                }
-            }
-            (create, outcome, duplicate_of)
-        };
-        let (create, mut outcome, duplicate_of) = decision;
-
-        let create_record = create
-            .as_ref()
-            .map(|c| ControlRecord::UpsertTopic(c.clone()).encode());
-        // The leader's time, fixed in the command: deterministic on every replica.
-        let store_ms = send.messages.first().map_or(0, |m| m.store_timestamp_ms);
-        let mut records: Vec<RecordInput<'_>> = Vec::with_capacity(send.messages.len() + 1);
-        if let Some(payload) = &create_record {
-            records.push(RecordInput::Control {
-                payload,
-                store_timestamp_ms: store_ms,
-            });
-        }
-        let new_indexes: Vec<usize> = (0..send.messages.len())
-            .filter(|i| outcome[*i].is_none() && duplicate_of[*i].is_none())
+    /// Applies the sends of one entry (one send, or a batch the leader formed from
+    /// concurrent requests) as one atomic CommitLog append. Each send is decided on
+    /// its own — rejected, or stored with its duplicates answered by their first
+    /// store — exactly as if it had been an entry of its own, in entry order.
+    fn apply_sends(
+        &self,
+        raft: RaftLogRef,
+        sends: &[SendCommand],
+    ) -> io::Result<Vec<CommandResponse>> {
+        let total: usize = sends.iter().map(|s| s.messages.len()).sum();
+        // Flat over the entry's messages: the send at index `s` owns
+        // `starts[s]..starts[s] + sends[s].messages.len()`.
+        let starts: Vec<usize> = sends
+            .iter()
+            .scan(0, |next, send| {
+                let start = *next;
+                *next += send.messages.len();
+                Some(start)
+            })
             .collect();
-        records.extend(
-            new_indexes
-                .iter()
-                .map(|i| RecordInput::Message(&send.messages[*i])),
-        );
+        // Per message: Some(result) once known (a duplicate of an earlier entry now,
+        // a new message after the append).
+        let mut outcome: Vec<Option<SendResult>> = vec![None; total];
+        // Per message: the earlier message of this entry it repeats.
+        let mut duplicate_of: Vec<Option<usize>> = vec![None; total];
+        // Per send: its rejection, or the topic it creates (auto-creation).
+        let mut decisions: Vec<Result<Option<TopicConfig>, Rejection>> =
+            Vec::with_capacity(sends.len());
+        {
+            // Decide everything from the state first; the state machine is its only
+            // writer.
+            let state = self.shared.state();
+            let mut created: HashMap<String, TopicConfig> = HashMap::new();
+            let mut first_in_entry: HashMap<(&str, u64), usize> = HashMap::new();
+            for (send, &start) in sends.iter().zip(&starts) {
+                let slots = start..start + send.messages.len();
+                let decision = self.decide_send(
+                    &state,
+                    &created,
+                    &mut first_in_entry,
+                    send,
+                    start,
+                    &mut outcome[slots.clone()],
+                    &mut duplicate_of[slots],
+                );
+                if let Ok(Some(config)) = &decision {
+                    created.insert(config.name.clone(), config.clone());
+                }
+                decisions.push(decision);
+            }
+        }
+
+        let create_records: Vec<Option<Vec<u8>>> = decisions
+            .iter()
+            .map(|d| match d {
+                Ok(Some(config)) => Some(ControlRecord::UpsertTopic(config.clone()).encode()),
+                _ => None,
+            })
+            .collect();
+        let mut records: Vec<RecordInput<'_>> = Vec::with_capacity(total + 1);
+        // Per message: its record's index in the append (new messages only).
+        let mut record_of: Vec<Option<usize>> = vec![None; total];
+        // The leader's time, fixed in the command: deterministic on every replica.
+        let mut noop_store_ms = 0;
+        for (s, send) in sends.iter().enumerate() {
+            if decisions[s].is_err() {
+                continue;
+            }
+            let store_ms = send.messages.first().map_or(0, |m| m.store_timestamp_ms);
+            if noop_store_ms == 0 {
+                noop_store_ms = store_ms;
+            }
+            if let Some(payload) = &create_records[s] {
+                records.push(RecordInput::Control {
+                    payload,
+                    store_timestamp_ms: store_ms,
+                });
+            }
+            for (j, message) in send.messages.iter().enumerate() {
+                let g = starts[s] + j;
+                if outcome[g].is_none() && duplicate_of[g].is_none() {
+                    record_of[g] = Some(records.len());
+                    records.push(RecordInput::Message(message));
+                }
+            }
+        }
         let noop = ControlRecord::Noop.encode();
         if records.is_empty() {
             records.push(RecordInput::Control {
                 payload: &noop,
-                store_timestamp_ms: store_ms,
+                store_timestamp_ms: noop_store_ms,
             });
         }
         let appended = match self.shared.store.append_entry(raft, &records) {
             Ok(appended) => appended,
-            Err(StoreError::InvalidMessage(reason)) => {
-                return self.reject(raft, Rejection::Invalid(reason));
-            }
-            Err(e @ StoreError::MessageTooLarge { .. }) => {
-                return self.reject(raft, Rejection::Invalid(e.to_string()));
+            // `decide_send` checked every message as the store does, so this is not
+            // expected; refusing the whole entry keeps the replicas equal anyway.
+            Err(e @ (StoreError::InvalidMessage(_) | StoreError::MessageTooLarge { .. })) => {
+                warn!(error = %e, "the store refused an entry apply had checked");
+                self.write_control(raft, &ControlRecord::Noop)?;
+                let rejection = Rejection::Invalid(e.to_string());
+                return Ok(sends
+                    .iter()
+                    .map(|_| CommandResponse::Rejected(rejection.clone()))
+                    .collect());
             }
             Err(e) => return Err(io_error(e)),
         };
-        let message_results: Vec<&Appended> = appended
-            .iter()
-            .skip(usize::from(create_record.is_some()))
-            .collect();
-        for (slot, appended) in new_indexes.iter().zip(message_results) {
-            let message = &send.messages[*slot];
-            outcome[*slot] = Some(SendResult {
+        let flat: Vec<&MessageDraft> = sends.iter().flat_map(|s| &s.messages).collect();
+        let mut woken: Vec<(&str, QueueId)> = Vec::new();
+        for (g, record) in record_of.iter().enumerate() {
+            let Some(record) = record else {
+                continue;
+            };
+            let message = flat[g];
+            let at = &appended[*record];
+            outcome[g] = Some(SendResult {
                 msg_id: message.msg_id,
-                queue_id: appended.queue_id,
-                queue_offset: appended.queue_offset,
-                commit_log_offset: appended.commit_log_offset.0,
-                store_timestamp_ms: appended.store_timestamp_ms,
+                queue_id: at.queue_id,
+                queue_offset: at.queue_offset,
+                commit_log_offset: at.commit_log_offset.0,
+                store_timestamp_ms: at.store_timestamp_ms,
             });
-        }
-        let mut woken: Vec<QueueId> = Vec::new();
-        for i in &new_indexes {
-            let message = &send.messages[*i];
             // Nobody long-polls the schedule topic.
-            if message.topic == send.topic && !woken.contains(&message.queue_id) {
-                woken.push(message.queue_id);
-                self.shared.waiters.wake(&send.topic, message.queue_id);
+            let queue = (message.topic.as_str(), message.queue_id);
+            if message.topic != SCHEDULE_TOPIC && !woken.contains(&queue) {
+                woken.push(queue);
             }
         }
-        for (i, first) in duplicate_of.iter().enumerate() {
-            if let Some(first) = first {
-                outcome[i] = outcome[*first];
+        for (topic, queue_id) in woken {
+            self.shared.waiters.wake(topic, queue_id);
+        }
+        for g in 0..total {
+            if let Some(first) = duplicate_of[g] {
+                outcome[g] = outcome[first];
             }
         }
         {
             let mut state = self.shared.state_mut();
-            if let Some(config) = create {
-                state.topics.insert(config.name.clone(), config);
+            for decision in &decisions {
+                if let Ok(Some(config)) = decision {
+                    state.topics.insert(config.name.clone(), config.clone());
+                }
             }
-            for i in &new_indexes {
-                if let (Some(stamp), Some(result)) = (&send.messages[*i].producer, outcome[*i]) {
+            for (g, record) in record_of.iter().enumerate() {
+                let (Some(_), Some(result)) = (record, outcome[g]) else {
+                    continue;
+                };
+                if let Some(stamp) = &flat[g].producer {
                     state
                         .producers
                         .record(&stamp.producer_id, stamp.sequence, result);
                 }
             }
         }
-        let results = outcome
-            .into_iter()
-            .map(|r| r.ok_or_else(|| io_error("a message of the batch got no result")))
-            .collect::<io::Result<Vec<_>>>()?;
-        Ok(CommandResponse::Sent(results))
+        let mut responses = Vec::with_capacity(sends.len());
+        for ((send, &start), decision) in sends.iter().zip(&starts).zip(decisions) {
+            responses.push(match decision {
+                Err(rejection) => CommandResponse::Rejected(rejection),
+                Ok(_) => CommandResponse::Sent(
+                    outcome[start..start + send.messages.len()]
+                        .iter()
+                        .map(|r| r.ok_or_else(|| io_error("a message of the batch got no result")))
+                        .collect::<io::Result<Vec<_>>>()?,
+                ),
+            });
+        }
+        Ok(responses)
+    }
+
+    /// Decides one send of an entry against the group state, the topics created by
+    /// the sends before it in the entry, and their messages (`first_in_entry`, by
+    /// producer stamp; this send's new stamps are added if it is accepted). Fills
+    /// `earlier` with the results of messages stored by earlier entries and
+    /// `duplicate_of` with the flat index of a message of this entry it repeats.
+    /// Returns the topic to create, or why the send is refused.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_send<'a>(
+        &self,
+        state: &GroupState,
+        created: &HashMap<String, TopicConfig>,
+        first_in_entry: &mut HashMap<(&'a str, u64), usize>,
+        send: &'a SendCommand,
+        start: usize,
+        earlier: &mut [Option<SendResult>],
+        duplicate_of: &mut [Option<usize>],
+    ) -> Result<Option<TopicConfig>, Rejection> {
+        let existing = state
+            .topics
+            .get(&send.topic)
+            .or_else(|| created.get(&send.topic));
+        let (config, create) = match (existing, &send.create_if_missing) {
+            (Some(config), _) => (config, None),
+            (None, Some(config)) => (config, Some(config.clone())),
+            (None, None) => return Err(Rejection::TopicNotFound(send.topic.clone())),
+        };
+        if !config.writable() {
+            return Err(Rejection::NoPermission(format!(
+                "topic {} is not writable",
+                send.topic
+            )));
+        }
+        // A message goes to the topic, or to the schedule topic on its way there.
+        let misplaced = |m: &MessageDraft| {
+            if m.topic == SCHEDULE_TOPIC {
+                m.queue_id.0 as usize >= MAX_DELAY_LEVELS
+                    || delay::real_topic(m) != Some(send.topic.as_str())
+            } else {
+                m.topic != send.topic || m.queue_id.0 >= config.write_queue_nums
+            }
+        };
+        if let Some(bad) = send.messages.iter().find(|m| misplaced(m)) {
+            return Err(Rejection::Invalid(format!(
+                "queue {} of {} is not a write queue of topic {} ({} write queues)",
+                bad.queue_id, bad.topic, send.topic, config.write_queue_nums
+            )));
+        }
+        for message in &send.messages {
+            self.shared
+                .store
+                .check_message(message)
+                .map_err(|e| Rejection::Invalid(e.to_string()))?;
+        }
+        let mut new_stamps: HashMap<(&'a str, u64), usize> = HashMap::new();
+        for (j, message) in send.messages.iter().enumerate() {
+            let Some(stamp) = &message.producer else {
+                continue;
+            };
+            match state.producers.check(&stamp.producer_id, stamp.sequence) {
+                DedupCheck::Duplicate(result) => earlier[j] = Some(result),
+                DedupCheck::TooOld { oldest_remembered } => {
+                    return Err(Rejection::Invalid(format!(
+                        "sequence {} of producer {} is older than the {} remembered (oldest {oldest_remembered}); it may have been stored",
+                        stamp.sequence,
+                        stamp.producer_id,
+                        super::group_state::DEDUP_WINDOW
+                    )));
+                }
+                DedupCheck::New => {
+                    let key = (stamp.producer_id.as_str(), stamp.sequence);
+                    match first_in_entry.get(&key).or_else(|| new_stamps.get(&key)) {
+                        Some(first) => duplicate_of[j] = Some(*first),
+                        None => {
+                            new_stamps.insert(key, start + j);
+                        }
+                    }
+                }
+            }
+        }
+        first_in_entry.extend(new_stamps);
+        Ok(create)
     }
 
     fn reject(&self, raft: RaftLogRef, rejection: Rejection) -> io::Result<CommandResponse> {
@@ -568,8 +667,6 @@ impl BrokerStateMachine {
     }
 }
 
-/// The length of the longest prefix of `bytes` (CommitLog bytes starting at `at`)
-/// that ends on a record boundary, a blank record counting as reaching the file end.
 fn whole_records(bytes: &[u8], at: CommitLogOffset, file_size: u64) -> usize {
     use crate::storage::record::{decode, Decoded};
     let mut pos = 0usize;
@@ -694,4 +791,192 @@ pub fn applied_commit_log_end(shared: &GroupShared) -> CommitLogOffset {
 /// The last applied log id.
 pub fn last_applied(shared: &GroupShared) -> Option<LogId> {
     shared.state().last_applied
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::raft::type_config::log_id_of;
+    use crate::storage::{MessageId, ProducerStamp, QueueOffset, StoreConfig};
+
+    fn open(dir: &std::path::Path) -> BrokerStateMachine {
+        let mut config = StoreConfig::for_test(dir.join("store"));
+        config.file_reserved_ms = u64::MAX;
+        config.disk_high_water_ratio = 1.0;
+        let (store, _) = MessageStore::open(config).expect("open store");
+        let snapshots = SnapshotFiles::open(&dir.join("snapshot")).expect("snapshots");
+        BrokerStateMachine::open(Arc::new(store), snapshots, 16).expect("open state machine")
+    }
+
+    fn apply(sm: &BrokerStateMachine, index: u64, command: &Command) -> CommandResponse {
+        let raft = RaftLogRef { term: 1, index };
+        let response = sm.apply_command(raft, command).expect("apply");
+        sm.shared.state_mut().last_applied = Some(log_id_of(raft));
+        response
+    }
+
+    fn message(topic: &str, n: u8, producer: Option<(&str, u64)>, body_len: usize) -> MessageDraft {
+        MessageDraft {
+            topic: topic.into(),
+            queue_id: QueueId(0),
+            msg_id: MessageId([n; 16]),
+            body: vec![b'x'; body_len],
+            binary_body: false,
+            tags: String::new(),
+            keys: Vec::new(),
+            properties: BTreeMap::new(),
+            born_timestamp_ms: 1_000,
+            store_timestamp_ms: 2_000 + u64::from(n),
+            born_host: "127.0.0.1:1".into(),
+            reconsume_times: 0,
+            producer: producer.map(|(id, sequence)| ProducerStamp {
+                producer_id: id.into(),
+                sequence,
+            }),
+        }
+    }
+
+    fn send(topic: &str, messages: Vec<MessageDraft>, create: bool) -> SendCommand {
+        SendCommand {
+            topic: topic.into(),
+            messages,
+            create_if_missing: create.then(|| TopicConfig::with_defaults(topic)),
+        }
+    }
+
+    fn sent(response: &CommandResponse) -> &[SendResult] {
+        match response {
+            CommandResponse::Sent(results) => results,
+            other => panic!("expected Sent, got {other}"),
+        }
+    }
+
+    /// The sends of a batch are each decided as if they were entries of their own
+    /// (rejections, duplicates across sends, a topic created by an earlier send),
+    /// but stored as one entry — and recovery folds such an entry back into the
+    /// same state.
+    #[test]
+    fn a_batch_answers_each_send_alone_and_stores_one_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sm = open(dir.path());
+        let topic = TopicConfig::with_defaults("t");
+        apply(&sm, 1, &Command::UpsertTopic(topic));
+        let batch = Command::SendBatch(vec![
+            send(
+                "t",
+                vec![
+                    message("t", 1, Some(("p", 1)), 10),
+                    message("t", 2, Some(("p", 2)), 10),
+                ],
+                false,
+            ),
+            send("missing", vec![message("missing", 3, None, 10)], false),
+            // Repeats p/2 of the first send, then a new p/3.
+            send(
+                "t",
+                vec![
+                    message("t", 2, Some(("p", 2)), 10),
+                    message("t", 4, Some(("p", 3)), 10),
+                ],
+                false,
+            ),
+            // Too large for the store (16 KiB records in tests): refused alone.
+            send("t", vec![message("t", 5, Some(("p", 4)), 20_000)], false),
+            send("auto", vec![message("auto", 6, None, 10)], true),
+            // Created by the send before it in this very entry.
+            send("auto", vec![message("auto", 7, None, 10)], false),
+        ]);
+        let CommandResponse::SentBatch(answers) = apply(&sm, 2, &batch) else {
+            panic!("expected SentBatch");
+        };
+        assert_eq!(answers.len(), 6);
+        let first = sent(&answers[0]);
+        assert_eq!(
+            first.iter().map(|r| r.queue_offset).collect::<Vec<_>>(),
+            [QueueOffset(0), QueueOffset(1)]
+        );
+        assert_eq!(
+            answers[1],
+            CommandResponse::Rejected(Rejection::TopicNotFound("missing".into()))
+        );
+        let third = sent(&answers[2]);
+        assert_eq!(
+            third[0], first[1],
+            "a duplicate answers with its first store"
+        );
+        assert_eq!(third[1].queue_offset, QueueOffset(2));
+        assert!(
+            matches!(&answers[3], CommandResponse::Rejected(Rejection::Invalid(reason)) if reason.contains("exceeds the maximum")),
+            "{}",
+            answers[3]
+        );
+        assert_eq!(sent(&answers[4])[0].queue_offset, QueueOffset(0));
+        assert_eq!(sent(&answers[5])[0].queue_offset, QueueOffset(1));
+
+        // One entry: every record after the topic's is stamped with index 2, and
+        // they are the topic creation plus the five new messages.
+        let store = &sm.shared.store;
+        let mut stamps = Vec::new();
+        store
+            .scan(CommitLogOffset(0), store.max_commit_log_offset(), |view| {
+                stamps.push((view.meta.raft.index, view.meta.entry_record_count));
+                Ok(ControlFlow::Continue(()))
+            })
+            .expect("scan");
+        assert_eq!(
+            stamps,
+            [(1, 1), (2, 6), (2, 6), (2, 6), (2, 6), (2, 6), (2, 6)]
+        );
+
+        // The live state and the state recovered from the CommitLog agree: p/4 was
+        // refused, so it is new; p/3 is remembered; `auto` exists.
+        let check = |sm: &BrokerStateMachine| {
+            let state = sm.shared.state();
+            assert!(
+                matches!(state.producers.check("p", 3), DedupCheck::Duplicate(r) if r == third[1])
+            );
+            assert!(matches!(state.producers.check("p", 4), DedupCheck::New));
+            assert!(state.topics.contains_key("auto"));
+        };
+        check(&sm);
+        drop(sm);
+        check(&open(dir.path()));
+    }
+
+    /// A single send is answered as before batching: its own rejection, its
+    /// duplicates within itself.
+    #[test]
+    fn a_single_send_is_decided_as_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sm = open(dir.path());
+        let rejected = apply(
+            &sm,
+            1,
+            &Command::Send(send("t", vec![message("t", 1, None, 10)], false)),
+        );
+        assert_eq!(
+            rejected,
+            CommandResponse::Rejected(Rejection::TopicNotFound("t".into()))
+        );
+        let answer = apply(
+            &sm,
+            2,
+            &Command::Send(send(
+                "t",
+                vec![
+                    message("t", 1, Some(("p", 7)), 10),
+                    message("t", 1, Some(("p", 7)), 10),
+                ],
+                true,
+            )),
+        );
+        let results = sent(&answer);
+        assert_eq!(results[0], results[1]);
+        assert_eq!(
+            sm.shared.store.queue_offsets("t", QueueId(0)),
+            Some((QueueOffset(0), QueueOffset(1)))
+        );
+    }
 }

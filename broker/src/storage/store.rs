@@ -27,7 +27,7 @@ use super::error::{StoreError, StoreResult};
 use super::filter::TagFilter;
 use super::group_commit::{GroupCommit, GroupCommitThread};
 use super::index::{id_hash, key_hash, Index};
-use super::message::{Appended, PullResult, PullStatus, RecordInput, StoredMessage};
+use super::message::{Appended, MessageDraft, PullResult, PullStatus, RecordInput, StoredMessage};
 use super::record::{
     self, RecordContent, RecordKind, RecordMeta, RecordView, FLAG_BINARY_BODY, FLAG_HAS_PRODUCER,
 };
@@ -282,6 +282,22 @@ impl MessageStore {
         Ok(appended)
     }
 
+    /// Checks that a message can be stored — a topic, an encoding that fits the
+    /// record format, within the size limit — without storing it:
+    /// [`MessageStore::append_entry`] refuses exactly the messages this refuses. Apply
+    /// uses it to refuse one send of a batched entry on its own rather than the entry.
+    ///
+    /// # Errors
+    /// As the validation of [`MessageStore::append_entry`].
+    pub fn check_message(&self, draft: &MessageDraft) -> StoreResult<()> {
+        check_topic(draft)?;
+        checked_len(
+            &message_content(draft),
+            self.inner.config.max_message_size_bytes,
+        )
+        .map(|_| ())
+    }
+
     /// Blocks until every CommitLog byte below `offset` is durable, sharing one flush
     /// with every other waiter (group commit).
     ///
@@ -330,9 +346,7 @@ impl MessageStore {
             let (kind, content, flags, store_ms, queue_id, born_ms, reconsume, msg_id, sequence) =
                 match input {
                     RecordInput::Message(draft) => {
-                        if draft.topic.is_empty() {
-                            return Err(StoreError::InvalidMessage("empty topic".into()));
-                        }
+                        check_topic(draft)?;
                         let mut flags = 0;
                         if draft.binary_body {
                             flags |= FLAG_BINARY_BODY;
@@ -347,18 +361,7 @@ impl MessageStore {
                         });
                         (
                             RecordKind::Message,
-                            RecordContent {
-                                topic: &draft.topic,
-                                producer_id: draft
-                                    .producer
-                                    .as_ref()
-                                    .map_or("", |p| p.producer_id.as_str()),
-                                born_host: &draft.born_host,
-                                tags: &draft.tags,
-                                keys: &draft.keys,
-                                properties: &draft.properties,
-                                body: &draft.body,
-                            },
+                            message_content(draft),
                             flags,
                             draft.store_timestamp_ms,
                             draft.queue_id,
@@ -391,14 +394,7 @@ impl MessageStore {
                         0,
                     ),
                 };
-            let len = record::encoded_len(&content)
-                .map_err(|e| StoreError::InvalidMessage(e.to_string()))?;
-            if len as u64 > inner.config.max_message_size_bytes {
-                return Err(StoreError::MessageTooLarge {
-                    size: len as u64,
-                    max: inner.config.max_message_size_bytes,
-                });
-            }
+            let len = checked_len(&content, inner.config.max_message_size_bytes)?;
             // Store times never go backwards, so time searches can bisect.
             last_store_ms = last_store_ms.max(store_ms);
             pending.push(PendingRecord {
@@ -418,7 +414,7 @@ impl MessageStore {
                     producer_sequence: sequence,
                 },
                 content,
-                len: len as u32,
+                len,
             });
         }
 
@@ -974,6 +970,41 @@ fn run_retention(inner: &Inner, now_ms: u64) -> StoreResult<RetentionReport> {
         now_ms,
         floor,
     )
+}
+
+fn check_topic(draft: &MessageDraft) -> StoreResult<()> {
+    if draft.topic.is_empty() {
+        return Err(StoreError::InvalidMessage("empty topic".into()));
+    }
+    Ok(())
+}
+
+fn message_content(draft: &MessageDraft) -> RecordContent<'_> {
+    RecordContent {
+        topic: &draft.topic,
+        producer_id: draft
+            .producer
+            .as_ref()
+            .map_or("", |p| p.producer_id.as_str()),
+        born_host: &draft.born_host,
+        tags: &draft.tags,
+        keys: &draft.keys,
+        properties: &draft.properties,
+        body: &draft.body,
+    }
+}
+
+/// The record's encoded length, if it has one within `max` bytes.
+fn checked_len(content: &RecordContent<'_>, max: u64) -> StoreResult<u32> {
+    let len =
+        record::encoded_len(content).map_err(|e| StoreError::InvalidMessage(e.to_string()))?;
+    if len as u64 > max {
+        return Err(StoreError::MessageTooLarge {
+            size: len as u64,
+            max,
+        });
+    }
+    Ok(len as u32)
 }
 
 fn background_loop(inner: &Inner, stop: &(Mutex<bool>, Condvar)) {
