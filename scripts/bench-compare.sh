@@ -3,8 +3,10 @@
 # bench-compare.sh — our broker next to NATS JetStream and RabbitMQ quorum queues,
 # three nodes each on this host, same message size, in-flight count and duration.
 #
-#   ours      scripts/cluster.sh start (3 nodes, one network namespace each), measured
-#             with broker-bench produce (--producers 1 --in-flight N, one message per
+#   ours      3 broker processes on loopback (127.0.0.1:18381-18383), like the peers;
+#             with --netns, scripts/cluster.sh start instead (one network namespace
+#             per node behind a bridge: every packet also crosses veth, bridge and
+#             netfilter, ~10% fewer msgs/s here). Measured with broker-bench produce (--producers 1 --in-flight N, one message per
 #             request); after each produce run, broker-bench consume pulls the backlog
 #             of that run's topic from its first offset until every queue is empty.
 #   nats      3 nats-server processes (JetStream, cluster routes on loopback), one R3
@@ -18,9 +20,9 @@
 # temporary directory on the same disk; every process started here is stopped and the
 # directory removed on any exit.
 #
-# Needs root (network namespaces for ours; apt-get installs nats-server and
-# rabbitmq-server when missing). Builds broker, broker-bench and peer-bench (the
-# cluster-tests `bench-peers` feature) in release mode.
+# Needs root for apt-get (installs nats-server and rabbitmq-server when missing) and
+# for --netns. Builds broker, broker-bench and peer-bench (the cluster-tests
+# `bench-peers` feature) in release mode.
 
 set -euo pipefail
 
@@ -39,6 +41,9 @@ CONSUME=1
 OUT=""
 KEEP=0
 BUILD=1
+NETNS=0
+BACKLOG=""
+BACKLOG_BATCH=32
 
 usage() {
 	cat <<'EOF'
@@ -55,6 +60,14 @@ usage: scripts/bench-compare.sh [options]
                      removed at exit)
   --keep             do not remove the temporary data directory at exit
   --no-build         use the binaries already in target/release
+  --netns            run our nodes with scripts/cluster.sh (network namespaces)
+                     instead of on loopback like the peers
+  --backlog BYTES    instead of the matrix, ours only: send BYTES of messages (the
+                     first of --sizes, the first of --in-flight outstanding requests,
+                     --backlog-batch messages per request), then consume all of it;
+                     prints both rates and every node's memory (RSS: anonymous and
+                     file-mapped) before, at its peak and at the end
+  --backlog-batch N  messages per send request in --backlog (default 32)
 
 Quick run:  scripts/bench-compare.sh --sizes 1024 --in-flight 1,512 --duration 5s
 EOF
@@ -78,6 +91,9 @@ while [[ $# -gt 0 ]]; do
 	--out) OUT=$2 && shift 2 ;;
 	--keep) KEEP=1 && shift ;;
 	--no-build) BUILD=0 && shift ;;
+	--netns) NETNS=1 && shift ;;
+	--backlog) BACKLOG=$2 && shift 2 ;;
+	--backlog-batch) BACKLOG_BATCH=$2 && shift 2 ;;
 	-h | --help) usage && exit 0 ;;
 	*) usage >&2 && die "unknown argument: $1" ;;
 	esac
@@ -119,6 +135,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-compare.XXXXXX")
 readonly WORK
 [[ -n $OUT ]] || OUT=$WORK/reports
 mkdir -p "$OUT"
+OURS_PIDS=()
 NATS_PIDS=()
 RABBIT_PIDS=()
 EPMD_WAS_RUNNING=0
@@ -132,10 +149,10 @@ cleanup() {
 		"$REPO/scripts/cluster.sh" clean --dir "$WORK/ours" >/dev/null 2>&1 || true
 	fi
 	local pid
-	for pid in "${NATS_PIDS[@]}" "${RABBIT_PIDS[@]}"; do
+	for pid in "${OURS_PIDS[@]}" "${NATS_PIDS[@]}" "${RABBIT_PIDS[@]}"; do
 		kill "$pid" 2>/dev/null || true
 	done
-	for pid in "${NATS_PIDS[@]}" "${RABBIT_PIDS[@]}"; do
+	for pid in "${OURS_PIDS[@]}" "${NATS_PIDS[@]}" "${RABBIT_PIDS[@]}"; do
 		for _ in $(seq 50); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.2
@@ -162,10 +179,37 @@ trap 'exit 130' INT TERM
 readonly NATS_CLIENT_PORT=14220 NATS_ROUTE_PORT=16240
 readonly RABBIT_PORT=5680 # node I listens on RABBIT_PORT+I, Erlang distribution +20000
 
+readonly OURS_PORT=18380 # node I listens on 127.0.0.1:OURS_PORT+I
+
 start_ours() {
-	log "starting our 3-node cluster"
-	BROKER_BIN=$TARGET_DIR/release/broker "$REPO/scripts/cluster.sh" start --dir "$WORK/ours" >/dev/null
-	OURS_URLS=$(jq -r '[.nodes[].url] | join(",")' "$WORK/ours/cluster.json")
+	if [[ $NETNS -eq 1 ]]; then
+		log "starting our 3-node cluster (cluster.sh, network namespaces)"
+		BROKER_BIN=$TARGET_DIR/release/broker "$REPO/scripts/cluster.sh" start --dir "$WORK/ours" >/dev/null
+		OURS_URLS=$(jq -r '[.nodes[].url] | join(",")' "$WORK/ours/cluster.json")
+		return
+	fi
+	log "starting our 3-node cluster on loopback"
+	local i peers="" urls=""
+	for i in 1 2 3; do
+		peers+="$i=http://127.0.0.1:$((OURS_PORT + i)),"
+		urls+="http://127.0.0.1:$((OURS_PORT + i)),"
+	done
+	OURS_URLS=${urls%,}
+	for i in 1 2 3; do
+		mkdir -p "$WORK/ours$i"
+		# The flags cluster.sh gives, on loopback addresses.
+		"$TARGET_DIR/release/broker" --node-id "$i" --group broker-a \
+			--listen "127.0.0.1:$((OURS_PORT + i))" --advertise-url "http://127.0.0.1:$((OURS_PORT + i))" \
+			--data-dir "$WORK/ours$i/data" --peers "${peers%,}" --seeds "$OURS_URLS" \
+			</dev/null >"$WORK/ours$i/broker.log" 2>&1 &
+		OURS_PIDS+=($!)
+	done
+	local deadline=$((SECONDS + 30))
+	until curl -fsS --noproxy '*' --max-time 1 "http://127.0.0.1:$((OURS_PORT + 1))/v1/cluster" 2>/dev/null |
+		jq -e '[.groups[].nodes[] | select(.role == "leader")] | length == 1' >/dev/null; do
+		((SECONDS < deadline)) || die "our nodes elected no leader in 30 s (logs: $WORK/ours*/broker.log)"
+		sleep 0.2
+	done
 }
 
 start_nats() {
@@ -289,6 +333,65 @@ run_peer() {
 }
 
 # ---------------------------------------------------------------------------
+# --backlog: a large backlog, its consumption, and our nodes' memory meanwhile
+
+# Every second: time, then RssAnon and RssFile (KiB) of each of our nodes.
+sample_memory() {
+	local pid line
+	while :; do
+		line=$(date +%s)
+		for pid in "${OURS_PIDS[@]}"; do
+			line+=$(awk '/^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} END {printf "\t%d\t%d", a, f}' "/proc/$pid/status" 2>/dev/null)
+		done
+		printf '%s\n' "$line" >>"$OUT/memory.tsv"
+		sleep 1
+	done
+}
+
+# run_backlog SIZE IN_FLIGHT
+run_backlog() {
+	local size=$1 in_flight=$2 topic=backlog sampler
+	log "backlog: sending $BACKLOG of ${size} B messages, $BACKLOG_BATCH per request, $in_flight in flight"
+	sample_memory &
+	sampler=$!
+	"$TARGET_DIR/release/broker-bench" produce --url "$OURS_URLS" --topic "$topic" \
+		--create-topic --producers 1 --in-flight "$in_flight" --size "$size" \
+		--batch "$BACKLOG_BATCH" --bytes "$BACKLOG" --duration 24h --warmup 0s \
+		--progress 10s --report "$OUT/backlog-produce.json" >&2 ||
+		die "broker-bench produce failed"
+	log "backlog: consuming everything from the earliest offsets"
+	"$TARGET_DIR/release/broker-bench" consume --url "$OURS_URLS" --topic "$topic" \
+		--from earliest --until-empty --max-messages 1024 --max-wait 200ms \
+		--progress 10s --report "$OUT/backlog-consume.json" >&2 ||
+		die "broker-bench consume failed"
+	sleep 2
+	kill "$sampler" 2>/dev/null || true
+	wait "$sampler" 2>/dev/null || true
+	python3 - "$OUT" <<'EOF' | tee "$OUT/backlog.md"
+import json, sys
+out = sys.argv[1]
+send = json.load(open(f"{out}/backlog-produce.json"))
+consume = json.load(open(f"{out}/backlog-consume.json"))
+rows = [list(map(int, l.split("\t"))) for l in open(f"{out}/memory.tsv") if l.strip()]
+total = send["acked_messages"] + send["unmeasured_acked_messages"]
+print("| backlog | messages | send msgs/s | send MB/s | consume msgs/s | consume MB/s | consume/send |")
+print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print(f"| {send['acked_payload_bytes'] / 2**30:.2f} GiB | {total} | {send['msgs_per_s']:.0f} | "
+      f"{send['mb_per_s']:.1f} | {consume['msgs_per_s']:.0f} | {consume['mb_per_s']:.1f} | "
+      f"{consume['msgs_per_s'] / send['msgs_per_s']:.2f}× |")
+print()
+print("| node | anonymous MiB: start | peak | end | file-mapped MiB: start | peak | end |")
+print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+mib = lambda kib: f"{kib / 1024:.0f}"
+for node in range(3):
+    anon = [r[1 + 2 * node] for r in rows if len(r) > 2 + 2 * node]
+    mapped = [r[2 + 2 * node] for r in rows if len(r) > 2 + 2 * node]
+    print(f"| {node + 1} | {mib(anon[0])} | {mib(max(anon))} | {mib(anon[-1])} | "
+          f"{mib(mapped[0])} | {mib(max(mapped))} | {mib(mapped[-1])} |")
+EOF
+}
+
+# ---------------------------------------------------------------------------
 # the table: medians over rounds, ratios of ours to each peer
 
 print_table() {
@@ -353,6 +456,10 @@ EOF
 
 # ---------------------------------------------------------------------------
 
+if [[ -n $BACKLOG ]]; then
+	[[ $NETNS -eq 0 ]] || die "--backlog runs our nodes on loopback; drop --netns"
+	SYSTEMS=ours
+fi
 ensure_packages
 [[ $BUILD -eq 0 ]] || build
 has ours && start_ours
@@ -362,6 +469,10 @@ log "load before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 IFS=, read -r -a size_list <<<"$SIZES"
 IFS=, read -r -a flight_list <<<"$IN_FLIGHT"
 IFS=, read -r -a system_list <<<"$SYSTEMS"
+if [[ -n $BACKLOG ]]; then
+	run_backlog "${size_list[0]}" "${flight_list[0]}"
+	exit 0
+fi
 for round in $(seq "$ROUNDS"); do
 	for size in "${size_list[@]}"; do
 		for in_flight in "${flight_list[@]}"; do
