@@ -11,7 +11,7 @@ use crate::consumer::delay::{self, DelayLevels};
 use crate::error::{ApiError, ErrorCode};
 use crate::raft::command::SendCommand;
 use crate::raft::group_state::{GroupState, DEDUP_WINDOW};
-use crate::storage::record::{self, RecordContent};
+use crate::storage::record;
 use crate::storage::{now_ms, MessageDraft, MessageId, ProducerStamp, QueueId};
 use crate::topic::{validate_user_topic, TopicConfig};
 
@@ -261,19 +261,7 @@ impl SendPreparer {
         if delay_level > 0 {
             delay::schedule(&mut draft, delay_level, &self.delay_levels, now);
         }
-        let size = record::encoded_len(&RecordContent {
-            topic: &draft.topic,
-            producer_id: draft
-                .producer
-                .as_ref()
-                .map_or("", |p| p.producer_id.as_str()),
-            born_host: &draft.born_host,
-            tags: &draft.tags,
-            keys: &draft.keys,
-            properties: &draft.properties,
-            body: &draft.body,
-        })
-        .map_err(|e| e.to_string())?;
+        let size = record::encoded_len(&draft.record_content()).map_err(|e| e.to_string())?;
         if size as u64 > limits.max_message_size_bytes {
             return Err(format!(
                 "message of {size} bytes exceeds the maximum of {} bytes",

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{RecordView, FLAG_BINARY_BODY};
+use super::record::{RecordContent, RecordView, FLAG_BINARY_BODY};
 use super::types::{CommitLogOffset, MessageId, QueueId, QueueOffset, RaftLogRef};
 
 /// An idempotent producer's identity for one message.
@@ -38,6 +38,24 @@ pub struct MessageDraft {
     pub born_host: String,
     pub reconsume_times: u32,
     pub producer: Option<ProducerStamp>,
+}
+
+impl MessageDraft {
+    /// The variable fields the record format encodes (see `record::encoded_len`).
+    pub fn record_content(&self) -> RecordContent<'_> {
+        RecordContent {
+            topic: &self.topic,
+            producer_id: self
+                .producer
+                .as_ref()
+                .map_or("", |p| p.producer_id.as_str()),
+            born_host: &self.born_host,
+            tags: &self.tags,
+            keys: &self.keys,
+            properties: &self.properties,
+            body: &self.body,
+        }
+    }
 }
 
 /// One record of a Raft entry, as given to [`super::MessageStore::append_entry`].

@@ -292,7 +292,7 @@ impl MessageStore {
     pub fn check_message(&self, draft: &MessageDraft) -> StoreResult<()> {
         check_topic(draft)?;
         checked_len(
-            &message_content(draft),
+            &draft.record_content(),
             self.inner.config.max_message_size_bytes,
         )
         .map(|_| ())
@@ -361,7 +361,7 @@ impl MessageStore {
                         });
                         (
                             RecordKind::Message,
-                            message_content(draft),
+                            draft.record_content(),
                             flags,
                             draft.store_timestamp_ms,
                             draft.queue_id,
@@ -977,21 +977,6 @@ fn check_topic(draft: &MessageDraft) -> StoreResult<()> {
         return Err(StoreError::InvalidMessage("empty topic".into()));
     }
     Ok(())
-}
-
-fn message_content(draft: &MessageDraft) -> RecordContent<'_> {
-    RecordContent {
-        topic: &draft.topic,
-        producer_id: draft
-            .producer
-            .as_ref()
-            .map_or("", |p| p.producer_id.as_str()),
-        born_host: &draft.born_host,
-        tags: &draft.tags,
-        keys: &draft.keys,
-        properties: &draft.properties,
-        body: &draft.body,
-    }
 }
 
 /// The record's encoded length, if it has one within `max` bytes.

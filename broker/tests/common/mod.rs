@@ -351,18 +351,7 @@ pub fn expected_truncated_bytes(config: &StoreConfig, end: u64) -> u64 {
 
 /// The encoded size of `draft`'s record, from the format's own `encoded_len`.
 pub fn encoded_size(draft: &MessageDraft) -> u32 {
-    let content = broker::storage::record::RecordContent {
-        topic: &draft.topic,
-        producer_id: draft
-            .producer
-            .as_ref()
-            .map_or("", |p| p.producer_id.as_str()),
-        born_host: &draft.born_host,
-        tags: &draft.tags,
-        keys: &draft.keys,
-        properties: &draft.properties,
-        body: &draft.body,
-    };
+    let content = draft.record_content();
     let len = broker::storage::record::encoded_len(&content).expect("a valid draft");
     u32::try_from(len).expect("records are smaller than 4 GiB")
 }
