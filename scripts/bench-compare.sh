@@ -6,9 +6,14 @@
 #   ours      3 broker processes on loopback (127.0.0.1:18381-18383), like the peers;
 #             with --netns, scripts/cluster.sh start instead (one network namespace
 #             per node behind a bridge: every packet also crosses veth, bridge and
-#             netfilter, ~10% fewer msgs/s here). Measured with broker-bench produce (--producers 1 --in-flight N, one message per
-#             request); after each produce run, broker-bench consume pulls the backlog
-#             of that run's topic from its first offset until every queue is empty.
+#             netfilter, ~10% fewer msgs/s here). Measured with broker-bench produce
+#             (--producers 1 --in-flight N, one message per request); after each
+#             produce run, broker-bench consume pulls the backlog of that run's topic
+#             from its first offset until every queue is empty.
+#   ours-batching  the same nodes, broker-bench produce --batching: N messages in
+#             flight, each its own send call on the client's BatchingProducer, which
+#             packs the messages waiting for one of its 2 request slots into one
+#             request (as the peers' clients pipeline publishes on one connection).
 #   nats      3 nats-server processes (JetStream, cluster routes on loopback), one R3
 #             file-storage stream per cell; peer-bench nats awaits each PubAck.
 #   rabbitmq  3 RabbitMQ nodes clustered on loopback, one durable quorum queue per
@@ -33,7 +38,7 @@ readonly TARGET_DIR
 
 SIZES=128,1024,4096
 IN_FLIGHT=1,64,512
-SYSTEMS=ours,nats,rabbitmq
+SYSTEMS=ours,ours-batching,nats,rabbitmq
 DURATION=20s
 WARMUP=3s
 ROUNDS=1
@@ -51,7 +56,7 @@ usage: scripts/bench-compare.sh [options]
 
   --sizes LIST       message body sizes in bytes (default 128,1024,4096)
   --in-flight LIST   outstanding acked publishes (default 1,64,512)
-  --systems LIST     any of ours,nats,rabbitmq (default all three)
+  --systems LIST     any of ours,ours-batching,nats,rabbitmq (default all)
   --duration D       measured time per run (default 20s)
   --warmup D         unmeasured load before each run (default 3s)
   --rounds R         repeat the matrix R times; the table shows medians (default 1)
@@ -298,16 +303,18 @@ start_rabbitmq() {
 # ---------------------------------------------------------------------------
 # one run of each system
 
-# run_ours SIZE IN_FLIGHT ROUND
+# run_ours SYSTEM SIZE IN_FLIGHT ROUND  (SYSTEM: ours or ours-batching)
 run_ours() {
-	local size=$1 in_flight=$2 round=$3 topic="bench-$1-$2-r$3"
-	local report=$OUT/ours-$size-$in_flight-r$round.json
+	local system=$1 size=$2 in_flight=$3 round=$4 topic="bench-$1-$2-$3-r$4"
+	local report=$OUT/$system-$size-$in_flight-r$round.json
+	local mode=()
+	[[ $system == ours-batching ]] && mode=(--batching)
 	"$TARGET_DIR/release/broker-bench" produce --url "$OURS_URLS" --topic "$topic" \
-		--create-topic --producers 1 --in-flight "$in_flight" --size "$size" \
+		--create-topic --producers 1 --in-flight "$in_flight" --size "$size" "${mode[@]}" \
 		--duration "$DURATION" --warmup "$WARMUP" --progress 0 --report "$report" \
 		>"$report.log" 2>&1 || die "broker-bench produce failed: $(tail -3 "$report.log")"
-	grep -E '^(rate|latency|errors):' "$report.log" | sed 's/^/    ours      /' >&2
-	if [[ $CONSUME -eq 1 ]]; then
+	grep -E '^(rate|latency|errors|batching):' "$report.log" | sed "s/^/    $system  /" >&2
+	if [[ $CONSUME -eq 1 && $system == ours ]]; then
 		local creport=$OUT/ours-consume-$size-$in_flight-r$round.json
 		"$TARGET_DIR/release/broker-bench" consume --url "$OURS_URLS" --topic "$topic" \
 			--from earliest --until-empty --max-messages 1024 --max-wait 200ms \
@@ -410,8 +417,10 @@ def med(runs, key):
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
 rows = []
-print("| size | in flight | system | msgs/s | MB/s | p50 ms | p99 ms | ours/this msgs/s | ours/this p50 |")
-print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+ours_systems = [s for s in ("ours", "ours-batching") if s in systems]
+print("| size | in flight | system | msgs/s | MB/s | p50 ms | p99 ms | "
+      + " | ".join(f"{o}/this msgs/s | {o}/this p50" for o in ours_systems) + " |")
+print("| ---: | ---: | --- | ---: | ---: | ---: | ---: |" + " ---: | ---: |" * len(ours_systems))
 for size in sizes:
     for fl in flights:
         got = {}
@@ -424,17 +433,20 @@ for size in sizes:
                     p50=med(runs, lambda r: r["latency_ms"].get("p50")),
                     p99=med(runs, lambda r: r["latency_ms"].get("p99")),
                     n=len(runs))
-        ours = got.get("ours")
         for s, g in got.items():
-            ratio = p50r = "—"
-            if ours and s != "ours":
-                if g["rate"]:
-                    ratio = f"{ours['rate'] / g['rate']:.2f}×"
-                if g["p50"] and ours["p50"]:
-                    p50r = f"{ours['p50'] / g['p50']:.2f}×"
+            ratios = []
+            for o in ours_systems:
+                ours = got.get(o)
+                ratio = p50r = "—"
+                if ours and s not in ours_systems:
+                    if g["rate"] and ours["rate"]:
+                        ratio = f"{ours['rate'] / g['rate']:.2f}×"
+                    if g["p50"] and ours["p50"]:
+                        p50r = f"{ours['p50'] / g['p50']:.2f}×"
+                ratios += [ratio, p50r]
             fmt = lambda v, spec: "—" if v is None else format(v, spec)
             print(f"| {size} | {fl} | {s} | {fmt(g['rate'], '.0f')} | {fmt(g['mb'], '.1f')} | "
-                  f"{fmt(g['p50'], '.2f')} | {fmt(g['p99'], '.2f')} | {ratio} | {p50r} |")
+                  f"{fmt(g['p50'], '.2f')} | {fmt(g['p99'], '.2f')} | " + " | ".join(ratios) + " |")
 consumes = []
 for size in sizes:
     for fl in flights:
@@ -462,7 +474,7 @@ if [[ -n $BACKLOG ]]; then
 fi
 ensure_packages
 [[ $BUILD -eq 0 ]] || build
-has ours && start_ours
+{ has ours || has ours-batching; } && start_ours
 has nats && start_nats
 has rabbitmq && start_rabbitmq
 log "load before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -479,7 +491,7 @@ for round in $(seq "$ROUNDS"); do
 			log "round $round: ${size} B, $in_flight in flight, ${DURATION} each (load $(cut -d' ' -f1-3 /proc/loadavg))"
 			for system in "${system_list[@]}"; do
 				case $system in
-				ours) run_ours "$size" "$in_flight" "$round" ;;
+				ours | ours-batching) run_ours "$system" "$size" "$in_flight" "$round" ;;
 				nats | rabbitmq) run_peer "$system" "$size" "$in_flight" "$round" ;;
 				*) die "unknown system: $system" ;;
 				esac

@@ -11,6 +11,11 @@
 //!   producer put in the `bench_send_us` property), and checks what it read:
 //!   duplicates and gaps per (`producer_id`, `sequence`), offsets that skip.
 //!
+//! With `--batching`, each producer task is one [`BatchingProducer`] instead and
+//! `in-flight` counts messages: each is sent alone by the caller, and the batching
+//! producer packs those waiting for a free request into one request, as an
+//! application with many messages in flight would use it.
+//!
 //! Each in-flight slot ("lane") of a producer is its own idempotent
 //! [`Producer`] (own `producer_id`, sequential sequences): the broker remembers only
 //! the last 256 sequences per producer id, which one id shared by many lanes of large
@@ -31,7 +36,8 @@ use serde_json::{json, Value};
 
 use broker::api::{MessageInput, MessageView, TopicRequest};
 use broker::client::{
-    BrokerClient, ClientOptions, Idempotence, Producer, ProducerOptions, ReadPreference,
+    BatchingOptions, BatchingProducer, BatchingStats, BrokerClient, ClientError, ClientOptions,
+    Idempotence, Producer, ProducerOptions, ReadPreference,
 };
 use broker::units::{parse_bytes, parse_duration};
 
@@ -107,6 +113,19 @@ struct ProduceArgs {
     /// Messages per request.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Send through the client's `BatchingProducer` (one per producer task):
+    /// `--in-flight` then counts messages, each its own single-message send, and up
+    /// to `--max-requests` requests carry whichever messages are waiting (at most
+    /// `--batch-max` each). Latency is then per message, from its send call to its
+    /// acknowledgement.
+    #[arg(long)]
+    batching: bool,
+    /// With `--batching`: requests each producer keeps outstanding.
+    #[arg(long, default_value_t = 2)]
+    max_requests: usize,
+    /// With `--batching`: most messages in one request.
+    #[arg(long, default_value_t = 256)]
+    batch_max: usize,
     /// Body bytes per message (e.g. 1024, 4KiB).
     #[arg(long, default_value = "1024", value_parser = parse_bytes)]
     size: u64,
@@ -375,6 +394,8 @@ struct ProduceStats {
     /// Failed requests that may nevertheless have been stored.
     failed_outcome_unknown: u64,
     retries: u64,
+    /// With `--batching`: what the batching producers' requests carried.
+    batching: BatchingStats,
 }
 
 impl ProduceStats {
@@ -387,6 +408,7 @@ impl ProduceStats {
             errors: BTreeMap::new(),
             failed_outcome_unknown: 0,
             retries: 0,
+            batching: BatchingStats::default(),
         }
     }
 
@@ -399,6 +421,14 @@ impl ProduceStats {
         merge_counts(&mut self.errors, other.errors);
         self.failed_outcome_unknown += other.failed_outcome_unknown;
         self.retries += other.retries;
+        self.batching.requests += other.batching.requests;
+        self.batching.messages += other.batching.messages;
+        self.batching.largest_batch = self
+            .batching
+            .largest_batch
+            .max(other.batching.largest_batch);
+        self.batching.split_batches += other.batching.split_batches;
+        self.batching.retries += other.batching.retries;
     }
 }
 
@@ -416,51 +446,105 @@ impl ProduceRun {
     fn batch(&self) -> Vec<MessageInput> {
         let sent_us = now_us().to_string();
         (0..self.args.batch)
-            .map(|_| MessageInput {
-                body: Some(self.body.clone()),
-                tags: Some(BENCH_TAG.into()),
-                properties: BTreeMap::from([(SEND_TIME_PROPERTY.to_string(), sent_us.clone())]),
-                ..MessageInput::default()
-            })
+            .map(|_| self.message(sent_us.clone()))
             .collect()
+    }
+
+    fn message(&self, sent_us: String) -> MessageInput {
+        MessageInput {
+            body: Some(self.body.clone()),
+            tags: Some(BENCH_TAG.into()),
+            properties: BTreeMap::from([(SEND_TIME_PROPERTY.to_string(), sent_us)]),
+            ..MessageInput::default()
+        }
     }
 }
 
-/// One producer: `in_flight` lanes, each its own [`Producer`], driven from one task.
-async fn run_producer(run: Arc<ProduceRun>, client: BrokerClient) -> ProduceStats {
-    let options = ProducerOptions {
-        retries: run.args.retries,
-        backoff_initial: run.args.retry_backoff,
-        idempotence: match run.args.producer_id {
-            OnOff::On => Idempotence::On,
-            OnOff::Off => Idempotence::Off,
-        },
-        ..ProducerOptions::default()
-    };
-    let lanes: Vec<Producer> = (0..run.args.in_flight)
-        .map(|_| Producer::new(client.clone(), options.clone()))
-        .collect();
-    let mut stats = ProduceStats::new();
-    let send = |lane: usize| {
-        let producer = &lanes[lane];
-        let messages = run.batch();
+/// How a producer task sends: `in_flight` lanes of batches, or single messages
+/// through a batching producer.
+enum Sender {
+    Lanes(Vec<Producer>),
+    Batching(BatchingProducer),
+}
+
+impl Sender {
+    fn new(run: &ProduceRun, client: BrokerClient) -> Result<Self, ClientError> {
+        let options = ProducerOptions {
+            retries: run.args.retries,
+            backoff_initial: run.args.retry_backoff,
+            idempotence: match run.args.producer_id {
+                OnOff::On => Idempotence::On,
+                OnOff::Off => Idempotence::Off,
+            },
+            ..ProducerOptions::default()
+        };
+        if run.args.batching {
+            let batching = BatchingOptions {
+                max_requests: run.args.max_requests,
+                max_batch_messages: run.args.batch_max,
+                ..BatchingOptions::default()
+            };
+            return BatchingProducer::new(client, options, batching).map(Self::Batching);
+        }
+        Ok(Self::Lanes(
+            (0..run.args.in_flight)
+                .map(|_| Producer::new(client.clone(), options.clone()))
+                .collect(),
+        ))
+    }
+
+    /// Sends lane `lane`'s next batch (or message); answers how many were acked.
+    async fn send(&self, run: &ProduceRun, lane: usize) -> Result<u64, ClientError> {
         let topic = run.args.topic.as_str();
+        match self {
+            Self::Lanes(lanes) => {
+                let response = lanes[lane].send_messages(topic, run.batch()).await?;
+                Ok(response.results.len() as u64)
+            }
+            Self::Batching(producer) => {
+                let message = run.message(now_us().to_string());
+                producer.send(topic, message).await.map(|_| 1)
+            }
+        }
+    }
+
+    fn retries(&self) -> u64 {
+        match self {
+            Self::Lanes(lanes) => lanes.iter().map(|p| p.stats().retries).sum(),
+            Self::Batching(producer) => producer.stats().retries,
+        }
+    }
+}
+
+/// One producer: `in_flight` lanes (each its own [`Producer`], or each a message
+/// at a time on one [`BatchingProducer`]), driven from one task.
+async fn run_producer(run: Arc<ProduceRun>, client: BrokerClient) -> ProduceStats {
+    let mut stats = ProduceStats::new();
+    let sender = match Sender::new(&run, client) {
+        Ok(sender) => sender,
+        Err(error) => {
+            *stats.errors.entry(error.to_string()).or_default() += 1;
+            return stats;
+        }
+    };
+    let send = |lane: usize| {
+        let sender = &sender;
+        let run = &run;
         async move {
             let started = Instant::now();
-            let result = producer.send_messages(topic, messages).await;
+            let result = sender.send(run, lane).await;
             (lane, started, result)
         }
     };
     let mut pending = FuturesUnordered::new();
-    for lane in 0..lanes.len() {
+    for lane in 0..run.args.in_flight {
         pending.push(send(lane));
     }
     while let Some((lane, started, result)) = pending.next().await {
         let finished = Instant::now();
         let measured = finished >= run.measure_from && !run.stop.is_stopped();
         match result {
-            Ok(response) => {
-                let messages = response.results.len() as u64;
+            Ok(messages) => {
                 let acked = run.acked.fetch_add(messages, Ordering::Relaxed) + messages;
                 if run
                     .args
@@ -494,7 +578,10 @@ async fn run_producer(run: Arc<ProduceRun>, client: BrokerClient) -> ProduceStat
             pending.push(send(lane));
         }
     }
-    stats.retries = lanes.iter().map(|p| p.stats().retries).sum();
+    stats.retries = sender.retries();
+    if let Sender::Batching(producer) = &sender {
+        stats.batching = producer.stats();
+    }
     stats
 }
 
@@ -502,6 +589,10 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
     anyhow::ensure!(args.in_flight > 0, "--in-flight must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    anyhow::ensure!(
+        !args.batching || args.batch == 1,
+        "--batching sends one message per call: leave --batch at 1 (use --batch-max)"
+    );
     anyhow::ensure!(!args.duration.is_zero(), "--duration must be positive");
     let client = client(&args.connection)?;
     if args.create_topic {
@@ -538,7 +629,11 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         args.topic,
         args.producers,
         args.in_flight,
-        args.batch,
+        if args.batching {
+            format!("batching(max-requests={}, batch-max={})", args.max_requests, args.batch_max)
+        } else {
+            args.batch.to_string()
+        },
         args.size,
         args.producer_id,
         args.retries,
@@ -579,11 +674,34 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mb_per_s = payload_bytes as f64 / MB / measured_s.max(f64::EPSILON);
     let errors_total: u64 = total.errors.values().sum();
     println!(
-        "acked:     {} msgs in {} requests over {measured_s:.2} s (+{} msgs in warmup/drain)",
-        total.acked_messages, total.acked_requests, total.unmeasured_messages
+        "acked:     {} msgs in {} {} over {measured_s:.2} s (+{} msgs in warmup/drain)",
+        total.acked_messages,
+        total.acked_requests,
+        if args.batching {
+            "send calls"
+        } else {
+            "requests"
+        },
+        total.unmeasured_messages
     );
     println!("rate:      {msgs_per_s:.0} msgs/s, {mb_per_s:.2} MB/s of payload");
-    println!("latency:   {}", latency_line(&total.latency_us));
+    if args.batching {
+        let b = &total.batching;
+        println!(
+            "batching:  {} requests carried {} msgs (mean {:.1}, largest {}, {} split), warmup included",
+            b.requests,
+            b.messages,
+            b.messages as f64 / (b.requests.max(1)) as f64,
+            b.largest_batch,
+            b.split_batches
+        );
+        println!(
+            "latency:   {} (per message)",
+            latency_line(&total.latency_us)
+        );
+    } else {
+        println!("latency:   {}", latency_line(&total.latency_us));
+    }
     println!(
         "errors:    {} ({errors_total} failed requests, {} of them possibly stored; {} retries)",
         errors_line(&total.errors),
@@ -602,6 +720,10 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             "producers": args.producers,
             "in_flight": args.in_flight,
             "batch": args.batch,
+            "batching": args.batching.then(|| json!({
+                "max_requests": args.max_requests,
+                "batch_max": args.batch_max,
+            })),
             "size_bytes": args.size,
             "producer_id": args.producer_id == OnOff::On,
             "retries": args.retries,
@@ -623,6 +745,12 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         "errors": total.errors,
         "failed_outcome_unknown": total.failed_outcome_unknown,
         "retries": total.retries,
+        "batching": args.batching.then(|| json!({
+            "requests": total.batching.requests,
+            "messages": total.batching.messages,
+            "largest_batch": total.batching.largest_batch,
+            "split_batches": total.batching.split_batches,
+        })),
     });
     write_report(&args.report, &report)
 }

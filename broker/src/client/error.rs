@@ -67,6 +67,18 @@ pub enum ClientError {
         outcome_unknown: bool,
         last: Box<ClientError>,
     },
+    /// A [`super::BatchingProducer`] sent this message in a request of `messages`
+    /// messages, and that request failed with `source` (shared by all of them: a
+    /// batch is stored whole or not at all). Classified as `source` is.
+    #[error("the request carrying this message and {} others failed: {source}", messages - 1)]
+    Batch {
+        messages: usize,
+        source: std::sync::Arc<ClientError>,
+    },
+    /// A [`super::BatchingProducer`]'s sending task ended without answering (the
+    /// runtime shut down, or the task panicked): the message may have been stored.
+    #[error("the producer's sending task ended before the message was answered")]
+    Abandoned,
 }
 
 /// Displays ` (leader: URL)` when the error names a leader.
@@ -87,8 +99,9 @@ impl ClientError {
         match self {
             Self::Api { status, .. } | Self::Decode { status, .. } => Some(*status),
             Self::Transport(e) => e.status().map(|s| s.as_u16()),
-            Self::InvalidUrl { .. } | Self::InvalidArgument(_) => None,
+            Self::InvalidUrl { .. } | Self::InvalidArgument(_) | Self::Abandoned => None,
             Self::RetriesExhausted { last, .. } => last.status(),
+            Self::Batch { source, .. } => source.status(),
         }
     }
 
@@ -97,6 +110,7 @@ impl ClientError {
         match self {
             Self::Api { body, .. } => Some(body.code.as_str()),
             Self::RetriesExhausted { last, .. } => last.code(),
+            Self::Batch { source, .. } => source.code(),
             _ => None,
         }
     }
@@ -106,6 +120,7 @@ impl ClientError {
         match self {
             Self::Api { body, .. } => body.leader.as_deref(),
             Self::RetriesExhausted { last, .. } => last.leader(),
+            Self::Batch { source, .. } => source.leader(),
             _ => None,
         }
     }
@@ -133,6 +148,7 @@ impl ClientError {
         match self {
             Self::Transport(e) => e.is_connect(),
             Self::RetriesExhausted { last, .. } => last.is_connect(),
+            Self::Batch { source, .. } => source.is_connect(),
             _ => false,
         }
     }
@@ -142,6 +158,7 @@ impl ClientError {
         match self {
             Self::Transport(e) => e.is_timeout(),
             Self::RetriesExhausted { last, .. } => last.is_timeout(),
+            Self::Batch { source, .. } => source.is_timeout(),
             _ => false,
         }
     }
@@ -159,8 +176,9 @@ impl ClientError {
             }
             Self::Transport(e) => !e.is_builder() && !e.is_redirect(),
             Self::Decode { status, .. } => *status >= 500,
-            Self::InvalidUrl { .. } | Self::InvalidArgument(_) => false,
+            Self::InvalidUrl { .. } | Self::InvalidArgument(_) | Self::Abandoned => false,
             Self::RetriesExhausted { last, .. } => last.is_retryable(),
+            Self::Batch { source, .. } => source.is_retryable(),
         }
     }
 
@@ -186,6 +204,8 @@ impl ClientError {
                 last,
                 ..
             } => *outcome_unknown || last.is_outcome_unknown(),
+            Self::Batch { source, .. } => source.is_outcome_unknown(),
+            Self::Abandoned => true,
         }
     }
 
@@ -203,6 +223,8 @@ impl ClientError {
             Self::InvalidUrl { .. } => "invalid_url".into(),
             Self::InvalidArgument(_) => "invalid_argument".into(),
             Self::RetriesExhausted { last, .. } => last.kind(),
+            Self::Batch { source, .. } => source.kind(),
+            Self::Abandoned => "abandoned".into(),
         }
     }
 }

@@ -8,6 +8,8 @@
 //!   [`crate::api`].
 //! * [`producer`] — [`Producer`]: idempotent sends (`producer_id` + `sequence`) with
 //!   retries and backoff.
+//! * [`batching`] — [`BatchingProducer`]: one message per call, batched into
+//!   requests while earlier requests are outstanding.
 //! * [`consumer`] — [`PushConsumer`]: a consumer-group member (heartbeat,
 //!   assigned queues, long polling, offset commits, clean hand-over, retries
 //!   through the retry topic; or broadcasting with its own offsets).
@@ -34,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod batching;
 pub mod broker_client;
 pub mod consumer;
 pub mod endpoint;
@@ -43,6 +46,7 @@ pub mod nodes;
 pub mod options;
 pub mod producer;
 
+pub use batching::{BatchingOptions, BatchingProducer, BatchingStats};
 pub use broker_client::BrokerClient;
 pub use consumer::{ConsumeFrom, ConsumeResult, ConsumerOptions, MessageModel, PushConsumer};
 pub use endpoints::{CommitMode, GroupQueue, PullOptions, Readiness};
