@@ -280,7 +280,16 @@ impl Default for RaftLogSection {
         let defaults = raft_log_store::LogStoreConfig::new("unused");
         Self {
             chunk_size: ByteSize(defaults.chunk_max_bytes),
-            flush_batch_wait: HumanDuration(defaults.flush_batch_wait),
+            // No window. openraft is the log's only writer and hands it one append
+            // per pass of its core loop (every proposal queued by then, and the send
+            // batcher has already packed concurrent sends into entries), so there is
+            // nothing to wait for: a window only delays each fsync on the commit path
+            // of every node — by more than its length, since the flush thread sleeps
+            // through the timer's slack. Measured on 3 loopback nodes (1 KiB, two
+            // rounds): one send in flight p50 1.17 → 0.89 ms, p99 2.08 → 1.49 ms;
+            // 512 in flight 15.0k → 15.4k msgs/s. raft-log's own default (100 µs)
+            // suits many concurrent appenders, which the broker does not have.
+            flush_batch_wait: HumanDuration(Duration::ZERO),
             cache_capacity: ByteSize(defaults.log_cache_capacity_bytes),
             max_read_bytes: ByteSize(defaults.max_read_bytes),
         }
