@@ -310,17 +310,17 @@ run_ours() {
 	local mode=()
 	[[ $system == ours-batching ]] && mode=(--batching)
 	"$TARGET_DIR/release/broker-bench" produce --url "$OURS_URLS" --topic "$topic" \
-		--create-topic --producers 1 --in-flight "$in_flight" --size "$size" "${mode[@]}" \
+		--create-topic --producers 1 --in-flight "$in_flight" --size "$size" ${mode[@]+"${mode[@]}"} \
 		--duration "$DURATION" --warmup "$WARMUP" --progress 0 --report "$report" \
 		>"$report.log" 2>&1 || die "broker-bench produce failed: $(tail -3 "$report.log")"
-	grep -E '^(rate|latency|errors|batching):' "$report.log" | sed "s/^/    $system  /" >&2
+	grep -E '^(rate|latency|errors|batching):' "$report.log" | sed "s/^/    $(printf '%-14s' "$system")/" >&2
 	if [[ $CONSUME -eq 1 && $system == ours ]]; then
 		local creport=$OUT/ours-consume-$size-$in_flight-r$round.json
 		"$TARGET_DIR/release/broker-bench" consume --url "$OURS_URLS" --topic "$topic" \
 			--from earliest --until-empty --max-messages 1024 --max-wait 200ms \
 			--progress 0 --report "$creport" >"$creport.log" 2>&1 ||
 			die "broker-bench consume failed: $(tail -3 "$creport.log")"
-		grep -E '^rate:' "$creport.log" | sed 's/^/    consume   /' >&2
+		grep -E '^rate:' "$creport.log" | sed 's/^/    consume       /' >&2
 	fi
 }
 
@@ -336,7 +336,7 @@ run_peer() {
 	"$TARGET_DIR/release/peer-bench" "${target[@]}" --in-flight "$in_flight" --size "$size" \
 		--duration "$DURATION" --warmup "$WARMUP" --report "$report" \
 		>"$report.log" 2>&1 || die "peer-bench $system failed: $(tail -3 "$report.log")"
-	grep -E '^(rate|latency):' "$report.log" | sed "s/^/    $(printf '%-9s' "$system") /" >&2
+	grep -E '^(rate|latency):' "$report.log" | sed "s/^/    $(printf '%-14s' "$system")/" >&2
 }
 
 # ---------------------------------------------------------------------------
@@ -418,9 +418,10 @@ def med(runs, key):
     return statistics.median(vals) if vals else None
 rows = []
 ours_systems = [s for s in ("ours", "ours-batching") if s in systems]
-print("| size | in flight | system | msgs/s | MB/s | p50 ms | p99 ms | "
-      + " | ".join(f"{o}/this msgs/s | {o}/this p50" for o in ours_systems) + " |")
-print("| ---: | ---: | --- | ---: | ---: | ---: | ---: |" + " ---: | ---: |" * len(ours_systems))
+header = ["size", "in flight", "system", "msgs/s", "MB/s", "p50 ms", "p99 ms"]
+header += [c for o in ours_systems for c in (f"{o}/this msgs/s", f"{o}/this p50")]
+print("| " + " | ".join(header) + " |")
+print("| " + " | ".join("---" if h == "system" else "---:" for h in header) + " |")
 for size in sizes:
     for fl in flights:
         got = {}

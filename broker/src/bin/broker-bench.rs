@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 use broker::api::{MessageInput, MessageView, TopicRequest};
 use broker::client::{
     BatchingOptions, BatchingProducer, BatchingStats, BrokerClient, ClientError, ClientOptions,
-    Idempotence, Producer, ProducerOptions, ReadPreference,
+    Idempotence, Producer, ProducerOptions, ReadPreference, DEDUP_WINDOW,
 };
 use broker::units::{parse_bytes, parse_duration};
 
@@ -527,10 +527,15 @@ async fn run_producer(run: Arc<ProduceRun>, client: BrokerClient) -> ProduceStat
             return stats;
         }
     };
-    let send = |lane: usize| {
+    // A lane that failed pauses before its next send (in its own future: a pause
+    // in this loop would hold up every other lane's answers and refills).
+    let send = |lane: usize, pause: bool| {
         let sender = &sender;
         let run = &run;
         async move {
+            if pause {
+                tokio::time::sleep(ERROR_PAUSE).await;
+            }
             let started = Instant::now();
             let result = sender.send(run, lane).await;
             (lane, started, result)
@@ -538,11 +543,12 @@ async fn run_producer(run: Arc<ProduceRun>, client: BrokerClient) -> ProduceStat
     };
     let mut pending = FuturesUnordered::new();
     for lane in 0..run.args.in_flight {
-        pending.push(send(lane));
+        pending.push(send(lane, false));
     }
     while let Some((lane, started, result)) = pending.next().await {
         let finished = Instant::now();
         let measured = finished >= run.measure_from && !run.stop.is_stopped();
+        let failed = result.is_err();
         match result {
             Ok(messages) => {
                 let acked = run.acked.fetch_add(messages, Ordering::Relaxed) + messages;
@@ -569,13 +575,10 @@ async fn run_producer(run: Arc<ProduceRun>, client: BrokerClient) -> ProduceStat
                 if error.is_outcome_unknown() {
                     stats.failed_outcome_unknown += 1;
                 }
-                if !run.stop.is_stopped() {
-                    tokio::time::sleep(ERROR_PAUSE).await;
-                }
             }
         }
         if !run.stop.is_stopped() {
-            pending.push(send(lane));
+            pending.push(send(lane, failed));
         }
     }
     stats.retries = sender.retries();
@@ -592,6 +595,10 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         !args.batching || args.batch == 1,
         "--batching sends one message per call: leave --batch at 1 (use --batch-max)"
+    );
+    anyhow::ensure!(
+        !args.batching || args.producer_id == OnOff::Off || args.batch_max as u64 <= DEDUP_WINDOW,
+        "--batch-max is at most {DEDUP_WINDOW} with producer ids (the broker's dedup window)"
     );
     anyhow::ensure!(!args.duration.is_zero(), "--duration must be positive");
     let client = client(&args.connection)?;
@@ -741,6 +748,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         "msgs_per_s": msgs_per_s,
         "mb_per_s": mb_per_s,
         "latency_ms": latency_json(&total.latency_us),
+        // With --batching, "requests" are send calls: one message each.
         "failed_requests": errors_total,
         "errors": total.errors,
         "failed_outcome_unknown": total.failed_outcome_unknown,

@@ -29,8 +29,12 @@
 //! broker, so a failed request fails every message in it: each caller gets
 //! [`ClientError::Batch`] sharing the request's error (its retryable and
 //! outcome-unknown verdicts are the request's). One exception: a batch refused as
-//! bad input (`400 BAD_REQUEST`, e.g. one body above the broker's limit) stored
-//! nothing, so each of its messages is sent again alone and only the bad one fails.
+//! bad input on its first attempt (`400 BAD_REQUEST`, e.g. one body above the
+//! broker's limit) stored nothing, so each of its messages is sent again alone, one
+//! after another on the same slot, and only the bad one fails.
+//!
+//! A caller that drops its future while its message still waits in the queue takes
+//! the message back; once the message is in a request it may be stored.
 //!
 //! # Order
 //! Messages in flight at the same time may be stored in any order (they travel in
@@ -61,7 +65,9 @@ pub struct BatchingOptions {
     /// request filling while the other is committed, and measured best here (see
     /// the README's benchmark section).
     pub max_requests: usize,
-    /// Most messages in one request; at most [`DEDUP_WINDOW`] with idempotence.
+    /// Most messages in one request; at most [`DEDUP_WINDOW`] with idempotence, and
+    /// at most the broker's `http.max_batch_messages` (1024 by default), or every
+    /// full batch is refused and resent one message at a time.
     pub max_batch_messages: usize,
     /// Most bytes (bodies plus a small per-message allowance) in one request; a
     /// single message larger than this still goes, alone. Keep it well below the
@@ -301,6 +307,10 @@ impl<S: SendBatch> Accumulator<S> {
 
     /// A slot's task: sends batches from the queue until it finds it empty.
     async fn drain(self: Arc<Self>, slot: usize) {
+        let mut guard = SlotGuard {
+            accumulator: Arc::clone(&self),
+            slot: Some(slot),
+        };
         loop {
             let batch = {
                 let mut queue = self.lock();
@@ -308,6 +318,7 @@ impl<S: SendBatch> Accumulator<S> {
                     Some(batch) => batch,
                     None => {
                         queue.idle_slots.push(slot);
+                        guard.slot = None;
                         return;
                     }
                 }
@@ -319,12 +330,18 @@ impl<S: SendBatch> Accumulator<S> {
     /// The oldest waiting message and, after it, the other waiting messages of its
     /// topic in arrival order, within the limits.
     fn take_batch(&self, waiting: &mut VecDeque<Waiting>) -> Option<Batch> {
+        // A caller that gave up (dropped its future) before its message left the
+        // queue does not have it sent behind its back.
+        waiting.retain(|w| !w.reply.is_closed());
         let first = waiting.pop_front()?;
         let topic = first.topic.clone();
         let mut bytes = first.bytes;
         let mut batch = vec![first];
         let mut i = 0;
         while batch.len() < self.options.max_batch_messages && i < waiting.len() {
+            // Only the oldest message's topic is gathered: a long queue of mixed
+            // topics is scanned (under the lock), which a queue per topic would avoid;
+            // the queue holds at most what callers have in flight.
             if waiting[i].topic != topic {
                 i += 1;
                 continue;
@@ -372,16 +389,13 @@ impl<S: SendBatch> Accumulator<S> {
             }
             Err(error) if is_bad_input(&error) => match kept {
                 Some(messages) => {
+                    // One after another: the slot keeps to one request at a time.
                     self.split_batches.fetch_add(1, Ordering::Relaxed);
-                    let topic = topic.as_str();
-                    let alone = messages.into_iter().zip(replies).map(|(message, reply)| {
+                    for (message, reply) in messages.into_iter().zip(replies) {
                         self.count_request(1);
-                        async move {
-                            let sent = self.slots[slot].send_batch(topic, vec![message]).await;
-                            let _ = reply.send(sent.and_then(|r| single_result(r, topic)));
-                        }
-                    });
-                    futures::future::join_all(alone).await;
+                        let sent = self.slots[slot].send_batch(&topic, vec![message]).await;
+                        let _ = reply.send(sent.and_then(|r| single_result(r, &topic)));
+                    }
                 }
                 None => answer_all(replies, error),
             },
@@ -404,10 +418,50 @@ fn message_bytes(message: &MessageInput) -> usize {
     body + MESSAGE_OVERHEAD_BYTES
 }
 
-/// A refusal of the request's content (not of the topic, not a transient failure):
-/// nothing was stored, and each message alone may fare differently.
+/// A first attempt refused for its content (not for its topic, not a transient
+/// failure): nothing was stored, and each message alone may fare differently. Only
+/// a plain answer counts: a `BAD_REQUEST` after retries may follow an attempt that
+/// timed out but committed (a retry is placed and checked before it is
+/// deduplicated), and resending its messages with new sequences could store them
+/// twice.
 fn is_bad_input(error: &ClientError) -> bool {
-    error.code() == Some(super::error::codes::BAD_REQUEST)
+    matches!(error, ClientError::Api { status: 400, body } if body.code == super::error::codes::BAD_REQUEST)
+}
+
+/// Gives a slot back if its task ends without doing so (a panic in a send, or the
+/// runtime dropping the task): the slot returns to the idle list, and if messages
+/// are waiting a new task takes them, so no later message waits forever.
+struct SlotGuard<S: SendBatch> {
+    accumulator: Arc<Accumulator<S>>,
+    /// `None` once the task has returned the slot itself.
+    slot: Option<usize>,
+}
+
+impl<S: SendBatch> Drop for SlotGuard<S> {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let restart = {
+            let mut queue = self.accumulator.lock();
+            if queue.waiting.is_empty() {
+                queue.idle_slots.push(slot);
+                false
+            } else {
+                true
+            }
+        };
+        if restart {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(Arc::clone(&self.accumulator).drain(slot));
+                }
+                // No runtime left to send with: the waiting messages' callers are
+                // going away with it.
+                Err(_) => self.accumulator.lock().idle_slots.push(slot),
+            }
+        }
+    }
 }
 
 /// The one result of a one-message request.
@@ -439,7 +493,7 @@ fn answer_all(replies: Vec<oneshot::Sender<Result<SendResultView>>>, error: Clie
     for reply in replies {
         let _ = reply.send(Err(ClientError::Batch {
             messages,
-            source: Arc::clone(&error),
+            cause: Arc::clone(&error),
         }));
     }
 }
@@ -458,7 +512,8 @@ mod tests {
 
     /// A slot that holds every request until the gate opens, records what it was
     /// given, and answers each message with its body as `msg_id`. A body `bad`
-    /// makes the whole request `BAD_REQUEST`, a body `down` makes it `UNAVAILABLE`.
+    /// makes the whole request `BAD_REQUEST`, a body `down` makes it `UNAVAILABLE`,
+    /// a body `panic` panics.
     struct FakeSlot {
         gate: watch::Receiver<bool>,
         sent: Arc<Mutex<Vec<Request>>>,
@@ -498,6 +553,7 @@ mod tests {
                 if bodies.iter().any(|b| b == "down") {
                     return Err(refuse(503, "UNAVAILABLE"));
                 }
+                assert!(!bodies.iter().any(|b| b == "panic"), "the fake slot panics");
                 let results = bodies
                     .into_iter()
                     .map(|body| SendResultView {
@@ -745,6 +801,47 @@ mod tests {
         assert_eq!(stats.split_batches, 1);
         // m0, the refused batch of three, then each of the three alone.
         assert_eq!((stats.requests, stats.messages), (5, 7));
+    }
+
+    #[tokio::test]
+    async fn a_slot_whose_task_dies_is_given_back_and_later_messages_still_go() {
+        let harness = Harness::new(one_slot(256, 1 << 20), false);
+        let blocker = harness.send("t", "panic");
+        harness.until_busy().await;
+        let after = harness.send("t", "m1");
+        harness.until_waiting(1).await;
+        harness.open.send(true).expect("gate");
+        let abandoned = blocker.await.expect("task").expect_err("its task panicked");
+        assert!(matches!(abandoned, ClientError::Abandoned), "{abandoned}");
+        assert!(abandoned.is_outcome_unknown() && !abandoned.is_retryable());
+        let sent = tokio::time::timeout(Duration::from_secs(5), after)
+            .await
+            .expect("the waiting message is taken by a new task")
+            .expect("task")
+            .expect("sent");
+        assert_eq!(sent.msg_id, "m1");
+    }
+
+    #[tokio::test]
+    async fn a_message_whose_caller_gave_up_while_queued_is_not_sent() {
+        let harness = Harness::new(one_slot(256, 1 << 20), false);
+        let blocker = harness.send("t", "m0");
+        harness.until_busy().await;
+        let dropped = harness.send("t", "gone");
+        harness.until_waiting(1).await;
+        dropped.abort();
+        let _ = dropped.await;
+        let kept = harness.send("t", "m2");
+        harness.until_waiting(2).await;
+        harness.open.send(true).expect("gate");
+        blocker.await.expect("task").expect("sent");
+        kept.await.expect("task").expect("sent");
+        let bodies: Vec<String> = harness
+            .requests()
+            .into_iter()
+            .flat_map(|(_, b)| b)
+            .collect();
+        assert_eq!(bodies, vec!["m0".to_string(), "m2".to_string()]);
     }
 
     #[test]

@@ -68,12 +68,12 @@ pub enum ClientError {
         last: Box<ClientError>,
     },
     /// A [`super::BatchingProducer`] sent this message in a request of `messages`
-    /// messages, and that request failed with `source` (shared by all of them: a
-    /// batch is stored whole or not at all). Classified as `source` is.
-    #[error("the request carrying this message and {} others failed: {source}", messages - 1)]
+    /// messages, and that request failed with `cause` (shared by all of them: a
+    /// batch is stored whole or not at all). Classified as `cause` is.
+    #[error("the request carrying this message and {} others failed: {cause}", messages.saturating_sub(1))]
     Batch {
         messages: usize,
-        source: std::sync::Arc<ClientError>,
+        cause: std::sync::Arc<ClientError>,
     },
     /// A [`super::BatchingProducer`]'s sending task ended without answering (the
     /// runtime shut down, or the task panicked): the message may have been stored.
@@ -101,7 +101,7 @@ impl ClientError {
             Self::Transport(e) => e.status().map(|s| s.as_u16()),
             Self::InvalidUrl { .. } | Self::InvalidArgument(_) | Self::Abandoned => None,
             Self::RetriesExhausted { last, .. } => last.status(),
-            Self::Batch { source, .. } => source.status(),
+            Self::Batch { cause, .. } => cause.status(),
         }
     }
 
@@ -110,7 +110,7 @@ impl ClientError {
         match self {
             Self::Api { body, .. } => Some(body.code.as_str()),
             Self::RetriesExhausted { last, .. } => last.code(),
-            Self::Batch { source, .. } => source.code(),
+            Self::Batch { cause, .. } => cause.code(),
             _ => None,
         }
     }
@@ -120,7 +120,7 @@ impl ClientError {
         match self {
             Self::Api { body, .. } => body.leader.as_deref(),
             Self::RetriesExhausted { last, .. } => last.leader(),
-            Self::Batch { source, .. } => source.leader(),
+            Self::Batch { cause, .. } => cause.leader(),
             _ => None,
         }
     }
@@ -148,7 +148,7 @@ impl ClientError {
         match self {
             Self::Transport(e) => e.is_connect(),
             Self::RetriesExhausted { last, .. } => last.is_connect(),
-            Self::Batch { source, .. } => source.is_connect(),
+            Self::Batch { cause, .. } => cause.is_connect(),
             _ => false,
         }
     }
@@ -158,7 +158,7 @@ impl ClientError {
         match self {
             Self::Transport(e) => e.is_timeout(),
             Self::RetriesExhausted { last, .. } => last.is_timeout(),
-            Self::Batch { source, .. } => source.is_timeout(),
+            Self::Batch { cause, .. } => cause.is_timeout(),
             _ => false,
         }
     }
@@ -178,7 +178,7 @@ impl ClientError {
             Self::Decode { status, .. } => *status >= 500,
             Self::InvalidUrl { .. } | Self::InvalidArgument(_) | Self::Abandoned => false,
             Self::RetriesExhausted { last, .. } => last.is_retryable(),
-            Self::Batch { source, .. } => source.is_retryable(),
+            Self::Batch { cause, .. } => cause.is_retryable(),
         }
     }
 
@@ -204,15 +204,15 @@ impl ClientError {
                 last,
                 ..
             } => *outcome_unknown || last.is_outcome_unknown(),
-            Self::Batch { source, .. } => source.is_outcome_unknown(),
+            Self::Batch { cause, .. } => cause.is_outcome_unknown(),
             Self::Abandoned => true,
         }
     }
 
     /// A short, low-cardinality label for counting errors by kind: the API code
     /// (`UNAVAILABLE`, `NOT_LEADER`, …) or `connect`, `timeout`, `transport`,
-    /// `decode`, `invalid_url`, `invalid_argument`; for exhausted retries, the last
-    /// attempt's.
+    /// `decode`, `invalid_url`, `invalid_argument`, `abandoned`; for exhausted
+    /// retries, the last attempt's; for a failed batch, the batch's.
     pub fn kind(&self) -> String {
         match self {
             Self::Api { body, .. } => body.code.clone(),
@@ -223,7 +223,7 @@ impl ClientError {
             Self::InvalidUrl { .. } => "invalid_url".into(),
             Self::InvalidArgument(_) => "invalid_argument".into(),
             Self::RetriesExhausted { last, .. } => last.kind(),
-            Self::Batch { source, .. } => source.kind(),
+            Self::Batch { cause, .. } => cause.kind(),
             Self::Abandoned => "abandoned".into(),
         }
     }
