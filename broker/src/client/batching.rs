@@ -50,7 +50,7 @@ use tokio::sync::oneshot;
 
 use super::broker_client::BrokerClient;
 use super::error::{ClientError, Result};
-use super::producer::{Idempotence, Producer, ProducerOptions, DEDUP_WINDOW};
+use super::producer::{Idempotence, Producer, ProducerOptions, Unsent, DEDUP_WINDOW};
 use crate::api::{MessageInput, SendResponse, SendResultView};
 
 /// Envelope bytes counted per message besides its body (keys, tags, properties and
@@ -171,14 +171,7 @@ impl BatchingProducer {
 
     /// Counters so far.
     pub fn stats(&self) -> BatchingStats {
-        let mut stats = self.accumulator.stats();
-        stats.retries = self
-            .accumulator
-            .slots
-            .iter()
-            .map(|p| p.stats().retries)
-            .sum();
-        stats
+        self.accumulator.stats()
     }
 }
 
@@ -200,11 +193,15 @@ impl BatchingOptions {
 
 /// What sends one batch on one slot: a [`Producer`], or a fake in the tests.
 trait SendBatch: Send + Sync + 'static {
+    /// Sends one atomic batch; a failure hands the messages back.
     fn send_batch(
         &self,
         topic: &str,
         messages: Vec<MessageInput>,
-    ) -> impl Future<Output = Result<SendResponse>> + Send;
+    ) -> impl Future<Output = std::result::Result<SendResponse, Unsent>> + Send;
+
+    /// Attempts beyond the first so far.
+    fn retries(&self) -> u64;
 }
 
 impl SendBatch for Producer {
@@ -212,8 +209,12 @@ impl SendBatch for Producer {
         &self,
         topic: &str,
         messages: Vec<MessageInput>,
-    ) -> impl Future<Output = Result<SendResponse>> + Send {
-        self.send_messages(topic, messages)
+    ) -> impl Future<Output = std::result::Result<SendResponse, Unsent>> + Send {
+        self.send_or_give_back(topic, messages)
+    }
+
+    fn retries(&self) -> u64 {
+        self.stats().retries
     }
 }
 
@@ -279,7 +280,7 @@ impl<S: SendBatch> Accumulator<S> {
             messages: self.messages.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
             split_batches: self.split_batches.load(Ordering::Relaxed),
-            retries: 0,
+            retries: self.slots.iter().map(S::retries).sum(),
         }
     }
 
@@ -366,11 +367,7 @@ impl<S: SendBatch> Accumulator<S> {
         self.count_request(count);
         let (messages, replies): (Vec<MessageInput>, Vec<_>) =
             waiting.into_iter().map(|w| (w.message, w.reply)).unzip();
-        // A refused batch is sent again one message at a time: keep a copy only when
-        // there is something to split.
-        let kept = (count > 1).then(|| messages.clone());
-        let sent = self.slots[slot].send_batch(&topic, messages).await;
-        match sent {
+        match self.slots[slot].send_batch(&topic, messages).await {
             Ok(response) if response.results.len() == count => {
                 for (reply, result) in replies.into_iter().zip(response.results) {
                     let _ = reply.send(Ok(result));
@@ -387,19 +384,19 @@ impl<S: SendBatch> Accumulator<S> {
                 };
                 answer_all(replies, error);
             }
-            Err(error) if is_bad_input(&error) => match kept {
-                Some(messages) => {
-                    // One after another: the slot keeps to one request at a time.
-                    self.split_batches.fetch_add(1, Ordering::Relaxed);
-                    for (message, reply) in messages.into_iter().zip(replies) {
-                        self.count_request(1);
-                        let sent = self.slots[slot].send_batch(&topic, vec![message]).await;
-                        let _ = reply.send(sent.and_then(|r| single_result(r, &topic)));
-                    }
+            Err(unsent) if count > 1 && is_bad_input(&unsent.error) => {
+                // One after another: the slot keeps to one request at a time.
+                self.split_batches.fetch_add(1, Ordering::Relaxed);
+                for (message, reply) in unsent.messages.into_iter().zip(replies) {
+                    self.count_request(1);
+                    let sent = self.slots[slot].send_batch(&topic, vec![message]).await;
+                    let answer = sent
+                        .map_err(|unsent| unsent.error)
+                        .and_then(|r| single_result(r, &topic));
+                    let _ = reply.send(answer);
                 }
-                None => answer_all(replies, error),
-            },
-            Err(error) => answer_all(replies, error),
+            }
+            Err(unsent) => answer_all(replies, unsent.error),
         }
     }
 
@@ -524,7 +521,7 @@ mod tests {
             &self,
             topic: &str,
             messages: Vec<MessageInput>,
-        ) -> impl Future<Output = Result<SendResponse>> + Send {
+        ) -> impl Future<Output = std::result::Result<SendResponse, Unsent>> + Send {
             let mut gate = self.gate.clone();
             let sent = Arc::clone(&self.sent);
             let topic = topic.to_string();
@@ -547,11 +544,15 @@ mod tests {
                         leader: None,
                     },
                 };
-                if bodies.iter().any(|b| b == "bad") {
-                    return Err(refuse(400, "BAD_REQUEST"));
-                }
-                if bodies.iter().any(|b| b == "down") {
-                    return Err(refuse(503, "UNAVAILABLE"));
+                let error = if bodies.iter().any(|b| b == "bad") {
+                    Some(refuse(400, "BAD_REQUEST"))
+                } else if bodies.iter().any(|b| b == "down") {
+                    Some(refuse(503, "UNAVAILABLE"))
+                } else {
+                    None
+                };
+                if let Some(error) = error {
+                    return Err(Unsent { error, messages });
                 }
                 assert!(!bodies.iter().any(|b| b == "panic"), "the fake slot panics");
                 let results = bodies
@@ -572,7 +573,13 @@ mod tests {
                 })
             }
         }
+
+        fn retries(&self) -> u64 {
+            0
+        }
     }
+
+    type Answer = tokio::task::JoinHandle<Result<SendResultView>>;
 
     struct Harness {
         accumulator: Arc<Accumulator<FakeSlot>>,
@@ -597,7 +604,34 @@ mod tests {
             }
         }
 
-        fn send(&self, topic: &str, body: &str) -> tokio::task::JoinHandle<Result<SendResultView>> {
+        /// One slot, held at a closed gate by a first message `m0` on topic `t`
+        /// (answered as `Answer`), so that what is sent next waits in the queue.
+        async fn with_a_held_slot(
+            max_batch_messages: usize,
+            max_batch_bytes: usize,
+        ) -> (Self, Answer) {
+            Self::holding(max_batch_messages, max_batch_bytes, "m0").await
+        }
+
+        async fn holding(
+            max_batch_messages: usize,
+            max_batch_bytes: usize,
+            body: &str,
+        ) -> (Self, Answer) {
+            let options = BatchingOptions {
+                max_requests: 1,
+                max_batch_messages,
+                max_batch_bytes,
+            };
+            let harness = Self::new(options, false);
+            let held = harness.send("t", body);
+            harness
+                .until(|q| q.idle_slots.is_empty() && q.waiting.is_empty())
+                .await;
+            (harness, held)
+        }
+
+        fn send(&self, topic: &str, body: &str) -> Answer {
             let accumulator = Arc::clone(&self.accumulator);
             let topic = topic.to_string();
             let message = MessageInput {
@@ -607,50 +641,63 @@ mod tests {
             tokio::spawn(async move { accumulator.send(&topic, message).await })
         }
 
-        /// Waits until the only slot has taken everything queued (its request is
-        /// held at the gate).
-        async fn until_busy(&self) {
-            for _ in 0..500 {
-                {
-                    let queue = self.accumulator.lock();
-                    if queue.idle_slots.is_empty() && queue.waiting.is_empty() {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
+        /// Sends each of `messages` (topic, body) and waits until it is queued before
+        /// sending the next, so the queue holds them in this order.
+        async fn queue(&self, messages: &[(&str, &str)]) -> Vec<Answer> {
+            let mut answers = Vec::new();
+            for (topic, body) in messages {
+                let queued = self.accumulator.lock().waiting.len();
+                answers.push(self.send(topic, body));
+                self.until(|q| q.waiting.len() > queued).await;
             }
-            panic!("the slot never got busy");
+            answers
         }
 
-        /// Waits until `n` messages wait for a slot.
-        async fn until_waiting(&self, n: usize) {
+        fn open_gate(&self) {
+            self.open
+                .send(true)
+                .expect("the slots hold the gate's receiver");
+        }
+
+        /// Waits (polling) until the queue's state satisfies `ready`.
+        async fn until(&self, ready: impl Fn(&Queue) -> bool) {
             for _ in 0..500 {
-                if self.accumulator.lock().waiting.len() == n {
+                if ready(&self.accumulator.lock()) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            panic!("{n} messages never queued up");
+            panic!("the queue never reached the expected state");
         }
 
         fn requests(&self) -> Vec<Request> {
             self.sent.lock().expect("not poisoned").clone()
         }
+
+        fn request_sizes(&self) -> Vec<usize> {
+            self.requests()
+                .iter()
+                .map(|(_, bodies)| bodies.len())
+                .collect()
+        }
     }
 
-    fn one_slot(max_batch_messages: usize, max_batch_bytes: usize) -> BatchingOptions {
-        BatchingOptions {
-            max_requests: 1,
-            max_batch_messages,
-            max_batch_bytes,
-        }
+    fn on<'a>(topic: &'a str, bodies: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+        bodies.iter().map(|body| (topic, *body)).collect()
+    }
+
+    async fn sent(answer: Answer) -> SendResultView {
+        answer.await.expect("task").expect("sent")
+    }
+
+    async fn failed(answer: Answer) -> ClientError {
+        answer.await.expect("task").expect_err("a failure")
     }
 
     #[tokio::test]
     async fn a_lone_message_goes_alone_at_once() {
         let harness = Harness::new(BatchingOptions::default(), true);
-        let sent = harness.send("t", "m0").await.expect("task").expect("sent");
-        assert_eq!(sent.msg_id, "m0");
+        assert_eq!(sent(harness.send("t", "m0")).await.msg_id, "m0");
         assert_eq!(harness.requests(), vec![("t".into(), vec!["m0".into()])]);
         let stats = harness.accumulator.stats();
         assert_eq!(
@@ -661,27 +708,20 @@ mod tests {
 
     #[tokio::test]
     async fn messages_waiting_for_a_busy_slot_share_the_next_request() {
-        let harness = Harness::new(one_slot(256, 1 << 20), false);
-        let first = harness.send("t", "m0");
-        // m0 has left the queue: its request holds the only slot.
-        harness.until_busy().await;
-        let rest: Vec<_> = (1..10)
-            .map(|i| harness.send("t", &format!("m{i}")))
-            .collect();
-        harness.until_waiting(9).await;
-        harness.open.send(true).expect("gate");
-        assert_eq!(first.await.expect("task").expect("sent").msg_id, "m0");
-        for (i, handle) in (1..).zip(rest) {
-            let sent = handle.await.expect("task").expect("sent");
+        let (harness, held) = Harness::with_a_held_slot(256, 1 << 20).await;
+        let bodies = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9"];
+        let rest = harness.queue(&on("t", &bodies)).await;
+        harness.open_gate();
+        assert_eq!(sent(held).await.msg_id, "m0");
+        for (body, answer) in bodies.iter().zip(rest) {
+            let result = sent(answer).await;
+            assert_eq!(result.msg_id, *body, "each caller gets its own result");
             assert_eq!(
-                sent.msg_id,
-                format!("m{i}"),
-                "each caller gets its own result"
+                result.queue_offset, 2,
+                "all nine went in the second request"
             );
-            assert_eq!(sent.queue_offset, 2, "all nine went in the second request");
         }
-        let sizes: Vec<usize> = harness.requests().iter().map(|(_, b)| b.len()).collect();
-        assert_eq!(sizes, vec![1, 9]);
+        assert_eq!(harness.request_sizes(), vec![1, 9]);
         assert_eq!(harness.accumulator.stats().largest_batch, 9);
         assert_eq!(
             harness.accumulator.lock().idle_slots,
@@ -692,68 +732,53 @@ mod tests {
 
     #[tokio::test]
     async fn batches_keep_to_their_limits_and_to_one_topic() {
-        let harness = Harness::new(one_slot(2, 1 << 20), false);
-        let blocker = harness.send("a", "m0");
-        harness.until_busy().await;
-        let mut handles = Vec::new();
-        for (topic, body) in [
+        let (harness, held) = Harness::with_a_held_slot(2, 1 << 20).await;
+        let mixed = [
             ("a", "a1"),
             ("b", "b1"),
             ("a", "a2"),
             ("b", "b2"),
             ("a", "a3"),
-        ] {
-            handles.push(harness.send(topic, body));
-            harness.until_waiting(handles.len()).await;
+        ];
+        let answers = harness.queue(&mixed).await;
+        harness.open_gate();
+        sent(held).await;
+        for answer in answers {
+            sent(answer).await;
         }
-        harness.open.send(true).expect("gate");
-        blocker.await.expect("task").expect("sent");
-        for handle in handles {
-            handle.await.expect("task").expect("sent");
-        }
-        let requests = harness.requests();
         let expected: Vec<Request> = vec![
-            ("a".into(), vec!["m0".into()]),
+            ("t".into(), vec!["m0".into()]),
             ("a".into(), vec!["a1".into(), "a2".into()]),
             ("b".into(), vec!["b1".into(), "b2".into()]),
             ("a".into(), vec!["a3".into()]),
         ];
         assert_eq!(
-            requests, expected,
+            harness.requests(),
+            expected,
             "max_batch_messages 2, oldest topic first"
         );
 
         // Bodies of 2 bytes count 66: 200 bytes hold three messages.
-        let harness = Harness::new(one_slot(256, 200), false);
-        let blocker = harness.send("a", "m0");
-        harness.until_busy().await;
-        let handles: Vec<_> = (1..=5)
-            .map(|i| harness.send("a", &format!("x{i}")))
-            .collect();
-        harness.until_waiting(5).await;
-        harness.open.send(true).expect("gate");
-        blocker.await.expect("task").expect("sent");
-        for handle in handles {
-            handle.await.expect("task").expect("sent");
+        let (harness, held) = Harness::with_a_held_slot(256, 200).await;
+        let answers = harness
+            .queue(&on("t", &["x1", "x2", "x3", "x4", "x5"]))
+            .await;
+        harness.open_gate();
+        sent(held).await;
+        for answer in answers {
+            sent(answer).await;
         }
-        let sizes: Vec<usize> = harness.requests().iter().map(|(_, b)| b.len()).collect();
-        assert_eq!(sizes, vec![1, 3, 2], "200 bytes hold three messages of 66");
+        assert_eq!(harness.request_sizes(), vec![1, 3, 2]);
     }
 
     #[tokio::test]
     async fn a_failed_request_fails_each_of_its_messages_with_the_shared_error() {
-        let harness = Harness::new(one_slot(256, 1 << 20), false);
-        let blocker = harness.send("t", "m0");
-        harness.until_busy().await;
-        let handles: Vec<_> = ["m1", "down", "m3"]
-            .iter()
-            .map(|b| harness.send("t", b))
-            .collect();
-        harness.until_waiting(3).await;
-        harness.open.send(true).expect("gate");
-        blocker.await.expect("task").expect("sent");
-        for handle in handles {
-            let error = handle.await.expect("task").expect_err("down");
+        let (harness, held) = Harness::with_a_held_slot(256, 1 << 20).await;
+        let answers = harness.queue(&on("t", &["m1", "down", "m3"])).await;
+        harness.open_gate();
+        sent(held).await;
+        for answer in answers {
+            let error = failed(answer).await;
             assert!(
                 matches!(error, ClientError::Batch { messages: 3, .. }),
                 "{error}"
@@ -762,11 +787,7 @@ mod tests {
             assert_eq!(error.kind(), "UNAVAILABLE");
         }
         // Alone, a message gets the request's own error.
-        let alone = harness
-            .send("t", "down")
-            .await
-            .expect("task")
-            .expect_err("down");
+        let alone = failed(harness.send("t", "down")).await;
         assert!(
             matches!(alone, ClientError::Api { status: 503, .. }),
             "{alone}"
@@ -775,67 +796,56 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_refused_as_bad_input_is_split_and_only_the_bad_message_fails() {
-        let harness = Harness::new(one_slot(256, 1 << 20), false);
-        let blocker = harness.send("t", "m0");
-        harness.until_busy().await;
-        let handles: Vec<_> = ["m1", "bad", "m3"]
-            .iter()
-            .map(|b| harness.send("t", b))
-            .collect();
-        harness.until_waiting(3).await;
-        harness.open.send(true).expect("gate");
-        blocker.await.expect("task").expect("sent");
-        let answers: Vec<_> = futures::future::join_all(handles)
+        let (harness, held) = Harness::with_a_held_slot(256, 1 << 20).await;
+        let mut answers = harness
+            .queue(&on("t", &["m1", "bad", "m3"]))
             .await
-            .into_iter()
-            .map(|h| h.expect("task"))
-            .collect();
-        assert_eq!(answers[0].as_ref().expect("m1").msg_id, "m1");
-        let refused = answers[1].as_ref().expect_err("bad");
+            .into_iter();
+        harness.open_gate();
+        sent(held).await;
+        let (first, bad, last) = (answers.next(), answers.next(), answers.next());
+        assert_eq!(sent(first.expect("m1")).await.msg_id, "m1");
+        let refused = failed(bad.expect("bad")).await;
         assert!(
             matches!(refused, ClientError::Api { status: 400, .. }),
             "{refused}"
         );
-        assert_eq!(answers[2].as_ref().expect("m3").msg_id, "m3");
+        assert_eq!(sent(last.expect("m3")).await.msg_id, "m3");
         let stats = harness.accumulator.stats();
         assert_eq!(stats.split_batches, 1);
         // m0, the refused batch of three, then each of the three alone.
+        assert_eq!(harness.request_sizes(), vec![1, 3, 1, 1, 1]);
         assert_eq!((stats.requests, stats.messages), (5, 7));
     }
 
     #[tokio::test]
     async fn a_slot_whose_task_dies_is_given_back_and_later_messages_still_go() {
-        let harness = Harness::new(one_slot(256, 1 << 20), false);
-        let blocker = harness.send("t", "panic");
-        harness.until_busy().await;
-        let after = harness.send("t", "m1");
-        harness.until_waiting(1).await;
-        harness.open.send(true).expect("gate");
-        let abandoned = blocker.await.expect("task").expect_err("its task panicked");
+        let (harness, held) = Harness::holding(256, 1 << 20, "panic").await;
+        let after = harness.queue(&[("t", "m1")]).await;
+        harness.open_gate();
+        let abandoned = failed(held).await;
         assert!(matches!(abandoned, ClientError::Abandoned), "{abandoned}");
         assert!(abandoned.is_outcome_unknown() && !abandoned.is_retryable());
-        let sent = tokio::time::timeout(Duration::from_secs(5), after)
+        let answer = after.into_iter().next().expect("m1");
+        let result = tokio::time::timeout(Duration::from_secs(5), sent(answer))
             .await
-            .expect("the waiting message is taken by a new task")
-            .expect("task")
-            .expect("sent");
-        assert_eq!(sent.msg_id, "m1");
+            .expect("the waiting message is taken by a new task");
+        assert_eq!(result.msg_id, "m1");
     }
 
     #[tokio::test]
     async fn a_message_whose_caller_gave_up_while_queued_is_not_sent() {
-        let harness = Harness::new(one_slot(256, 1 << 20), false);
-        let blocker = harness.send("t", "m0");
-        harness.until_busy().await;
-        let dropped = harness.send("t", "gone");
-        harness.until_waiting(1).await;
-        dropped.abort();
-        let _ = dropped.await;
-        let kept = harness.send("t", "m2");
-        harness.until_waiting(2).await;
-        harness.open.send(true).expect("gate");
-        blocker.await.expect("task").expect("sent");
-        kept.await.expect("task").expect("sent");
+        let (harness, held) = Harness::with_a_held_slot(256, 1 << 20).await;
+        for dropped in harness.queue(&[("t", "gone")]).await {
+            dropped.abort();
+            let _ = dropped.await;
+        }
+        let kept = harness.queue(&[("t", "m2")]).await;
+        harness.open_gate();
+        sent(held).await;
+        for answer in kept {
+            sent(answer).await;
+        }
         let bodies: Vec<String> = harness
             .requests()
             .into_iter()

@@ -94,6 +94,14 @@ pub struct ProducerStats {
     pub retries: u64,
 }
 
+/// A batch that failed, with its messages handed back
+/// ([`Producer::send_or_give_back`]).
+#[derive(Debug)]
+pub(crate) struct Unsent {
+    pub error: ClientError,
+    pub messages: Vec<MessageInput>,
+}
+
 /// A topic's writable (broker group, queue id) pairs, and when they were fetched.
 type CachedRoute = (Instant, Arc<Vec<(String, u32)>>);
 
@@ -165,20 +173,39 @@ impl Producer {
     pub async fn send_messages(
         &self,
         topic: &str,
-        mut messages: Vec<MessageInput>,
+        messages: Vec<MessageInput>,
     ) -> Result<SendResponse> {
+        self.send_or_give_back(topic, messages)
+            .await
+            .map_err(|unsent| unsent.error)
+    }
+
+    /// [`Self::send_messages`], handing the messages back when the batch fails, so
+    /// that a caller can send them again another way without keeping a copy of every
+    /// batch: the `BatchingProducer` resends a refused batch one message at a time.
+    /// Their `producer_id` and `sequence` are this attempt's (a later send stamps
+    /// its own) and a queue this producer chose is cleared again.
+    pub(crate) async fn send_or_give_back(
+        &self,
+        topic: &str,
+        mut messages: Vec<MessageInput>,
+    ) -> std::result::Result<SendResponse, Unsent> {
         let count = messages.len() as u64;
         if count == 0 {
-            return Err(ClientError::InvalidArgument(
-                "a batch needs at least one message".into(),
-            ));
+            return Err(Unsent {
+                error: ClientError::InvalidArgument("a batch needs at least one message".into()),
+                messages,
+            });
         }
         let _reserved = match self.options.idempotence {
             Idempotence::On => {
                 if count > DEDUP_WINDOW {
-                    return Err(ClientError::InvalidArgument(format!(
-                        "an idempotent batch holds at most {DEDUP_WINDOW} messages (the broker's dedup window), got {count}"
-                    )));
+                    return Err(Unsent {
+                        error: ClientError::InvalidArgument(format!(
+                            "an idempotent batch holds at most {DEDUP_WINDOW} messages (the broker's dedup window), got {count}"
+                        )),
+                        messages,
+                    });
                 }
                 let reserved = self.sequences.reserve(count).await;
                 for (message, sequence) in messages.iter_mut().zip(reserved.first..) {
@@ -237,14 +264,22 @@ impl Producer {
                 continue;
             }
             self.batches_failed.fetch_add(1, Ordering::Relaxed);
-            if retry == 0 {
-                return Err(error);
+            let error = if retry == 0 {
+                error
+            } else {
+                ClientError::RetriesExhausted {
+                    attempts: retry + 1,
+                    outcome_unknown,
+                    last: Box::new(error),
+                }
+            };
+            let SendRequest { mut messages } = request;
+            if target.is_some() {
+                for message in &mut messages {
+                    message.queue_id = None;
+                }
             }
-            return Err(ClientError::RetriesExhausted {
-                attempts: retry + 1,
-                outcome_unknown,
-                last: Box::new(error),
-            });
+            return Err(Unsent { error, messages });
         }
     }
 
