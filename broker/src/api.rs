@@ -246,6 +246,17 @@ pub struct TopicRequest {
     pub groups: Option<Vec<String>>,
 }
 
+impl TopicRequest {
+    /// `n` read and `n` write queues, everything else left to the broker.
+    pub fn with_queues(n: u32) -> Self {
+        Self {
+            read_queue_nums: Some(n),
+            write_queue_nums: Some(n),
+            ..Self::default()
+        }
+    }
+}
+
 /// A topic's configuration in one group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicView {

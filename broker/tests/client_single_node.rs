@@ -101,14 +101,7 @@ async fn every_endpoint_round_trips() -> anyhow::Result<()> {
 
     info!("--- create a topic with 2 queues and read it back");
     let created = client
-        .create_topic(
-            topic,
-            &TopicRequest {
-                read_queue_nums: Some(2),
-                write_queue_nums: Some(2),
-                ..TopicRequest::default()
-            },
-        )
+        .create_topic(topic, &TopicRequest::with_queues(2))
         .await?;
     assert_eq!(
         (created.topic.as_str(), created.write_queue_nums),
@@ -295,14 +288,7 @@ async fn a_batching_producer_packs_concurrent_sends_and_fails_only_the_bad_one(
     wait_ready(&client).await?;
     let topic = "batching";
     client
-        .create_topic(
-            topic,
-            &TopicRequest {
-                read_queue_nums: Some(4),
-                write_queue_nums: Some(4),
-                ..TopicRequest::default()
-            },
-        )
+        .create_topic(topic, &TopicRequest::with_queues(4))
         .await?;
     let producer = BatchingProducer::new(
         client.clone(),

@@ -253,11 +253,7 @@ async fn tags_broadcasting_and_reset_by_time() -> Result<()> {
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
     // Pulls go to the leader: a follower may not have applied the last send yet.
     let leader_url = cluster.url(leader).to_string();
-    let four_queues = TopicRequest {
-        read_queue_nums: Some(4),
-        write_queue_nums: Some(4),
-        ..TopicRequest::default()
-    };
+    let four_queues = TopicRequest::with_queues(4);
 
     phase_tags(&cluster, &client, &leader_url).await?;
     phase_broadcasting(&client, &four_queues).await?;
@@ -270,14 +266,7 @@ async fn tags_broadcasting_and_reset_by_time() -> Result<()> {
 async fn phase_tags(cluster: &TestCluster, client: &BrokerClient, leader_url: &str) -> Result<()> {
     eprintln!("--- a: 30 messages tagged A, B, none in turn, then 10 tagged C, in queue 0");
     client
-        .create_topic(
-            "tagged",
-            &TopicRequest {
-                read_queue_nums: Some(1),
-                write_queue_nums: Some(1),
-                ..TopicRequest::default()
-            },
-        )
+        .create_topic("tagged", &TopicRequest::with_queues(1))
         .await?;
     let tag_of = |i: u64| match i {
         30.. => Some("C"),

@@ -164,14 +164,7 @@ async fn every_acknowledged_message_is_consumed_once_across_a_leader_kill() -> R
     let urls: Vec<String> = cluster.nodes.values().map(|n| n.url.clone()).collect();
     let client = BrokerClient::new(urls, ClientOptions::default())?;
     let topic = client
-        .create_topic(
-            "orders",
-            &TopicRequest {
-                read_queue_nums: Some(4),
-                write_queue_nums: Some(4),
-                ..TopicRequest::default()
-            },
-        )
+        .create_topic("orders", &TopicRequest::with_queues(4))
         .await?;
     ensure!(topic.groups.len() == 2, "topic in {:?}", topic.groups);
     // Every node must route to both groups before producers pick queues.

@@ -603,11 +603,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.duration.is_zero(), "--duration must be positive");
     let client = client(&args.connection)?;
     if args.create_topic {
-        let request = TopicRequest {
-            read_queue_nums: Some(args.queues),
-            write_queue_nums: Some(args.queues),
-            ..TopicRequest::default()
-        };
+        let request = TopicRequest::with_queues(args.queues);
         let view = client
             .create_topic(&args.topic, &request)
             .await
