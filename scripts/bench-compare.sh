@@ -13,7 +13,8 @@
 #   ours-batching  the same nodes, broker-bench produce --batching: N messages in
 #             flight, each its own send call on the client's BatchingProducer, which
 #             packs the messages waiting for one of its 2 request slots into one
-#             request (as the peers' clients pipeline publishes on one connection).
+#             request (peer-bench keeps its publishes outstanding on one connection
+#             or channel).
 #   nats      3 nats-server processes (JetStream, cluster routes on loopback), one R3
 #             file-storage stream per cell; peer-bench nats awaits each PubAck.
 #   rabbitmq  3 RabbitMQ nodes clustered on loopback, one durable quorum queue per
