@@ -134,6 +134,13 @@ pub struct Metrics {
     pub send_requests_total: AtomicU64,
     pub pull_requests_total: AtomicU64,
     pub forwarded_requests_total: AtomicU64,
+    /// Append streams (pipelined replication) a leader opened to this node.
+    pub append_streams_total: AtomicU64,
+    /// AppendEntries requests received on append streams.
+    pub append_stream_requests_total: AtomicU64,
+    /// Of those, the ones that arrived while an earlier request of the same
+    /// stream was still unanswered: replication rounds that overlapped.
+    pub append_stream_pipelined_requests_total: AtomicU64,
     /// Every error answer (the sum over `rejected_by_code`); kept for callers that
     /// want the total without adding up.
     pub rejected_requests_total: AtomicU64,
@@ -158,6 +165,9 @@ impl Default for Metrics {
             send_requests_total: AtomicU64::new(0),
             pull_requests_total: AtomicU64::new(0),
             forwarded_requests_total: AtomicU64::new(0),
+            append_streams_total: AtomicU64::new(0),
+            append_stream_requests_total: AtomicU64::new(0),
+            append_stream_pipelined_requests_total: AtomicU64::new(0),
             rejected_requests_total: AtomicU64::new(0),
             rejected_by_code: std::array::from_fn(|_| AtomicU64::new(0)),
             send_duration: Histogram::new(REQUEST_BUCKETS),
@@ -301,6 +311,21 @@ impl Metrics {
                 "broker_forwarded_requests_total",
                 "Writes forwarded to the leader.",
                 &self.forwarded_requests_total,
+            ),
+            (
+                "broker_raft_append_streams_total",
+                "Pipelined replication streams a leader opened to this node.",
+                &self.append_streams_total,
+            ),
+            (
+                "broker_raft_append_stream_requests_total",
+                "AppendEntries requests received on replication streams.",
+                &self.append_stream_requests_total,
+            ),
+            (
+                "broker_raft_append_stream_pipelined_requests_total",
+                "AppendEntries requests that arrived while an earlier one of the same stream was unanswered.",
+                &self.append_stream_pipelined_requests_total,
             ),
         ];
         for (name, help, value) in counters {

@@ -39,7 +39,7 @@ pub struct Node {
     pub sender: SendPreparer,
     /// Proposes sends at the leader, batching concurrent ones into one entry.
     pub sends: SendBatcher,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// For forwarding writes to the leader.
     pub http: reqwest::Client,
     /// Every other broker group this node knows, from registrations.
@@ -83,7 +83,7 @@ impl Node {
             config,
             raft,
             shared,
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             http,
             raft_log: None,
         })

@@ -13,6 +13,11 @@ use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::node::Node;
+
+/// Idle time before the first TCP keepalive probe on an accepted connection.
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+/// Time between unanswered probes (Linux gives up after 9: about 30 s in all).
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 use crate::raft::network::Network;
 use crate::raft::snapshot::SnapshotFiles;
 use crate::raft::state_machine::BrokerStateMachine;
@@ -41,10 +46,18 @@ pub async fn run(
     let leader_log = tokio::spawn(log_leadership(Arc::clone(&node)));
     let registrar = tokio::spawn(crate::control::registrar::run(Arc::clone(&node)));
     // Small answers (acks, Raft RPC replies) must not wait for Nagle's algorithm;
-    // axum leaves it on.
+    // axum leaves it on. Keepalive probes close connections whose peer vanished
+    // without a FIN (a partition, a power cut): a follower's append stream
+    // waits for its leader's next request indefinitely otherwise.
     let listener = listener.tap_io(|stream| {
         if let Err(e) = stream.set_nodelay(true) {
             warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(TCP_KEEPALIVE_IDLE)
+            .with_interval(TCP_KEEPALIVE_INTERVAL);
+        if let Err(e) = socket2::SockRef::from(&*stream).set_tcp_keepalive(&keepalive) {
+            warn!(error = %e, "cannot set TCP keepalive");
         }
     });
     let served = axum::serve(

@@ -15,7 +15,8 @@ const BINARY: &str = env!("CARGO_BIN_EXE_cluster-node");
 ///
 /// Batches of 50 go alternately to a follower (which forwards to the leader) and
 /// to the leader, eight at a time; every acknowledged (queue, offset) must be unique
-/// and every queue dense from 0.
+/// and every queue dense from 0. Replication to each follower must have run
+/// pipelined: requests sent before the previous one was answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_messages_read_back_identically_from_every_node() -> Result<()> {
     let cluster = TestCluster::start(
@@ -140,5 +141,22 @@ async fn ten_thousand_messages_read_back_identically_from_every_node() -> Result
         digests[0].len() > 1,
         "the test should roll several 1 MiB commit log files"
     );
+
+    eprintln!("--- replication to each follower ran pipelined");
+    for id in cluster.nodes.keys().copied().filter(|id| *id != leader) {
+        let requests = cluster
+            .metric(id, "broker_raft_append_stream_requests_total")
+            .await?;
+        let overlapped = cluster
+            .metric(id, "broker_raft_append_stream_pipelined_requests_total")
+            .await?;
+        eprintln!("follower {id}: {requests} requests on append streams, {overlapped} overlapping an unanswered one");
+        // Eight sends in flight keep the leader proposing while a follower
+        // fsyncs: some requests must leave before the previous one's answer.
+        ensure!(
+            overlapped > 0.0,
+            "follower {id} never saw a request overlap an unanswered one ({requests} on streams)"
+        );
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,7 @@ use crate::control::routes::RegistrationAck;
 use crate::control::Registration;
 use crate::error::{ApiError, ErrorCode};
 use crate::node::Node;
+use crate::raft::append_stream;
 use crate::raft::network::{InstallRequest, SnapshotOffer, SECRET_HEADER};
 use crate::raft::snapshot::CommitLogSnapshot;
 use crate::storage::CommitLogOffset;
@@ -83,6 +85,36 @@ pub async fn pre_vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
 
 pub async fn transfer_leader(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     rpc(body, |request| node.raft.handle_transfer_leader(request)).await
+}
+
+/// `GET /internal/raft/append-stream`: upgrades the connection to a pipelined
+/// append stream (see [`crate::raft::append_stream`]) and serves it in a task
+/// of its own.
+pub async fn append_stream(State(node): State<Arc<Node>>, mut request: Request) -> Response {
+    use axum::http::header::{CONNECTION, UPGRADE};
+    let asked = request.headers().get(UPGRADE).map(|v| v.as_bytes());
+    if !asked.is_some_and(|v| v.eq_ignore_ascii_case(append_stream::PROTOCOL.as_bytes())) {
+        return ApiError::bad_request(format!(
+            "an append stream needs `Upgrade: {}`",
+            append_stream::PROTOCOL
+        ))
+        .into_response();
+    }
+    let upgrade = hyper::upgrade::on(&mut request);
+    let raft = node.raft.clone();
+    let metrics = Arc::clone(&node.metrics);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => append_stream::serve(raft, metrics, TokioIo::new(upgraded)).await,
+            Err(e) => tracing::warn!("append stream: the upgrade failed: {e}"),
+        }
+    });
+    Response::builder()
+        .status(axum::http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(CONNECTION, "upgrade")
+        .header(UPGRADE, append_stream::PROTOCOL)
+        .body(axum::body::Body::empty())
+        .unwrap_or_else(|e| ApiError::internal(format!("building a 101: {e}")).into_response())
 }
 
 /// `GET /internal/raft/snapshot/offer`: what this follower has.

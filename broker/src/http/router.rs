@@ -115,6 +115,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(DefaultBodyLimit::max(max_body));
     let internal = Router::new()
         .route("/internal/raft/append", post(internal::append))
+        .route(
+            crate::raft::append_stream::PATH,
+            get(internal::append_stream),
+        )
         .route("/internal/raft/vote", post(internal::vote))
         .route("/internal/raft/pre-vote", post(internal::pre_vote))
         .route(

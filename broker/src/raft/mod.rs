@@ -7,7 +7,9 @@
 //! * [`state_machine`] — applies entries to the store; snapshots.
 //! * [`snapshot`] — snapshot files and the staging of received bytes.
 //! * [`network`] — node-to-node RPC client.
+//! * [`append_stream`] — pipelined AppendEntries over one upgraded connection.
 
+pub mod append_stream;
 pub mod command;
 pub mod group_state;
 pub mod network;

@@ -1,7 +1,9 @@
 //! Node-to-node Raft RPC: bincode 2 bodies over HTTP POSTs to `/internal/raft/*`.
 //!
 //! One `reqwest` client (one keep-alive connection pool) serves every peer, so
-//! connections persist across RPCs. A connect failure is reported as
+//! connections persist across RPCs. A replication stream of more than one
+//! request runs pipelined over its own upgraded connection; see
+//! [`super::append_stream`]. A connect failure is reported as
 //! `Unreachable` (openraft backs off); a node never builds a client to itself.
 //! Snapshots stream only the CommitLog bytes the follower lacks; see
 //! [`super::snapshot`].
@@ -10,7 +12,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::FutureExt;
+use futures::stream::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::stream_append_sequential;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
@@ -20,6 +26,7 @@ use openraft::RaftNetworkV2;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::append_stream;
 use super::snapshot::CommitLogSnapshot;
 use super::state_machine::GroupShared;
 use super::type_config::{NodeId, NodeInfo, Snapshot, SnapshotMeta, TypeConfig, Vote};
@@ -180,6 +187,30 @@ impl PeerClient {
         decode_answer(&self.url, response).await
     }
 
+    /// Opens an append stream: an HTTP/1.1 upgrade to [`append_stream::PROTOCOL`].
+    async fn open_append_stream(&self, timeout: Duration) -> Result<reqwest::Upgraded, CallError> {
+        let response = self
+            .request(reqwest::Method::GET, append_stream::PATH, timeout)?
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, append_stream::PROTOCOL)
+            .send()
+            .await
+            .map_err(|e| classify(&self.url, &e))?;
+        if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            let status = response.status();
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(CallError::Network(format!(
+                "{} answered an append stream with {status}: {}",
+                self.url,
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        response
+            .upgrade()
+            .await
+            .map_err(|e| classify(&self.url, &e))
+    }
+
     async fn send_snapshot(
         &self,
         vote: Vote,
@@ -291,6 +322,39 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         self.call("/internal/raft/append", &rpc, option.hard_ttl())
             .await
             .map_err(CallError::into_rpc)
+    }
+
+    /// A stream that ends after one request (a heartbeat, a probe) goes as a
+    /// unary append on a pooled connection; anything longer is pipelined on an
+    /// append stream of its own.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        mut input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, append_stream::Reply>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let Some(first) = input.next().await else {
+                return Ok(futures::stream::empty().boxed());
+            };
+            // Requests already taken from `input`, in order.
+            let mut taken = vec![first];
+            match input.next().now_or_never() {
+                Some(None) => {
+                    let lone = futures::stream::iter(taken);
+                    return stream_append_sequential(self, lone, option).await;
+                }
+                Some(Some(second)) => taken.push(second),
+                None => {}
+            }
+            let io = self
+                .open_append_stream(option.hard_ttl())
+                .await
+                .map_err(CallError::into_rpc)?;
+            Ok(append_stream::pipeline(io, taken, input, option.hard_ttl()))
+        })
     }
 
     async fn vote(

@@ -1,0 +1,429 @@
+//! Pipelined AppendEntries: one long-lived connection per replication stream.
+//!
+//! openraft's default `stream_append` sends one AppendEntries request, waits for
+//! its answer, and only then sends the next, so entries that reach the leader
+//! while a follower is fsyncing wait a whole round before they leave. Here the
+//! leader writes each request as soon as openraft produces it and reads the
+//! answers as they come; the follower feeds the requests to
+//! `Raft::stream_append`, which appends them in order without waiting for the
+//! previous flush, and answers each once it is durable.
+//!
+//! # Wire format
+//! The leader sends `GET` [`PATH`] with `Connection: upgrade` and
+//! `Upgrade:` [`PROTOCOL`] (plus the cluster secret); the follower answers
+//! `101 Switching Protocols` and both sides then write frames on the raw
+//! connection. A frame is a `u32` little-endian length followed by that many
+//! bytes of bincode 2 (standard configuration), at most [`MAX_FRAME_BYTES`].
+//! * Leader → follower: `AppendEntriesRequest`s in log order. The leader closes
+//!   its write half when openraft's request stream ends.
+//! * Follower → leader: one `Result<StreamAppendResult, String>` per request, in
+//!   request order. `Err` is a fatal error of the follower's Raft. The follower
+//!   closes the connection after its last answer, after a `Conflict` or
+//!   `HigherVote` (openraft ends the stream there), and on an undecodable frame.
+//!
+//! Each request must be answered within the RPC timeout of its sending, as a
+//! unary append must; a late answer, a closed connection or a broken frame ends
+//! the stream with an error, and openraft opens a new one.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, Stream, StreamExt};
+use openraft::errors::{NetworkError, RPCError, Unreachable};
+use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::type_config::{Raft, TypeConfig};
+use crate::metrics::Metrics;
+
+/// The internal endpoint that upgrades to an append stream.
+pub const PATH: &str = "/internal/raft/append-stream";
+/// The `Upgrade` token; the version changes with the frame format.
+pub const PROTOCOL: &str = "broker-raft-append/1";
+/// The largest frame either side accepts (the same bound as an internal HTTP body).
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
+type Request = AppendEntriesRequest<TypeConfig>;
+/// What the follower writes per request: openraft's answer, or its fatal error.
+type Answer = Result<StreamAppendResult<TypeConfig>, String>;
+/// What the leader's side yields to openraft.
+pub type Reply = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+/// Encodes `value` as one frame: length prefix and body in one buffer, so each
+/// frame is one write.
+fn encode_frame<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    let mut frame = vec![0u8; 4];
+    bincode::serde::encode_into_std_write(value, &mut frame, bincode::config::standard())
+        .map_err(|e| io::Error::other(format!("encoding a frame: {e}")))?;
+    let len = frame.len() - 4;
+    if len > MAX_FRAME_BYTES {
+        return Err(io::Error::other(format!(
+            "a {len}-byte frame exceeds the {MAX_FRAME_BYTES}-byte limit"
+        )));
+    }
+    let len = u32::try_from(len).map_err(io::Error::other)?;
+    frame[..4].copy_from_slice(&len.to_le_bytes());
+    Ok(frame)
+}
+
+/// Reads one frame and decodes it; `Ok(None)` at a clean end of stream (EOF
+/// where a frame would start).
+async fn read_frame<T: DeserializeOwned>(
+    reader: &mut (impl AsyncRead + Unpin),
+) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a {len}-byte frame exceeds the {MAX_FRAME_BYTES}-byte limit"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await?;
+    let (value, used) = bincode::serde::decode_from_slice(&body, bincode::config::standard())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad frame: {e}")))?;
+    if used != len {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad frame: {} trailing bytes", len - used),
+        ));
+    }
+    Ok(Some(value))
+}
+
+/// The follower's side: feeds the connection's requests to Raft and writes
+/// back each answer in order. Returns when either side is done.
+pub async fn serve(
+    raft: Raft,
+    metrics: Arc<Metrics>,
+    io: impl AsyncRead + AsyncWrite + Send + 'static,
+) {
+    Metrics::add(&metrics.append_streams_total, 1);
+    let (reader, mut writer) = tokio::io::split(io);
+    // Requests read minus answers written: above zero when a request arrives,
+    // that request overlaps an earlier one's round.
+    let unanswered = Arc::new(AtomicU64::new(0));
+    let requests = futures::stream::unfold(
+        (reader, Arc::clone(&unanswered), Arc::clone(&metrics)),
+        |(mut reader, unanswered, metrics)| async move {
+            match read_frame::<Request>(&mut reader).await {
+                Ok(Some(request)) => {
+                    Metrics::add(&metrics.append_stream_requests_total, 1);
+                    if unanswered.fetch_add(1, Ordering::Relaxed) > 0 {
+                        Metrics::add(&metrics.append_stream_pipelined_requests_total, 1);
+                    }
+                    Some((request, (reader, unanswered, metrics)))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!("append stream: dropping the connection: {e}");
+                    None
+                }
+            }
+        },
+    );
+    let answers = raft.stream_append(requests);
+    futures::pin_mut!(answers);
+    while let Some(answer) = answers.next().await {
+        let answer: Answer = answer.map_err(|fatal| fatal.to_string());
+        let last = !matches!(answer, Ok(Ok(_)));
+        let written = match encode_frame(&answer) {
+            Ok(frame) => writer.write_all(&frame).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::debug!("append stream: the leader is gone: {e}");
+            return;
+        }
+        unanswered.fetch_sub(1, Ordering::Relaxed);
+        if last {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// What the leader's writer tells its reader, in request order.
+enum Sent {
+    /// A request went out at this instant and awaits its answer.
+    Request(Instant),
+    /// Writing failed; answers for the requests before it may still come.
+    Failed(io::Error),
+}
+
+/// Aborts the writer task when the answer stream is dropped (openraft ended the
+/// session), so it stops pulling requests for a stream nobody reads.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The leader's side on an upgraded connection: writes `taken` (requests the
+/// caller already pulled from the stream) and then every request of `rest` as
+/// soon as it is produced, and returns the answers in
+/// order. Each answer must arrive within `answer_timeout` of its request's
+/// sending.
+pub fn pipeline<IO, S>(
+    io: IO,
+    taken: Vec<Request>,
+    rest: S,
+    answer_timeout: Duration,
+) -> BoxStream<'static, Reply>
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+    S: Stream<Item = Request> + Send + Unpin + 'static,
+{
+    let (reader, mut writer) = tokio::io::split(io);
+    let (sent_tx, sent_rx) = mpsc::unbounded_channel::<Sent>();
+    let writing = tokio::spawn(async move {
+        let mut requests = futures::stream::iter(taken).chain(rest);
+        while let Some(request) = requests.next().await {
+            // Announce before writing: a write that blocks (a partitioned
+            // follower stops reading) must still time out on the reader's side.
+            if sent_tx.send(Sent::Request(Instant::now())).is_err() {
+                return;
+            }
+            let written = match encode_frame(&request) {
+                Ok(frame) => writer.write_all(&frame).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                let _ = sent_tx.send(Sent::Failed(e));
+                return;
+            }
+        }
+        // No more requests: closing the write half tells the follower.
+        if let Err(e) = writer.shutdown().await {
+            let _ = sent_tx.send(Sent::Failed(e));
+        }
+    });
+    let state = Some((reader, sent_rx, AbortOnDrop(writing)));
+    futures::stream::unfold(state, move |state| async move {
+        let (mut reader, mut sent_rx, writer) = state?;
+        let sent_at = match sent_rx.recv().await? {
+            Sent::Request(at) => at,
+            Sent::Failed(e) => return Some((Err(network(format!("writing: {e}"))), None)),
+        };
+        let answer =
+            tokio::time::timeout_at(sent_at + answer_timeout, read_frame::<Answer>(&mut reader))
+                .await;
+        let reply = match answer {
+            Ok(Ok(Some(Ok(result)))) => Ok(result),
+            Ok(Ok(Some(Err(fatal)))) => {
+                Err(network(format!("the follower's Raft stopped: {fatal}")))
+            }
+            Ok(Ok(None)) => Err(network(
+                "the follower closed the stream with requests unanswered".into(),
+            )),
+            Ok(Err(e)) => Err(network(format!("reading: {e}"))),
+            Err(_) => Err(unreachable(format!("no answer within {answer_timeout:?}"))),
+        };
+        // openraft ends a stream at its first error or refusal.
+        let go_on = matches!(reply, Ok(Ok(_)));
+        Some((reply, go_on.then_some((reader, sent_rx, writer))))
+    })
+    .boxed()
+}
+
+fn network(message: String) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&io::Error::other(message)))
+}
+
+fn unreachable(message: String) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(&io::Error::new(
+        io::ErrorKind::TimedOut,
+        message,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::type_config::{LogId, Vote};
+    use openraft::raft::StreamAppendError;
+    use tokio::io::DuplexStream;
+
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    /// An entry-less request whose `prev_log_id` names it.
+    fn request(index: u64) -> Request {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(LogId::new_term_index(1, index)),
+            leader_commit: None,
+            entries: Vec::new(),
+        }
+    }
+
+    fn accepted(index: u64) -> Answer {
+        Ok(Ok(Some(LogId::new_term_index(1, index))))
+    }
+
+    /// The follower's end of a pipeline whose requests are `indexes`: the
+    /// first goes in `first`, the rest through the request stream.
+    fn start(
+        indexes: &[u64],
+        answer_timeout: Duration,
+    ) -> (BoxStream<'static, Reply>, DuplexStream) {
+        let (leader, follower) = tokio::io::duplex(1 << 20);
+        let first = vec![request(indexes[0])];
+        let rest =
+            futures::stream::iter(indexes[1..].iter().map(|i| request(*i)).collect::<Vec<_>>());
+        (pipeline(leader, first, rest, answer_timeout), follower)
+    }
+
+    async fn write_answer(follower: &mut DuplexStream, answer: &Answer) {
+        let frame = encode_frame(answer).expect("encodes");
+        follower.write_all(&frame).await.expect("the pipe is open");
+    }
+
+    async fn read_request(follower: &mut DuplexStream) -> Option<Request> {
+        tokio::time::timeout(PATIENCE, read_frame(follower))
+            .await
+            .expect("the leader writes or closes in time")
+            .expect("a well-formed frame")
+    }
+
+    async fn next(replies: &mut BoxStream<'static, Reply>) -> Option<Reply> {
+        tokio::time::timeout(PATIENCE, replies.next())
+            .await
+            .expect("the pipeline yields or ends in time")
+    }
+
+    fn matching(reply: Option<Reply>) -> Option<LogId> {
+        match reply {
+            Some(Ok(Ok(log_id))) => log_id,
+            other => panic!("expected an accepted append, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_go_out_before_answers_and_answers_return_in_order() {
+        let (mut replies, mut follower) = start(&[10, 11, 12], PATIENCE);
+        // The follower reads all three before answering any: a pipeline that
+        // waited for each answer would leave it stuck on the second read.
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            // (read_request fails the test if a request does not come in time.)
+            let request = read_request(&mut follower).await.expect("three requests");
+            seen.push(request.prev_log_id.map(|id| id.index));
+        }
+        assert_eq!(seen, [Some(10), Some(11), Some(12)]);
+        // The leader closes its half after the last request.
+        assert!(read_request(&mut follower).await.is_none());
+        for index in [10, 11, 12] {
+            write_answer(&mut follower, &accepted(index)).await;
+        }
+        drop(follower);
+        for index in [10, 11, 12] {
+            assert_eq!(
+                matching(next(&mut replies).await).map(|id| id.index),
+                Some(index)
+            );
+        }
+        assert!(
+            next(&mut replies).await.is_none(),
+            "every request answered: the stream ends"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_conflict_ends_the_stream() {
+        let (mut replies, mut follower) = start(&[10, 11], PATIENCE);
+        read_request(&mut follower).await.expect("a request");
+        let conflict: Answer = Ok(Err(StreamAppendError::Conflict(LogId::new_term_index(
+            1, 10,
+        ))));
+        write_answer(&mut follower, &conflict).await;
+        write_answer(&mut follower, &accepted(11)).await;
+        match next(&mut replies).await {
+            Some(Ok(Err(StreamAppendError::Conflict(id)))) => assert_eq!(id.index, 10),
+            other => panic!("expected the conflict, got {other:?}"),
+        }
+        assert!(
+            next(&mut replies).await.is_none(),
+            "nothing after a conflict"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_not_answered_in_time_is_unreachable() {
+        let (mut replies, mut follower) = start(&[10, 11], Duration::from_millis(50));
+        read_request(&mut follower).await.expect("a request");
+        match next(&mut replies).await {
+            Some(Err(RPCError::Unreachable(_))) => {}
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(next(&mut replies).await.is_none());
+        drop(follower);
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_hangs_up_with_requests_unanswered_is_an_error() {
+        let (mut replies, mut follower) = start(&[10, 11], PATIENCE);
+        read_request(&mut follower).await.expect("a request");
+        write_answer(&mut follower, &accepted(10)).await;
+        drop(follower);
+        assert_eq!(
+            matching(next(&mut replies).await).map(|id| id.index),
+            Some(10)
+        );
+        match next(&mut replies).await {
+            Some(Err(RPCError::Network(e))) => assert!(e.to_string().contains("unanswered"), "{e}"),
+            other => panic!("expected a network error, got {other:?}"),
+        }
+        assert!(next(&mut replies).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stopped_follower_raft_is_an_error() {
+        let (mut replies, mut follower) = start(&[10], PATIENCE);
+        read_request(&mut follower).await.expect("a request");
+        write_answer(&mut follower, &Err("raft stopped".to_string())).await;
+        match next(&mut replies).await {
+            Some(Err(RPCError::Network(e))) => {
+                assert!(e.to_string().contains("raft stopped"), "{e}")
+            }
+            other => panic!("expected a network error, got {other:?}"),
+        }
+        assert!(next(&mut replies).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn frames_over_the_limit_or_with_trailing_bytes_are_refused() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 10);
+        let too_long = u32::try_from(MAX_FRAME_BYTES + 1).expect("fits");
+        a.write_all(&too_long.to_le_bytes()).await.expect("open");
+        let e = read_frame::<Answer>(&mut b).await.expect_err("refused");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+
+        let mut frame = encode_frame(&accepted(3)).expect("encodes");
+        frame.push(0);
+        let len = u32::try_from(frame.len() - 4).expect("small");
+        frame[..4].copy_from_slice(&len.to_le_bytes());
+        a.write_all(&frame).await.expect("open");
+        let e = read_frame::<Answer>(&mut b).await.expect_err("refused");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+
+        drop(a);
+        assert!(read_frame::<Answer>(&mut b)
+            .await
+            .expect("a clean end")
+            .is_none());
+    }
+}
