@@ -13,16 +13,19 @@ use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::node::Node;
-
-/// Idle time before the first TCP keepalive probe on an accepted connection.
-const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
-/// Time between unanswered probes (Linux gives up after 9: about 30 s in all).
-const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 use crate::raft::network::Network;
 use crate::raft::snapshot::SnapshotFiles;
 use crate::raft::state_machine::BrokerStateMachine;
 use crate::raft::type_config::{Raft, TypeConfig};
 use crate::storage::MessageStore;
+
+/// Idle time before the first TCP keepalive probe on an accepted connection.
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+/// Time between unanswered probes.
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long sent data may stay unacknowledged before the connection is dropped;
+/// it also caps the keepalive probing (about 30 s in all).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs a node on `listener` until `shutdown` resolves.
 ///
@@ -46,18 +49,24 @@ pub async fn run(
     let leader_log = tokio::spawn(log_leadership(Arc::clone(&node)));
     let registrar = tokio::spawn(crate::control::registrar::run(Arc::clone(&node)));
     // Small answers (acks, Raft RPC replies) must not wait for Nagle's algorithm;
-    // axum leaves it on. Keepalive probes close connections whose peer vanished
-    // without a FIN (a partition, a power cut): a follower's append stream
-    // waits for its leader's next request indefinitely otherwise.
+    // axum leaves it on. A peer that vanished without a FIN (a partition, a
+    // power cut) must not hold a connection for long: a follower's append
+    // stream waits for its leader's next request indefinitely otherwise.
+    // Keepalive probes find an idle dead peer; TCP_USER_TIMEOUT one that stopped
+    // acknowledging data we sent (probes do not run while data is unacked).
     let listener = listener.tap_io(|stream| {
         if let Err(e) = stream.set_nodelay(true) {
             warn!(error = %e, "cannot set TCP_NODELAY");
         }
+        let socket = socket2::SockRef::from(&*stream);
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(TCP_KEEPALIVE_IDLE)
             .with_interval(TCP_KEEPALIVE_INTERVAL);
-        if let Err(e) = socket2::SockRef::from(&*stream).set_tcp_keepalive(&keepalive) {
+        if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
             warn!(error = %e, "cannot set TCP keepalive");
+        }
+        if let Err(e) = socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
+            warn!(error = %e, "cannot set TCP_USER_TIMEOUT");
         }
     });
     let served = axum::serve(

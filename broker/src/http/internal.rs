@@ -92,10 +92,19 @@ pub async fn transfer_leader(State(node): State<Arc<Node>>, body: Bytes) -> Resp
 /// of its own.
 pub async fn append_stream(State(node): State<Arc<Node>>, mut request: Request) -> Response {
     use axum::http::header::{CONNECTION, UPGRADE};
-    let asked = request.headers().get(UPGRADE).map(|v| v.as_bytes());
-    if !asked.is_some_and(|v| v.eq_ignore_ascii_case(append_stream::PROTOCOL.as_bytes())) {
+    let headers = request.headers();
+    let asked = headers.get(UPGRADE).map(|v| v.as_bytes());
+    let upgrading = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !upgrading
+        || !asked.is_some_and(|v| v.eq_ignore_ascii_case(append_stream::PROTOCOL.as_bytes()))
+    {
         return ApiError::bad_request(format!(
-            "an append stream needs `Upgrade: {}`",
+            "an append stream needs `Connection: upgrade` and `Upgrade: {}`",
             append_stream::PROTOCOL
         ))
         .into_response();

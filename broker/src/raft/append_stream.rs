@@ -21,9 +21,10 @@
 //!   closes the connection after its last answer, after a `Conflict` or
 //!   `HigherVote` (openraft ends the stream there), and on an undecodable frame.
 //!
-//! Each request must be answered within the RPC timeout of its sending, as a
-//! unary append must; a late answer, a closed connection or a broken frame ends
-//! the stream with an error, and openraft opens a new one.
+//! The follower must keep answering: the oldest unanswered request within the
+//! RPC timeout of its sending or of the previous answer. A late answer, a closed
+//! connection or a broken frame ends the stream with an error, and openraft
+//! opens a new one.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +37,7 @@ use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::type_config::{Raft, TypeConfig};
@@ -139,6 +140,9 @@ pub async fn serve(
     while let Some(answer) = answers.next().await {
         let answer: Answer = answer.map_err(|fatal| fatal.to_string());
         let last = !matches!(answer, Ok(Ok(_)));
+        // Before the write: once the leader has the answer, its next request is
+        // not an overlapping one.
+        unanswered.fetch_sub(1, Ordering::Relaxed);
         let written = match encode_frame(&answer) {
             Ok(frame) => writer.write_all(&frame).await,
             Err(e) => Err(e),
@@ -147,7 +151,6 @@ pub async fn serve(
             tracing::debug!("append stream: the leader is gone: {e}");
             return;
         }
-        unanswered.fetch_sub(1, Ordering::Relaxed);
         if last {
             break;
         }
@@ -157,9 +160,11 @@ pub async fn serve(
 
 /// What the leader's writer tells its reader, in request order.
 enum Sent {
-    /// A request went out at this instant and awaits its answer.
-    Request(Instant),
-    /// Writing failed; answers for the requests before it may still come.
+    /// A request went out at this instant and awaits its answer; its share of
+    /// [`MAX_UNANSWERED_BYTES`] is returned when the answer is read.
+    Request(Instant, OwnedSemaphorePermit),
+    /// Encoding or writing failed; answers for the requests before it may
+    /// still come.
     Failed(io::Error),
 }
 
@@ -173,11 +178,20 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Frame bytes the leader keeps unanswered on one stream: the follower holds
+/// what it has read but not yet answered, so this bounds its memory. One frame
+/// of any size may always go out alone.
+pub const MAX_UNANSWERED_BYTES: usize = MAX_FRAME_BYTES;
+
 /// The leader's side on an upgraded connection: writes `taken` (requests the
 /// caller already pulled from the stream) and then every request of `rest` as
-/// soon as it is produced, and returns the answers in
-/// order. Each answer must arrive within `answer_timeout` of its request's
-/// sending.
+/// soon as it is produced, up to [`MAX_UNANSWERED_BYTES`] unanswered, and
+/// returns the answers in order.
+///
+/// The follower must keep making progress: the oldest unanswered request must
+/// be answered within `answer_timeout` of its sending or of the previous
+/// answer, whichever is later. (A fixed deadline per request would fail a
+/// follower that is merely working through a queue of them.)
 pub fn pipeline<IO, S>(
     io: IO,
     taken: Vec<Request>,
@@ -190,38 +204,52 @@ where
 {
     let (reader, mut writer) = tokio::io::split(io);
     let (sent_tx, sent_rx) = mpsc::unbounded_channel::<Sent>();
+    let budget = Arc::new(Semaphore::new(MAX_UNANSWERED_BYTES));
     let writing = tokio::spawn(async move {
         let mut requests = futures::stream::iter(taken).chain(rest);
         while let Some(request) = requests.next().await {
+            let frame = match encode_frame(&request) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    let _ = sent_tx.send(Sent::Failed(e));
+                    return;
+                }
+            };
+            // Frames are at most MAX_FRAME_BYTES, so the budget always covers one.
+            let share = u32::try_from(frame.len().min(MAX_UNANSWERED_BYTES)).unwrap_or(u32::MAX);
+            let Ok(permit) = Arc::clone(&budget).acquire_many_owned(share).await else {
+                return;
+            };
             // Announce before writing: a write that blocks (a partitioned
             // follower stops reading) must still time out on the reader's side.
-            if sent_tx.send(Sent::Request(Instant::now())).is_err() {
+            if sent_tx.send(Sent::Request(Instant::now(), permit)).is_err() {
                 return;
             }
-            let written = match encode_frame(&request) {
-                Ok(frame) => writer.write_all(&frame).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
+            // The upgraded connection is unbuffered: `write_all` hands the whole
+            // frame to the socket, no flush needed.
+            if let Err(e) = writer.write_all(&frame).await {
                 let _ = sent_tx.send(Sent::Failed(e));
                 return;
             }
         }
-        // No more requests: closing the write half tells the follower.
+        // No more requests: closing the write half tells the follower. Should
+        // that fail, the reader finds the dead connection on its own.
         if let Err(e) = writer.shutdown().await {
-            let _ = sent_tx.send(Sent::Failed(e));
+            tracing::debug!("append stream: closing the write half: {e}");
         }
     });
-    let state = Some((reader, sent_rx, AbortOnDrop(writing)));
+    let state = Some((reader, sent_rx, Instant::now(), AbortOnDrop(writing)));
     futures::stream::unfold(state, move |state| async move {
-        let (mut reader, mut sent_rx, writer) = state?;
-        let sent_at = match sent_rx.recv().await? {
-            Sent::Request(at) => at,
+        let (mut reader, mut sent_rx, last_answer, writer) = state?;
+        let (sent_at, permit) = match sent_rx.recv().await? {
+            Sent::Request(at, permit) => (at, permit),
             Sent::Failed(e) => return Some((Err(network(format!("writing: {e}"))), None)),
         };
-        let answer =
-            tokio::time::timeout_at(sent_at + answer_timeout, read_frame::<Answer>(&mut reader))
-                .await;
+        // Dropping a half-read frame on timeout is safe only because a timeout
+        // ends the stream: the connection is never read again.
+        let deadline = sent_at.max(last_answer) + answer_timeout;
+        let answer = tokio::time::timeout_at(deadline, read_frame::<Answer>(&mut reader)).await;
+        drop(permit);
         let reply = match answer {
             Ok(Ok(Some(Ok(result)))) => Ok(result),
             Ok(Ok(Some(Err(fatal)))) => {
@@ -231,11 +259,16 @@ where
                 "the follower closed the stream with requests unanswered".into(),
             )),
             Ok(Err(e)) => Err(network(format!("reading: {e}"))),
-            Err(_) => Err(unreachable(format!("no answer within {answer_timeout:?}"))),
+            Err(_) => Err(unreachable(format!(
+                "the follower answered nothing for {answer_timeout:?}"
+            ))),
         };
         // openraft ends a stream at its first error or refusal.
         let go_on = matches!(reply, Ok(Ok(_)));
-        Some((reply, go_on.then_some((reader, sent_rx, writer))))
+        Some((
+            reply,
+            go_on.then(|| (reader, sent_rx, Instant::now(), writer)),
+        ))
     })
     .boxed()
 }
@@ -275,7 +308,7 @@ mod tests {
     }
 
     /// The follower's end of a pipeline whose requests are `indexes`: the
-    /// first goes in `first`, the rest through the request stream.
+    /// first goes in `taken`, the rest through a finite request stream.
     fn start(
         indexes: &[u64],
         answer_timeout: Duration,
@@ -340,6 +373,87 @@ mod tests {
             next(&mut replies).await.is_none(),
             "every request answered: the stream ends"
         );
+    }
+
+    /// As in production: the request stream stays open, requests arrive one by
+    /// one, and each goes out while earlier ones are unanswered.
+    #[tokio::test]
+    async fn answers_return_while_the_request_stream_stays_open() {
+        let (more, queued) = mpsc::unbounded_channel::<Request>();
+        let rest = Box::pin(futures::stream::unfold(queued, |mut queued| async move {
+            queued.recv().await.map(|request| (request, queued))
+        }));
+        let (leader, mut follower) = tokio::io::duplex(1 << 20);
+        let mut replies = pipeline(leader, vec![request(10)], rest, PATIENCE);
+        let index =
+            |request: Option<Request>| request.and_then(|r| r.prev_log_id).map(|id| id.index);
+
+        assert_eq!(index(read_request(&mut follower).await), Some(10));
+        more.send(request(11)).expect("the writer runs");
+        assert_eq!(
+            index(read_request(&mut follower).await),
+            Some(11),
+            "sent with 10 unanswered"
+        );
+        write_answer(&mut follower, &accepted(10)).await;
+        assert_eq!(
+            matching(next(&mut replies).await).map(|id| id.index),
+            Some(10)
+        );
+
+        more.send(request(12)).expect("the writer runs");
+        assert_eq!(
+            index(read_request(&mut follower).await),
+            Some(12),
+            "sent with 11 unanswered"
+        );
+        write_answer(&mut follower, &accepted(11)).await;
+        write_answer(&mut follower, &accepted(12)).await;
+        assert_eq!(
+            matching(next(&mut replies).await).map(|id| id.index),
+            Some(11)
+        );
+        assert_eq!(
+            matching(next(&mut replies).await).map(|id| id.index),
+            Some(12)
+        );
+
+        drop(more);
+        assert!(
+            read_request(&mut follower).await.is_none(),
+            "the leader closes its half"
+        );
+        drop(follower);
+        assert!(next(&mut replies).await.is_none());
+    }
+
+    /// A follower working through a queue is slow per request but keeps
+    /// answering: the deadline runs from the previous answer, not from each
+    /// request's sending.
+    #[tokio::test]
+    async fn a_follower_that_keeps_answering_is_not_timed_out() {
+        let timeout = Duration::from_millis(1000);
+        let gap = Duration::from_millis(500);
+        let (mut replies, mut follower) = start(&[10, 11, 12], timeout);
+        for _ in 0..3 {
+            read_request(&mut follower).await.expect("a request");
+        }
+        let answering = tokio::spawn(async move {
+            for index in [10, 11, 12] {
+                tokio::time::sleep(gap).await;
+                write_answer(&mut follower, &accepted(index)).await;
+            }
+            follower
+        });
+        // The last answer comes about 1.5 s after all three were sent.
+        for index in [10, 11, 12] {
+            assert_eq!(
+                matching(next(&mut replies).await).map(|id| id.index),
+                Some(index)
+            );
+        }
+        drop(answering.await.expect("the follower task"));
+        assert!(next(&mut replies).await.is_none());
     }
 
     #[tokio::test]

@@ -97,6 +97,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             http: self.http.clone(),
             secret: self.secret.clone(),
             shared: Arc::clone(&self.shared),
+            append_stream_refused: None,
         }
     }
 }
@@ -110,13 +111,24 @@ pub struct PeerClient {
     http: reqwest::Client,
     secret: Option<Arc<str>>,
     shared: Arc<GroupShared>,
+    /// When the peer last refused an append stream (an older version, during a
+    /// rolling upgrade): until [`APPEND_STREAM_RETRY`] later, replicate in
+    /// lockstep on pooled connections instead.
+    append_stream_refused: Option<std::time::Instant>,
 }
+
+/// How long a peer that refused an append stream is replicated to in lockstep
+/// before the next try.
+const APPEND_STREAM_RETRY: Duration = Duration::from_secs(60);
 
 /// Why an RPC failed, before mapping to openraft's error types.
 #[derive(Debug, thiserror::Error)]
 enum CallError {
     #[error("cannot reach {0}")]
     Unreachable(String),
+    /// The peer runs a version without append streams.
+    #[error("the peer serves no append stream")]
+    NoAppendStream,
     #[error("{0}")]
     Network(String),
 }
@@ -125,14 +137,16 @@ impl CallError {
     fn into_rpc(self) -> RPCError<TypeConfig> {
         match self {
             Self::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&self)),
-            Self::Network(_) => RPCError::Network(NetworkError::new(&self)),
+            Self::Network(_) | Self::NoAppendStream => RPCError::Network(NetworkError::new(&self)),
         }
     }
 
     fn into_streaming(self) -> StreamingError<TypeConfig> {
         match self {
             Self::Unreachable(_) => StreamingError::Unreachable(Unreachable::new(&self)),
-            Self::Network(_) => StreamingError::Network(NetworkError::new(&self)),
+            Self::Network(_) | Self::NoAppendStream => {
+                StreamingError::Network(NetworkError::new(&self))
+            }
         }
     }
 }
@@ -196,6 +210,12 @@ impl PeerClient {
             .send()
             .await
             .map_err(|e| classify(&self.url, &e))?;
+        if matches!(
+            response.status(),
+            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED
+        ) {
+            return Err(CallError::NoAppendStream);
+        }
         if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
             let status = response.status();
             let body = response.bytes().await.unwrap_or_default();
@@ -326,7 +346,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 
     /// A stream that ends after one request (a heartbeat, a probe) goes as a
     /// unary append on a pooled connection; anything longer is pipelined on an
-    /// append stream of its own.
+    /// append stream of its own, or sent in lockstep (openraft's default) to a
+    /// peer that serves none.
     fn stream_append<'s, S>(
         &'s mut self,
         mut input: S,
@@ -349,11 +370,27 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 Some(Some(second)) => taken.push(second),
                 None => {}
             }
-            let io = self
-                .open_append_stream(option.hard_ttl())
-                .await
-                .map_err(CallError::into_rpc)?;
-            Ok(append_stream::pipeline(io, taken, input, option.hard_ttl()))
+            let refused_lately = self
+                .append_stream_refused
+                .is_some_and(|at| at.elapsed() < APPEND_STREAM_RETRY);
+            if !refused_lately {
+                match self.open_append_stream(option.hard_ttl()).await {
+                    Ok(io) => {
+                        self.append_stream_refused = None;
+                        return Ok(append_stream::pipeline(io, taken, input, option.hard_ttl()));
+                    }
+                    Err(CallError::NoAppendStream) => {
+                        tracing::warn!(
+                            "node {} serves no append stream (an older version?): replicating to it in lockstep",
+                            self.target
+                        );
+                        self.append_stream_refused = Some(std::time::Instant::now());
+                    }
+                    Err(e) => return Err(e.into_rpc()),
+                }
+            }
+            let all = futures::stream::iter(taken).chain(input);
+            stream_append_sequential(self, all, option).await
         })
     }
 
