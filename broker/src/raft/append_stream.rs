@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{BoxStream, Stream, StreamExt};
-use openraft::errors::{NetworkError, RPCError, Unreachable};
+use openraft::errors::RPCError;
 use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::network::CallError;
 use super::type_config::{Raft, TypeConfig};
 use crate::metrics::Metrics;
 
@@ -243,7 +244,12 @@ where
         let (mut reader, mut sent_rx, last_answer, writer) = state?;
         let (sent_at, permit) = match sent_rx.recv().await? {
             Sent::Request(at, permit) => (at, permit),
-            Sent::Failed(e) => return Some((Err(network(format!("writing: {e}"))), None)),
+            Sent::Failed(e) => {
+                return Some((
+                    Err(CallError::Network(format!("writing: {e}")).into_rpc()),
+                    None,
+                ))
+            }
         };
         // Dropping a half-read frame on timeout is safe only because a timeout
         // ends the stream: the connection is never read again.
@@ -253,15 +259,17 @@ where
         let reply = match answer {
             Ok(Ok(Some(Ok(result)))) => Ok(result),
             Ok(Ok(Some(Err(fatal)))) => {
-                Err(network(format!("the follower's Raft stopped: {fatal}")))
+                Err(CallError::Network(format!("the follower's Raft stopped: {fatal}")).into_rpc())
             }
-            Ok(Ok(None)) => Err(network(
+            Ok(Ok(None)) => Err(CallError::Network(
                 "the follower closed the stream with requests unanswered".into(),
-            )),
-            Ok(Err(e)) => Err(network(format!("reading: {e}"))),
-            Err(_) => Err(unreachable(format!(
+            )
+            .into_rpc()),
+            Ok(Err(e)) => Err(CallError::Network(format!("reading: {e}")).into_rpc()),
+            Err(_) => Err(CallError::Unreachable(format!(
                 "the follower answered nothing for {answer_timeout:?}"
-            ))),
+            ))
+            .into_rpc()),
         };
         // openraft ends a stream at its first error or refusal.
         let go_on = matches!(reply, Ok(Ok(_)));
@@ -271,17 +279,6 @@ where
         ))
     })
     .boxed()
-}
-
-fn network(message: String) -> RPCError<TypeConfig> {
-    RPCError::Network(NetworkError::new(&io::Error::other(message)))
-}
-
-fn unreachable(message: String) -> RPCError<TypeConfig> {
-    RPCError::Unreachable(Unreachable::new(&io::Error::new(
-        io::ErrorKind::TimedOut,
-        message,
-    )))
 }
 
 #[cfg(test)]
@@ -338,11 +335,18 @@ mod tests {
             .expect("the pipeline yields or ends in time")
     }
 
-    fn matching(reply: Option<Reply>) -> Option<LogId> {
-        match reply {
-            Some(Ok(Ok(log_id))) => log_id,
+    /// The index the next reply accepted up to; fails on anything else.
+    async fn next_accepted(replies: &mut BoxStream<'static, Reply>) -> Option<u64> {
+        match next(replies).await {
+            Some(Ok(Ok(log_id))) => log_id.map(|id| id.index),
             other => panic!("expected an accepted append, got {other:?}"),
         }
+    }
+
+    /// The `prev_log_id` index of the next request the leader wrote.
+    async fn next_request_index(follower: &mut DuplexStream) -> Option<u64> {
+        let request = read_request(follower).await.expect("a request");
+        request.prev_log_id.map(|id| id.index)
     }
 
     #[tokio::test]
@@ -350,13 +354,10 @@ mod tests {
         let (mut replies, mut follower) = start(&[10, 11, 12], PATIENCE);
         // The follower reads all three before answering any: a pipeline that
         // waited for each answer would leave it stuck on the second read.
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            // (read_request fails the test if a request does not come in time.)
-            let request = read_request(&mut follower).await.expect("three requests");
-            seen.push(request.prev_log_id.map(|id| id.index));
+        // (read_request fails the test if a request does not come in time.)
+        for index in [10, 11, 12] {
+            assert_eq!(next_request_index(&mut follower).await, Some(index));
         }
-        assert_eq!(seen, [Some(10), Some(11), Some(12)]);
         // The leader closes its half after the last request.
         assert!(read_request(&mut follower).await.is_none());
         for index in [10, 11, 12] {
@@ -364,10 +365,7 @@ mod tests {
         }
         drop(follower);
         for index in [10, 11, 12] {
-            assert_eq!(
-                matching(next(&mut replies).await).map(|id| id.index),
-                Some(index)
-            );
+            assert_eq!(next_accepted(&mut replies).await, Some(index));
         }
         assert!(
             next(&mut replies).await.is_none(),
@@ -385,38 +383,27 @@ mod tests {
         }));
         let (leader, mut follower) = tokio::io::duplex(1 << 20);
         let mut replies = pipeline(leader, vec![request(10)], rest, PATIENCE);
-        let index =
-            |request: Option<Request>| request.and_then(|r| r.prev_log_id).map(|id| id.index);
 
-        assert_eq!(index(read_request(&mut follower).await), Some(10));
+        assert_eq!(next_request_index(&mut follower).await, Some(10));
         more.send(request(11)).expect("the writer runs");
         assert_eq!(
-            index(read_request(&mut follower).await),
+            next_request_index(&mut follower).await,
             Some(11),
             "sent with 10 unanswered"
         );
         write_answer(&mut follower, &accepted(10)).await;
-        assert_eq!(
-            matching(next(&mut replies).await).map(|id| id.index),
-            Some(10)
-        );
+        assert_eq!(next_accepted(&mut replies).await, Some(10));
 
         more.send(request(12)).expect("the writer runs");
         assert_eq!(
-            index(read_request(&mut follower).await),
+            next_request_index(&mut follower).await,
             Some(12),
             "sent with 11 unanswered"
         );
         write_answer(&mut follower, &accepted(11)).await;
         write_answer(&mut follower, &accepted(12)).await;
-        assert_eq!(
-            matching(next(&mut replies).await).map(|id| id.index),
-            Some(11)
-        );
-        assert_eq!(
-            matching(next(&mut replies).await).map(|id| id.index),
-            Some(12)
-        );
+        assert_eq!(next_accepted(&mut replies).await, Some(11));
+        assert_eq!(next_accepted(&mut replies).await, Some(12));
 
         drop(more);
         assert!(
@@ -447,10 +434,7 @@ mod tests {
         });
         // The last answer comes about 1.5 s after all three were sent.
         for index in [10, 11, 12] {
-            assert_eq!(
-                matching(next(&mut replies).await).map(|id| id.index),
-                Some(index)
-            );
+            assert_eq!(next_accepted(&mut replies).await, Some(index));
         }
         drop(answering.await.expect("the follower task"));
         assert!(next(&mut replies).await.is_none());
@@ -493,10 +477,7 @@ mod tests {
         read_request(&mut follower).await.expect("a request");
         write_answer(&mut follower, &accepted(10)).await;
         drop(follower);
-        assert_eq!(
-            matching(next(&mut replies).await).map(|id| id.index),
-            Some(10)
-        );
+        assert_eq!(next_accepted(&mut replies).await, Some(10));
         match next(&mut replies).await {
             Some(Err(RPCError::Network(e))) => assert!(e.to_string().contains("unanswered"), "{e}"),
             other => panic!("expected a network error, got {other:?}"),

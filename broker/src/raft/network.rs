@@ -123,7 +123,7 @@ const APPEND_STREAM_RETRY: Duration = Duration::from_secs(60);
 
 /// Why an RPC failed, before mapping to openraft's error types.
 #[derive(Debug, thiserror::Error)]
-enum CallError {
+pub(super) enum CallError {
     #[error("cannot reach {0}")]
     Unreachable(String),
     /// The peer runs a version without append streams.
@@ -134,7 +134,7 @@ enum CallError {
 }
 
 impl CallError {
-    fn into_rpc(self) -> RPCError<TypeConfig> {
+    pub(super) fn into_rpc(self) -> RPCError<TypeConfig> {
         match self {
             Self::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&self)),
             Self::Network(_) | Self::NoAppendStream => RPCError::Network(NetworkError::new(&self)),
