@@ -3,7 +3,11 @@
 # bench-compare.sh — our broker next to NATS JetStream and RabbitMQ quorum queues,
 # three nodes each on this host, same message size, in-flight count and duration.
 #
-#   ours      3 broker processes on loopback (127.0.0.1:18381-18383), like the peers;
+#   ours      3 broker processes on loopback (127.0.0.1:18381-18383), like the peers,
+#             secured as every node is by default (a cluster secret between nodes,
+#             broker-bench sending a bearer token that every request is checked
+#             against); --tls adds HTTPS on both planes (a CA from broker-certs),
+#             --insecure runs them without either (nodes get --insecure);
 #             with --netns, scripts/cluster.sh start instead (one network namespace
 #             per node behind a bridge: every packet also crosses veth, bridge and
 #             netfilter, ~10% fewer msgs/s here). Measured with broker-bench produce
@@ -27,8 +31,8 @@
 # directory removed on any exit.
 #
 # Needs root for apt-get (installs nats-server and rabbitmq-server when missing) and
-# for --netns. Builds broker, broker-bench and peer-bench (the cluster-tests
-# `bench-peers` feature) in release mode.
+# for --netns. Builds broker, broker-bench, broker-certs and peer-bench (the
+# cluster-tests `bench-peers` feature) in release mode.
 
 set -euo pipefail
 
@@ -50,6 +54,8 @@ BUILD=1
 NETNS=0
 BACKLOG=""
 BACKLOG_BATCH=32
+SECURITY=secured # secured | insecure
+TLS=0
 
 usage() {
 	cat <<'EOF'
@@ -68,6 +74,10 @@ usage: scripts/bench-compare.sh [options]
   --no-build         use the binaries already in target/release
   --netns            run our nodes with scripts/cluster.sh (network namespaces)
                      instead of on loopback like the peers
+  --tls              our nodes serve HTTPS (client API and Raft) with a CA made
+                     for the run; broker-bench trusts it (--ca-file)
+  --insecure         our nodes without a cluster secret or client tokens (the
+                     default is secured: broker-bench sends a bearer token)
   --backlog BYTES    instead of the matrix, ours only: send BYTES of messages (the
                      first of --sizes, the first of --in-flight outstanding requests,
                      --backlog-batch messages per request), then consume all of it;
@@ -100,6 +110,8 @@ while [[ $# -gt 0 ]]; do
 	--netns) NETNS=1 && shift ;;
 	--backlog) BACKLOG=$2 && shift 2 ;;
 	--backlog-batch) BACKLOG_BATCH=$2 && shift 2 ;;
+	--tls) TLS=1 && shift ;;
+	--insecure) SECURITY=insecure && shift ;;
 	-h | --help) usage && exit 0 ;;
 	*) usage >&2 && die "unknown argument: $1" ;;
 	esac
@@ -128,7 +140,7 @@ ensure_packages() {
 
 build() {
 	log "building broker, broker-bench and peer-bench (release)"
-	(cd "$REPO" && cargo build --quiet --release -p broker --bin broker --bin broker-bench)
+	(cd "$REPO" && cargo build --quiet --release -p broker --bin broker --bin broker-certs -p broker-bench --bin broker-bench)
 	if has nats || has rabbitmq; then
 		(cd "$REPO" && cargo build --quiet --release -p cluster-tests --features bench-peers --bin peer-bench)
 	fi
@@ -187,31 +199,86 @@ readonly RABBIT_PORT=5680 # node I listens on RABBIT_PORT+I, Erlang distribution
 
 readonly OURS_PORT=18380 # node I listens on 127.0.0.1:OURS_PORT+I
 
+# What broker-bench needs for our nodes: the admin token (OURS_TOKEN_FILE) unless
+# insecure, the CA (OURS_CA_FILE) with --tls. It gets them in its environment
+# (MQ_TOKEN, MQ_CA_FILE), never as arguments.
+OURS_TOKEN_FILE=""
+OURS_CA_FILE=""
+
+ours_bench() { # ours_bench ARGS... — broker-bench against our nodes
+	(
+		unset MQ_TOKEN MQ_CA_FILE
+		[[ -n $OURS_TOKEN_FILE ]] && MQ_TOKEN=$(head -n 1 -- "$OURS_TOKEN_FILE") && export MQ_TOKEN
+		[[ -n $OURS_CA_FILE ]] && export MQ_CA_FILE=$OURS_CA_FILE
+		exec "$TARGET_DIR/release/broker-bench" "$@"
+	)
+}
+
+# new_secret FILE PREFIX — 32 random bytes as hex, in a file that is 0600 from its creation.
+new_secret() {
+	(umask 077 && {
+		printf '%s' "$2"
+		od -An -v -tx1 -N32 /dev/urandom | tr -d ' \n'
+		printf '\n'
+	} >"$1")
+}
+
 start_ours() {
 	if [[ $NETNS -eq 1 ]]; then
-		log "starting our 3-node cluster (cluster.sh, network namespaces)"
-		BROKER_BIN=$TARGET_DIR/release/broker "$REPO/scripts/cluster.sh" start --dir "$WORK/ours" >/dev/null
+		local flags=()
+		((TLS)) && flags+=(--tls)
+		[[ $SECURITY == insecure ]] && flags+=(--insecure)
+		log "starting our 3-node cluster (cluster.sh ${flags[*]:-}, network namespaces)"
+		BROKER_BIN=$TARGET_DIR/release/broker "$REPO/scripts/cluster.sh" start --dir "$WORK/ours" \
+			${flags[@]+"${flags[@]}"} >/dev/null 2>&1
 		OURS_URLS=$(jq -r '[.nodes[].url] | join(",")' "$WORK/ours/cluster.json")
-		return
+		[[ $SECURITY == insecure ]] || OURS_TOKEN_FILE=$WORK/ours/token
+		((TLS)) && OURS_CA_FILE=$WORK/ours/tls/ca.pem
+		return 0
 	fi
-	log "starting our 3-node cluster on loopback"
-	local i peers="" urls=""
+	log "starting our 3-node cluster on loopback ($SECURITY$( ((TLS)) && echo ", TLS"))"
+	local i peers="" urls="" scheme=http env=() flags=()
+	((TLS)) && scheme=https
 	for i in 1 2 3; do
-		peers+="$i=http://127.0.0.1:$((OURS_PORT + i)),"
-		urls+="http://127.0.0.1:$((OURS_PORT + i)),"
+		peers+="$i=$scheme://127.0.0.1:$((OURS_PORT + i)),"
+		urls+="$scheme://127.0.0.1:$((OURS_PORT + i)),"
 	done
 	OURS_URLS=${urls%,}
+	if [[ $SECURITY == secured ]]; then
+		new_secret "$WORK/ours-secret" ""
+		new_secret "$WORK/ours-token" "mq_admin_"
+		OURS_TOKEN_FILE=$WORK/ours-token
+		env+=("BROKER_SECURITY_CLUSTER_SECRET_FILE=$WORK/ours-secret"
+			"BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE=$OURS_TOKEN_FILE")
+	else
+		flags+=(--insecure)
+	fi
+	if ((TLS)); then
+		"$TARGET_DIR/release/broker-certs" ca --out "$WORK/tls" >/dev/null
+		OURS_CA_FILE=$WORK/tls/ca.pem
+		env+=("BROKER_TLS_CA_FILE=$OURS_CA_FILE")
+	fi
 	for i in 1 2 3; do
 		mkdir -p "$WORK/ours$i"
-		# The flags cluster.sh gives, on loopback addresses.
-		"$TARGET_DIR/release/broker" --node-id "$i" --group broker-a \
-			--listen "127.0.0.1:$((OURS_PORT + i))" --advertise-url "http://127.0.0.1:$((OURS_PORT + i))" \
-			--data-dir "$WORK/ours$i/data" --peers "${peers%,}" --seeds "$OURS_URLS" \
+		local node_env=()
+		if ((TLS)); then
+			"$TARGET_DIR/release/broker-certs" node --ca-dir "$WORK/tls" --name "node-$i" \
+				--ip 127.0.0.1 --dns localhost --out "$WORK/tls" >/dev/null
+			node_env=("BROKER_TLS_CERT_FILE=$WORK/tls/node-$i.pem" "BROKER_TLS_KEY_FILE=$WORK/tls/node-$i-key.pem")
+		fi
+		# The flags cluster.sh gives, on loopback addresses; secrets as file paths.
+		env ${env[@]+"${env[@]}"} ${node_env[@]+"${node_env[@]}"} "$TARGET_DIR/release/broker" \
+			--node-id "$i" --group broker-a \
+			--listen "127.0.0.1:$((OURS_PORT + i))" --advertise-url "$scheme://127.0.0.1:$((OURS_PORT + i))" \
+			--data-dir "$WORK/ours$i/data" --peers "${peers%,}" --seeds "$OURS_URLS" ${flags[@]+"${flags[@]}"} \
 			</dev/null >"$WORK/ours$i/broker.log" 2>&1 &
 		OURS_PIDS+=($!)
 	done
-	local deadline=$((SECONDS + 30))
-	until curl -fsS --noproxy '*' --max-time 1 "http://127.0.0.1:$((OURS_PORT + 1))/v1/cluster" 2>/dev/null |
+	local deadline=$((SECONDS + 30)) curl_auth=(--noproxy '*')
+	[[ -n $OURS_CA_FILE ]] && curl_auth+=(--cacert "$OURS_CA_FILE")
+	[[ -n $OURS_TOKEN_FILE ]] && curl_auth+=(-H @- )
+	until curl -fsS "${curl_auth[@]}" --max-time 1 "$scheme://127.0.0.1:$((OURS_PORT + 1))/v1/cluster" 2>/dev/null \
+		< <([[ -z $OURS_TOKEN_FILE ]] || printf 'Authorization: Bearer %s\n' "$(head -n 1 -- "$OURS_TOKEN_FILE")") |
 		jq -e '[.groups[].nodes[] | select(.role == "leader")] | length == 1' >/dev/null; do
 		((SECONDS < deadline)) || die "our nodes elected no leader in 30 s (logs: $WORK/ours*/broker.log)"
 		sleep 0.2
@@ -310,14 +377,14 @@ run_ours() {
 	local report=$OUT/$system-$size-$in_flight-r$round.json
 	local mode=()
 	[[ $system == ours-batching ]] && mode=(--batching)
-	"$TARGET_DIR/release/broker-bench" produce --url "$OURS_URLS" --topic "$topic" \
+	ours_bench produce --url "$OURS_URLS" --topic "$topic" \
 		--create-topic --producers 1 --in-flight "$in_flight" --size "$size" ${mode[@]+"${mode[@]}"} \
 		--duration "$DURATION" --warmup "$WARMUP" --progress 0 --report "$report" \
 		>"$report.log" 2>&1 || die "broker-bench produce failed: $(tail -3 "$report.log")"
 	grep -E '^(rate|latency|errors|batching):' "$report.log" | sed "s/^/    $(printf '%-14s' "$system")/" >&2
 	if [[ $CONSUME -eq 1 && $system == ours ]]; then
 		local creport=$OUT/ours-consume-$size-$in_flight-r$round.json
-		"$TARGET_DIR/release/broker-bench" consume --url "$OURS_URLS" --topic "$topic" \
+		ours_bench consume --url "$OURS_URLS" --topic "$topic" \
 			--from earliest --until-empty --max-messages 1024 --max-wait 200ms \
 			--progress 0 --report "$creport" >"$creport.log" 2>&1 ||
 			die "broker-bench consume failed: $(tail -3 "$creport.log")"
@@ -362,13 +429,13 @@ run_backlog() {
 	log "backlog: sending $BACKLOG of ${size} B messages, $BACKLOG_BATCH per request, $in_flight in flight"
 	sample_memory &
 	sampler=$!
-	"$TARGET_DIR/release/broker-bench" produce --url "$OURS_URLS" --topic "$topic" \
+	ours_bench produce --url "$OURS_URLS" --topic "$topic" \
 		--create-topic --producers 1 --in-flight "$in_flight" --size "$size" \
 		--batch "$BACKLOG_BATCH" --bytes "$BACKLOG" --duration 24h --warmup 0s \
 		--progress 10s --report "$OUT/backlog-produce.json" >&2 ||
 		die "broker-bench produce failed"
 	log "backlog: consuming everything from the earliest offsets"
-	"$TARGET_DIR/release/broker-bench" consume --url "$OURS_URLS" --topic "$topic" \
+	ours_bench consume --url "$OURS_URLS" --topic "$topic" \
 		--from earliest --until-empty --max-messages 1024 --max-wait 200ms \
 		--progress 10s --report "$OUT/backlog-consume.json" >&2 ||
 		die "broker-bench consume failed"
@@ -505,6 +572,7 @@ log "load after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 {
 	echo "3 nodes each on one host ($(nproc) cores), duration $DURATION after $WARMUP warmup, $ROUNDS round(s); medians."
+	echo "ours: $SECURITY$( ((TLS)) && echo " + TLS")$( ((NETNS)) && echo ", network namespaces")"
 	echo "load average (1/5/15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo
 	print_table

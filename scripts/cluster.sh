@@ -25,9 +25,21 @@
 #             br_netfilter loaded, frames bridged between two nodes traverse the
 #             host's FORWARD chain, whose policy Docker sets to DROP.
 #
-# Files: DIR/cluster.json (layout and pids), DIR/node-I/data, DIR/node-I/broker.log
-# (the node's stdout and stderr, appended across restarts), DIR/.lock (serialises
-# commands that change one directory).
+# Files: DIR/cluster.json (layout, pids, security mode; never a secret),
+# DIR/node-I/data, DIR/node-I/broker.log (the node's stdout and stderr, appended
+# across restarts), DIR/.lock (serialises commands that change one directory).
+#
+# Security (shared/API.md "Security"): a cluster is secured unless started with
+# --insecure. The first start writes DIR/secret (the cluster secret nodes present
+# to each other) and DIR/token (the bootstrap admin token clients send), 32 random
+# bytes each, mode 0600 from creation; later starts reuse them, so the replicated
+# users in the data keep working. Nodes get both as file paths in the environment
+# (BROKER_SECURITY_CLUSTER_SECRET_FILE, BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE), never
+# on a command line, which every local user can read in /proc/PID/cmdline. The
+# script's own HTTP calls read the token into curl through stdin (-H @-) for the
+# same reason. --tls adds DIR/tls/: a CA (ca.pem, ca-key.pem) and a certificate
+# per node (node-I.pem, node-I-key.pem; keys 0600) made by broker-certs, given to
+# the nodes as BROKER_TLS_CERT_FILE, BROKER_TLS_KEY_FILE and BROKER_TLS_CA_FILE.
 
 # jq programs are single-quoted on purpose: $names in them are jq variables.
 # shellcheck disable=SC2016
@@ -47,6 +59,11 @@ readonly HOST_RULE_COMMENT=cluster.sh
 readonly DEFAULT_PORT=18081
 readonly FIRST_HOST_OCTET=10 # node I gets .(10+I); .1 is the host
 readonly MAX_NODES=200
+# Open files per node: client connections up to http.max_connections (10000) plus
+# peers, Raft streams and mapped store files.
+readonly NODE_NOFILE=65536
+# Bytes of randomness in the cluster secret and in the admin token.
+readonly SECRET_BYTES=32
 
 usage() {
 	cat <<'EOF'
@@ -58,11 +75,21 @@ own address, all on one bridge per cluster directory. Needs root.
 commands:
   start [--nodes N] [--groups G]   build if needed (unless BROKER_BIN is set), start G
         [--port P] [--config FILE]  groups of N nodes (default 1x3; groups broker-a,
-        [--cluster-secret S]        broker-b, ...; node ids 1..N*G, group a first),
+        [--tls | --insecure]        broker-b, ...; node ids 1..N*G, group a first),
                                     wait until every group has a leader, print one base
                                     URL per node, write DIR/cluster.json. On a stopped
-                                    cluster: start it again with its data and addresses.
-                                    On a running one: print the URLs.
+                                    cluster: start it again with its data, addresses,
+                                    secrets and certificates. On a running one: print
+                                    the URLs. Secured unless --insecure: the first start
+                                    writes DIR/secret and DIR/token (mode 0600); stderr
+                                    says how to pass the token.
+        --tls                       also serve HTTPS (client API and Raft) with a CA and
+                                    node certificates under DIR/tls/; URLs are https://
+        --insecure                  no cluster secret and no client authentication
+                                    (nodes get --insecure): for a throwaway cluster no
+                                    untrusted client can reach
+  token                             print the cluster's bootstrap admin token (admin on
+                                    everything): export MQ_TOKEN=$(scripts/cluster.sh token)
   status                            one row per node: id, group, pid, state (running,
                                     paused, dead), address, role, term, leader id (from
                                     the node's own GET /v1/cluster; '-' when it does not
@@ -70,8 +97,8 @@ commands:
   stop                              SIGTERM every node, SIGKILL after CLUSTER_STOP_TIMEOUT;
                                     keeps namespaces, partitions and data
   clean                             stop, remove namespaces, bridge, iptables rules and
-                                    the data (DIR/cluster.json, DIR/node-*); works after a
-                                    failed start
+                                    the data (DIR/cluster.json, DIR/node-*, the secret,
+                                    the token, DIR/tls/); works after a failed start
   kill I | pause I | resume I       SIGKILL / SIGSTOP / SIGCONT node I
   restart I                         stop node I (SIGTERM, then SIGKILL) if running and
                                     start it again with the same flags and data; waits
@@ -103,12 +130,25 @@ environment:
   CLUSTER_READY_TIMEOUT  seconds start/restart wait for nodes (default 30)
   CLUSTER_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL (default 10)
   CLUSTER_CURL_TIMEOUT   seconds per HTTP probe (default 1)
+  BROKER_CERTS_BIN       broker-certs executable for --tls (default: next to the
+                         broker executable, else built with cargo)
 
 The broker is run as
-  ip netns exec clshK-nI BROKER_BIN --node-id I --group broker-x --listen IP:PORT
-    --advertise-url http://IP:PORT --data-dir DIR/node-I/data
-    --peers "1=http://..,2=..,3=.." --seeds "http://..,http://.."
-    [--cluster-secret S] [--config FILE]
+  ip netns exec clshK-nI env BROKER_SECURITY_CLUSTER_SECRET_FILE=DIR/secret
+    BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE=DIR/token [BROKER_TLS_CERT_FILE=DIR/tls/node-I.pem
+    BROKER_TLS_KEY_FILE=DIR/tls/node-I-key.pem BROKER_TLS_CA_FILE=DIR/tls/ca.pem]
+    BROKER_BIN --node-id I --group broker-x --listen IP:PORT
+    --advertise-url http(s)://IP:PORT --data-dir DIR/node-I/data
+    --peers "1=http(s)://..,2=..,3=.." --seeds "http(s)://..,http(s)://.."
+    [--insecure] [--config FILE]
+with its open-file limit raised to 65536 where the host allows it. The cluster
+secret and the token are never on a command line.
+
+Clients of a secured cluster send the token:
+  export MQ_TOKEN=$(scripts/cluster.sh token)
+  curl -H "Authorization: Bearer $MQ_TOKEN" "$(scripts/cluster.sh url)/v1/topics"
+  mqctl topic list                      # reads MQ_TOKEN (and MQ_CA_FILE for --tls)
+and of a --tls cluster trust its CA: curl --cacert DIR/tls/ca.pem, MQ_CA_FILE=DIR/tls/ca.pem.
 EOF
 }
 
@@ -159,9 +199,29 @@ resolve_bin() {
 	[[ -x $BIN && ! -d $BIN ]] || die "broker executable $BIN not found or not executable"
 }
 
+# Sets CERTS_BIN to the broker-certs executable (--tls): BROKER_CERTS_BIN, else the
+# one next to the broker executable, else built like the broker.
+resolve_certs_bin() {
+	if [[ -n ${BROKER_CERTS_BIN:-} ]]; then
+		CERTS_BIN=$(command -v -- "$BROKER_CERTS_BIN") || die "BROKER_CERTS_BIN=$BROKER_CERTS_BIN is not an executable"
+		return 0
+	fi
+	CERTS_BIN=$(dirname -- "$BIN")/broker-certs
+	[[ -x $CERTS_BIN ]] && return 0
+	command -v cargo >/dev/null 2>&1 || die "no broker-certs next to $BIN and no cargo to build it (set BROKER_CERTS_BIN)"
+	log "building broker-certs (cargo build --release -p broker --bin broker-certs)"
+	(cd "$REPO" && cargo build --quiet --release -p broker --bin broker-certs) >&2 ||
+		die "cargo build of broker-certs failed"
+	local target=${CARGO_TARGET_DIR:-target}
+	[[ $target == /* ]] || target=$REPO/$target
+	CERTS_BIN=$target/release/broker-certs
+	[[ -x $CERTS_BIN ]] || die "broker-certs executable $CERTS_BIN not found"
+}
+
 # ---------------------------------------------------------------------------
 # cluster state: DIR/cluster.json, loaded into the globals below
-#   ABS STATE K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG SECRET
+#   ABS STATE K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG
+#   SECURITY (secured | insecure) TLS (0 | 1)
 #   NODE_IDS, and per node id: N_GROUP N_IP N_URL N_PID N_NS N_VETH N_DATA N_LOG
 
 declare -a NODE_IDS=()
@@ -170,18 +230,24 @@ declare -A N_GROUP=() N_IP=() N_URL=() N_PID=() N_NS=() N_VETH=() N_DATA=() N_LO
 set_dir() {
 	ABS=$(realpath -m -- "$DIR")
 	STATE=$ABS/cluster.json
+	SECRET_FILE=$ABS/secret
+	TOKEN_FILE=$ABS/token
+	TLS_DIR=$ABS/tls
+	CA_FILE=$TLS_DIR/ca.pem
 }
 
 load_state() {
 	[[ -f $STATE ]] || die "no cluster in $ABS (start one with: scripts/cluster.sh start --dir $DIR)"
 	local fields
+	# A cluster.json from before security was recorded counts as secured.
 	fields=$(jq -r '[.net.index, .net.bridge, .net.host_ip, .port, .nodes_per_group, .groups,
-	                 (.broker_bin // "-"), (.config // "-"), (.cluster_secret // "-")] | @tsv' "$STATE") ||
+	                 (.broker_bin // "-"), (.config // "-"), (.security // "secured"),
+	                 (if .tls then 1 else 0 end)] | @tsv' "$STATE") ||
 		die "$STATE is not valid cluster state"
-	IFS=$'\t' read -r K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG SECRET <<<"$fields"
+	IFS=$'\t' read -r K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG SECURITY TLS <<<"$fields"
 	[[ $BIN_RECORDED == - ]] && BIN_RECORDED=
 	[[ $CONFIG == - ]] && CONFIG=
-	[[ $SECRET == - ]] && SECRET=
+	[[ $SECURITY == secured || $SECURITY == insecure ]] || die "$STATE: unknown security mode '$SECURITY'"
 	NODE_IDS=()
 	local id group ip url pid ns veth data logf
 	# Fields are never empty ("-" stands for null): read collapses runs of tabs.
@@ -194,24 +260,30 @@ load_state() {
 	((${#NODE_IDS[@]} > 0)) || die "$STATE lists no nodes"
 }
 
-# Writes the whole layout of a new cluster (pids null) from K, NODES_PER_GROUP, NUM_GROUPS, PORT.
+# Writes the whole layout of a new cluster (pids null) from K, NODES_PER_GROUP,
+# NUM_GROUPS, PORT, SECURITY and TLS. Files holding secrets are named, never copied.
 write_new_state() {
 	mkdir -p -- "$ABS"
 	jq -n --arg net "$NET_PREFIX" --arg prefix "$NAME_PREFIX" --argjson k "$K" \
 		--argjson n "$NODES_PER_GROUP" --argjson g "$NUM_GROUPS" --argjson port "$PORT" \
 		--argjson first "$FIRST_HOST_OCTET" --arg dir "$ABS" --arg bin "$BIN" \
-		--arg config "$CONFIG" --arg secret "$SECRET" '
+		--arg config "$CONFIG" --arg security "$SECURITY" --argjson tls "$TLS" \
+		--arg token_file "$TOKEN_FILE" --arg ca_file "$CA_FILE" '
 		def nullable: if . == "" then null else . end;
-		{dir: $dir,
+		(if $tls == 1 then "https" else "http" end) as $scheme
+		| {dir: $dir,
 		 net: {index: $k, subnet: "\($net).\($k).0/24", bridge: "\($prefix)\($k)",
 		       host_ip: "\($net).\($k).1", chain: "CLSH-PART"},
 		 port: $port, nodes_per_group: $n, groups: $g,
-		 broker_bin: $bin, config: ($config | nullable), cluster_secret: ($secret | nullable),
+		 broker_bin: $bin, config: ($config | nullable),
+		 security: $security, tls: ($tls == 1),
+		 token_file: (if $security == "secured" then $token_file else null end),
+		 ca_file: (if $tls == 1 then $ca_file else null end),
 		 nodes: [range(1; $n * $g + 1) as $id
 		         | "\($net).\($k).\($first + $id)" as $ip
 		         | {id: $id,
 		            group: "broker-\([97 + (($id - 1) / $n | floor)] | implode)",
-		            url: "http://\($ip):\($port)", pid: null,
+		            url: "\($scheme)://\($ip):\($port)", pid: null,
 		            data_dir: "\($dir)/node-\($id)/data", log: "\($dir)/node-\($id)/broker.log",
 		            ip: $ip, netns: "\($prefix)\($k)-n\($id)", veth: "\($prefix)\($k)n\($id)"}]}' \
 		>"$STATE.tmp"
@@ -393,6 +465,137 @@ net_down_index() {
 }
 
 # ---------------------------------------------------------------------------
+# secrets and certificates (see the header: never on a command line, never in
+# cluster.json)
+
+# new_secret_file PATH PREFIX — SECRET_BYTES random bytes as hex after PREFIX,
+# written to a file that is 0600 from its creation (mktemp makes it so, whatever
+# the umask) and renamed into place, so no reader ever sees it partly written or
+# readable by others. An existing file is kept.
+new_secret_file() {
+	local path=$1 prefix=$2 tmp hex
+	[[ -s $path ]] && return 0
+	tmp=$(mktemp -- "$path.XXXXXX")
+	# od, not a here-string or argument: the value never appears in any argv.
+	{
+		printf '%s' "$prefix"
+		od -An -v -tx1 -N"$SECRET_BYTES" /dev/urandom | tr -d ' \n'
+		printf '\n'
+	} >"$tmp"
+	hex=$(wc -c <"$tmp")
+	((hex == ${#prefix} + 2 * SECRET_BYTES + 1)) || die "could not read $SECRET_BYTES random bytes for $path"
+	chmod 0600 -- "$tmp"
+	mv -f -- "$tmp" "$path"
+}
+
+# Secrets of a secured cluster: made at its first start, kept afterwards. Missing
+# ones are made again only while no node runs (a running node holds the old
+# secret and would refuse its peers).
+ensure_secrets() {
+	[[ $SECURITY == secured ]] || return 0
+	if [[ ! -s $SECRET_FILE || ! -s $TOKEN_FILE ]]; then
+		local id
+		for id in "${NODE_IDS[@]}"; do
+			node_alive "$id" && die "$SECRET_FILE or $TOKEN_FILE is missing while node $id runs; stop the cluster first"
+		done
+		[[ -e $SECRET_FILE || -e $TOKEN_FILE ]] && log "making a new cluster secret or admin token in $ABS"
+	fi
+	new_secret_file "$SECRET_FILE" ""
+	new_secret_file "$TOKEN_FILE" "mq_admin_"
+	chmod 0600 -- "$SECRET_FILE" "$TOKEN_FILE"
+}
+
+# The CA and node certificates of a --tls cluster, made once (broker-certs never
+# overwrites). The directory is readable so that clients can use ca.pem; the keys
+# in it are 0600.
+ensure_certificates() {
+	((TLS)) || return 0
+	local id missing=()
+	[[ -s $CA_FILE && -s $TLS_DIR/ca-key.pem ]] || missing+=(ca)
+	for id in "${NODE_IDS[@]}"; do
+		[[ -s $TLS_DIR/node-$id.pem && -s $TLS_DIR/node-$id-key.pem ]] || missing+=("$id")
+	done
+	((${#missing[@]} > 0)) || return 0
+	resolve_certs_bin
+	if [[ ${missing[0]} == ca ]]; then
+		rm -f -- "$CA_FILE" "$TLS_DIR/ca-key.pem"
+		"$CERTS_BIN" ca --out "$TLS_DIR" >/dev/null || die "broker-certs could not make a CA in $TLS_DIR"
+		missing=("${NODE_IDS[@]}")
+		log "made a CA for this cluster: $CA_FILE"
+	fi
+	chmod 0755 -- "$TLS_DIR"
+	for id in "${missing[@]}"; do
+		rm -f -- "$TLS_DIR/node-$id.pem" "$TLS_DIR/node-$id-key.pem"
+		"$CERTS_BIN" node --ca-dir "$TLS_DIR" --name "node-$id" --ip "${N_IP[$id]}" \
+			--dns localhost --out "$TLS_DIR" >/dev/null ||
+			die "broker-certs could not make node $id's certificate"
+	done
+}
+
+# Environment of node $1 (NAME=VALUE words, for env) into the array ENV_OUT.
+node_env() {
+	local id=$1
+	ENV_OUT=()
+	if [[ $SECURITY == secured ]]; then
+		ENV_OUT+=("BROKER_SECURITY_CLUSTER_SECRET_FILE=$SECRET_FILE"
+			"BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE=$TOKEN_FILE")
+	fi
+	if ((TLS)); then
+		ENV_OUT+=("BROKER_TLS_CERT_FILE=$TLS_DIR/node-$id.pem"
+			"BROKER_TLS_KEY_FILE=$TLS_DIR/node-$id-key.pem"
+			"BROKER_TLS_CA_FILE=$CA_FILE")
+	fi
+}
+
+# Raises this shell's open-file limit (nodes inherit it) to NODE_NOFILE, or to the
+# hard limit where that is lower and cannot be raised.
+raise_nofile() {
+	local soft
+	soft=$(ulimit -Sn)
+	[[ $soft != unlimited ]] && ((soft >= NODE_NOFILE)) && return 0
+	ulimit -n "$NODE_NOFILE" 2>/dev/null && return 0
+	ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+	log "note: nodes get an open-file limit of $(ulimit -Sn), not $NODE_NOFILE (the hard limit is $(ulimit -Hn))"
+}
+
+# node_curl ARGS... — curl for the nodes: no proxy, the cluster's CA for https, and
+# the admin token read from stdin (-H @-) so that it is not in curl's argv.
+node_curl() {
+	local args=(--noproxy '*' -sS)
+	((TLS)) && args+=(--cacert "$CA_FILE")
+	if [[ $SECURITY == secured && -r $TOKEN_FILE ]]; then
+		curl "${args[@]}" -H @- "$@" < <(printf 'Authorization: Bearer %s\n' "$(head -n 1 -- "$TOKEN_FILE")")
+	else
+		curl "${args[@]}" "$@" </dev/null
+	fi
+}
+
+# How to reach the cluster, on stderr after start: the token, the CA, or loudly
+# that there is no authentication.
+print_access() {
+	local dir_arg='' url
+	[[ $DIR == ./.cluster || $DIR == .cluster ]] || dir_arg=" --dir $DIR"
+	url=$(jq -r '.nodes[0].url' "$STATE")
+	if [[ $SECURITY == insecure ]]; then
+		log "WARNING: INSECURE cluster (--insecure): no cluster secret and no client authentication;"
+		log "WARNING: anyone who reaches $NET_PREFIX.$K.0/24 can change topics, membership and data"
+	else
+		log "secured: clients need the admin token in $TOKEN_FILE (mode 0600):"
+		log "  export MQ_TOKEN=\$(scripts/cluster.sh token$dir_arg)"
+		if ((TLS)); then
+			log "  export MQ_CA_FILE=$CA_FILE"
+			log "  curl --cacert \"\$MQ_CA_FILE\" -H \"Authorization: Bearer \$MQ_TOKEN\" $url/v1/topics"
+		else
+			log "  curl -H \"Authorization: Bearer \$MQ_TOKEN\" $url/v1/topics"
+		fi
+		log "  mqctl --server $url topic list      # mqctl reads MQ_TOKEN; users: mqctl user create"
+	fi
+	if ((TLS)) && [[ $SECURITY == insecure ]]; then
+		log "TLS: trust $CA_FILE (curl --cacert, MQ_CA_FILE)"
+	fi
+}
+
+# ---------------------------------------------------------------------------
 # processes. A node's pid is trusted only while that process lives in the node's
 # namespace, which guards against pid reuse.
 
@@ -519,7 +722,7 @@ node_args() { # the broker's flags for node $1, into the array ARGS_OUT
 			IFS=,
 			echo "${seeds[*]}"
 		)")
-	[[ -z $SECRET ]] || ARGS_OUT+=(--cluster-secret "$SECRET")
+	[[ $SECURITY == insecure ]] && ARGS_OUT+=(--insecure)
 	[[ -z $CONFIG ]] || ARGS_OUT+=(--config "$CONFIG")
 }
 
@@ -531,15 +734,20 @@ tail_log() {
 
 # Starts node $1 detached (setsid: own session, survives this script) in its
 # namespace and records its pid. Proxy variables are dropped: nodes talk to
-# addresses no proxy can reach.
+# addresses no proxy can reach. So are a caller's BROKER_CLUSTER_SECRET and
+# BROKER_SECURITY_*/BROKER_TLS_* settings: the node gets this cluster's files.
 launch_node() {
 	local id=$1 bin=$2 pid deadline
 	node_args "$id"
+	node_env "$id"
 	mkdir -p -- "${N_DATA[$id]}"
-	printf '=== %s cluster.sh: starting node %s: %s %s\n' "$(date -Is)" "$id" "$bin" "${ARGS_OUT[*]}" >>"${N_LOG[$id]}"
+	printf '=== %s cluster.sh: starting node %s: %s %s %s\n' "$(date -Is)" "$id" "${ENV_OUT[*]}" "$bin" "${ARGS_OUT[*]}" >>"${N_LOG[$id]}"
 	setsid ip netns exec "${N_NS[$id]}" \
 		env -u http_proxy -u https_proxy -u all_proxy -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY \
-		"$bin" "${ARGS_OUT[@]}" </dev/null >>"${N_LOG[$id]}" 2>&1 8>&- 9>&- &
+		-u BROKER_CLUSTER_SECRET -u BROKER_SECURITY_CLUSTER_SECRET_FILE \
+		-u BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE -u BROKER_SECURITY_INSECURE \
+		-u BROKER_TLS_CERT_FILE -u BROKER_TLS_KEY_FILE -u BROKER_TLS_CA_FILE \
+		"${ENV_OUT[@]}" "$bin" "${ARGS_OUT[@]}" </dev/null >>"${N_LOG[$id]}" 2>&1 8>&- 9>&- &
 	pid=$!
 	# setsid does not fork here (we are not a group leader), and ip and env exec,
 	# so $! becomes the broker; wait until it has entered the namespace.
@@ -555,7 +763,7 @@ launch_node() {
 	record_pid "$id" "$pid"
 }
 
-http_ok() { curl -fsS --noproxy '*' -o /dev/null --max-time "$CURL_TIMEOUT_S" "$1" 2>/dev/null; }
+http_ok() { node_curl -f -o /dev/null --max-time "$CURL_TIMEOUT_S" "$1" 2>/dev/null; }
 
 # wait_nodes PATH ID... — until every node answers PATH with 2xx; dies with the
 # log tails of the laggards on timeout or when one exits.
@@ -609,10 +817,19 @@ cmd_start() {
 		if [[ -n $OPT_NODES && $OPT_NODES != "$NODES_PER_GROUP" ]] || [[ -n $OPT_GROUPS && $OPT_GROUPS != "$NUM_GROUPS" ]]; then
 			die "$ABS holds a cluster of $NUM_GROUPS group(s) x $NODES_PER_GROUP node(s); clean it or use another --dir"
 		fi
+		# Security and TLS are fixed at the first start: the data holds users, and
+		# clients (and peers) hold the URLs.
+		if ((OPT_INSECURE)) && [[ $SECURITY == secured ]]; then
+			die "$ABS holds a secured cluster; --insecure cannot apply to it (clean it or use another --dir)"
+		fi
+		if ((OPT_TLS && !TLS)); then
+			die "$ABS holds a cluster without TLS; --tls cannot apply to it (clean it or use another --dir)"
+		fi
 		local all_up=1 id
 		for id in "${NODE_IDS[@]}"; do node_alive "$id" || all_up=0; done
 		if ((all_up)); then
 			log "cluster in $ABS is already running"
+			print_access
 			print_urls
 			return 0
 		fi
@@ -623,16 +840,21 @@ cmd_start() {
 	if [[ -f $STATE ]]; then
 		load_state
 		[[ -z $OPT_CONFIG ]] || CONFIG=$(realpath -- "$OPT_CONFIG")
-		[[ -z $OPT_SECRET ]] || SECRET=$OPT_SECRET
+		# A state file from an older cluster.sh may still hold a secret: drop it.
 		update_state '.broker_bin = $bin | .config = ($c | if . == "" then null else . end)
-		              | .cluster_secret = ($s | if . == "" then null else . end)' \
-			--arg bin "$BIN" --arg c "$CONFIG" --arg s "$SECRET"
+		              | del(.cluster_secret) | .security = $security | .tls = ($tls == 1)
+		              | .token_file = (if $security == "secured" then $token_file else null end)
+		              | .ca_file = (if $tls == 1 then $ca_file else null end)' \
+			--arg bin "$BIN" --arg c "$CONFIG" --arg security "$SECURITY" --argjson tls "$TLS" \
+			--arg token_file "$TOKEN_FILE" --arg ca_file "$CA_FILE"
 		claim_recorded_index
 	else
 		NODES_PER_GROUP=${OPT_NODES:-3} NUM_GROUPS=${OPT_GROUPS:-1} PORT=${OPT_PORT:-$DEFAULT_PORT}
 		((NUM_GROUPS <= 26)) || die "--groups is at most 26 (broker-a .. broker-z)"
 		((NODES_PER_GROUP * NUM_GROUPS <= MAX_NODES)) || die "at most $MAX_NODES nodes per cluster"
-		CONFIG=${OPT_CONFIG:+$(realpath -- "$OPT_CONFIG")} SECRET=$OPT_SECRET
+		CONFIG=${OPT_CONFIG:+$(realpath -- "$OPT_CONFIG")}
+		SECURITY=secured TLS=$OPT_TLS
+		((OPT_INSECURE)) && SECURITY=insecure
 		# The registry entry and cluster.json are written under the registry lock,
 		# so a concurrent start never mistakes this directory for a stale one.
 		registry_lock
@@ -644,6 +866,9 @@ cmd_start() {
 		log "new cluster in $ABS: $NUM_GROUPS group(s) x $NODES_PER_GROUP node(s) on $NET_PREFIX.$K.0/24"
 	fi
 
+	ensure_secrets
+	ensure_certificates
+	raise_nofile
 	net_up
 	local id started=()
 	for id in "${NODE_IDS[@]}"; do
@@ -655,7 +880,17 @@ cmd_start() {
 	unlock_dir
 	log "started node(s) ${started[*]}; waiting for a leader in every group (GET /ready)"
 	wait_nodes /ready "${NODE_IDS[@]}"
+	print_access
 	print_urls
+}
+
+cmd_token() {
+	set_dir
+	[[ -f $STATE ]] || die "no cluster in $ABS (start one with: scripts/cluster.sh start --dir $DIR)"
+	load_state
+	[[ $SECURITY == secured ]] || die "the cluster in $ABS was started with --insecure: it has no token"
+	[[ -r $TOKEN_FILE ]] || die "cannot read $TOKEN_FILE (it is mode 0600: run as its owner, e.g. with sudo)"
+	head -n 1 -- "$TOKEN_FILE"
 }
 
 cmd_status() {
@@ -670,7 +905,7 @@ cmd_status() {
 	# Per node, in parallel: its own view (role, term, leader id) and its partition rules.
 	for id in "${NODE_IDS[@]}"; do
 		{
-			curl -sS --noproxy '*' --max-time "$CURL_TIMEOUT_S" "${N_URL[$id]}/v1/cluster" 2>/dev/null |
+			node_curl --max-time "$CURL_TIMEOUT_S" "${N_URL[$id]}/v1/cluster" 2>/dev/null |
 				jq -r --argjson id "$id" --arg g "${N_GROUP[$id]}" '
 					first(.groups[]? | select(.group == $g)) as $grp
 					| (first($grp.nodes[]? | select(.id == $id)) // {}) as $me
@@ -755,7 +990,8 @@ cmd_clean() {
 	for node_dir in "$ABS"/node-[0-9]*; do
 		[[ -d $node_dir ]] && rm -rf -- "$node_dir"
 	done
-	rm -f -- "$STATE" "$STATE.tmp" "$ABS/.lock"
+	rm -f -- "$STATE" "$STATE.tmp" "$ABS/.lock" "$SECRET_FILE" "$TOKEN_FILE" "$SECRET_FILE".?????? "$TOKEN_FILE".??????
+	rm -rf -- "$TLS_DIR"
 	unlock_dir
 	# Only what this script created is removed; a directory holding more stays.
 	rmdir -- "$ABS" 2>/dev/null || [[ ! -e $ABS ]] || log "kept $ABS: it holds files cluster.sh did not create"
@@ -815,6 +1051,12 @@ cmd_restart() {
 	fi
 	lock_dir
 	stop_nodes "$id"
+	ensure_secrets
+	if ((TLS)); then
+		BIN=$bin # broker-certs is looked for next to it
+		ensure_certificates
+	fi
+	raise_nofile
 	net_up # in case the namespace was removed by hand; a no-op otherwise
 	launch_node "$id" "$bin"
 	unlock_dir
@@ -897,10 +1139,13 @@ main() {
 	local cmd=${1:-help} args=()
 	[[ $NET_PREFIX =~ ^[0-9]{1,3}\.[0-9]{1,3}$ ]] || die "CLUSTER_NET must be two octets like 10.77, not '$NET_PREFIX'"
 	(($# == 0)) || shift
-	DIR=./.cluster OPT_NODES='' OPT_GROUPS='' OPT_PORT='' OPT_CONFIG='' OPT_SECRET=''
+	DIR=./.cluster OPT_NODES='' OPT_GROUPS='' OPT_PORT='' OPT_CONFIG='' OPT_TLS=0 OPT_INSECURE=0
 	while (($# > 0)); do
 		case $1 in
-		--dir | --nodes | --groups | --port | --config | --cluster-secret)
+		--cluster-secret | --cluster-secret=*)
+			die "--cluster-secret is gone: a secret on a command line is readable by every local user. A secured cluster (the default) gets a random one in DIR/secret (mode 0600); to use your own, write it there before the first start"
+			;;
+		--dir | --nodes | --groups | --port | --config)
 			(($# >= 2)) || die "$1 needs a value"
 			case $1 in
 			--dir) DIR=$2 ;;
@@ -908,9 +1153,16 @@ main() {
 			--groups) OPT_GROUPS=$2 ;;
 			--port) OPT_PORT=$2 ;;
 			--config) OPT_CONFIG=$2 ;;
-			--cluster-secret) OPT_SECRET=$2 ;;
 			esac
 			shift 2
+			;;
+		--tls)
+			OPT_TLS=1
+			shift
+			;;
+		--insecure)
+			OPT_INSECURE=1
+			shift
 			;;
 		--*=*)
 			set -- "${1%%=*}" "${1#*=}" "${@:2}"
@@ -927,8 +1179,8 @@ main() {
 		esac
 	done
 	[[ -n $DIR ]] || die "--dir must not be empty"
-	if [[ $cmd != start && -n $OPT_NODES$OPT_GROUPS$OPT_PORT$OPT_CONFIG$OPT_SECRET ]]; then
-		die "--nodes, --groups, --port, --config and --cluster-secret only go with start"
+	if [[ $cmd != start && -n $OPT_NODES$OPT_GROUPS$OPT_PORT$OPT_CONFIG${OPT_TLS#0}${OPT_INSECURE#0} ]]; then
+		die "--nodes, --groups, --port, --config, --tls and --insecure only go with start"
 	fi
 
 	local want
@@ -952,6 +1204,7 @@ main() {
 	partition) cmd_partition "${args[0]}" ;;
 	heal) cmd_heal ;;
 	url) cmd_url "${args[0]:-}" ;;
+	token) cmd_token ;;
 	*) die "unknown command '$cmd' (see: scripts/cluster.sh help)" ;;
 	esac
 }

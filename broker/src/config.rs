@@ -10,10 +10,26 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::type_config::{NodeId, NodeInfo};
 use crate::storage::{FlushMode, StoreConfig};
 use crate::topic::validate_name;
 use crate::units::{ByteSize, HumanDuration};
+
+/// A node's id within its broker group (Raft's node id).
+pub type NodeId = u64;
+
+/// A node of a broker group, as `peers` name it and Raft membership records it
+/// (bincode, in the log and snapshots: its fields are a format).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's advertised HTTP base URL (client API and internal RPC alike).
+    pub url: String,
+}
+
+impl std::fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
 
 /// A configuration value that is missing or out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,9 +79,13 @@ pub struct CliArgs {
     /// Nodes of every group, for route registration: `http://a:18081,http://c:18081`.
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
-    /// Shared secret required on `/internal/` requests.
+    /// Serve without client authentication and without a cluster secret (same as
+    /// `security.insecure = true`). Only for a cluster no untrusted client can reach.
+    /// (The cluster secret itself is never a flag: every local user can read a
+    /// process's command line. Use `security.cluster_secret_file` or
+    /// `BROKER_CLUSTER_SECRET`.)
     #[arg(long)]
-    pub cluster_secret: Option<String>,
+    pub insecure: bool,
     /// Log as JSON lines instead of text (same as `logging.format = "json"`).
     #[arg(long)]
     pub log_json: bool,
@@ -84,9 +104,17 @@ pub struct NodeConfig {
     pub peers: Vec<String>,
     /// URLs of nodes of every group (route registration).
     pub seeds: Vec<String>,
-    pub cluster_secret: Option<String>,
+    /// The secret every node presents on `/internal/` requests (Raft RPC, route
+    /// registration, forwarded requests). From this key (the environment variable
+    /// `BROKER_CLUSTER_SECRET`) or from `security.cluster_secret_file`.
+    pub cluster_secret: Option<Secret>,
+    /// The bootstrap admin token, read from `security.bootstrap_token_file` at load
+    /// (never serialized).
+    #[serde(skip)]
+    pub bootstrap_token: Option<Secret>,
     /// Create a topic with default settings on its first send (RocketMQ's
-    /// `autoCreateTopicEnable`).
+    /// `autoCreateTopicEnable`), and a consumer group's `%RETRY%`/`%DLQ%` topics
+    /// on its first give-back. Off: an admin creates every topic, those included.
     pub auto_create_topics: bool,
     pub raft: RaftSection,
     pub raft_log: RaftLogSection,
@@ -94,7 +122,72 @@ pub struct NodeConfig {
     pub http: HttpSection,
     pub control: ControlSection,
     pub consumer: ConsumerSection,
+    pub limits: LimitsSection,
     pub logging: LoggingSection,
+    pub security: SecuritySection,
+    pub tls: TlsSection,
+}
+
+/// A secret value (cluster secret, token): kept out of `Debug` output and logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the few places that send or compare it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The cluster secret of [`NodeConfig::for_test`] (tests only).
+pub const TEST_CLUSTER_SECRET: &str = "test-cluster-secret-not-for-production";
+/// The bootstrap admin token of [`NodeConfig::for_test`] (tests only).
+pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-not-for-production";
+
+/// Shortest cluster secret or bootstrap token accepted (bytes of text).
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Who may talk to the node: the cluster secret between nodes, tokens for clients
+/// (shared/API.md "Security").
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Serve without client authentication, and without a cluster secret unless
+    /// one is set anyway. Loud on purpose: the node logs a warning at start and
+    /// `/ready` says so.
+    pub insecure: bool,
+    /// A file holding the cluster secret (one line; mode 0600). The same secret on
+    /// every node of every group.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// A file holding the bootstrap admin token (one line; mode 0600): a token with
+    /// `admin` on `cluster` that is not a replicated user, so a fresh cluster can
+    /// create its users. The same file on every node.
+    pub bootstrap_token_file: Option<PathBuf>,
+}
+
+/// HTTPS for the client API and node-to-node traffic (rustls).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain this node serves; with `key_file`, the listener speaks
+    /// only TLS (plain HTTP to it fails).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s) this node trusts when it connects to other nodes
+    /// (`https://` peers, seeds and forwarded requests). Unset: peers are plain HTTP.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Retry, dead-letter and delayed delivery.
@@ -116,9 +209,31 @@ pub struct ConsumerSection {
 impl Default for ConsumerSection {
     fn default() -> Self {
         Self {
-            delay_levels: crate::consumer::delay::ROCKETMQ_DELAY_LEVELS.to_string(),
+            delay_levels: broker_proto::delay::ROCKETMQ_DELAY_LEVELS.to_string(),
             max_reconsume_times: 16,
             delivery_interval: HumanDuration(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Quotas on what clients may create, enforced by each group's leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Topics a group holds at most (its `%RETRY%`/`%DLQ%` topics included, the
+    /// delay schedule topic not). Creating one more — by `PUT`, by a first send or a
+    /// first give-back — is refused with 400. Each topic costs a directory per
+    /// queue on every replica and a line in every registration.
+    pub max_topics: usize,
+    /// Read or write queues a topic may have at most (RocketMQ caps at 1,024).
+    pub max_queues_per_topic: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_topics: 10_000,
+            max_queues_per_topic: crate::topic::MAX_QUEUE_NUMS,
         }
     }
 }
@@ -164,6 +279,34 @@ pub struct StorageSection {
     pub file_reserved_time: HumanDuration,
     pub disk_high_water_ratio: f64,
     pub retention_interval: HumanDuration,
+    /// Above this fraction of the data directory's filesystem in use, the leader
+    /// refuses client writes that store messages (sends, give-backs, due delayed
+    /// messages) with UNAVAILABLE, and hands leadership to a follower: the last
+    /// tenth stays for retention, the Raft log and offsets (RocketMQ refuses
+    /// writes at 90% too). Above `disk_high_water_ratio`, so retention frees space
+    /// before writes are refused. Unset: 0.90, or halfway from
+    /// `disk_high_water_ratio` to 1 when that is 0.90 or more (so a configuration
+    /// written before this key existed stays valid); read it with
+    /// [`StorageSection::disk_full_ratio`].
+    pub disk_full_ratio: Option<f64>,
+    /// What a node does once its storage failed (a write or flush error such as a
+    /// full disk stopped its Raft): `restart` probes the data directory every
+    /// second and re-executes the process (same PID) once it is writable again;
+    /// `exit` exits with status 1 at once, for a supervisor (systemd, Kubernetes)
+    /// to restart it.
+    pub on_failure: OnStorageFailure,
+}
+
+/// What a node does after its storage failed (`storage.on_failure`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStorageFailure {
+    /// Stay up (answering 503 with the reason), probe the data directory every
+    /// second, and re-execute the process once it is writable again.
+    #[default]
+    Restart,
+    /// Exit with status 1 at once; a supervisor restarts the node.
+    Exit,
 }
 
 /// The HTTP API.
@@ -180,6 +323,18 @@ pub struct HttpSection {
     pub write_timeout: HumanDuration,
     /// Forward writes reaching a follower to the leader (else answer NOT_LEADER).
     pub forward_writes: bool,
+    /// Most client connections open at once. Connections that present the cluster
+    /// secret (peers) do not count against it, and a peer can still connect when it
+    /// is reached (see `http::connections`).
+    pub max_connections: usize,
+    /// A connection must send a whole request head within this time after it opens
+    /// or after its previous answer; an idle keep-alive connection is closed after
+    /// it too. Keep clients' pool idle timeouts below it.
+    pub header_read_timeout: HumanDuration,
+    /// Longest a request body may take to arrive.
+    pub body_read_timeout: HumanDuration,
+    /// Largest request head (request line and headers); larger answers 431.
+    pub max_header_size: ByteSize,
 }
 
 /// The control plane: route registration between groups and membership changes.
@@ -192,8 +347,8 @@ pub struct ControlSection {
     pub register_interval: HumanDuration,
     /// A group's routes are dropped when no registration arrived for this long.
     pub route_expiry: HumanDuration,
-    /// How long adding a node waits for it to catch up as a learner before
-    /// promoting it to voter.
+    /// How long a join (adding a node) waits for the learner to catch up before
+    /// promoting it to voter; past it, the join removes the learner and fails.
     pub join_timeout: HumanDuration,
     /// A consumer-group member that sent no heartbeat for this long is dropped and
     /// its queues go to the others. Also how long a new coordinator waits for
@@ -244,6 +399,7 @@ impl Default for NodeConfig {
             peers: Vec::new(),
             seeds: Vec::new(),
             cluster_secret: None,
+            bootstrap_token: None,
             auto_create_topics: true,
             raft: RaftSection::default(),
             raft_log: RaftLogSection::default(),
@@ -251,7 +407,10 @@ impl Default for NodeConfig {
             http: HttpSection::default(),
             control: ControlSection::default(),
             consumer: ConsumerSection::default(),
+            limits: LimitsSection::default(),
             logging: LoggingSection::default(),
+            security: SecuritySection::default(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -296,6 +455,23 @@ impl Default for RaftLogSection {
     }
 }
 
+/// `storage.disk_full_ratio` by default: RocketMQ's `diskMaxUsedSpaceRatio`-style
+/// refusal at 90%, above retention's default high-water mark.
+pub const DEFAULT_DISK_FULL_RATIO: f64 = 0.90;
+
+impl StorageSection {
+    /// The low-water mark in force: `disk_full_ratio`, or its default (see there).
+    pub fn disk_full_ratio(&self) -> f64 {
+        self.disk_full_ratio.unwrap_or_else(|| {
+            if self.disk_high_water_ratio < DEFAULT_DISK_FULL_RATIO {
+                DEFAULT_DISK_FULL_RATIO
+            } else {
+                (self.disk_high_water_ratio + 1.0) / 2.0
+            }
+        })
+    }
+}
+
 impl Default for StorageSection {
     fn default() -> Self {
         let defaults = StoreConfig::default();
@@ -311,6 +487,8 @@ impl Default for StorageSection {
             retention_interval: HumanDuration(Duration::from_millis(
                 defaults.retention_interval_ms,
             )),
+            disk_full_ratio: None,
+            on_failure: OnStorageFailure::default(),
         }
     }
 }
@@ -323,13 +501,18 @@ impl Default for HttpSection {
             max_held_polls: 10_000,
             write_timeout: HumanDuration(Duration::from_secs(10)),
             forward_writes: true,
+            max_connections: 10_000,
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            body_read_timeout: HumanDuration(Duration::from_secs(30)),
+            max_header_size: ByteSize(64 << 10),
         }
     }
 }
 
 /// Sections whose keys environment variables may address as `BROKER_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 7] = [
-    "raft_log", "raft", "storage", "http", "control", "consumer", "logging",
+const SECTIONS: [&str; 10] = [
+    "raft_log", "raft", "storage", "http", "control", "consumer", "limits", "logging", "security",
+    "tls",
 ];
 /// Keys holding lists, given comma-separated in the environment.
 const LIST_KEYS: [&str; 2] = ["peers", "seeds"];
@@ -417,10 +600,15 @@ impl NodeConfig {
         if let Some(v) = &args.seeds {
             flag("seeds", list_value(v));
         }
-        if let Some(v) = &args.cluster_secret {
-            flag("cluster_secret", toml::Value::String(v.clone()));
+        if args.insecure {
+            let security = table
+                .entry("security")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let Some(security) = security.as_table_mut() {
+                security.insert("insecure".into(), toml::Value::Boolean(true));
+            }
         }
-        let config: NodeConfig = table.try_into().or_else(|e: toml::de::Error| {
+        let mut config: NodeConfig = table.try_into().or_else(|e: toml::de::Error| {
             let key = e
                 .message()
                 .split('`')
@@ -429,16 +617,37 @@ impl NodeConfig {
                 .to_string();
             bad(&key, e.message().to_string())
         })?;
+        config.read_secret_files()?;
         config.validate()?;
         Ok(config)
     }
 
+    /// Reads `security.cluster_secret_file` and `security.bootstrap_token_file`.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.security.cluster_secret_file {
+            if self.cluster_secret.is_some() {
+                return bad(
+                    "security.cluster_secret_file",
+                    "cluster_secret (BROKER_CLUSTER_SECRET) is set too: set one of them",
+                );
+            }
+            self.cluster_secret = Some(read_secret_file("security.cluster_secret_file", path)?);
+        }
+        if let Some(path) = &self.security.bootstrap_token_file {
+            self.bootstrap_token = Some(read_secret_file("security.bootstrap_token_file", path)?);
+        }
+        Ok(())
+    }
+
     /// A single-node configuration under `dir`, listening on `listen`, with small
-    /// storage files and fast Raft timing.
+    /// storage files and fast Raft timing; secured with [`TEST_CLUSTER_SECRET`] and
+    /// the bootstrap token [`TEST_ADMIN_TOKEN`].
     pub fn for_test(dir: impl Into<PathBuf>, node_id: NodeId, listen: SocketAddr) -> Self {
         let url = format!("http://{listen}");
         Self {
             node_id,
+            cluster_secret: Some(Secret::new(TEST_CLUSTER_SECRET)),
+            bootstrap_token: Some(Secret::new(TEST_ADMIN_TOKEN)),
             listen: listen.to_string(),
             advertise_url: url.clone(),
             data_dir: dir.into(),
@@ -456,6 +665,9 @@ impl NodeConfig {
                 index_max_entries: 8192,
                 max_message_size: ByteSize(256 << 10),
                 flush_interval: HumanDuration(Duration::from_millis(100)),
+                // Tests share the machine's disk: however full it is, their writes
+                // must not be refused (the low-water mark has tests of its own).
+                disk_full_ratio: Some(1.0),
                 ..StorageSection::default()
             },
             ..Self::default()
@@ -485,8 +697,67 @@ impl NodeConfig {
         for seed in &self.seeds {
             validate_url("seeds", seed)?;
         }
-        if matches!(&self.cluster_secret, Some(s) if s.is_empty()) {
-            return bad("cluster_secret", "must not be empty when set");
+        if self.limits.max_topics == 0 {
+            return bad("limits.max_topics", "must be positive");
+        }
+        if !(1..=crate::topic::MAX_QUEUE_NUMS).contains(&self.limits.max_queues_per_topic) {
+            return bad(
+                "limits.max_queues_per_topic",
+                format!("must be in 1..={}", crate::topic::MAX_QUEUE_NUMS),
+            );
+        }
+        if let Some(secret) = &self.cluster_secret {
+            if secret.expose().len() < MIN_SECRET_BYTES {
+                return bad(
+                    "cluster_secret",
+                    format!("must be at least {MIN_SECRET_BYTES} bytes"),
+                );
+            }
+        }
+        if !self.security.insecure {
+            if self.cluster_secret.is_none() {
+                return bad(
+                    "security.cluster_secret_file",
+                    "a cluster secret is required (security.cluster_secret_file or BROKER_CLUSTER_SECRET), or run with --insecure",
+                );
+            }
+            if self.bootstrap_token.is_none() {
+                return bad(
+                    "security.bootstrap_token_file",
+                    "a bootstrap admin token file is required, or run with --insecure",
+                );
+            }
+        }
+        if let Some(token) = &self.bootstrap_token {
+            if token.expose().len() < MIN_SECRET_BYTES {
+                return bad(
+                    "security.bootstrap_token_file",
+                    format!("the token must be at least {MIN_SECRET_BYTES} bytes"),
+                );
+            }
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => return bad("tls.key_file", "required with tls.cert_file"),
+            (None, Some(_)) => return bad("tls.cert_file", "required with tls.key_file"),
+            (Some(_), Some(_)) if !self.advertise_url.starts_with("https://") => {
+                return bad(
+                    "advertise_url",
+                    "must be https:// when the node serves TLS (tls.cert_file)",
+                )
+            }
+            _ => {}
+        }
+        if self.http.max_connections == 0 {
+            return bad("http.max_connections", "must be positive");
+        }
+        if self.http.header_read_timeout.0 < Duration::from_millis(100) {
+            return bad("http.header_read_timeout", "must be at least 100ms");
+        }
+        if self.http.body_read_timeout.0 < Duration::from_millis(100) {
+            return bad("http.body_read_timeout", "must be at least 100ms");
+        }
+        if self.http.max_header_size.0 < 8 << 10 {
+            return bad("http.max_header_size", "must be at least 8KiB");
         }
         let raft = &self.raft;
         if raft.heartbeat_interval.0.is_zero() {
@@ -521,6 +792,22 @@ impl NodeConfig {
         if storage.flush_interval.0.is_zero() {
             return bad("storage.flush_interval", "must be positive");
         }
+        let full = storage.disk_full_ratio();
+        if !(full > 0.0 && full <= 1.0) {
+            return bad("storage.disk_full_ratio", "must be in (0, 1]");
+        }
+        if full <= storage.disk_high_water_ratio && storage.disk_high_water_ratio < 1.0 {
+            // Retention must start freeing space before writes are refused. (A high
+            // water of 1.0 turns early deletion off, which tests do; then any mark
+            // is accepted.)
+            return bad(
+                "storage.disk_full_ratio",
+                format!(
+                    "{full} must be above storage.disk_high_water_ratio ({})",
+                    storage.disk_high_water_ratio
+                ),
+            );
+        }
         if self.http.max_batch_messages == 0 {
             return bad("http.max_batch_messages", "must be positive");
         }
@@ -544,7 +831,7 @@ impl NodeConfig {
             return bad("control.member_expiry", "must be at least 100ms");
         }
         let consumer = &self.consumer;
-        crate::consumer::delay::DelayLevels::parse(&consumer.delay_levels)
+        broker_proto::delay::DelayLevels::parse(&consumer.delay_levels)
             .or_else(|reason| bad("consumer.delay_levels", reason))?;
         if consumer.max_reconsume_times == 0 {
             return bad("consumer.max_reconsume_times", "must be positive");
@@ -611,19 +898,15 @@ impl NodeConfig {
 
     /// The Raft log store's settings.
     // Without the fault hook the binding is returned as is.
-    #[cfg_attr(not(feature = "fault-injection"), allow(clippy::let_and_return))]
     pub fn log_store_config(&self) -> raft_log_store::LogStoreConfig {
         let r = &self.raft_log;
-        let config = raft_log_store::LogStoreConfig {
+        raft_log_store::LogStoreConfig {
             chunk_max_bytes: r.chunk_size.0,
             flush_batch_wait: r.flush_batch_wait.0,
             log_cache_capacity_bytes: r.cache_capacity.0,
             max_read_bytes: r.max_read_bytes.0,
             ..raft_log_store::LogStoreConfig::new(self.data_dir.join("raft-log"))
-        };
-        #[cfg(feature = "fault-injection")]
-        let config = crate::faults::adjust_log_store(config);
-        config
+        }
     }
 
     /// openraft's settings.
@@ -644,8 +927,8 @@ impl NodeConfig {
     }
 
     /// The delay of each delay level (validated at load).
-    pub fn delay_levels(&self) -> crate::consumer::delay::DelayLevels {
-        crate::consumer::delay::DelayLevels::parse(&self.consumer.delay_levels).unwrap_or_default()
+    pub fn delay_levels(&self) -> broker_proto::delay::DelayLevels {
+        broker_proto::delay::DelayLevels::parse(&self.consumer.delay_levels).unwrap_or_default()
     }
 
     /// The URL of this node.
@@ -668,6 +951,32 @@ fn storage_key(field: &str) -> &str {
     }
 }
 
+/// Reads a secret from a file: its first line, trimmed. Warns when other users may
+/// read the file (a mounted Kubernetes Secret or compose secret may not be 0600,
+/// so it is not refused).
+fn read_secret_file(key: &str, path: &std::path::Path) -> Result<Secret, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).or_else(|e| bad(key, format!("{}: {e}", path.display())))?;
+    let value = text.lines().next().unwrap_or_default().trim().to_string();
+    if value.is_empty() {
+        return bad(key, format!("{} is empty", path.display()));
+    }
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                key,
+                file = %path.display(),
+                mode = format!("{mode:o}"),
+                "other users may read this secret file: chmod 600 it"
+            );
+        }
+    }
+    Ok(Secret(value))
+}
+
 pub(crate) fn validate_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let rest = url
         .strip_prefix("http://")
@@ -688,7 +997,18 @@ pub(crate) fn validate_url(key: &str, url: &str) -> Result<(), ConfigError> {
 
 /// Every configuration key: top-level ones, and `section.key` for sections.
 fn known_keys() -> std::collections::HashSet<String> {
-    let mut keys = std::collections::HashSet::from(["cluster_secret".to_string()]);
+    // Keys without a default value are absent from the serialized defaults.
+    let mut keys = std::collections::HashSet::from(
+        [
+            "cluster_secret",
+            "security.cluster_secret_file",
+            "security.bootstrap_token_file",
+            "tls.cert_file",
+            "tls.key_file",
+            "tls.ca_file",
+        ]
+        .map(String::from),
+    );
     if let Ok(defaults) = toml::Table::try_from(NodeConfig::default()) {
         for (key, value) in defaults {
             if let toml::Value::Table(section) = value {
@@ -755,14 +1075,96 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("broker.toml");
         std::fs::write(&path, toml_text).expect("write");
+        // These tests are about loading, not security: the secured defaults have
+        // their own tests below.
         let args = CliArgs {
             config: Some(path),
+            insecure: true,
             ..args
         };
         NodeConfig::load(
             &args,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn a_node_is_secured_unless_told_otherwise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secured = |env: &[(&str, &str)]| {
+            NodeConfig::load(
+                &CliArgs::default(),
+                env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+        };
+        let err = secured(&[]).expect_err("no secret");
+        assert_eq!(err.key, "security.cluster_secret_file", "{err}");
+        let err = secured(&[("BROKER_CLUSTER_SECRET", "0123456789abcdef")]).expect_err("no token");
+        assert_eq!(err.key, "security.bootstrap_token_file", "{err}");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "tok-0123456789abcdef\n").expect("write");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "sec-0123456789abcdef\n").expect("write");
+        let token_var = token.display().to_string();
+        let secret_var = secret.display().to_string();
+        let config = secured(&[
+            ("BROKER_SECURITY_CLUSTER_SECRET_FILE", &secret_var),
+            ("BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE", &token_var),
+        ])
+        .expect("secured");
+        assert_eq!(
+            config.cluster_secret.as_ref().map(Secret::expose),
+            Some("sec-0123456789abcdef")
+        );
+        assert_eq!(
+            config.bootstrap_token.as_ref().map(Secret::expose),
+            Some("tok-0123456789abcdef")
+        );
+        assert!(
+            !format!("{config:?}").contains("0123456789abcdef"),
+            "secrets in Debug"
+        );
+        let err = secured(&[("BROKER_CLUSTER_SECRET", "short")]).expect_err("short");
+        assert_eq!(err.key, "cluster_secret", "{err}");
+        let insecure = NodeConfig::load(
+            &CliArgs {
+                insecure: true,
+                ..CliArgs::default()
+            },
+            std::iter::empty(),
+        )
+        .expect("--insecure needs no secret");
+        assert!(insecure.security.insecure);
+        let err = secured(&[
+            ("BROKER_SECURITY_INSECURE", "true"),
+            ("BROKER_TLS_CERT_FILE", "/x.pem"),
+        ])
+        .expect_err("cert without key");
+        assert_eq!(err.key, "tls.key_file", "{err}");
+    }
+
+    /// A configuration written before `disk_full_ratio` existed, with a
+    /// high-water mark of 0.90 or more, still loads; an explicit mark at or below
+    /// the high water is refused.
+    #[test]
+    fn the_disk_full_ratio_defaults_above_the_high_water_mark() {
+        let base = "node_id = 1\npeers = [\"1=http://a:1\"]\n[storage]\n";
+        let config = load(
+            &format!("{base}disk_high_water_ratio = 0.95\n"),
+            &[],
+            CliArgs::default(),
+        )
+        .expect("an older configuration loads");
+        assert!((config.storage.disk_full_ratio() - 0.975).abs() < 1e-9);
+        let config = load(base, &[], CliArgs::default()).expect("defaults");
+        assert!((config.storage.disk_full_ratio() - DEFAULT_DISK_FULL_RATIO).abs() < 1e-9);
+        let err = load(
+            &format!("{base}disk_high_water_ratio = 0.95\ndisk_full_ratio = 0.9\n"),
+            &[],
+            CliArgs::default(),
+        )
+        .expect_err("a mark below the high water");
+        assert_eq!(err.key, "storage.disk_full_ratio", "{err}");
     }
 
     #[test]
@@ -794,7 +1196,7 @@ mod tests {
         let config = load(
             "",
             &[
-                ("BROKER_CLUSTER_SECRET", "123456"),
+                ("BROKER_CLUSTER_SECRET", "1234567890123456"),
                 ("BROKER_GROUP", "123"),
                 ("BROKER_NODE_ID", "7"),
                 ("BROKER_HTTP_MAX_BATCH_MESSAGES", "64"),
@@ -802,7 +1204,10 @@ mod tests {
             CliArgs::default(),
         )
         .expect("valid");
-        assert_eq!(config.cluster_secret.as_deref(), Some("123456"));
+        assert_eq!(
+            config.cluster_secret.as_ref().map(Secret::expose),
+            Some("1234567890123456")
+        );
         assert_eq!(config.group, "123");
         assert_eq!(config.node_id, 7);
         assert_eq!(config.http.max_batch_messages, 64);

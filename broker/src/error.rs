@@ -4,70 +4,7 @@
 
 use crate::api::ErrorBody;
 
-/// The `code` words of shared/API.md.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum ErrorCode {
-    BadRequest,
-    Unauthorized,
-    TopicNotFound,
-    MessageNotFound,
-    NotLeader,
-    NoPermission,
-    Unavailable,
-    Internal,
-    /// No such endpoint (not a resource the API names: those have their own codes).
-    NotFound,
-    MethodNotAllowed,
-}
-
-impl ErrorCode {
-    /// Every code, in a fixed order (metrics label them by [`Self::word`]).
-    pub const ALL: [Self; 10] = [
-        Self::BadRequest,
-        Self::Unauthorized,
-        Self::TopicNotFound,
-        Self::MessageNotFound,
-        Self::NotLeader,
-        Self::NoPermission,
-        Self::Unavailable,
-        Self::Internal,
-        Self::NotFound,
-        Self::MethodNotAllowed,
-    ];
-
-    pub fn word(self) -> &'static str {
-        match self {
-            Self::BadRequest => "BAD_REQUEST",
-            Self::Unauthorized => "UNAUTHORIZED",
-            Self::TopicNotFound => "TOPIC_NOT_FOUND",
-            Self::MessageNotFound => "MESSAGE_NOT_FOUND",
-            Self::NotLeader => "NOT_LEADER",
-            Self::NoPermission => "NO_PERMISSION",
-            Self::Unavailable => "UNAVAILABLE",
-            Self::Internal => "INTERNAL",
-            Self::NotFound => "NOT_FOUND",
-            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-        }
-    }
-
-    /// The code a word names (the inverse of [`Self::word`]).
-    pub fn from_word(word: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|code| code.word() == word)
-    }
-
-    pub fn status(self) -> u16 {
-        match self {
-            Self::BadRequest => 400,
-            Self::Unauthorized => 401,
-            Self::NoPermission => 403,
-            Self::TopicNotFound | Self::MessageNotFound | Self::NotFound => 404,
-            Self::MethodNotAllowed => 405,
-            Self::NotLeader => 421,
-            Self::Internal => 500,
-            Self::Unavailable => 503,
-        }
-    }
-}
+pub use broker_proto::error_code::ErrorCode;
 
 /// A failure as a client sees it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +14,8 @@ pub struct ApiError {
     pub message: String,
     /// For NOT_LEADER: where to go (`None` when unknown).
     pub leader: Option<String>,
+    /// For RATE_LIMITED: seconds until a retry can pass (the `Retry-After` header).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -85,6 +24,25 @@ impl ApiError {
             code,
             message: message.into(),
             leader: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// 401 UNAUTHORIZED.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    /// 403 NO_PERMISSION.
+    pub fn no_permission(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NoPermission, message)
+    }
+
+    /// 429 RATE_LIMITED, retry after `retry_after_secs`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(ErrorCode::RateLimited, message)
         }
     }
 
@@ -113,6 +71,7 @@ impl ApiError {
                 }
             },
             leader,
+            retry_after_secs: None,
         }
     }
 

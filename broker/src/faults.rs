@@ -30,8 +30,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::api::{SendRequest, SendResponse, SendResultView};
-use crate::node::Node;
-use crate::raft::command::{Command, SendCommand};
+use crate::replication::command::SendCommand;
+use crate::service::node::Node;
 use crate::storage::QueueId;
 
 /// The environment variable that picks a switch.
@@ -148,7 +148,7 @@ pub fn ack_before_commit(node: &Arc<Node>, command: SendCommand) -> Result<Respo
         .collect();
     let background = Arc::clone(node);
     tokio::spawn(async move {
-        if let Err(e) = background.propose(Command::Send(command)).await {
+        if let Err(e) = background.write(command).await {
             tracing::warn!(error = %e, "ack-before-commit: an acknowledged send did not commit");
         }
     });

@@ -68,7 +68,13 @@ pub fn main(args: CliArgs) -> ExitCode {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
-        crate::server::run(config, listener, shutdown_signal()).await
+        crate::server::run_as(
+            config,
+            listener,
+            shutdown_signal(),
+            crate::server::Process::Owned,
+        )
+        .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,46 +1,49 @@
 //! A RocketMQ-style message broker whose CommitLog is replicated by Raft.
 //!
 //! # Layout
-//! * [`storage`] — the single-node storage engine: CommitLog, ConsumeQueues, index,
-//!   flushing, recovery and retention. Usable without Raft.
-//! * [`raft`] — openraft wired to the store: commands, state machine, snapshots,
-//!   node-to-node RPC.
-//! * [`http`] — the HTTP/JSON API and the internal endpoints.
-//! * [`control`] — route registration between groups (no NameServer).
-//! * [`node`] — a running node: Raft handle, shared state, proposing writes.
-//! * [`producer`] — the send path at the leader (validation, queues, message ids).
-//! * [`send_batcher`] — group commit of concurrent sends into one Raft entry.
-//! * [`consumer`] — long polling (consumer groups, retry, delays later).
-//! * [`server`] — `run`: wires storage → Raft → HTTP and stops them in order.
-//! * [`launch`] — what the `broker` binary does (flags → config → logging → run).
-//! * [`config`], [`units`] — the node's configuration and its human units.
-//! * [`api`], [`error`] — the API's wire types and its one error shape.
-//! * [`topic`] — topic configuration and naming rules.
-//! * [`metrics`] — counters and histograms for `/metrics` (states are read at scrape time).
-//! * [`client`] — a Rust client of the HTTP API (leader following, idempotent producer).
-//! * [`cli`] — `mqctl`, the command line client covering the whole API.
-//! * `faults` — test-only fault switches (feature `fault-injection`, never in releases).
+//! Top-level modules form layers; each uses only the ones below it (no import
+//! cycle between them: `tests/module_layers.rs` checks).
+//!
+//! * [`server`], [`launch`] — `run`: wires storage → Raft → HTTP and stops them in
+//!   order; what the `broker` binary does (flags → config → logging → run).
+//! * [`http`] — the HTTP/JSON API and the internal endpoints: decode, call the
+//!   service, encode. `faults` — test-only fault switches (feature
+//!   `fault-injection`, never in releases).
+//! * [`service`] — the broker's operations on a running node: sends, pulls,
+//!   consumer groups, retries and delays, topics, users, route registration,
+//!   health.
+//! * [`replication`] — openraft wired to the store: commands and their typed
+//!   proposals, state machine, snapshots, node-to-node RPC.
+//! * [`auth`] — the cluster secret, tokens, users, permissions and quotas.
+//! * [`peer_client`], [`tls`] — the client nodes call each other with; TLS files.
+//! * [`config`] — the node's configuration; [`metrics`] — counters and histograms
+//!   for `/metrics` (states are read at scrape time); [`topic`] — topic
+//!   configuration; [`error`] — the API's one error shape; [`certs`] — a CA and
+//!   node certificates for local TLS clusters (`broker-certs`).
+//! * [`storage`] (crate `broker-store`) — the single-node storage engine;
+//!   [`api`], [`units`] (crate `broker-proto`) — the protocol's wire types and
+//!   human units.
 
 // `http::openapi::schemas` is one large `json!` literal.
 #![recursion_limit = "256"]
 
-pub mod api;
-pub mod cli;
-pub mod client;
+// The protocol's modules, where the server has always named them.
+pub use broker_proto::{api, units};
+// The storage engine is its own crate; the server has always called it `storage`.
+pub use broker_store as storage;
+
+pub mod auth;
+pub mod certs;
 pub mod config;
-pub mod consumer;
-pub mod control;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod http;
 pub mod launch;
 pub mod metrics;
-pub mod node;
-pub mod producer;
-pub mod raft;
-pub mod send_batcher;
+pub mod peer_client;
+pub mod replication;
 pub mod server;
-pub mod storage;
+pub mod service;
+pub mod tls;
 pub mod topic;
-pub mod units;

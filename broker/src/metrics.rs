@@ -151,8 +151,14 @@ pub struct Metrics {
     pub send_duration: Histogram,
     /// Time from receiving a pull request to answering it, long-poll wait included.
     pub pull_duration: Histogram,
+    /// Time to flush (msync) the CommitLog's dirty pages, told by the store
+    /// (`MessageStore::on_commit_log_flush`).
+    pub commit_log_flush_duration: Histogram,
     /// Per topic: see [`Metrics::topic`].
     topics: RwLock<HashMap<String, Arc<TopicCounters>>>,
+    /// Sends this node led that were refused because their new producer ids did
+    /// not fit in the full dedup table.
+    pub producer_table_full_total: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -172,7 +178,9 @@ impl Default for Metrics {
             rejected_by_code: std::array::from_fn(|_| AtomicU64::new(0)),
             send_duration: Histogram::new(REQUEST_BUCKETS),
             pull_duration: Histogram::new(REQUEST_BUCKETS),
+            commit_log_flush_duration: Histogram::new(FSYNC_BUCKETS),
             topics: RwLock::new(HashMap::new()),
+            producer_table_full_total: AtomicU64::new(0),
         }
     }
 }
@@ -326,6 +334,11 @@ impl Metrics {
                 "broker_raft_append_stream_pipelined_requests_total",
                 "AppendEntries requests that arrived while an earlier one of the same stream was unanswered.",
                 &self.append_stream_pipelined_requests_total,
+            ),
+            (
+                "broker_producer_table_full_total",
+                "Sends refused because the idempotent-producer table was full (new producer ids wait until one expires).",
+                &self.producer_table_full_total,
             ),
         ];
         for (name, help, value) in counters {

@@ -2,30 +2,22 @@
 //! stops everything in order. Owns every task it starts.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
+
+use crate::http::connections::ConnectionRegistry;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
-use crate::node::Node;
-use crate::raft::network::Network;
-use crate::raft::snapshot::SnapshotFiles;
-use crate::raft::state_machine::BrokerStateMachine;
-use crate::raft::type_config::{Raft, TypeConfig};
+use crate::replication::network::Network;
+use crate::replication::snapshot::SnapshotFiles;
+use crate::replication::state_machine::BrokerStateMachine;
+use crate::replication::type_config::{Raft, TypeConfig};
+use crate::service::node::Node;
 use crate::storage::MessageStore;
-
-/// Idle time before the first TCP keepalive probe on an accepted connection.
-const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
-/// Time between unanswered probes.
-const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
-/// How long sent data may stay unacknowledged before the connection is dropped;
-/// it also caps the keepalive probing (about 30 s in all).
-const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs a node on `listener` until `shutdown` resolves.
 ///
@@ -37,8 +29,44 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_as(config, listener, shutdown, Process::Embedded).await
+}
+
+/// Who owns the process a node runs in: what may happen after its storage failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Process {
+    /// A node inside another program (tests, tools): it stays failed, answering
+    /// 503, and leaves the process alone.
+    Embedded,
+    /// The node is the process (the broker binary): it restarts or exits as
+    /// `storage.on_failure` says (see [`crate::service::health::supervise`]).
+    Owned,
+}
+
+/// [`run`], saying whether the node owns its process.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_as(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    process: Process,
+) -> anyhow::Result<()> {
+    // Certificates are checked before anything starts.
+    let options = serve_options(&config)?;
+    if config.security.insecure {
+        warn!(
+            "INSECURE: client authentication is off (--insecure): anyone who can reach {} can read, write and reconfigure this cluster",
+            config.listen
+        );
+        if config.cluster_secret.is_none() {
+            warn!("INSECURE: no cluster secret: any process that reaches this port can act as a node of the cluster");
+        }
+    }
     let node = start(config).await?;
-    let app = crate::http::router(Arc::clone(&node));
+    let connections = ConnectionRegistry::new(node.config.http.max_connections);
+    let app = crate::http::router_with_connections(Arc::clone(&node), Arc::clone(&connections));
     info!(
         node_id = node.id(),
         group = node.group(),
@@ -47,39 +75,32 @@ pub async fn run(
         listener.local_addr()?
     );
     let leader_log = tokio::spawn(log_leadership(Arc::clone(&node)));
-    let registrar = tokio::spawn(crate::control::registrar::run(Arc::clone(&node)));
-    // Small answers (acks, Raft RPC replies) must not wait for Nagle's algorithm;
-    // axum leaves it on. A peer that vanished without a FIN (a partition, a
-    // power cut) must not hold a connection for long: a follower's append
-    // stream waits for its leader's next request indefinitely otherwise.
-    // Keepalive probes find an idle dead peer; TCP_USER_TIMEOUT one that stopped
-    // acknowledging data we sent (probes do not run while data is unacked).
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            warn!(error = %e, "cannot set TCP_NODELAY");
-        }
-        let socket = socket2::SockRef::from(&*stream);
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(TCP_KEEPALIVE_IDLE)
-            .with_interval(TCP_KEEPALIVE_INTERVAL);
-        if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
-            warn!(error = %e, "cannot set TCP keepalive");
-        }
-        if let Err(e) = socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
-            warn!(error = %e, "cannot set TCP_USER_TIMEOUT");
-        }
-    });
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("HTTP server");
+    let registrar = tokio::spawn(crate::service::control::registrar::run(Arc::clone(&node)));
+    let supervisor = (process == Process::Owned)
+        .then(|| tokio::spawn(crate::service::health::supervise(Arc::clone(&node))));
+    let served = crate::http::connections::serve(listener, app, options, connections, shutdown)
+        .await
+        .context("HTTP server");
     leader_log.abort();
     registrar.abort();
+    if let Some(supervisor) = supervisor {
+        supervisor.abort();
+    }
     stop(node).await;
     served
+}
+
+/// How connections are served: TLS from `tls.*`, limits from `http.*`.
+fn serve_options(config: &NodeConfig) -> anyhow::Result<crate::http::connections::ServeOptions> {
+    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    Ok(crate::http::connections::ServeOptions {
+        tls,
+        header_read_timeout: config.http.header_read_timeout.0,
+        max_header_bytes: usize::try_from(config.http.max_header_size.0).unwrap_or(usize::MAX),
+    })
 }
 
 /// Opens storage and starts Raft; bootstraps the group if this node is the one to.
@@ -98,6 +119,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
         clean_shutdown = report.clean_shutdown,
         "message store open"
     );
+    // Flush times go to /metrics from the first flush after recovery on.
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let observed = Arc::clone(&metrics);
+    store.on_commit_log_flush(move |elapsed| observed.commit_log_flush_duration.observe(elapsed));
     let store = Arc::new(store);
     let snapshots = SnapshotFiles::open(&config.data_dir.join("snapshot"))
         .context("opening the snapshot directory")?;
@@ -110,6 +135,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
     .context("recovering the state machine")?;
     let shared = state_machine.shared();
     let log_config = config.log_store_config();
+    #[cfg(feature = "fault-injection")]
+    let log_config = crate::faults::adjust_log_store(log_config);
     let mut log_store = tokio::task::spawn_blocking(move || {
         raft_log_store::LogStore::<TypeConfig>::open(log_config)
     })
@@ -119,11 +146,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
         use openraft::storage::RaftLogStorage;
         log_store.get_log_reader().await
     };
-    let network = Network::new(
-        config.node_id,
-        config.cluster_secret.clone(),
-        Arc::clone(&shared),
-    )?;
+    let network = Network::new(&config, Arc::clone(&shared))?;
     let raft_config = Arc::new(
         config
             .openraft_config()
@@ -139,12 +162,15 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
     )
     .await
     .context("starting Raft")?;
-    let mut node = Node::new(config, raft, shared)?;
+    let mut node = Node::new(config, raft, shared, metrics)?;
     node.raft_log = Some(log_reader);
     let node = Arc::new(node);
     bootstrap(&node).await?;
     // Part of the node wherever it is embedded; ends when the node is dropped.
-    tokio::spawn(crate::consumer::scheduler::run(Arc::downgrade(&node)));
+    tokio::spawn(crate::service::consumer::scheduler::run(Arc::downgrade(
+        &node,
+    )));
+    tokio::spawn(crate::service::health::watch(Arc::downgrade(&node)));
     Ok(node)
 }
 
@@ -193,10 +219,17 @@ async fn log_leadership(node: Arc<Node>) {
     }
 }
 
-/// Stops Raft, then flushes the store and marks its shutdown clean.
+/// Stops Raft, then flushes the store and marks its shutdown clean (unless its
+/// storage failed: then the next start recovers as after a crash).
 pub async fn stop(node: Arc<Node>) {
     if let Err(e) = tokio::time::timeout(Duration::from_secs(10), node.raft.shutdown()).await {
         warn!(error = %e, "raft did not shut down in time");
+    }
+    if node.health.is_failed() {
+        // A write failed half-way: the next start must recover as after a crash,
+        // so the store is not flushed and marked clean now.
+        warn!("storage failed earlier: stopping without a clean shutdown mark");
+        return;
     }
     let store = Arc::clone(&node.shared.store);
     match tokio::task::spawn_blocking(move || store.shutdown()).await {

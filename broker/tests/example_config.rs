@@ -64,7 +64,22 @@ fn example_sets_every_value_to_its_default() {
         config: Some(example_path()),
         ..CliArgs::default()
     };
-    let loaded = NodeConfig::load(&args, std::iter::empty())
+    // A node needs a secret and a token to start; the test gives them (and leaves
+    // them out of the comparison).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "token-0123456789abcdef\n").expect("write");
+    let env = [
+        (
+            "BROKER_CLUSTER_SECRET".to_string(),
+            "secret-0123456789abcdef".to_string(),
+        ),
+        (
+            "BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE".to_string(),
+            token.display().to_string(),
+        ),
+    ];
+    let loaded = NodeConfig::load(&args, env)
         .unwrap_or_else(|e| panic!("{} does not load: {e}", example_path().display()));
     let mut loaded_values = BTreeMap::new();
     flatten(
@@ -72,6 +87,8 @@ fn example_sets_every_value_to_its_default() {
         "",
         &mut loaded_values,
     );
+    loaded_values.remove("cluster_secret");
+    loaded_values.remove("security.bootstrap_token_file");
     let mut defaults = BTreeMap::new();
     flatten(&default_table(), "", &mut defaults);
     let drift: Vec<String> = defaults
@@ -103,7 +120,17 @@ fn example_names_every_key() {
     flatten(&default_table(), "", &mut values);
     let mut expected: BTreeSet<String> = values.into_keys().collect();
     // `None` by default, so absent from the serialized defaults.
-    expected.insert("cluster_secret".to_string());
+    for key in [
+        "cluster_secret",
+        "security.cluster_secret_file",
+        "security.bootstrap_token_file",
+        "tls.cert_file",
+        "tls.key_file",
+        "tls.ca_file",
+        "storage.disk_full_ratio",
+    ] {
+        expected.insert(key.to_string());
+    }
     let named = keys_named_in(&text);
     let missing: Vec<_> = expected.difference(&named).collect();
     let unknown: Vec<_> = named.difference(&expected).collect();
@@ -129,7 +156,24 @@ fn commented_out_settings_load() {
         })
         .map(|line| format!("{line}\n"))
         .collect();
+    // The files the example names live here, and the secret comes from its file:
+    // a secret given both ways is refused on purpose.
     let dir = tempfile::tempdir().expect("tempdir");
+    let files = dir.path().display().to_string();
+    let uncommented: String = uncommented
+        .replace("/etc/broker/", &format!("{files}/"))
+        // With the TLS keys set, the node is reached over https.
+        .replace("advertise_url = \"http://", "advertise_url = \"https://")
+        .lines()
+        .filter(|line| setting_key(line) != Some("cluster_secret"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(
+        dir.path().join("cluster-secret"),
+        "secret-0123456789abcdef\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("admin-token"), "token-0123456789abcdef\n").expect("write");
     let path = dir.path().join("broker.toml");
     std::fs::write(&path, uncommented).expect("write");
     let args = CliArgs {
@@ -139,4 +183,6 @@ fn commented_out_settings_load() {
     let config = NodeConfig::load(&args, std::iter::empty())
         .unwrap_or_else(|e| panic!("the example with its comments removed does not load: {e}"));
     assert!(config.cluster_secret.is_some());
+    assert!(config.bootstrap_token.is_some());
+    assert!(config.tls.ca_file.is_some());
 }

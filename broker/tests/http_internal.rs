@@ -6,8 +6,9 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{header, Method, StatusCode};
-use broker::raft::network::{SnapshotOffer, SECRET_HEADER};
-use broker::raft::type_config::{TypeConfig, Vote};
+use broker::auth::cluster_secret::SECRET_HEADER;
+use broker::replication::network::SnapshotOffer;
+use broker::replication::type_config::{TypeConfig, Vote};
 use common::http::{assert_error, Answer, TestNode};
 use openraft::raft::{VoteRequest, VoteResponse};
 use tracing::info;
@@ -15,7 +16,12 @@ use tracing::info;
 const SECRET: &str = "s3cret-of-the-cluster";
 
 /// Every internal route with the method it takes.
-const INTERNAL_ROUTES: [(&str, &str); 7] = [
+const INTERNAL_ROUTES: [(&str, &str); 12] = [
+    ("POST", "/internal/routes/register"),
+    ("GET", "/internal/users"),
+    ("POST", "/internal/users"),
+    ("POST", "/internal/groups/g/forget-hints"),
+    ("GET", "/internal/raft/append-stream"),
     ("POST", "/internal/raft/append"),
     ("POST", "/internal/raft/vote"),
     ("POST", "/internal/raft/pre-vote"),
@@ -57,7 +63,10 @@ fn bincode_body<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// API needs no secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_routes_require_the_cluster_secret() {
-    let node = TestNode::start_with(|config| config.cluster_secret = Some(SECRET.into())).await;
+    let node = TestNode::start_with(|config| {
+        config.cluster_secret = Some(broker::config::Secret::new(SECRET))
+    })
+    .await;
     let longer = format!("{SECRET}x");
     let wrong_secrets: [Option<&str>; 5] = [
         None,
@@ -91,7 +100,10 @@ async fn internal_routes_require_the_cluster_secret() {
 /// snapshot offer is answered with this node's CommitLog end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn right_secret_reaches_the_rpc_handlers() {
-    let node = TestNode::start_with(|config| config.cluster_secret = Some(SECRET.into())).await;
+    let node = TestNode::start_with(|config| {
+        config.cluster_secret = Some(broker::config::Secret::new(SECRET))
+    })
+    .await;
     let auth = [(SECRET_HEADER, SECRET)];
     for uri in BINCODE_ROUTES {
         info!("--- garbage to {uri} with the right secret");
@@ -164,15 +176,54 @@ async fn right_secret_reaches_the_rpc_handlers() {
     node.stop().await;
 }
 
-/// Without a configured secret the internal routes take requests without the header
-/// (garbage reaches the decoder: BAD_REQUEST, not UNAUTHORIZED).
+/// A node started `--insecure` without a secret takes internal requests without
+/// the header (garbage reaches the decoder: BAD_REQUEST, not UNAUTHORIZED).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_configured_secret_no_header_is_needed() {
-    let node = TestNode::start().await;
+async fn an_insecure_node_without_a_secret_needs_no_header() {
+    let node = TestNode::start_with(|config| {
+        config.security.insecure = true;
+        config.cluster_secret = None;
+    })
+    .await;
     for uri in BINCODE_ROUTES {
         info!("--- garbage to {uri}, no secret anywhere");
         let answer = node.call(Method::POST, uri, GARBAGE.to_vec(), &[]).await;
         assert_error(json(&answer), StatusCode::BAD_REQUEST, "BAD_REQUEST");
     }
+    node.stop().await;
+}
+
+/// The finding: a registration with a forged term (2^63) and an outside leader
+/// URL made sends to a new topic go to that URL. Now a registration is checked
+/// whole even when it carries the secret: it answers 400 and the node serves no
+/// route of it, nor learns its nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_registrations_are_refused() {
+    let node = TestNode::start().await;
+    let auth = [
+        (SECRET_HEADER, broker::config::TEST_CLUSTER_SECRET),
+        ("content-type", "application/json"),
+    ];
+    let forged = serde_json::json!({
+        "group": "evil", "term": 1u64 << 63, "leader_id": 9,
+        "leader_url": "http://203.0.113.9:80",
+        "replicas": ["http://203.0.113.9:80"],
+        "topics": [{"name": "new-topic", "read_queue_nums": 4, "write_queue_nums": 4, "perm": 6}],
+        "view": {"group": "evil", "leader_id": 9, "leader": "http://203.0.113.9:80", "term": 1,
+                 "nodes": [], "registration_age_ms": null},
+        "known_nodes": ["http://203.0.113.10:80"],
+    });
+    let answer = node
+        .call(
+            Method::POST,
+            "/internal/routes/register",
+            forged.to_string(),
+            &auth,
+        )
+        .await;
+    assert_error(json(&answer), StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    assert!(node.node.routes.remote_groups().is_empty());
+    assert!(!node.node.routes.is_known("http://203.0.113.10:80"));
+    assert!(!node.node.may_receive_secret("http://203.0.113.9:80"));
     node.stop().await;
 }

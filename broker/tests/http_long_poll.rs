@@ -29,6 +29,10 @@ async fn held_pull_answers_when_a_message_arrives() {
     let pull = tokio::spawn(async move {
         use tower::ServiceExt;
         let request = axum::http::Request::builder()
+            .header(
+                "authorization",
+                format!("Bearer {}", broker::config::TEST_ADMIN_TOKEN),
+            )
             .uri("/v1/topics/lp/queues/0/messages?offset=1&max_wait_ms=5000")
             .body(axum::body::Body::empty())
             .expect("a well-formed request");
@@ -90,6 +94,10 @@ async fn held_pull_answers_no_new_msg_after_the_wait() {
     let pull = tokio::spawn(async move {
         use tower::ServiceExt;
         let request = axum::http::Request::builder()
+            .header(
+                "authorization",
+                format!("Bearer {}", broker::config::TEST_ADMIN_TOKEN),
+            )
             .uri("/v1/topics/quiet/queues/0/messages?offset=0&max_wait_ms=400")
             .body(axum::body::Body::empty())
             .expect("a well-formed request");
@@ -137,6 +145,10 @@ async fn held_polls_are_capped() {
     let held = tokio::spawn(async move {
         use tower::ServiceExt;
         let request = axum::http::Request::builder()
+            .header(
+                "authorization",
+                format!("Bearer {}", broker::config::TEST_ADMIN_TOKEN),
+            )
             .uri("/v1/topics/capped/queues/0/messages?offset=0&max_wait_ms=5000")
             .body(axum::body::Body::empty())
             .expect("a well-formed request");

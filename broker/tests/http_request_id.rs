@@ -71,7 +71,14 @@ async fn every_answer_has_a_request_id() {
             StatusCode::BAD_REQUEST,
         ),
     ] {
-        let answer = node.call(method, uri, Body::from("{"), &[]).await;
+        let answer = node
+            .call(
+                method,
+                uri,
+                Body::from("{"),
+                &[("content-type", "application/json")],
+            )
+            .await;
         assert_eq!(answer.status, status, "{uri}");
         let id = request_id(&answer);
         assert_eq!(id.len(), 16, "{id}");

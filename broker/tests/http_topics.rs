@@ -98,7 +98,9 @@ async fn topic_create_update_list_get_delete() {
 }
 
 /// Refused topic writes, each BAD_REQUEST with the error shape and without creating
-/// the topic: bad or reserved names, malformed JSON, unknown fields, queue counts of 0
+/// the topic: bad or reserved names (the schedule topic, and retry or dead-letter
+/// names without a valid group: `%RETRY%{group}` itself an admin may create, see
+/// http_retry_auto_create.rs), malformed JSON, unknown fields, queue counts of 0
 /// or above 1024, perm bits other than 4 and 2, fields of the wrong type, and a
 /// `groups` list without this node's group. GET and DELETE of an unknown topic are
 /// TOPIC_NOT_FOUND.
@@ -106,7 +108,16 @@ async fn topic_create_update_list_get_delete() {
 async fn bad_topic_requests_are_refused() {
     let node = TestNode::start().await;
     let too_long = "t".repeat(128);
-    for bad in ["a.b", too_long.as_str(), "%RETRY%x", "%DLQ%x", "a/b", "a b"] {
+    for bad in [
+        "a.b",
+        too_long.as_str(),
+        "%RETRY%",
+        "%DLQ%",
+        "%SCHEDULE%",
+        "%SCHEDULE%x",
+        "a/b",
+        "a b",
+    ] {
         info!("--- refused topic name {bad:?}");
         let uri = format!("/v1/topics/{}", encode(bad));
         let answer = node.request(Method::PUT, &uri, Some(json!({}))).await;

@@ -4,6 +4,13 @@
 //! (SIGKILL), stopped (SIGTERM), paused (SIGSTOP) and restarted as real processes;
 //! the cluster is torn down (SIGKILL) when dropped. Network partitions need network
 //! namespaces and live in `scripts/cluster.sh` and the Jepsen-style suite.
+//!
+//! Clusters are secured as every node is by default ([`Security::Secured`]): a
+//! random cluster secret and admin token in `secret` and `token` files of the
+//! cluster directory (mode 0600), handed to each node as file paths in its
+//! environment, never on its command line or in its config; [`TestCluster::http`]
+//! sends the token on every request and [`TestCluster::client_options`] gives it
+//! to the client library. [`Security::Insecure`] starts nodes with `--insecure`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,8 +19,22 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use broker::api::{ClusterResponse, ErrorBody, PullResponse, SendRequest, SendResponse};
+use broker_client::ClientOptions;
+use broker_proto::api::{ClusterResponse, ErrorBody, PullResponse, SendRequest, SendResponse};
 use serde::de::DeserializeOwned;
+
+/// Whether the nodes want credentials.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Security {
+    /// A cluster secret between nodes and a bearer token from clients.
+    #[default]
+    Secured,
+    /// Nodes run with `--insecure`: neither is needed.
+    Insecure,
+}
+
+/// Bytes of randomness in the generated cluster secret and admin token.
+const SECRET_BYTES: usize = 32;
 
 /// How to build a cluster.
 #[derive(Clone, Debug)]
@@ -27,7 +48,14 @@ pub struct ClusterOptions {
     pub groups: usize,
     /// TOML appended to every node's config (sections like `[raft]`, `[storage]`).
     pub extra_config: String,
-    pub cluster_secret: Option<String>,
+    pub security: Security,
+    /// Serve every node over HTTPS (client API and Raft), with a CA and node
+    /// certificates the harness makes in the cluster directory.
+    pub tls: bool,
+    /// `(node id, MiB)`: that node's data directory is a tmpfs of this size,
+    /// mounted before the node first starts and unmounted when the cluster is
+    /// dropped, so a test can fill its disk (needs root, as `mount` does).
+    pub tmpfs_data: Option<(u64, u64)>,
 }
 
 impl Default for ClusterOptions {
@@ -37,7 +65,9 @@ impl Default for ClusterOptions {
             group: "broker-a".into(),
             groups: 1,
             extra_config: String::new(),
-            cluster_secret: None,
+            security: Security::Secured,
+            tls: false,
+            tmpfs_data: None,
         }
     }
 }
@@ -64,7 +94,151 @@ pub struct TestCluster {
     binary: PathBuf,
     options: ClusterOptions,
     pub nodes: BTreeMap<u64, TestNode>,
+    /// Sends the admin token (when secured) on every request.
     pub http: reqwest::Client,
+    /// The admin token every node accepts, when secured.
+    pub token: Option<String>,
+    /// The secret and token files nodes are given, when secured.
+    secret_files: Option<(PathBuf, PathBuf)>,
+    /// The CA of a TLS cluster.
+    ca: Option<TestCa>,
+    /// Mounted data directories ([`ClusterOptions::tmpfs_data`]); unmounted after
+    /// the nodes are killed.
+    mounts: Vec<TmpfsMount>,
+}
+
+/// A tmpfs mounted for a test; unmounted when dropped (also when the test fails).
+struct TmpfsMount {
+    path: PathBuf,
+}
+
+impl TmpfsMount {
+    fn mount(path: &Path, mib: u64) -> Result<Self> {
+        fs::create_dir_all(path)?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .status()
+            .context("running mount")?;
+        if !status.success() {
+            bail!("mount -t tmpfs at {} failed: {status}", path.display());
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        // Lazy: a process that still holds a file there (it was just killed) must
+        // not leave the mount behind.
+        match Command::new("umount").arg("-l").arg(&self.path).status() {
+            Ok(status) if status.success() => {}
+            other => eprintln!("umount {} failed: {other:?}", self.path.display()),
+        }
+    }
+}
+
+/// A CA for a TLS test cluster, and certificates for 127.0.0.1 signed by it.
+struct TestCa {
+    dir: PathBuf,
+    key: rcgen::KeyPair,
+    certificate: rcgen::Certificate,
+}
+
+impl TestCa {
+    fn new(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "cluster-tests CA");
+        let certificate = params.self_signed(&key)?;
+        fs::write(dir.join("ca.pem"), certificate.pem())?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            key,
+            certificate,
+        })
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Writes node `id`'s certificate and key (0600); answers their paths.
+    fn node_files(&self, id: u64) -> Result<(PathBuf, PathBuf)> {
+        let cert_file = self.dir.join(format!("node-{id}.pem"));
+        let key_file = self.dir.join(format!("node-{id}-key.pem"));
+        if !cert_file.exists() {
+            let key = rcgen::KeyPair::generate()?;
+            let params =
+                rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])?;
+            let certificate = params.signed_by(&key, &self.certificate, &self.key)?;
+            fs::write(&cert_file, certificate.pem())?;
+            write_secret_file(&key_file, &key.serialize_pem())?;
+        }
+        Ok((cert_file, key_file))
+    }
+
+    fn trusted_by(&self, builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder> {
+        Ok(builder
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(
+                self.certificate.pem().as_bytes(),
+            )?))
+    }
+}
+
+/// `SECRET_BYTES` random bytes as hex, with `prefix`.
+fn random_secret(prefix: &str) -> String {
+    let bytes: [u8; SECRET_BYTES] = rand::random();
+    let mut text = String::from(prefix);
+    for byte in bytes {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+/// Writes `value` to a new file of mode 0600 (never readable by others, not even
+/// while it is written).
+fn write_secret_file(path: &Path, value: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{value}").with_context(|| format!("writing {}", path.display()))
+}
+
+/// A reqwest client builder that sends `token` as a bearer token on every request.
+///
+/// # Errors
+/// A token a header cannot hold.
+pub fn authorized_client(token: Option<&str>) -> Result<reqwest::ClientBuilder> {
+    Ok(reqwest::Client::builder().default_headers(auth_headers(token)?))
+}
+
+/// `Authorization: Bearer TOKEN` (marked sensitive: never logged), or nothing.
+///
+/// # Errors
+/// A token a header cannot hold.
+pub fn auth_headers(token: Option<&str>) -> Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(headers)
 }
 
 fn free_port() -> Result<u16> {
@@ -94,28 +268,56 @@ impl TestCluster {
                 layout.push((id, group.clone(), free_port()?));
             }
         }
+        let scheme = if options.tls { "https" } else { "http" };
+        let ca = if options.tls {
+            Some(TestCa::new(&dir.path().join("tls"))?)
+        } else {
+            None
+        };
         let seeds: Vec<String> = layout
             .iter()
-            .map(|(_, _, port)| format!("\"http://127.0.0.1:{port}\""))
+            .map(|(_, _, port)| format!("\"{scheme}://127.0.0.1:{port}\""))
             .collect();
-        let http = reqwest::Client::builder()
+        let (token, secret_files) = match options.security {
+            Security::Secured => {
+                let secret_file = dir.path().join("secret");
+                let token_file = dir.path().join("token");
+                write_secret_file(&secret_file, &random_secret(""))?;
+                let token = random_secret("mq_admin_");
+                write_secret_file(&token_file, &token)?;
+                (Some(token), Some((secret_file, token_file)))
+            }
+            Security::Insecure => (None, None),
+        };
+        let mut http = authorized_client(token.as_deref())?
             .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(30))
-            .build()?;
+            .timeout(Duration::from_secs(30));
+        if let Some(ca) = &ca {
+            http = ca.trusted_by(http)?;
+        }
+        let http = http.build()?;
         let mut cluster = Self {
             dir,
             binary: binary.to_path_buf(),
             options: options.clone(),
             nodes: BTreeMap::new(),
             http,
+            token,
+            secret_files,
+            ca,
+            mounts: Vec::new(),
         };
         for (id, group, port) in &layout {
             let peers: Vec<String> = layout
                 .iter()
                 .filter(|(_, g, _)| g == group)
-                .map(|(id, _, port)| format!("\"{id}=http://127.0.0.1:{port}\""))
+                .map(|(id, _, port)| format!("\"{id}={scheme}://127.0.0.1:{port}\""))
                 .collect();
             cluster.write_node(*id, group, *port, &peers, &seeds)?;
+        }
+        if let Some((id, mib)) = options.tmpfs_data {
+            let data_dir = cluster.node(id).data_dir.clone();
+            cluster.mounts.push(TmpfsMount::mount(&data_dir, mib)?);
         }
         let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
         for id in ids {
@@ -141,15 +343,10 @@ impl TestCluster {
         let node_dir = self.dir.path().join(format!("node-{id}"));
         fs::create_dir_all(&node_dir)?;
         let data_dir = node_dir.join("data");
-        let url = format!("http://127.0.0.1:{port}");
-        let secret = self
-            .options
-            .cluster_secret
-            .as_ref()
-            .map(|s| format!("cluster_secret = \"{s}\"\n"))
-            .unwrap_or_default();
+        let scheme = if self.options.tls { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let config = format!(
-            "node_id = {id}\ngroup = \"{group}\"\nlisten = \"127.0.0.1:{port}\"\nadvertise_url = \"{url}\"\ndata_dir = \"{data}\"\npeers = [{peers}]\nseeds = [{seeds}]\n{secret}{extra}",
+            "node_id = {id}\ngroup = \"{group}\"\nlisten = \"127.0.0.1:{port}\"\nadvertise_url = \"{url}\"\ndata_dir = \"{data}\"\npeers = [{peers}]\nseeds = [{seeds}]\n{extra}",
             data = data_dir.display(),
             peers = peers.join(", "),
             seeds = seeds.join(", "),
@@ -235,6 +432,27 @@ impl TestCluster {
         &self.nodes[&id].url
     }
 
+    /// The process id of a running node.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes.get(&id)?.child.as_ref().map(Child::id)
+    }
+
+    /// The files holding the cluster secret and the admin token, when secured.
+    pub fn secret_files(&self) -> Option<(&Path, &Path)> {
+        self.secret_files
+            .as_ref()
+            .map(|(secret, token)| (secret.as_path(), token.as_path()))
+    }
+
+    /// Client library options that carry the cluster's admin token.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            token: self.token.clone(),
+            ca_file: self.ca.as_ref().map(TestCa::ca_file),
+            ..ClientOptions::default()
+        }
+    }
+
     /// Starts (or restarts) a node's process with its data.
     ///
     /// # Errors
@@ -252,9 +470,38 @@ impl TestCluster {
             .create(true)
             .append(true)
             .open(&node.log_path)?;
-        let child = Command::new(&binary)
-            .arg("--config")
-            .arg(&node.config_path)
+        let mut command = Command::new(&binary);
+        command.arg("--config").arg(&node.config_path);
+        // The node's own settings only: nothing of the caller's shell.
+        for variable in [
+            "BROKER_CLUSTER_SECRET",
+            "BROKER_SECURITY_CLUSTER_SECRET_FILE",
+            "BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE",
+            "BROKER_SECURITY_INSECURE",
+            "BROKER_TLS_CERT_FILE",
+            "BROKER_TLS_KEY_FILE",
+            "BROKER_TLS_CA_FILE",
+        ] {
+            command.env_remove(variable);
+        }
+        if let Some(ca) = &self.ca {
+            let (cert_file, key_file) = ca.node_files(id)?;
+            command
+                .env("BROKER_TLS_CERT_FILE", cert_file)
+                .env("BROKER_TLS_KEY_FILE", key_file)
+                .env("BROKER_TLS_CA_FILE", ca.ca_file());
+        }
+        match &self.secret_files {
+            Some((secret_file, token_file)) => {
+                command
+                    .env("BROKER_SECURITY_CLUSTER_SECRET_FILE", secret_file)
+                    .env("BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE", token_file);
+            }
+            None => {
+                command.arg("--insecure");
+            }
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -321,6 +568,14 @@ impl TestCluster {
                 node.paused = false;
             }
         }
+    }
+
+    /// Whether node `id`'s process (started by this harness) has exited, with its
+    /// status. A process that replaced itself with `exec` keeps its PID and has not
+    /// exited.
+    pub fn exit_status(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let child = self.nodes.get_mut(&id)?.child.as_mut()?;
+        child.try_wait().ok().flatten()
     }
 
     /// Nodes whose process runs and is not paused.
@@ -434,7 +689,7 @@ impl TestCluster {
         topic: &str,
         queue: u32,
         from: u64,
-    ) -> Result<Vec<broker::api::MessageView>> {
+    ) -> Result<Vec<broker_proto::api::MessageView>> {
         let mut offset = from;
         let mut out = Vec::new();
         loop {
@@ -474,7 +729,7 @@ impl TestCluster {
     /// # Errors
     /// Transport failure or an error answer.
     pub async fn queue_max_offsets(&self, id: u64, topic: &str) -> Result<BTreeMap<u32, u64>> {
-        let queues: broker::api::QueuesResponse =
+        let queues: broker_proto::api::QueuesResponse =
             self.get(id, &format!("/v1/topics/{topic}/queues")).await?;
         Ok(queues
             .queues
@@ -579,9 +834,14 @@ impl TestCluster {
 
     /// Whether a node's log contains `needle`.
     pub fn log_contains(&self, id: u64, needle: &str) -> bool {
+        self.log_count(id, needle) > 0
+    }
+
+    /// How many times node `id`'s log holds `needle` (its runs append to one log).
+    pub fn log_count(&self, id: u64, needle: &str) -> usize {
         fs::read_to_string(&self.node(id).log_path)
-            .map(|text| text.contains(needle))
-            .unwrap_or(false)
+            .map(|text| text.matches(needle).count())
+            .unwrap_or(0)
     }
 }
 
@@ -591,6 +851,7 @@ impl Drop for TestCluster {
         for id in ids {
             self.kill(id);
         }
+        self.mounts.clear();
         if std::thread::panicking() || std::env::var_os("KEEP_CLUSTER_DIR").is_some() {
             let path = self.dir.path().to_path_buf();
             // Keep the directory (logs, data) for the post-mortem.

@@ -20,10 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
-use broker::api::{MessageInput, PullResponse, SendRequest, SendResultView, TopicRequest};
-use broker::client::{
-    BrokerClient, ClientOptions, ConsumerOptions, GroupQueue, MessageModel, PushConsumer,
-};
+use broker_client::{BrokerClient, ConsumerOptions, GroupQueue, MessageModel, PushConsumer};
+use broker_proto::api::{MessageInput, PullResponse, SendRequest, SendResultView, TopicRequest};
 use cluster_tests::harness::{ClusterOptions, TestCluster, SMALL_STORAGE};
 use serde_json::{json, Value};
 
@@ -249,7 +247,7 @@ async fn tags_broadcasting_and_reset_by_time() -> Result<()> {
     .await?;
     cluster.wait_for_routes(1, Duration::from_secs(10)).await?;
     let urls: Vec<String> = cluster.nodes.values().map(|n| n.url.clone()).collect();
-    let client = BrokerClient::new(urls, ClientOptions::default())?;
+    let client = BrokerClient::new(urls, cluster.client_options())?;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
     // Pulls go to the leader: a follower may not have applied the last send yet.
     let leader_url = cluster.url(leader).to_string();
@@ -501,7 +499,7 @@ async fn phase_reset(
         options("rewind", "r1", "events", MessageModel::Clustering),
         &first_handled,
     );
-    let committed_at_end = |offsets: &broker::api::GroupOffsetsResponse| {
+    let committed_at_end = |offsets: &broker_proto::api::GroupOffsetsResponse| {
         offsets.offsets.len() == 4
             && offsets.offsets.iter().all(|o| {
                 ends.iter().any(|(q, max)| {

@@ -14,12 +14,10 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{bail, ensure, Result};
-use broker::api::{MessageInput, TopicRequest};
-use broker::client::{
-    BrokerClient, ClientOptions, ConsumerOptions, Producer, ProducerOptions, PushConsumer,
-};
-use broker::consumer::retry::PROPERTY_RETRY_TOPIC;
-use broker::producer::group_hash;
+use broker::service::producer::group_hash;
+use broker_client::{BrokerClient, ConsumerOptions, Producer, ProducerOptions, PushConsumer};
+use broker_proto::api::{MessageInput, TopicRequest};
+use broker_proto::properties::PROPERTY_RETRY_TOPIC;
 use cluster_tests::harness::{ClusterOptions, TestCluster, SMALL_STORAGE};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cluster-node");
@@ -162,7 +160,7 @@ async fn every_acknowledged_message_is_consumed_once_across_a_leader_kill() -> R
     .await?;
     cluster.wait_for_routes(2, Duration::from_secs(10)).await?;
     let urls: Vec<String> = cluster.nodes.values().map(|n| n.url.clone()).collect();
-    let client = BrokerClient::new(urls, ClientOptions::default())?;
+    let client = BrokerClient::new(urls, cluster.client_options())?;
     let topic = client
         .create_topic("orders", &TopicRequest::with_queues(4))
         .await?;

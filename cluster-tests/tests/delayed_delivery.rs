@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
-use broker::api::{MessageInput, MessageView, SendRequest};
-use broker::client::{BrokerClient, ClientOptions};
+use broker_client::BrokerClient;
+use broker_proto::api::{MessageInput, MessageView, SendRequest};
 use cluster_tests::harness::{ClusterOptions, TestCluster, SMALL_STORAGE};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cluster-node");
@@ -88,7 +88,7 @@ async fn delayed_messages_arrive_once_and_never_early_across_leader_kills() -> R
     cluster.create_topic(leader, TOPIC, QUEUES).await?;
     cluster.create_topic(leader, "audit", 1).await?;
     let urls: Vec<String> = cluster.nodes.values().map(|n| n.url.clone()).collect();
-    let client = BrokerClient::new(urls, ClientOptions::default())?;
+    let client = BrokerClient::new(urls, cluster.client_options())?;
 
     eprintln!("--- a keyed message to find a minute later");
     let started = Instant::now();

@@ -1,4 +1,5 @@
-//! Membership under load: a fourth node joins (learner, catch-up, voter), takes
+//! Membership under load: a fourth node joins (learner, catch-up, voter: the add
+//! answers 202 and the test follows the join until it is done), takes
 //! over leadership by transfer, an old node is removed and stops serving writes, a
 //! wiped node rejoins under a new id — and no acknowledged message is lost, and the
 //! new nodes' CommitLogs are identical to the others'.
@@ -8,9 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Result};
-use broker::api::{GroupView, SendResponse};
-use cluster_tests::harness::{decode, ClusterOptions, TestCluster, SMALL_STORAGE};
+use anyhow::{bail, ensure, Context, Result};
+use broker_proto::api::{ClusterResponse, GroupView, JoinState, JoinView, SendResponse};
+use cluster_tests::harness::{
+    authorized_client, decode, ClusterOptions, TestCluster, SMALL_STORAGE,
+};
 use serde_json::json;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cluster-node");
@@ -19,8 +22,12 @@ const GROUP: &str = "broker-a";
 /// Sends one message at a time through `url` until `stop`, retrying each with the
 /// same producer id and sequence until it is acknowledged. Answers the
 /// acknowledged (queue, offset, body).
-async fn load(url: String, stop: Arc<AtomicBool>) -> Result<Vec<(u32, u64, String)>> {
-    let http = reqwest::Client::builder()
+async fn load(
+    url: String,
+    token: Option<String>,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<(u32, u64, String)>> {
+    let http = authorized_client(token.as_deref())?
         .timeout(Duration::from_secs(15))
         .build()?;
     let mut acked = Vec::new();
@@ -70,6 +77,53 @@ async fn call(
     decode(request.send().await?).await
 }
 
+/// Adds node `node_id` at its URL through node `via` and follows the join until
+/// it ends (the add answers 202 at once, or 200 `DONE` for a voter); answers the
+/// group as its leader sees it afterwards.
+async fn join(cluster: &TestCluster, via: u64, node_id: u64) -> Result<GroupView> {
+    let path = format!("{}/v1/cluster/groups/{GROUP}/nodes", cluster.url(via));
+    let answer = cluster
+        .http
+        .post(&path)
+        .json(&json!({"node_id": node_id, "address": cluster.url(node_id)}))
+        .send()
+        .await?;
+    let status = answer.status().as_u16();
+    let mut join: JoinView = decode(answer).await?;
+    ensure!(
+        status == 202 || (status == 200 && join.state == JoinState::Done),
+        "adding node {node_id} answered {status}: {join:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !join.state.is_final() {
+        ensure!(
+            Instant::now() < deadline,
+            "the join of node {node_id} is still {:?} after 120 s",
+            join.state
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        join = decode(cluster.http.get(format!("{path}/{node_id}")).send().await?).await?;
+    }
+    ensure!(
+        join.state == JoinState::Done,
+        "node {node_id} did not join: {join:?}"
+    );
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    let answer: ClusterResponse = decode(
+        cluster
+            .http
+            .get(format!("{}/v1/cluster", cluster.url(leader)))
+            .send()
+            .await?,
+    )
+    .await?;
+    answer
+        .groups
+        .into_iter()
+        .find(|g| g.group == GROUP)
+        .ok_or_else(|| anyhow::anyhow!("{GROUP} is not listed by its leader"))
+}
+
 fn voters(view: &GroupView) -> BTreeSet<u64> {
     view.nodes
         .iter()
@@ -94,7 +148,11 @@ async fn nodes_join_and_leave_under_load_without_losing_messages() -> Result<()>
     cluster.create_topic(leader, "m", 4).await?;
     let stop = Arc::new(AtomicBool::new(false));
     // Node 3 stays a member throughout; it forwards to whoever leads.
-    let producer = tokio::spawn(load(cluster.url(3).to_string(), Arc::clone(&stop)));
+    let producer = tokio::spawn(load(
+        cluster.url(3).to_string(),
+        cluster.token.clone(),
+        Arc::clone(&stop),
+    ));
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     eprintln!("--- add node 4 through a follower: learner, catch-up, voter");
@@ -102,14 +160,7 @@ async fn nodes_join_and_leave_under_load_without_losing_messages() -> Result<()>
     let via = *[1u64, 2, 3].iter().find(|&&id| id != leader).unwrap_or(&3);
     let started = Instant::now();
     let path = format!("/v1/cluster/groups/{GROUP}/nodes");
-    let view = call(
-        &cluster,
-        reqwest::Method::POST,
-        via,
-        &path,
-        Some(json!({"node_id": four, "address": cluster.url(four)})),
-    )
-    .await?;
+    let view = join(&cluster, via, four).await?;
     eprintln!(
         "node {four} joined as a voter after {:?}",
         started.elapsed()
@@ -119,14 +170,7 @@ async fn nodes_join_and_leave_under_load_without_losing_messages() -> Result<()>
         "voters {:?}",
         voters(&view)
     );
-    let again = call(
-        &cluster,
-        reqwest::Method::POST,
-        via,
-        &path,
-        Some(json!({"node_id": four, "address": cluster.url(four)})),
-    )
-    .await?;
+    let again = join(&cluster, via, four).await?;
     ensure!(
         voters(&again) == voters(&view),
         "adding a member again changes nothing"
@@ -178,12 +222,18 @@ async fn nodes_join_and_leave_under_load_without_losing_messages() -> Result<()>
         "voters {:?}",
         voters(&view)
     );
+    // The write must be answered by node 1 itself: a peer's "already forwarded"
+    // marker stops it from forwarding (a client's marker is ignored, so the test
+    // presents the cluster secret as a peer would).
+    let (secret_file, _) = cluster.secret_files().context("a secured cluster")?;
+    let secret = std::fs::read_to_string(secret_file)?.trim().to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let answer = cluster
             .http
             .post(format!("{}/v1/topics/m/messages", cluster.url(1)))
             .header(broker::http::extract::FORWARDED_HEADER, "test")
+            .header(broker::auth::cluster_secret::SECRET_HEADER, &secret)
             .json(&json!({"messages": [{"body": "to the removed node"}]}))
             .send()
             .await?;
@@ -223,14 +273,7 @@ async fn nodes_join_and_leave_under_load_without_losing_messages() -> Result<()>
     cluster.kill(2);
     std::fs::remove_dir_all(&cluster.node(2).data_dir)?;
     let five = cluster.start_new_node(GROUP)?;
-    let view = call(
-        &cluster,
-        reqwest::Method::POST,
-        3,
-        &path,
-        Some(json!({"node_id": five, "address": cluster.url(five)})),
-    )
-    .await?;
+    let view = join(&cluster, 3, five).await?;
     ensure!(
         voters(&view) == BTreeSet::from([3, four, five]),
         "voters {:?}",

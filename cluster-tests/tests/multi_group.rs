@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use broker::api::{
+use broker_proto::api::{
     ClusterResponse, MessageView, MessagesResponse, PullResponse, RouteResponse, SendResponse,
     TopicView,
 };
@@ -218,7 +218,8 @@ async fn two_groups_share_routes_and_serve_one_topic() -> Result<()> {
     );
 
     eprintln!("--- queues list both groups; query by id and by key reach the other group");
-    let queues: broker::api::QueuesResponse = cluster.get(1, "/v1/topics/orders/queues").await?;
+    let queues: broker_proto::api::QueuesResponse =
+        cluster.get(1, "/v1/topics/orders/queues").await?;
     ensure!(queues.queues.len() == 8, "queues {:?}", queues.queues);
     let b_message = &sent
         .iter()

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use broker::api::{GroupOffsetsResponse, MessageInput, PullResponse, SendRequest};
-use broker::client::{BrokerClient, ClientOptions, ConsumerOptions, PushConsumer};
+use broker_client::{BrokerClient, ConsumerOptions, PushConsumer};
+use broker_proto::api::{GroupOffsetsResponse, MessageInput, PullResponse, SendRequest};
 use cluster_tests::harness::{ClusterOptions, TestCluster, SMALL_STORAGE};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cluster-node");
@@ -60,7 +60,7 @@ async fn wait_for_deletion(cluster: &TestCluster) -> Result<BTreeMap<u32, (u64, 
     loop {
         let mut all_deleted = true;
         for id in cluster.live_nodes() {
-            let queues: broker::api::QueuesResponse = cluster
+            let queues: broker_proto::api::QueuesResponse = cluster
                 .get(id, &format!("/v1/topics/{TOPIC}/queues"))
                 .await?;
             all_deleted &= queues.queues.iter().all(|q| q.min_offset > 0);
@@ -72,7 +72,7 @@ async fn wait_for_deletion(cluster: &TestCluster) -> Result<BTreeMap<u32, (u64, 
         }
         if all_deleted {
             let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
-            let queues: broker::api::QueuesResponse = cluster
+            let queues: broker_proto::api::QueuesResponse = cluster
                 .get(leader, &format!("/v1/topics/{TOPIC}/queues"))
                 .await?;
             return Ok(queues
@@ -126,6 +126,43 @@ async fn wait_handled(handled: &Handled, expected: &BTreeSet<usize>) -> Result<(
     }
 }
 
+/// Waits until `handled` holds every message of `stored` that is still stored when
+/// checked; answers how many `handled` holds then. Retention goes on deleting files
+/// older than 2 s meanwhile, so what "still stored" means is read again each time
+/// (a count taken once could become unreachable, and did under load).
+async fn wait_read_all_still_stored(
+    client: &BrokerClient,
+    handled: &Handled,
+    stored: &BTreeMap<usize, (u32, u64)>,
+    group: &str,
+) -> Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let queues: broker_proto::api::QueuesResponse = client.queues(TOPIC).await?;
+        let min: BTreeMap<u32, u64> = queues
+            .queues
+            .iter()
+            .map(|q| (q.queue_id, q.min_offset))
+            .collect();
+        let seen: BTreeSet<usize> = handled.lock().expect("lock").iter().copied().collect();
+        let unread: Vec<usize> = stored
+            .iter()
+            .filter(|(n, (queue, offset))| !seen.contains(n) && *offset >= min[queue])
+            .map(|(n, _)| *n)
+            .collect();
+        if unread.is_empty() {
+            return Ok(seen.len());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "group {group}: {} stored messages never handled, e.g. {:?}",
+            unread.len(),
+            &unread[..unread.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The two tests take turns: two clusters at once are too much for CI's 2 cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -143,7 +180,7 @@ async fn a_tiny_window_deletes_old_files_while_consumers_keep_working() -> Resul
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
     cluster.create_topic(leader, TOPIC, QUEUES).await?;
     let urls: Vec<String> = cluster.nodes.values().map(|n| n.url.clone()).collect();
-    let client = BrokerClient::new(urls, ClientOptions::default())?;
+    let client = BrokerClient::new(urls, cluster.client_options())?;
     // A group that committed offset 0 and then stopped consuming.
     for queue in 0..QUEUES {
         let response = cluster
@@ -166,7 +203,7 @@ async fn a_tiny_window_deletes_old_files_while_consumers_keep_working() -> Resul
     }
 
     eprintln!("--- 1,500 messages of 4 KiB (~6 CommitLog files) while `live` consumes");
-    let stored = send(&cluster, 0, 1500).await?;
+    let mut stored = send(&cluster, 0, 1500).await?;
     let ends = wait_for_deletion(&cluster).await?;
     eprintln!("queues after retention (min, max): {ends:?}");
 
@@ -202,36 +239,9 @@ async fn a_tiny_window_deletes_old_files_while_consumers_keep_working() -> Resul
     }
 
     eprintln!("--- the live consumer keeps working: it misses only what was deleted unread");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let queues: broker::api::QueuesResponse = client.queues(TOPIC).await?;
-        let min: BTreeMap<u32, u64> = queues
-            .queues
-            .iter()
-            .map(|q| (q.queue_id, q.min_offset))
-            .collect();
-        let seen: BTreeSet<usize> = handled.lock().expect("lock").iter().copied().collect();
-        let unread: Vec<usize> = stored
-            .iter()
-            .filter(|(n, (queue, offset))| !seen.contains(n) && *offset >= min[queue])
-            .map(|(n, _)| *n)
-            .collect();
-        if unread.is_empty() {
-            eprintln!(
-                "live handled {} of 1500; the rest was deleted before it read them",
-                seen.len()
-            );
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "{} stored messages never handled, e.g. {:?}",
-            unread.len(),
-            &unread[..unread.len().min(5)]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    send(&cluster, 1500, 100).await?;
+    let seen = wait_read_all_still_stored(&client, &handled, &stored, "live").await?;
+    eprintln!("live handled {seen} of 1500; the rest was deleted before it read them");
+    stored.extend(send(&cluster, 1500, 100).await?);
     wait_handled(&handled, &(1500..1600).collect()).await?;
     let all = handled.lock().expect("lock").clone();
     let distinct: BTreeSet<usize> = all.iter().copied().collect();
@@ -240,17 +250,7 @@ async fn a_tiny_window_deletes_old_files_while_consumers_keep_working() -> Resul
     eprintln!("--- the lagging group resumes at the minimum");
     let slow_handled: Handled = Arc::default();
     let slow = consumer(&client, "slow", &slow_handled);
-    let queues: broker::api::QueuesResponse = client.queues(TOPIC).await?;
-    let still_stored: usize = queues
-        .queues
-        .iter()
-        .map(|q| (q.max_offset - q.min_offset) as usize)
-        .sum();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while slow_handled.lock().expect("lock").len() < still_stored {
-        ensure!(Instant::now() < deadline, "slow group never caught up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_read_all_still_stored(&client, &slow_handled, &stored, "slow").await?;
     let oldest = *slow_handled
         .lock()
         .expect("lock")

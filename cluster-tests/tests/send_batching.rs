@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use broker::api::{MessageInput, SendRequest, SendResponse};
+use broker_proto::api::{MessageInput, SendRequest, SendResponse};
 use cluster_tests::harness::{ClusterOptions, TestCluster, SMALL_STORAGE};
 use futures::future::join_all;
 

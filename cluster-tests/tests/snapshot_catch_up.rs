@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use broker::api::{MessageInput, SendRequest};
+use broker_proto::api::{MessageInput, SendRequest};
 use cluster_tests::harness::{ClusterOptions, TestCluster, SMALL_STORAGE};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cluster-node");

@@ -3,8 +3,13 @@
 HTTP, standard library only) against the dashboard of a running cluster.
 
 usage: dashboard_browser.py DRIVER_URL NODE_URL TOPIC MESSAGES GROUP SCREENSHOT DLQ_MSG_ID
+                            ADMIN_TOKEN_FILE VIEWER_TOKEN_FILE
 
-Checks, each with a deadline (the page refreshes every 3 s):
+The cluster is secured: the script's own API calls send the admin token, and the
+page is signed in through its form. Checks, each with a deadline (the page
+refreshes every 3 s):
+  0. the page asks for a token and shows no data; a wrong token is refused with
+     UNAUTHORIZED; the admin token signs in and is kept in sessionStorage only;
   1. the cluster table shows three nodes of one group, exactly one of them leader;
   2. the topics table shows TOPIC with MESSAGES messages;
   3. the consumer-group table shows GROUP;
@@ -13,8 +18,12 @@ Checks, each with a deadline (the page refreshes every 3 s):
   5. a second action: the message browser finds the dead letter DLQ_MSG_ID by id,
      and its Resend button sends it back to TOPIC: the API then finds a new
      message there with the same body and the property DLQ_RESENT_FROM;
-  6. the message browser finds the message with key `dash-key` by key.
-Then saves a screenshot to SCREENSHOT. Exits non-zero with the reason on failure.
+  6. the message browser finds the message with key `dash-key` by key;
+  7. log out: the form is back and the token forgotten; signed in as the viewer
+     (sub on TOPIC only), the cluster section says NO_PERMISSION while the topics
+     table still shows TOPIC.
+Then saves a screenshot to SCREENSHOT (the admin's view, before step 7). Exits
+non-zero with the reason on failure.
 """
 
 import base64
@@ -25,12 +34,15 @@ import urllib.error
 import urllib.request
 
 DEADLINE_S = 20
+TOKEN_KEY = "broker-dashboard-token"
 
 
-def http(method, url, body=None):
+def http(method, url, body=None, token=None):
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read() or b"null")
@@ -105,14 +117,49 @@ def wait_for(what, probe):
     sys.exit(f"dashboard-browser: FAILED: {what} (last seen: {last})")
 
 
+def read_token(path):
+    with open(path, encoding="utf-8") as f:
+        return f.readline().strip()
+
+
+def sign_in(browser, token):
+    browser.type("#login-token", token)
+    browser.click("#login-button")
+
+
 def main():
-    driver, node, topic, messages, group, shot, dlq_id = sys.argv[1:8]
+    driver, node, topic, messages, group, shot, dlq_id, admin_file, viewer_file = sys.argv[1:10]
+    admin, viewer = read_token(admin_file), read_token(viewer_file)
     browser = Browser(driver)
     try:
-        print("--- load the dashboard", flush=True)
+        print("--- load the dashboard: it asks for a token", flush=True)
         browser.open(node + "/")
+        visible_js = "return !document.getElementById(arguments[0]).hidden;"
+        wait_for("the sign-in form is shown, the page is not",
+                 lambda: (browser.js(visible_js, "login") and not browser.js(visible_js, "main")
+                          and browser.js("return document.body.dataset.loaded !== 'true'"),))
+        rows = browser.js("return document.querySelectorAll('#cluster-table tr.node').length")
+        if rows:
+            sys.exit(f"dashboard-browser: FAILED: {rows} node rows shown before signing in")
+
+        print("--- a wrong token is refused", flush=True)
+        sign_in(browser, "not-the-token-of-this-cluster")
+        wait_for("the form says UNAUTHORIZED",
+                 lambda: (lambda t: ("UNAUTHORIZED" in t, t))(browser.text_of("#login-error") or ""))
+        stored = browser.js(f"return sessionStorage.getItem('{TOKEN_KEY}');")
+        if stored is not None:
+            sys.exit("dashboard-browser: FAILED: a refused token is still stored")
+
+        print("--- the admin token signs in", flush=True)
+        sign_in(browser, admin)
         wait_for("the page loaded its data",
                  lambda: (browser.js("return document.body.dataset.loaded === 'true'"),))
+        kept = browser.js(f"return [sessionStorage.getItem('{TOKEN_KEY}'), localStorage.length,"
+                          " document.cookie];")
+        if kept != [admin, 0, ""]:
+            sys.exit("dashboard-browser: FAILED: the token is not kept in sessionStorage alone "
+                     f"(sessionStorage matches: {kept[0] == admin}, localStorage items: {kept[1]}, "
+                     f"cookies: {kept[2]!r})")
 
         nodes_js = """return Array.from(document.querySelectorAll('#cluster-table tr.node'))
             .map(r => [r.dataset.group, r.dataset.nodeId, r.querySelector('.role').textContent]);"""
@@ -136,7 +183,7 @@ def main():
 
         print("--- action: reset the group's offset on queue 0 to 1 through the form", flush=True)
         offsets_url = f"{node}/v1/groups/{group}/offsets?topic={topic}"
-        before = {o["queue_id"]: o["offset"] for o in http("GET", offsets_url)["offsets"]}
+        before = {o["queue_id"]: o["offset"] for o in http("GET", offsets_url, token=admin)["offsets"]}
         if before.get(0) == 1:
             sys.exit(f"dashboard-browser: FAILED: offset is already 1 before the action: {before}")
         browser.type("#reset-group", group)
@@ -149,17 +196,17 @@ def main():
                      browser.text_of("#action-status") or ""))
 
         def api_offset():
-            after = {o["queue_id"]: o["offset"] for o in http("GET", offsets_url)["offsets"]}
+            after = {o["queue_id"]: o["offset"] for o in http("GET", offsets_url, token=admin)["offsets"]}
             return (after.get(0) == 1, after)
         wait_for(f"the API reports {group}'s offset on queue 0 moved from {before.get(0)} to 1",
                  api_offset)
 
         print("--- action: resend the dead letter from the message browser", flush=True)
-        dead = http("GET", f"{node}/v1/messages/{dlq_id}")
+        dead = http("GET", f"{node}/v1/messages/{dlq_id}", token=admin)
         if dead["properties"].get("ORIGIN_TOPIC") != topic:
             sys.exit(f"dashboard-browser: FAILED: the dead letter does not name its origin: {dead}")
         queues_url = f"{node}/v1/topics/{topic}/queues"
-        total = lambda: sum(q["max_offset"] for q in http("GET", queues_url)["queues"])
+        total = lambda: sum(q["max_offset"] for q in http("GET", queues_url, token=admin)["queues"])
         stored_before = total()
         browser.type("#id-msg-id", dlq_id)
         browser.click("#browse-id button")
@@ -175,9 +222,10 @@ def main():
             stored = total()
             if stored != stored_before + 1:
                 return (False, f"{stored} messages stored, expected {stored_before + 1}")
-            found = [m for q in http("GET", queues_url)["queues"]
+            found = [m for q in http("GET", queues_url, token=admin)["queues"]
                      for m in http("GET", f"{node}/v1/topics/{topic}/queues/{q['queue_id']}/messages"
-                                          f"?offset={q['max_offset'] - 1}&group={q['group']}")["messages"]
+                                          f"?offset={q['max_offset'] - 1}&group={q['group']}",
+                                   token=admin)["messages"]
                      if m["properties"].get("DLQ_RESENT_FROM") == dlq_id]
             ok = len(found) == 1 and found[0]["body"] == dead["body"] \
                 and "ORIGIN_TOPIC" not in found[0]["properties"]
@@ -197,6 +245,22 @@ def main():
 
         browser.screenshot(shot)
         print(f"dashboard-browser: screenshot saved to {shot}", flush=True)
+
+        print("--- log out: the form is back, the token forgotten", flush=True)
+        browser.click("#logout")
+        wait_for("the sign-in form is shown again",
+                 lambda: (browser.js(visible_js, "login") and not browser.js(visible_js, "main"),))
+        if browser.js(f"return sessionStorage.getItem('{TOKEN_KEY}');") is not None:
+            sys.exit("dashboard-browser: FAILED: the token survived logging out")
+
+        print("--- signed in as a user with sub on the topic only: 403 shown, topics still there",
+              flush=True)
+        sign_in(browser, viewer)
+        wait_for("the cluster section says NO_PERMISSION",
+                 lambda: (lambda t: ("NO_PERMISSION" in t, t))(browser.text_of("#cluster-error") or ""))
+        wait_for(f"the topics table still shows {topic}",
+                 lambda: (lambda n: (n == topic, n))(browser.text_of(
+                     f'#topics-table tr.topic[data-topic="{topic}"] td.name')))
     finally:
         browser.close()
 

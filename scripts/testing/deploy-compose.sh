@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 #
 # deploy-compose.sh — the deploy/ files tested for real. Runs the README's Deploy
-# block as printed (build the image, start deploy/docker-compose.yml, send and pull
-# through the published ports), with the environment pointing it at a Compose
-# project, image tag, secret file and free host ports of this run's own; then
-# checks that the nodes resolve each other by service name, sends and pulls
+# block as printed (build the image, make the credentials, start
+# deploy/docker-compose.yml, send and pull through the published ports with the
+# admin token), with the environment pointing it at a Compose project, image tag
+# and free host ports of this run's own; then checks that the cluster is secured
+# (401 without the token or with a wrong one, the secrets in no container's
+# configuration or command line), that the nodes resolve each other by service
+# name, sends and pulls
 # through every node, SIGKILLs the leader's container, checks that writes
 # continue through another node, starts the container again and checks that it
 # catches up (its queues' max offsets equal the new leader's and it serves every
@@ -50,8 +53,11 @@ work=$(mktemp -d)
 # The README block and this script both read these.
 export COMPOSE_PROJECT_NAME=$project
 export BROKER_IMAGE=$tag
-export BROKER_ENV_FILE=$work/cluster.env
 export BROKER_PUBLISH_ADDR=127.0.0.1
+# The README's block makes and reads deploy/secrets/ (BROKER_SECRETS_DIR would move
+# it, but the block as printed reads the token from there).
+unset BROKER_SECRETS_DIR
+readonly secrets=$repo/deploy/secrets
 # Empty: Docker picks a free host port (the compose file's ${VAR-default}).
 export BROKER_NODE1_PORT='' BROKER_NODE2_PORT='' BROKER_NODE3_PORT=''
 
@@ -66,7 +72,7 @@ cleanup() {
 	compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 	docker image rm --force "$tag" >/dev/null 2>&1 || true
 	rm -rf -- "$work"
-	[[ $made_env_file == 1 ]] && rm -f -- "$repo/deploy/cluster.env"
+	[[ $made_secrets == 1 ]] && rm -rf -- "$secrets"
 	# Anything left means `down` failed: say so, the next run would not notice.
 	if [[ -n $(docker ps -aq --filter "label=com.docker.compose.project=$project") ]]; then
 		echo "deploy-compose: containers of project $project are left over" >&2
@@ -74,10 +80,10 @@ cleanup() {
 	echo "--- [$((SECONDS - started))s] deploy-compose: cleaned up (project $project)"
 	exit "$status"
 }
-# The README block writes deploy/cluster.env when there is none (this run's
-# containers read BROKER_ENV_FILE instead); a file this run made goes again.
-made_env_file=0
-[[ -e $repo/deploy/cluster.env ]] || made_env_file=1
+# The README block writes deploy/secrets/ when there is none (make-secrets.sh keeps
+# existing files); a directory this run made goes again.
+made_secrets=0
+[[ -e $secrets ]] || made_secrets=1
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -113,7 +119,11 @@ wait_for() {
 healthy() { [[ $(docker inspect --format '{{.State.Health.Status}}' "$(container "$1")") == healthy ]]; }
 all_healthy() { healthy 1 && healthy 2 && healthy 3; }
 
-api() { curl -sS --max-time 5 "$@"; }
+# The API with the admin token (read by curl from a 0600 file, not its arguments)
+# and JSON bodies (415 otherwise).
+auth=$work/auth-header
+api() { curl -sS --max-time 5 -H @"$auth" -H 'Content-Type: application/json' "$@"; }
+status_of() { curl -s --max-time 5 -o /dev/null -w '%{http_code}' "$@"; }
 
 # send NODE FIRST COUNT: sends messages FIRST..FIRST+COUNT-1 through node NODE,
 # one request each, with producer_id/sequence so that a retry after a timeout or
@@ -162,7 +172,6 @@ leader_id() { api "$(url "$1")/v1/cluster" | jq -er '.groups[0].leader_id // emp
 same_offsets() { [[ $(max_offsets "$1") == "$(max_offsets "$2")" ]]; }
 
 phase "the README's Deploy block, as printed (image $tag, project $project)"
-echo "BROKER_CLUSTER_SECRET=deploy-test-$RANDOM$RANDOM-secret" >"$BROKER_ENV_FILE"
 block=$(awk '
 	$0 == "<!-- deploy-example:start compose -->" { inside = 1; next }
 	inside && $0 == "<!-- deploy-example:end -->" { exit }
@@ -181,10 +190,28 @@ fi
 echo "$output" | grep -v '^Creating\|^DEPRECATED\|^  \+Install the buildx\|^  \+https://docs.docker.com' || true
 ! grep -q '"code":"' <<<"$output" || die "the README's Deploy block printed an API error"
 grep -q '"status":"FOUND"' <<<"$output" || die "the README's Deploy block did not pull its message"
+grep -qx 401 <<<"$output" || die "the README's Deploy block did not show the 401 of a call without the token"
 wait_for 60 "three healthy containers (ready: member of a group with a leader)" all_healthy
 for i in 1 2 3; do
 	read_url "$i" || die "node $i has no published port"
 	echo "node$i: $(url "$i")"
+done
+
+phase "the cluster is secured: 401 without the token or with a wrong one; secrets in no configuration"
+for f in cluster-secret admin-token; do
+	[[ $(stat -c '%a %u' "$secrets/$f") == "400 10001" ]] ||
+		die "$secrets/$f is $(stat -c '%a %u' "$secrets/$f"), not 0400 owned by the containers' user 10001"
+done
+(umask 077 && printf 'Authorization: Bearer %s\n' "$(head -n 1 "$secrets/admin-token")" >"$auth")
+for i in 1 2 3; do
+	[[ $(status_of "$(url "$i")/v1/topics") == 401 ]] || die "node $i answers /v1/topics without a token"
+	[[ $(status_of -H @- "$(url "$i")/v1/topics" <<<"Authorization: Bearer mq_admin_wrong") == 401 ]] ||
+		die "node $i takes a wrong token"
+	[[ $(status_of -H @"$auth" "$(url "$i")/v1/topics") == 200 ]] || die "node $i refuses the admin token"
+	# grep -f reads the values from the files: they are in no argv here either.
+	if docker inspect "$(container "$i")" | grep -qF -f "$secrets/cluster-secret" -f "$secrets/admin-token"; then
+		die "docker inspect of node $i shows the cluster secret or the admin token"
+	fi
 done
 
 phase "peers resolve each other's service names inside the containers"

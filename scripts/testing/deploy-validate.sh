@@ -6,13 +6,18 @@
 #   a wrong type), for the oldest Kubernetes the manifests need (1.31: StatefulSet
 #   `ordinals` and the pod-index label are stable there) and the newest the package
 #   knows; then the cross-references no schema sees (selectors, the governing
-#   Service, the ConfigMap, the peer list against the replica count). The package
+#   Service, the ConfigMap, the peer list against the replica count, the
+#   credentials: read from files of a read-only Secret volume of mode 0400, never
+#   from environment values). The package
 #   goes into a virtualenv under target/ (K8S_VALIDATE_VENV), installed once from
 #   PyPI; after that no network is needed.
 # - deploy/systemd/broker.service with `systemd-analyze verify`, in a scratch root
 #   (any warning fails), when systemd-analyze is installed.
 # - deploy/docker-compose.yml with `docker-compose config` (`docker compose`), when
-#   Compose is installed.
+#   Compose is installed, and its security: every node reads the cluster secret
+#   and admin token from Compose secrets by path, none has them in its environment.
+# - deploy/prometheus/prometheus.yml: the broker job authorizes with a bearer
+#   token from a credentials file (GET /metrics needs admin), never an inline one.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -76,8 +81,23 @@ for name, sts in by_kind.get("StatefulSet", {}).items():
                   f"statefulset/{name}: no ConfigMap {volume['configMap']['name']}")
     start = spec.get("ordinals", {}).get("start", 0)
     check(start >= 1, f"statefulset/{name}: ordinals.start must be >= 1 (node ids are positive)")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
     for container in pod["containers"]:
         env = {e["name"]: e for e in container.get("env", [])}
+        secret_mounts = {m["mountPath"].rstrip("/"): m for m in container.get("volumeMounts", [])
+                         if "secret" in volumes.get(m["name"], {})}
+        for key in ("BROKER_SECURITY_CLUSTER_SECRET_FILE", "BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE"):
+            path = env.get(key, {}).get("value", "")
+            mount = secret_mounts.get(path.rsplit("/", 1)[0])
+            check(mount is not None, f"statefulset/{name}: {key} ({path!r}) is not a file of a mounted Secret")
+            if mount:
+                check(mount.get("readOnly") is True, f"statefulset/{name}: {mount['name']} must be mounted readOnly")
+                secret = volumes[mount["name"]]["secret"]
+                check(secret.get("defaultMode") == 0o400,
+                      f"statefulset/{name}: Secret volume {mount['name']} needs defaultMode 0400")
+        for e in env.values():
+            check("secretKeyRef" not in e.get("valueFrom", {}),
+                  f"statefulset/{name}: {e['name']} takes a Secret value into the environment; mount it as a file")
         check(env.get("BROKER_NODE_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
               == "metadata.labels['apps.kubernetes.io/pod-index']",
               f"statefulset/{name}: BROKER_NODE_ID must come from the pod index")
@@ -127,9 +147,47 @@ else
 	compose=()
 fi
 if ((${#compose[@]})); then
-	echo "BROKER_CLUSTER_SECRET=validate" >"$scratch/cluster.env"
-	BROKER_ENV_FILE=$scratch/cluster.env "${compose[@]}" --file "$repo/deploy/docker-compose.yml" config --quiet
-	echo "compose-validate: deploy/docker-compose.yml is valid"
+	mkdir -p "$scratch/secrets"
+	echo "validate-secret-not-for-use-0123456789" >"$scratch/secrets/cluster-secret"
+	echo "mq_admin_validate-not-for-use-0123456789" >"$scratch/secrets/admin-token"
+	BROKER_SECRETS_DIR=$scratch/secrets "${compose[@]}" --file "$repo/deploy/docker-compose.yml" config >"$scratch/compose.yml"
+	python3 - "$scratch/compose.yml" <<'EOF'
+import sys
+
+import yaml
+
+config = yaml.safe_load(open(sys.argv[1]))
+errors = []
+wanted = {"BROKER_SECURITY_CLUSTER_SECRET_FILE": "cluster_secret",
+          "BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE": "admin_token"}
+for name, service in config["services"].items():
+    env = service.get("environment", {})
+    mounted = {s["source"] if isinstance(s, dict) else s for s in service.get("secrets", [])}
+    for key, secret in wanted.items():
+        if env.get(key) != f"/run/secrets/{secret}" or secret not in mounted:
+            errors.append(f"{name}: {key} must name the mounted Compose secret /run/secrets/{secret}")
+    if "BROKER_CLUSTER_SECRET" in env or service.get("env_file"):
+        errors.append(f"{name}: the secret must come from a file, not the environment")
+for secret in wanted.values():
+    if "file" not in config.get("secrets", {}).get(secret, {}):
+        errors.append(f"secrets.{secret}: must be a file (deploy/make-secrets.sh)")
+if errors:
+    sys.exit("\n".join(f"compose-validate: {e}" for e in errors))
+EOF
+	echo "compose-validate: deploy/docker-compose.yml is valid; every node reads its credentials from Compose secrets"
 else
 	echo "compose-validate: skipped: Compose is not installed"
 fi
+
+"$venv/bin/python" - "$repo/deploy/prometheus/prometheus.yml" <<'EOF'
+import sys
+
+import yaml
+
+config = yaml.safe_load(open(sys.argv[1]))
+jobs = [j for j in config.get("scrape_configs", []) if j.get("job_name") == "broker"]
+auth = jobs[0].get("authorization", {}) if len(jobs) == 1 else {}
+if auth.get("type", "Bearer") != "Bearer" or not auth.get("credentials_file") or "credentials" in auth:
+    sys.exit(f"prometheus-validate: the broker job must send a bearer token from a credentials_file: {jobs}")
+print("prometheus-validate: deploy/prometheus/prometheus.yml scrapes with a bearer credentials file")
+EOF

@@ -3,11 +3,25 @@
 
 It takes the broker's command-line flags and serves the three endpoints the
 script relies on: GET /health, GET /ready and GET /v1/cluster. There is no Raft:
-every 200 ms each node probes its group's peers' /health from inside its own
-network namespace, and the smallest id among the nodes it can reach becomes the
-leader if they are a majority of the group. So a partition made with iptables
-shows up here as it would in the real broker (the isolated side loses its
+every 200 ms each node probes its group's peers' GET /internal/health from inside
+its own network namespace, and the smallest id among the nodes it can reach
+becomes the leader if they are a majority of the group. So a partition made with
+iptables shows up here as it would in the real broker (the isolated side loses its
 leader and /ready answers 503), and pause/kill show up as unreachable peers.
+
+Security as the real broker's (shared/API.md "Security"), so cluster.sh is tested
+against the same rules:
+  * Secured unless --insecure: the cluster secret comes from the file named by
+    BROKER_SECURITY_CLUSTER_SECRET_FILE (or BROKER_CLUSTER_SECRET), the admin token
+    from BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE; each at least 16 bytes, else the
+    node exits 2 naming the key. There is no flag for either.
+  * /internal/ wants the secret (x-cluster-secret), which nodes send each other:
+    nodes given different secrets never see each other and elect no leader.
+  * GET /v1/cluster wants `Authorization: Bearer TOKEN` (401 in the API's error
+    shape otherwise); /health and /ready are open.
+  * BROKER_TLS_CERT_FILE and BROKER_TLS_KEY_FILE: the listener speaks only TLS and
+    the advertised URL must be https://; BROKER_TLS_CA_FILE is the CA peers are
+    checked against.
 
 The term is kept in DATA_DIR/fake-broker-state.json, so a restart proves the
 data directory survived. Exits 0 on SIGTERM. Python 3 standard library only.
@@ -16,9 +30,11 @@ data directory survived. Exits 0 on SIGTERM. Python 3 standard library only.
 """
 
 import argparse
+import hmac
 import json
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -28,6 +44,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PROBE_INTERVAL_S = 0.2
 PROBE_TIMEOUT_S = 0.3
+MIN_SECRET_BYTES = 16
+CONFIG_ERROR = 2
 
 
 def log(node_id, message):
@@ -46,8 +64,74 @@ def parse_peers(text):
     return peers
 
 
+def read_secret(key, env_file, env_value=None):
+    """The first line of the file named by env_file (or the value of env_value)."""
+    path = os.environ.get(env_file)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = f.readline().strip()
+        except OSError as e:
+            config_error(key, f"{path}: {e}")
+        if not value:
+            config_error(key, f"{path} is empty")
+    else:
+        value = os.environ.get(env_value, "") if env_value else ""
+    if value and len(value.encode()) < MIN_SECRET_BYTES:
+        config_error(key, f"must be at least {MIN_SECRET_BYTES} bytes")
+    return value or None
+
+
+def config_error(key, reason):
+    print(f"fake-broker: configuration error: {key}: {reason}", file=sys.stderr, flush=True)
+    sys.exit(CONFIG_ERROR)
+
+
+class Security:
+    """What the node wants from peers and clients, from the environment."""
+
+    def __init__(self, insecure, advertise_url):
+        self.insecure = insecure
+        self.secret = read_secret("security.cluster_secret_file",
+                                  "BROKER_SECURITY_CLUSTER_SECRET_FILE", "BROKER_CLUSTER_SECRET")
+        self.token = read_secret("security.bootstrap_token_file",
+                                 "BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE")
+        if not insecure and self.secret is None:
+            config_error("security.cluster_secret_file",
+                         "a cluster secret is required, or run with --insecure")
+        if not insecure and self.token is None:
+            config_error("security.bootstrap_token_file",
+                         "a bootstrap admin token file is required, or run with --insecure")
+        cert = os.environ.get("BROKER_TLS_CERT_FILE")
+        key = os.environ.get("BROKER_TLS_KEY_FILE")
+        if bool(cert) != bool(key):
+            config_error("tls.key_file" if cert else "tls.cert_file", "set both or neither")
+        self.server_context = None
+        if cert:
+            if not advertise_url.startswith("https://"):
+                config_error("advertise_url", "must be https:// when the node serves TLS")
+            self.server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.server_context.load_cert_chain(cert, key)
+        ca = os.environ.get("BROKER_TLS_CA_FILE")
+        self.client_context = ssl.create_default_context(cafile=ca) if ca else None
+
+    def peer_headers(self):
+        return {"x-cluster-secret": self.secret} if self.secret else {}
+
+    def peer_ok(self, headers):
+        if self.secret is None:
+            return True
+        return hmac.compare_digest(headers.get("x-cluster-secret", ""), self.secret)
+
+    def client_ok(self, headers):
+        if self.insecure:
+            return True
+        given = headers.get("Authorization", "")
+        return self.token is not None and hmac.compare_digest(given, f"Bearer {self.token}")
+
+
 class Node:
-    def __init__(self, args):
+    def __init__(self, args, security):
         self.node_id = args.node_id
         self.group = args.group
         self.url = args.advertise_url.rstrip("/")
@@ -58,8 +142,12 @@ class Node:
         self.reachable = {self.node_id}
         self.leader_id = None
         self.term = self._load_term()
+        self.security = security
         # Proxies from the environment must not carry node-to-node traffic.
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        handlers = [urllib.request.ProxyHandler({})]
+        if security.client_context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=security.client_context))
+        self.opener = urllib.request.build_opener(*handlers)
 
     def _load_term(self):
         try:
@@ -77,10 +165,12 @@ class Node:
         os.replace(tmp, self.state_file)
 
     def _probe(self, url):
+        request = urllib.request.Request(url + "/internal/health",
+                                         headers=self.security.peer_headers())
         try:
-            with self.opener.open(url + "/health", timeout=PROBE_TIMEOUT_S) as response:
+            with self.opener.open(request, timeout=PROBE_TIMEOUT_S) as response:
                 return response.status == 200
-        except OSError:
+        except (OSError, ValueError):
             return False
 
     def probe_forever(self, stop):
@@ -121,11 +211,23 @@ class Node:
                             "leader": self.peers.get(leader_id), "nodes": nodes}]}
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A plain-HTTP client on the TLS port, or one that hung up: nothing to report.
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
+            return
+        super().handle_error(request, client_address)
+
+
 def make_handler(node):
     class Handler(BaseHTTPRequestHandler):
-        def _send(self, status, body):
+        def _send(self, status, body, headers=None):
             data = json.dumps(body).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -133,7 +235,10 @@ def make_handler(node):
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
             path = self.path.split("?", 1)[0]
-            if path == "/health":
+            if path.startswith("/internal/") and not node.security.peer_ok(self.headers):
+                self._send(401, {"code": "UNAUTHORIZED", "message": "cluster secret required",
+                                 "leader": None})
+            elif path in ("/health", "/internal/health"):
                 self._send(200, {"status": "ok"})
             elif path == "/ready":
                 view = node.cluster_view()["groups"][0]
@@ -142,6 +247,10 @@ def make_handler(node):
                                      "leader": None})
                 else:
                     self._send(200, {"status": "ready", "leader": view["leader"]})
+            elif path == "/v1/cluster" and not node.security.client_ok(self.headers):
+                self._send(401, {"code": "UNAUTHORIZED",
+                                 "message": "this endpoint needs `Authorization: Bearer <token>`",
+                                 "leader": None}, {"WWW-Authenticate": "Bearer"})
             elif path == "/v1/cluster":
                 self._send(200, node.cluster_view())
             else:
@@ -164,15 +273,19 @@ def main():
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--peers", required=True)
     parser.add_argument("--seeds", required=True)
-    parser.add_argument("--cluster-secret")
+    parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--config")
     args = parser.parse_args()
 
+    security = Security(args.insecure, args.advertise_url)
     host, _, port = args.listen.rpartition(":")
     os.makedirs(args.data_dir, exist_ok=True)
-    node = Node(args)
-    server = ThreadingHTTPServer((host, int(port)), make_handler(node))
-    server.daemon_threads = True
+    node = Node(args, security)
+    server = Server((host, int(port)), make_handler(node))
+    if security.server_context is not None:
+        # Handshakes happen in the handler threads (a plain-HTTP client fails there).
+        server.socket = security.server_context.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -183,7 +296,9 @@ def main():
     prober.start()
     log(node.node_id, f"group {args.group} listening on {args.listen}, "
                       f"peers {sorted(node.peers)}, seeds {len(args.seeds.split(','))}, "
-                      f"term {node.term}")
+                      f"term {node.term}, "
+                      f"{'INSECURE' if args.insecure else 'secured'}"
+                      f"{', tls' if security.server_context else ''}")
     while not stop.wait(0.1):
         pass
     log(node.node_id, "SIGTERM: shutting down")

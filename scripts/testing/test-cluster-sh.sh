@@ -6,9 +6,15 @@
 # real packet drops which heal removes, that kill/pause/resume/restart act on the
 # right process and keep data and partitions, that two cluster directories run
 # side by side without colliding, that a failed start can be cleaned, and that
-# clean leaves no namespace, bridge, veth or iptables rule behind.
+# clean leaves no namespace, bridge, veth or iptables rule behind. Security: a
+# cluster is secured by default (secret and token files of mode 0600, reused across
+# stop/start, `token` prints the token, nodes and the script's own calls get them
+# without any process's command line holding either, the stand-in answers 401
+# without the token), `--insecure` starts without them and says so, `--tls` serves
+# https with a CA under DIR/tls/ (keys 0600), and nodes get the open-file limit.
 #
-# Needs root. Runs in well under a minute. Exits non-zero on any failure.
+# Needs root. Runs in about a minute. Exits non-zero on any failure. --tls needs
+# broker-certs: BROKER_CERTS_BIN, else target/release/broker-certs (built if missing).
 #
 #   sudo scripts/testing/test-cluster-sh.sh
 
@@ -25,17 +31,24 @@ export CLUSTER_STOP_TIMEOUT=${CLUSTER_STOP_TIMEOUT:-5}
 	exit 1
 }
 
+if [[ -z ${BROKER_CERTS_BIN:-} ]]; then
+	BROKER_CERTS_BIN=${CARGO_TARGET_DIR:-$HERE/../../target}/release/broker-certs
+	[[ -x $BROKER_CERTS_BIN ]] || (cd "$HERE/../.." && cargo build --quiet --release -p broker --bin broker-certs)
+fi
+export BROKER_CERTS_BIN
+
 ROOT=$(mktemp -d /tmp/test-cluster-sh.XXXXXX)
 D1=$ROOT/one
 D2=$ROOT/two
 D3=$ROOT/broken
+D4=$ROOT/tls
 FAILURES=0
 PYTHON=$(python3 -c 'import sys; print(sys.executable)') # skips a pyenv shim, if any
 STARTED_AT=$SECONDS
 
 cleanup() {
 	local d
-	for d in "$D1" "$D2" "$D3"; do
+	for d in "$D1" "$D2" "$D3" "$D4"; do
 		if [[ -e $d ]]; then "$CLUSTER" clean --dir "$d" >/dev/null 2>&1 || true; fi
 	done
 	rm -rf -- "$ROOT"
@@ -126,12 +139,54 @@ except socket.timeout:
 	rm -f -- "$out"
 	return $rc
 }
+wait_for_leader_of_tls() {
+	local deadline=$((SECONDS + 10))
+	until [[ $(status_col "$D4" 2 8) == 1 ]]; do
+		((SECONDS < deadline)) || return 1
+		sleep 0.2
+	done
+}
 chain_empty() { ! ip netns exec "$(field "$1" "$2" netns)" iptables -w -S CLSH-PART 2>/dev/null | grep -q DROP; }
 pid_alive() { [[ -e /proc/$1 && $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
 index_of() { jq -r .net.index "$1/cluster.json"; }
 netns_of_index() { ip netns list | awk '{print $1}' | grep -E "^clsh$1-n[0-9]+\$" || true; }
 links_of_index() { ip -o link show | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | grep -E "^clsh$1(n[0-9]+)?\$" || true; }
 host_rules_of_index() { iptables -w -S FORWARD 2>/dev/null | grep -E -- "-i clsh$1 -o clsh$1 " || true; }
+mode_of() { stat -c %a -- "$1"; }
+# no_cmdline_holds FILE... — no process's command line contains the first line of
+# any FILE. Python reads the values itself: a grep would carry them in its own argv.
+no_cmdline_holds() {
+	"$PYTHON" - "$@" <<'EOF'
+import os, sys
+needles = [open(path).readline().strip().encode() for path in sys.argv[1:]]
+assert all(len(n) >= 32 for n in needles), "a secret shorter than 32 characters"
+found = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        continue
+    if any(n in cmdline for n in needles):
+        found.append(pid)
+sys.exit(f"in the command line of pid(s) {found}" if found else 0)
+EOF
+}
+# api_status URL [TOKEN_FILE] [CA] — HTTP status of GET URL, with the token from the
+# file (read by curl from stdin) and the CA when given.
+api_status() {
+	local args=(-s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 3)
+	[[ -n ${3:-} ]] && args+=(--cacert "$3")
+	if [[ -n ${2:-} ]]; then
+		curl "${args[@]}" -H @- "$1" < <(printf 'Authorization: Bearer %s\n' "$(head -n 1 "$2")")
+	else
+		curl "${args[@]}" "$1" </dev/null
+	fi
+}
+# grep -f reads the values from the files, so they are in no argv.
+json_holds_no_secret() { ! grep -qF -f "$1/secret" "$1/cluster.json" && ! grep -qF -f "$1/token" "$1/cluster.json"; }
+cert_verifies() { openssl verify -CAfile "$1" "$2" >/dev/null; }
+nofile_of() { awk '/^Max open files/ { print $4 }' "/proc/$1/limits"; }
 nothing_left_of_index() {
 	[[ -z $(netns_of_index "$1")$(links_of_index "$1")$(host_rules_of_index "$1") ]] &&
 		! grep -q "^$1	" /run/cluster-sh/registry 2>/dev/null
@@ -143,6 +198,9 @@ check "help prints usage" bash -c "'$CLUSTER' help | grep -q 'partition \"1,2>3\
 check "unknown command fails" not cs frobnicate --dir "$D1"
 check "status of a missing cluster fails" not cs status --dir "$D1"
 check "bad partition spec fails" not cs partition "1,,2" --dir "$D1"
+check "token of a missing cluster fails" not cs token --dir "$D1"
+check "--cluster-secret is refused (a secret on a command line)" not cs start --cluster-secret s3cret-s3cret-s3cret --dir "$D1"
+check "... and made no cluster" test ! -e "$D1/cluster.json"
 
 # ----------------------------------------------------------------------------
 step "start 1x3 in $D1"
@@ -165,9 +223,32 @@ for id in 1 2 3; do
 	check "node $id: reachable from the host" host_reach "$(field "$D1" $id url)"
 done
 check "status: one leader" test "$(cs status --dir "$D1" | awk '$6 == "leader"' | wc -l)" -eq 1
+
+step "$D1 is secured: secret and token files, token command, no secret on a command line"
+check "secret file is mode 600" test "$(mode_of "$D1/secret")" == 600
+check "token file is mode 600" test "$(mode_of "$D1/token")" == 600
+check "secret holds 32 random bytes (64 hex digits)" grep -Eqx '[0-9a-f]{64}' "$D1/secret"
+check "token holds 32 random bytes after its prefix" grep -Eqx 'mq_admin_[0-9a-f]{64}' "$D1/token"
+check "secret and token differ" test "$(cat "$D1/secret")" != "$(cat "$D1/token")"
+check "token prints the token file's line" test "$(cs token --dir "$D1")" == "$(cat "$D1/token")"
+check "no process's command line holds the secret or the token" no_cmdline_holds "$D1/secret" "$D1/token"
+check "cluster.json holds neither" json_holds_no_secret "$D1"
+check "cluster.json names the token file" test "$(jq -r .token_file "$D1/cluster.json")" == "$D1/token"
+check "nodes got the files through the environment" grep -q "BROKER_SECURITY_CLUSTER_SECRET_FILE=$D1/secret BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE=$D1/token " "$D1/node-1/broker.log"
+check "/v1/cluster without the token: 401" test "$(api_status "$(field "$D1" 1 url)/v1/cluster")" == 401
+check "/v1/cluster with a wrong token: 401" test "$(api_status "$(field "$D1" 1 url)/v1/cluster" "$D1/secret")" == 401
+check "/v1/cluster with the token: 200" test "$(api_status "$(field "$D1" 1 url)/v1/cluster" "$D1/token")" == 200
+check "/health without a token: 200" test "$(api_status "$(field "$D1" 1 url)/health")" == 200
+hard_nofile=$(ulimit -Hn)
+want_nofile=65536
+[[ $hard_nofile != unlimited ]] && ((hard_nofile < want_nofile)) && ! (ulimit -n $want_nofile 2>/dev/null) && want_nofile=$hard_nofile
+check "node 1's open-file limit is $want_nofile" test "$(nofile_of "$(field "$D1" 1 pid)")" == "$want_nofile"
+token1=$(cat "$D1/token")
 check "status: all running" test "$(cs status --dir "$D1" | awk '$4 == "running"' | wc -l)" -eq 3
 check "start on a running cluster succeeds and reprints the URLs" test "$(cs start --dir "$D1" 2>/dev/null)" == "$urls"
 check "start with another shape is refused" not cs start --nodes 5 --dir "$D1"
+check "--tls goes only with start" not cs status --tls --dir "$D1"
+check "--tls on a cluster made without it is refused" not cs start --tls --dir "$D1"
 
 # ----------------------------------------------------------------------------
 step "partition 1,2|3: 3 and {1,2} cannot talk, 1<->2 can, the host reaches all"
@@ -245,9 +326,15 @@ check "status: 2 running" status_is "$D1" 2 4 running
 check "host -> 2 works" host_reach "$(field "$D1" 2 url)"
 
 # ----------------------------------------------------------------------------
-step "a second cluster, 2x3 in $D2, beside the first"
-urls2=$(cs start --nodes 3 --groups 2 --dir "$D2")
+step "a second cluster, 2x3 in $D2, --insecure, beside the first"
+urls2=$(cs start --nodes 3 --groups 2 --insecure --dir "$D2" 2>"$ROOT/insecure.err")
 K2=$(index_of "$D2")
+check "start says loudly that it is insecure" grep -q 'WARNING: INSECURE' "$ROOT/insecure.err"
+check "no secret or token file" test ! -e "$D2/secret" -a ! -e "$D2/token"
+check "cluster.json says insecure, names no token file" test "$(jq -c '[.security, .token_file]' "$D2/cluster.json")" == '["insecure",null]'
+check "token fails: there is none" not cs token --dir "$D2"
+check "nodes run with --insecure" grep -q -- '--insecure' "$D2/node-1/broker.log"
+check "/v1/cluster without a token: 200" test "$(api_status "$(field "$D2" 1 url)/v1/cluster")" == 200
 check "6 URLs" test "$(echo "$urls2" | wc -l)" -eq 6
 check "own subnet ($K1 vs $K2)" test "$K1" != "$K2"
 check "no shared namespace or veth names" test -z "$(comm -12 \
@@ -277,6 +364,10 @@ check "fake broker exited 0 on SIGTERM (logged its shutdown)" grep -q 'SIGTERM: 
 check "start again prints the same URLs" test "$(cs start --dir "$D1")" == "$urls"
 check "same subnet" test "$(index_of "$D1")" == "$K1"
 check "data still there" test -f "$D1/node-3/data/marker"
+check "same token after stop and start" test "$(cat "$D1/token")" == "$token1"
+check "token file still mode 600" test "$(mode_of "$D1/token")" == 600
+check "status sees a leader again (its calls carry the token)" test "$(cs status --dir "$D1" | awk '$6 == "leader"' | wc -l)" -eq 1
+check "--insecure on the secured cluster is refused" not cs start --insecure --dir "$D1"
 
 # ----------------------------------------------------------------------------
 step "a start that fails (broker exits at once) is reported and can be cleaned"
@@ -289,7 +380,33 @@ check "error names the node that exited" grep -Eq "node [0-9]+ exited" "$ROOT/br
 K3=$(index_of "$D3")
 cs clean --dir "$D3"
 check "clean after a failed start leaves nothing of subnet $K3" nothing_left_of_index "$K3"
-check "... and removes the directory" test ! -e "$D3"
+check "... and removes the directory (secret and token included)" test ! -e "$D3"
+
+# ----------------------------------------------------------------------------
+step "--tls: 1x3 over https with a CA under $D4/tls"
+urls4=$(cs start --tls --dir "$D4" 2>"$ROOT/tls.err")
+K4=$(index_of "$D4")
+check "3 https URLs" test "$(grep -c '^https://' <<<"$urls4")" -eq 3
+check "cluster.json names the CA" test "$(jq -r '[.tls, .ca_file] | @tsv' "$D4/cluster.json")" == "true	$D4/tls/ca.pem"
+check "start says how to use the CA" grep -q "MQ_CA_FILE=$D4/tls/ca.pem" "$ROOT/tls.err"
+for f in ca-key node-1-key node-2-key node-3-key; do
+	check "tls/$f.pem is mode 600" test "$(mode_of "$D4/tls/$f.pem")" == 600
+done
+check "tls/ca.pem is readable (644)" test "$(mode_of "$D4/tls/ca.pem")" == 644
+check "node 2's certificate is signed by the CA" cert_verifies "$D4/tls/ca.pem" "$D4/tls/node-2.pem"
+check "nodes got their certificates through the environment" grep -q "BROKER_TLS_CERT_FILE=$D4/tls/node-1.pem BROKER_TLS_KEY_FILE=$D4/tls/node-1-key.pem BROKER_TLS_CA_FILE=$D4/tls/ca.pem " "$D4/node-1/broker.log"
+u4=$(field "$D4" 1 url)
+check "https with the CA and the token: 200" test "$(api_status "$u4/v1/cluster" "$D4/token" "$D4/tls/ca.pem")" == 200
+check "https with the CA, no token: 401" test "$(api_status "$u4/v1/cluster" "" "$D4/tls/ca.pem")" == 401
+check "https without the CA fails the handshake" not curl -fsS --noproxy '*' --max-time 3 -o /dev/null "$u4/health" 2>/dev/null
+check "plain http to the TLS port gets no HTTP answer" not curl -fsS --noproxy '*' --max-time 3 -o /dev/null "http://${u4#https://}/health" 2>/dev/null
+check "status over https: one leader" test "$(cs status --dir "$D4" | awk '$6 == "leader"' | wc -l)" -eq 1
+check "no process's command line holds the secret or the token" no_cmdline_holds "$D4/secret" "$D4/token"
+cs restart 2 --dir "$D4"
+check "restart keeps the certificates and rejoins" wait_for_leader_of_tls
+cs clean --dir "$D4"
+check "clean removes the TLS cluster, CA and keys included" test ! -e "$D4"
+check "... and its network" nothing_left_of_index "$K4"
 
 # ----------------------------------------------------------------------------
 step "clean both clusters"

@@ -10,10 +10,12 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::auth::Caller;
 use super::extract::ApiQuery;
 use super::groups::{self, encode, BrokerGroupParam, Target};
+use crate::auth::Resource;
 use crate::error::ApiError;
-use crate::node::Node;
+use crate::service::node::Node;
 
 /// One consumer group in the listing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +101,7 @@ fn merge(parts: impl IntoIterator<Item = ConsumerGroupView>) -> Vec<ConsumerGrou
 pub async fn list_groups(
     State(node): State<Arc<Node>>,
     ApiQuery(param): ApiQuery<BrokerGroupParam>,
+    caller: Caller,
 ) -> Result<Json<ConsumerGroupsResponse>, ApiError> {
     let routes = match param.broker_group.as_deref() {
         Some(name) => match groups::named(&node, name)? {
@@ -114,9 +117,11 @@ pub async fn list_groups(
             continue;
         }
         let path = format!("/v1/groups?broker_group={}", encode(&route.group));
-        let answer: ConsumerGroupsResponse = groups::fetch(&node, &route, &path).await?;
+        let answer: ConsumerGroupsResponse = groups::fetch(&node, &caller, &route, &path).await?;
         parts.extend(answer.groups);
     }
+    // Only the consumer groups the caller may see.
+    parts.retain(|part| caller.allows_any(Resource::Group(&part.group)));
     Ok(Json(ConsumerGroupsResponse {
         groups: merge(parts),
     }))

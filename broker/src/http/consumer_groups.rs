@@ -1,8 +1,9 @@
 //! Consumer-group endpoints beyond offset commits: heartbeats (members register with
 //! the group's coordinator and learn their queues, see
-//! [`crate::consumer::coordinator`]), giving a message back (retry and dead letter,
-//! see [`crate::consumer::retry`]) and resetting offsets to a time.
+//! [`crate::service::consumer::coordinator`]), giving a message back (retry and dead letter,
+//! see [`crate::service::consumer::retry`]) and resetting offsets to a time.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -10,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tracing::warn;
 
-use super::data_plane::{local_group_offsets, rejection_error, topic_config};
+use super::auth::Caller;
+use super::data_plane::local_group_offsets;
 use super::error::parse_json;
 use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
@@ -19,19 +21,15 @@ use super::internal;
 use crate::api::{
     GroupOffsetsResponse, HeartbeatRequest, ResetOffsetsRequest, RetryRequest, RetryResponse,
 };
-use crate::consumer::coordinator::QueueRef;
-use crate::consumer::retry::{self, Request};
-use crate::control::GroupRoute;
+use crate::auth::{Action, Resource};
 use crate::error::{ApiError, ErrorCode};
-use crate::node::Node;
-use crate::producer::group_hash;
-use crate::raft::command::{Command, CommandResponse, OffsetCommit, SendCommand};
-use crate::raft::network::SECRET_HEADER;
+use crate::replication::command::{OffsetCommit, SendCommand};
+use crate::service::consumer::coordinator::Serving;
+use crate::service::consumer::retry::{self, Request};
+use crate::service::node::Node;
+use crate::service::producer::group_hash;
 use crate::storage::{now_ms, PullStatus, QueueId, QueueOffset, TagFilter};
 use crate::topic::{retry_topic, validate_name, TopicConfig};
-
-/// Most topics one member may subscribe to in a heartbeat.
-const MAX_TOPICS: usize = 256;
 
 /// `POST /v1/groups/{group}/heartbeat` `{"client_id": "c-1", "topics": ["t"],
 /// "owned": [...]}`: registers the member with the coordinator — the leader of the
@@ -42,23 +40,26 @@ pub async fn heartbeat(
     State(node): State<Arc<Node>>,
     ApiPath(group): ApiPath<String>,
     ApiQuery(param): ApiQuery<BrokerGroupParam>,
+    caller: Caller,
     mut request: WriteRequest,
 ) -> Response {
     let body = (|| -> Result<HeartbeatRequest, ApiError> {
         validate_name("group", &group).map_err(ApiError::bad_request)?;
         let body: HeartbeatRequest = parse_json(&request.body)?;
         validate_name("client_id", &body.client_id).map_err(ApiError::bad_request)?;
-        if body.topics.len() > MAX_TOPICS {
-            return Err(ApiError::bad_request(format!(
-                "at most {MAX_TOPICS} topics per member"
-            )));
-        }
+        // The list caps (topics, owned) were checked while parsing: see crate::api.
         for topic in body
             .topics
             .iter()
             .chain(body.owned.iter().map(|q| &q.topic))
         {
             validate_name("topic", topic).map_err(ApiError::bad_request)?;
+            caller.require(Action::Sub, Resource::Topic(topic))?;
+        }
+        for queue in &body.owned {
+            validate_name("group", &queue.group).map_err(|e| {
+                ApiError::bad_request(format!("owned: broker group of a held queue: {e}"))
+            })?;
         }
         Ok(body)
     })();
@@ -68,71 +69,93 @@ pub async fn heartbeat(
     };
     let target = match param.broker_group.as_deref() {
         Some(name) => groups::named(&node, name),
-        None => match coordinator_route(&node, &group) {
-            Some(route) if route.is_local() => Ok(Target::Local),
-            Some(route) => Ok(Target::Remote(Box::new(route))),
-            None => Ok(Target::Local),
-        },
+        None => Ok(coordinator(&node, &group)),
     };
     match target {
         Err(e) => e.into_response(),
         Ok(Target::Remote(route)) => {
             forward::to_group(&node, request, &route, "broker_group").await
         }
-        Ok(Target::Local) if !node.is_leader() => {
+        Ok(Target::Local) => {
             // The leader must coordinate for this group whatever its own routes say.
             request.path_and_query =
                 forward::with_param(&request.path_and_query, "broker_group", node.group());
-            forward::to_leader(&node, request, None).await
-        }
-        Ok(Target::Local) => {
-            let routes = node.group_routes();
-            let queues_of = |topic: &str| -> Vec<QueueRef> {
-                routes
-                    .iter()
-                    .filter_map(|route| route.topics.get(topic).map(|c| (route, c)))
-                    .filter(|(_, config)| config.readable())
-                    .flat_map(|(route, config)| {
-                        (0..config.read_queue_nums).map(|queue_id| QueueRef {
-                            topic: topic.to_string(),
-                            group: route.group.clone(),
-                            queue_id,
-                        })
-                    })
-                    .collect()
-            };
-            let term = node.raft_metrics().current_term;
-            let answer = node.coordinator.heartbeat(
-                &group,
-                term,
-                node.config.control.member_expiry.0,
-                &body,
-                &queues_of,
-            );
-            Json(answer).into_response()
+            forward::at_leader(&node, request, || async {
+                let serving = serving(&node, &body);
+                let term = node.raft_metrics().current_term;
+                let answer = node
+                    .coordinator
+                    .heartbeat(
+                        &group,
+                        term,
+                        node.config.control.member_expiry.0,
+                        &body,
+                        &serving,
+                    )
+                    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+                Ok(Json(answer).into_response())
+            })
+            .await
         }
     }
 }
 
+/// Who serves each topic the heartbeat names (subscribed or held), readably:
+/// one lookup per topic in this group's state and in each other group's routes,
+/// so a heartbeat costs what it names, not what the cluster holds.
+fn serving(node: &Node, body: &HeartbeatRequest) -> Serving {
+    let names: BTreeSet<&str> = body
+        .topics
+        .iter()
+        .chain(body.owned.iter().map(|q| &q.topic))
+        .map(String::as_str)
+        .collect();
+    let local: Vec<Option<TopicConfig>> = {
+        let state = node.shared.state();
+        names
+            .iter()
+            .map(|name| state.topics.get(*name).cloned())
+            .collect()
+    };
+    names
+        .into_iter()
+        .zip(local)
+        .map(|(name, local)| {
+            let mut groups: Vec<(String, TopicConfig)> = node.routes.remote_topic(name);
+            groups.extend(local.map(|config| (node.group().to_string(), config)));
+            let mut groups: Vec<(String, u32)> = groups
+                .into_iter()
+                .filter(|(_, config)| config.readable())
+                .map(|(group, config)| (group, config.read_queue_nums))
+                .collect();
+            groups.sort();
+            (name.to_string(), groups)
+        })
+        .collect()
+}
+
 /// The broker group whose leader coordinates a consumer group: picked by hashing
-/// the consumer group's name over the live broker groups.
-fn coordinator_route(node: &Node, group: &str) -> Option<GroupRoute> {
-    let routes = node.group_routes();
-    let pick = group_hash(group) as usize % routes.len().max(1);
-    routes.into_iter().nth(pick)
+/// the consumer group's name over the live broker groups (sorted by name). Only
+/// the picked group's route is built.
+fn coordinator(node: &Node, group: &str) -> Target {
+    let mut names = node.routes.remote_group_names();
+    names.push(node.group().to_string());
+    names.sort();
+    let pick = &names[group_hash(group) as usize % names.len()];
+    match node.routes.remote_group(pick) {
+        Some(route) if pick != node.group() => Target::Remote(Box::new(route)),
+        // This group (or one whose registration expired just now: ours will do).
+        _ => Target::Local,
+    }
 }
 
 /// Tells the group's coordinator to forget the offsets holders reported for the
 /// topic's queues: they would send the next holder past a reset. Best effort: a
 /// coordinator that cannot be told keeps them until its term ends.
 async fn forget_hand_off_hints(node: &Node, group: &str, topic: &str) {
-    let Some(route) = coordinator_route(node, group) else {
-        return;
-    };
-    let leader = if route.is_local() {
-        node.leader_url()
-    } else {
-        route.leader.clone()
+    let leader = match coordinator(node, group) {
+        Target::Local => node.leader_url(),
+        Target::Remote(route) => route.leader.clone(),
     };
     let Some(url) = leader else {
         warn!(group, topic, "no coordinator to tell about the reset");
@@ -143,16 +166,12 @@ async fn forget_hand_off_hints(node: &Node, group: &str, topic: &str) {
         return;
     }
     let path = internal::FORGET_HINTS_PATH.replace("{group}", &groups::encode(group));
-    let mut request = node
-        .http
-        .post(format!("{url}{path}"))
+    let request = node
+        .peer_request(reqwest::Method::POST, &url, &path)
         .timeout(std::time::Duration::from_secs(2))
         .json(&internal::ForgetHints {
             topic: topic.to_string(),
         });
-    if let Some(secret) = &node.config.cluster_secret {
-        request = request.header(SECRET_HEADER, secret);
-    }
     match request.send().await.and_then(|r| r.error_for_status()) {
         Ok(_) => {}
         Err(e) => warn!(group, topic, error = %e, "telling the coordinator about the reset failed"),
@@ -164,11 +183,15 @@ async fn forget_hand_off_hints(node: &Node, group: &str, topic: &str) {
 /// when several serve the topic) stores a copy in `%RETRY%{group}` after the
 /// growing delay, or in `%DLQ%{group}` once it was reconsumed
 /// `consumer.max_reconsume_times` times. At least once: a give-back repeated after
-/// a lost answer stores a second copy.
+/// a lost answer stores a second copy. With `auto_create_topics = false` the
+/// retry and dead-letter topics must exist (an admin creates them with
+/// `PUT /v1/topics/%RETRY%{group}` and `…/%DLQ%{group}`): TOPIC_NOT_FOUND
+/// otherwise, naming the topic.
 pub async fn give_back(
     State(node): State<Arc<Node>>,
     ApiPath(group): ApiPath<String>,
     ApiQuery(param): ApiQuery<BrokerGroupParam>,
+    caller: Caller,
     request: WriteRequest,
 ) -> Response {
     let body = (|| -> Result<RetryRequest, ApiError> {
@@ -182,6 +205,7 @@ pub async fn give_back(
         })?;
         let body: RetryRequest = parse_json(&request.body)?;
         validate_name("topic", &body.topic).map_err(ApiError::bad_request)?;
+        caller.require(Action::Sub, Resource::Topic(&body.topic))?;
         Ok(body)
     })();
     let body = match body {
@@ -200,19 +224,23 @@ pub async fn give_back(
         }
         Err(e) => return e.into_response(),
     }
-    if !node.is_leader() {
-        return forward::to_leader(&node, request, None).await;
-    }
-    let command = match give_back_command(&node, &group, &body) {
-        Ok(command) => command,
-        Err(e) => return e.into_response(),
-    };
-    let topic = command.topic.clone();
-    let draft = &command.messages[0];
-    let (msg_id, reconsume_times) = (draft.msg_id.to_string(), draft.reconsume_times);
-    let due = crate::consumer::delay::draft_due_ms(draft);
-    match node.propose(Command::Send(command)).await {
-        Ok(CommandResponse::Sent(_)) => Json(RetryResponse {
+    forward::at_leader(&node, request, || async {
+        // A give-back stores a new message (in the retry or dead-letter topic).
+        node.health.check_room()?;
+        let command = give_back_command(&node, &group, &body)?;
+        let topic = command.topic.clone();
+        // The group's first give-back creates its retry or dead-letter topic: that
+        // counts against the topic quota, holding the permit until applied (and
+        // releasing it before a NOT_LEADER answer is forwarded).
+        let _creation = match &command.create_if_missing {
+            Some(_) => node.topic_limits.admit(&node.shared, &topic).await?,
+            None => None,
+        };
+        let draft = &command.messages[0];
+        let (msg_id, reconsume_times) = (draft.msg_id.to_string(), draft.reconsume_times);
+        let due = crate::service::consumer::delay::draft_due_ms(draft);
+        node.write(command).await??;
+        Ok(Json(RetryResponse {
             msg_id,
             dead_letter: due.is_none(),
             topic,
@@ -220,16 +248,9 @@ pub async fn give_back(
             deliver_timestamp: due,
             broker_group: node.group().to_string(),
         })
-        .into_response(),
-        Ok(CommandResponse::Rejected(rejection)) => rejection_error(rejection).into_response(),
-        Ok(other) => {
-            ApiError::internal(format!("unexpected answer to a give-back: {other}")).into_response()
-        }
-        Err(e) if e.code == ErrorCode::NotLeader => {
-            forward::to_leader(&node, request, e.leader).await
-        }
-        Err(e) => e.into_response(),
-    }
+        .into_response())
+    })
+    .await
 }
 
 /// Reads the given-back message and builds the send of its copy.
@@ -238,7 +259,7 @@ fn give_back_command(
     group: &str,
     body: &RetryRequest,
 ) -> Result<SendCommand, ApiError> {
-    let config = topic_config(node, &body.topic)?;
+    let config = node.topic(&body.topic)?;
     if body.queue_id >= config.read_queue_nums.max(config.write_queue_nums) {
         return Err(ApiError::bad_request(format!(
             "queue {} does not exist in `{}`",
@@ -293,8 +314,31 @@ fn give_back_command(
         levels,
         now_ms(),
     );
+    // The group's retry and dead-letter topics are created on first use only
+    // when topics may be created by use at all; otherwise an admin creates them.
+    // (Apply checks again: a topic deleted meanwhile is TOPIC_NOT_FOUND there.)
+    let create_if_missing = if node.config.auto_create_topics {
+        Some(TopicConfig::for_consumer_group_topic(&plan.topic))
+    } else {
+        if !node.shared.state().topics.contains_key(&plan.topic) {
+            let kind = if plan.due_ms.is_some() {
+                "retry"
+            } else {
+                "dead-letter"
+            };
+            return Err(ApiError::new(
+                ErrorCode::TopicNotFound,
+                format!(
+                    "the {kind} topic `{}` of consumer group `{group}` does not exist, and auto_create_topics is off: an admin creates it with PUT /v1/topics/{}",
+                    plan.topic,
+                    groups::encode(&plan.topic)
+                ),
+            ));
+        }
+        None
+    };
     Ok(SendCommand {
-        create_if_missing: Some(TopicConfig::for_consumer_group_topic(&plan.topic)),
+        create_if_missing,
         topic: plan.topic,
         messages: vec![plan.draft],
     })
@@ -355,41 +399,37 @@ async fn reset_here(
     body: &ResetOffsetsRequest,
     mut request: WriteRequest,
 ) -> Response {
-    let config = match topic_config(node, &body.topic) {
+    let config = match node.topic(&body.topic) {
         Ok(config) => config,
         Err(e) => return e.into_response(),
     };
-    if !node.is_leader() {
-        // For this broker group only: the leader must not fan out again.
-        request.path_and_query =
-            forward::with_param(&request.path_and_query, "broker_group", node.group());
-        return forward::to_leader(node, request, None).await;
-    }
-    let queues = config.read_queue_nums.max(config.write_queue_nums);
-    for queue_id in 0..queues {
-        let offset =
-            node.shared
-                .store
-                .offset_by_timestamp(&body.topic, QueueId(queue_id), body.timestamp);
-        let commit = OffsetCommit {
-            group: group.to_string(),
-            topic: body.topic.clone(),
-            queue_id: QueueId(queue_id),
-            offset,
-            force: true,
-        };
-        match node.propose(Command::CommitOffset(commit)).await {
-            Ok(CommandResponse::OffsetCommitted { .. }) => {}
-            Ok(other) => {
-                return ApiError::internal(format!("unexpected answer to a reset: {other}"))
-                    .into_response()
-            }
-            Err(e) => return e.into_response(),
+    // For this broker group only: the leader must not fan out again.
+    request.path_and_query =
+        forward::with_param(&request.path_and_query, "broker_group", node.group());
+    forward::at_leader(node, request, || async {
+        let queues = config.read_queue_nums.max(config.write_queue_nums);
+        for queue_id in 0..queues {
+            let offset = node.shared.store.offset_by_timestamp(
+                &body.topic,
+                QueueId(queue_id),
+                body.timestamp,
+            );
+            let commit = OffsetCommit {
+                group: group.to_string(),
+                topic: body.topic.clone(),
+                queue_id: QueueId(queue_id),
+                offset,
+                force: true,
+            };
+            // Forced commits of offsets by time: a reset the new leader redoes
+            // after a NOT_LEADER halfway commits the same offsets again.
+            node.write(commit).await?;
         }
-    }
-    Json(GroupOffsetsResponse {
-        group: group.to_string(),
-        offsets: local_group_offsets(node, group, Some(&body.topic)),
+        Ok(Json(GroupOffsetsResponse {
+            group: group.to_string(),
+            offsets: local_group_offsets(node, group, Some(&body.topic)),
+        })
+        .into_response())
     })
-    .into_response()
+    .await
 }

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use openraft::ServerState;
 use serde_json::json;
 
 use std::collections::BTreeMap;
 
-use super::data_plane::{rejection_error, topic_config};
+use super::auth::Caller;
+use super::connections::ConnectionRegistry;
 use super::error::parse_json;
 use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
@@ -20,11 +22,12 @@ use crate::api::{
     ClusterResponse, ErrorBody, RouteGroupView, RouteResponse, TopicRequest, TopicView,
     TopicsResponse,
 };
-use crate::control::GroupRoute;
+use crate::auth::Resource;
 use crate::error::{ApiError, ErrorCode};
-use crate::node::{Leadership, Node};
-use crate::raft::command::{Command, CommandResponse};
-use crate::topic::{validate_user_topic, TopicConfig, DEFAULT_QUEUE_NUMS, PERM_READ_WRITE};
+use crate::replication::proposal::{DeleteTopic, UpsertTopic};
+use crate::service::control::GroupRoute;
+use crate::service::node::{Leadership, Node};
+use crate::topic::{validate_admin_topic, TopicConfig, DEFAULT_QUEUE_NUMS, PERM_READ_WRITE};
 
 /// `PUT /v1/topics/{topic}`: create or update in every group named by `groups`
 /// (default: every known group), each through its own Raft. With `?group=` the
@@ -36,7 +39,7 @@ pub async fn put_topic(
     request: WriteRequest,
 ) -> Response {
     let body = (|| -> Result<TopicRequest, ApiError> {
-        validate_user_topic(&topic).map_err(ApiError::bad_request)?;
+        validate_admin_topic(&topic).map_err(ApiError::bad_request)?;
         let body: TopicRequest = if request.body.iter().all(u8::is_ascii_whitespace) {
             TopicRequest::default()
         } else {
@@ -204,21 +207,17 @@ async fn put_topic_here(
     if let Err(e) = config.validate() {
         return ApiError::bad_request(e).into_response();
     }
-    if !node.is_leader() {
-        return forward::to_leader(node, request, None).await;
+    if let Err(e) = node.topic_limits.check_queues(&config) {
+        return e.into_response();
     }
-    match node.propose(Command::UpsertTopic(config)).await {
-        Ok(CommandResponse::Topic(config)) => {
-            Json(topic_view(&config, vec![node.group().to_string()])).into_response()
-        }
-        Ok(CommandResponse::Rejected(rejection)) => rejection_error(rejection).into_response(),
-        Ok(other) => ApiError::internal(format!("unexpected answer to a topic update: {other}"))
-            .into_response(),
-        Err(e) if e.code == ErrorCode::NotLeader => {
-            forward::to_leader(node, request, e.leader).await
-        }
-        Err(e) => e.into_response(),
-    }
+    forward::at_leader(node, request, || async {
+        // Held until the creation is applied (`None` for an update), and released
+        // before a NOT_LEADER answer is forwarded: other creations go on meanwhile.
+        let _creation = node.topic_limits.admit(&node.shared, topic).await?;
+        let config = node.write(UpsertTopic(config)).await??;
+        Ok(Json(topic_view(&config, vec![node.group().to_string()])).into_response())
+    })
+    .await
 }
 
 fn topic_view(config: &TopicConfig, groups: Vec<String>) -> TopicView {
@@ -247,10 +246,13 @@ fn all_topics(node: &Node) -> BTreeMap<String, TopicView> {
     topics
 }
 
-/// `GET /v1/topics`
-pub async fn list_topics(State(node): State<Arc<Node>>) -> Json<TopicsResponse> {
+/// `GET /v1/topics`: the topics the caller may do anything with.
+pub async fn list_topics(State(node): State<Arc<Node>>, caller: Caller) -> Json<TopicsResponse> {
     Json(TopicsResponse {
-        topics: all_topics(&node).into_values().collect(),
+        topics: all_topics(&node)
+            .into_values()
+            .filter(|topic| caller.allows_any(Resource::Topic(&topic.topic)))
+            .collect(),
     })
 }
 
@@ -310,34 +312,21 @@ struct DeletedView {
 }
 
 async fn delete_topic_here(node: &Node, topic: &str, request: WriteRequest) -> Response {
-    if let Err(e) = topic_config(node, topic) {
+    if let Err(e) = node.topic(topic) {
         return e.into_response();
     }
-    if !node.is_leader() {
-        return forward::to_leader(node, request, None).await;
-    }
-    match node
-        .propose(Command::DeleteTopic {
-            topic: topic.to_string(),
-        })
-        .await
-    {
-        Ok(CommandResponse::TopicDeleted { existed: true }) => Json(DeletedView {
+    forward::at_leader(node, request, || async {
+        if !node.write(DeleteTopic(topic.to_string())).await? {
+            return Err(ApiError::topic_not_found(topic));
+        }
+        Ok(Json(DeletedView {
             topic: topic.to_string(),
             deleted: true,
             groups: vec![node.group().to_string()],
         })
-        .into_response(),
-        Ok(CommandResponse::TopicDeleted { existed: false }) => {
-            ApiError::topic_not_found(topic).into_response()
-        }
-        Ok(other) => ApiError::internal(format!("unexpected answer to a topic deletion: {other}"))
-            .into_response(),
-        Err(e) if e.code == ErrorCode::NotLeader => {
-            forward::to_leader(node, request, e.leader).await
-        }
-        Err(e) => e.into_response(),
-    }
+        .into_response())
+    })
+    .await
 }
 
 /// `GET /v1/routes/{topic}`: every live group serving the topic.
@@ -379,13 +368,26 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterResponse> {
     })
 }
 
-/// `GET /health`: the process is up.
-pub async fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "UP"}))
+/// `GET /health`: the process is up (always 200, so a liveness probe does not kill
+/// a node that is waiting for its disk: it restarts itself, see
+/// [`crate::service::health`]). `"status"` is `UP`, or `FAILED` with the `reason` and
+/// `since` (Unix ms) once storage failed.
+pub async fn health(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    match node.health.failure() {
+        None => Json(json!({"status": "UP"})),
+        Some(failure) => Json(json!({
+            "status": "FAILED",
+            "reason": failure.message(),
+            "since": failure.since_ms,
+        })),
+    }
 }
 
-/// `GET /ready`: a member of a group with a known leader.
+/// `GET /ready`: a member of a group with a known leader, whose storage works.
 pub async fn ready(State(node): State<Arc<Node>>) -> Response {
+    if let Some(failure) = node.health.failure() {
+        return failure.to_api_error().into_response();
+    }
     let metrics = node.raft_metrics();
     let member = metrics
         .membership_config
@@ -411,10 +413,14 @@ pub async fn ready(State(node): State<Arc<Node>>) -> Response {
 
 /// `GET /metrics`: Prometheus text. Counters and histograms come from
 /// [`crate::metrics::Metrics`]; states (Raft, disk, consumer lag) are read here.
-pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+pub async fn metrics(
+    State(node): State<Arc<Node>>,
+    Extension(connections): Extension<Arc<ConnectionRegistry>>,
+) -> Response {
     // Directory sizes and the consumer-lag walk touch the file system and every
     // queue: off the reactor.
-    let text = match tokio::task::spawn_blocking(move || render_metrics(&node)).await {
+    let text = match tokio::task::spawn_blocking(move || render_metrics(&node, &connections)).await
+    {
         Ok(text) => text,
         Err(e) => return ApiError::internal(format!("rendering metrics: {e}")).into_response(),
     };
@@ -428,13 +434,14 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         .into_response()
 }
 
-fn render_metrics(node: &Node) -> String {
+fn render_metrics(node: &Node, connections: &ConnectionRegistry) -> String {
     use crate::metrics::{escape_label, GaugeFamily};
     let raft = node.raft_metrics();
     let (commit_log, consume_queues, index) = node.shared.store.disk_bytes();
     let raft_log = node.raft_log.as_ref().and_then(|log| log.stats().ok());
-    let index_of =
-        |log_id: Option<&crate::raft::type_config::LogId>| log_id.map_or(0.0, |l| l.index as f64);
+    let index_of = |log_id: Option<&crate::replication::type_config::LogId>| {
+        log_id.map_or(0.0, |l| l.index as f64)
+    };
     let mut gauges = vec![
         GaugeFamily {
             name: "broker_info",
@@ -516,6 +523,28 @@ fn render_metrics(node: &Node) -> String {
     }
     gauges.push(matched);
     gauges.push(lag);
+    let counts = connections.counts();
+    gauges.push(GaugeFamily {
+        name: "broker_http_connections",
+        help: "Open connections by class: client (counted against http.max_connections), peer (presented the cluster secret), probation (accepted over the limit, must show the secret).",
+        series: vec![
+            ("class=\"client\"".into(), counts.clients as f64),
+            ("class=\"peer\"".into(), counts.peers as f64),
+            ("class=\"probation\"".into(), counts.probation as f64),
+        ],
+    });
+    gauges.extend([
+        GaugeFamily::single(
+            "broker_http_connections_evicted",
+            "Connections accepted over the client limit and closed (evicted by newer ones or timed out), since start.",
+            connections.evicted_total.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        GaugeFamily::single(
+            "broker_http_connection_refused_requests",
+            "Requests answered 503 because their connection was over the client limit, since start.",
+            connections.refused_requests_total.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+    ]);
     gauges.extend([
         GaugeFamily::single(
             "broker_commit_log_disk_bytes",
@@ -541,6 +570,16 @@ fn render_metrics(node: &Node) -> String {
             "broker_commit_log_max_offset",
             "CommitLog end offset.",
             node.shared.store.max_commit_log_offset().0 as f64,
+        ),
+        GaugeFamily::single(
+            "broker_storage_failed",
+            "1 once a storage failure stopped this node (it refuses writes and is not ready until its process restarts), else 0.",
+            f64::from(u8::from(node.health.is_failed())),
+        ),
+        GaugeFamily::single(
+            "broker_disk_used_ratio",
+            "Used fraction of the filesystem holding the data directory (refreshed every 500 ms; the leader refuses message writes above storage.disk_full_ratio).",
+            node.health.disk_used_ratio().unwrap_or(0.0),
         ),
         GaugeFamily::single(
             "broker_held_polls",
@@ -585,7 +624,7 @@ fn render_metrics(node: &Node) -> String {
         &[(
             "broker_commit_log_flush_duration_seconds",
             "Time to flush (msync) the CommitLog's dirty pages, per background flush.",
-            node.shared.store.commit_log_flush_duration(),
+            &node.metrics.commit_log_flush_duration,
         )],
     );
     if let Some(stats) = raft_log {

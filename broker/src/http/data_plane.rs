@@ -1,5 +1,6 @@
-//! The data plane: send, pull (with long polling and tag filtering), queue offsets,
-//! offset by time, queries, and consumer group offsets.
+//! The data plane: send, pull (with tag filtering; the long-poll loop is
+//! [`crate::service::pull`]), queue offsets, offset by time, queries, and consumer
+//! group offsets.
 //!
 //! Writes go through Raft on the leader (a follower forwards them); reads are served
 //! by any replica from what it has applied — applied entries are committed and
@@ -14,6 +15,7 @@ use axum::Json;
 use base64::Engine;
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::error::parse_json;
 use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
@@ -21,16 +23,18 @@ use super::groups::{self, encode, BrokerGroupParam, Choice, GroupParam, Target};
 use crate::api::{
     CommitOffsetRequest, CommitOffsetResponse, GroupOffsetView, GroupOffsetsResponse, MessageView,
     MessagesResponse, OffsetResponse, PullResponse, QueueView, QueuesResponse, SendRequest,
-    SendResponse, SendResultView,
+    MAX_FILTER_TAGS,
 };
-use crate::consumer::delay;
+use crate::auth::{Action, Resource};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
-use crate::node::Node;
-use crate::producer::{group_hash, group_hash_of};
-use crate::raft::command::{Command, CommandResponse, OffsetCommit, Rejection};
+use crate::replication::command::OffsetCommit;
+use crate::service::node::Node;
+use crate::service::producer::{group_hash, group_hash_of};
+use crate::service::pull::Pull;
+use crate::service::send;
 use crate::storage::{MessageId, PullStatus, QueueId, QueueOffset, StoredMessage, TagFilter};
-use crate::topic::{validate_name, TopicConfig, SCHEDULE_TOPIC};
+use crate::topic::validate_name;
 
 /// Longest a pull may be held (API: `max_wait_ms` ≤ 30000).
 pub const MAX_WAIT_MS: u64 = 30_000;
@@ -39,30 +43,12 @@ pub const MAX_PULL_MESSAGES: usize = 1024;
 /// Messages a pull returns when the request does not say.
 pub const DEFAULT_PULL_MESSAGES: usize = 32;
 
-/// Maps a rejection from apply to the API error.
-pub fn rejection_error(rejection: Rejection) -> ApiError {
-    match rejection {
-        Rejection::TopicNotFound(topic) => ApiError::topic_not_found(&topic),
-        Rejection::NoPermission(reason) => ApiError::new(ErrorCode::NoPermission, reason),
-        Rejection::Invalid(reason) => ApiError::bad_request(reason),
-    }
-}
-
-/// The topic's configuration in this group, or TOPIC_NOT_FOUND.
-pub fn topic_config(node: &Node, topic: &str) -> Result<TopicConfig, ApiError> {
-    node.shared
-        .state()
-        .topics
-        .get(topic)
-        .cloned()
-        .ok_or_else(|| ApiError::topic_not_found(topic))
-}
-
 /// `POST /v1/topics/{topic}/messages`
 pub async fn send(
     State(node): State<Arc<Node>>,
     ApiPath(topic): ApiPath<String>,
     ApiQuery(param): ApiQuery<GroupParam>,
+    caller: Caller,
     request: WriteRequest,
 ) -> Response {
     Metrics::add(&node.metrics.send_requests_total, 1);
@@ -73,83 +59,30 @@ pub async fn send(
         }
         Err(e) => return e.into_response(),
     }
-    if !node.is_leader() {
-        // Only a follower can have been removed (a removed leader steps down), so
-        // the leader's send path does not pay for this second metrics copy.
-        if node.is_removed() {
-            return ApiError::unavailable(format!(
-                "node {} was removed from group `{}`; send to another node",
-                node.id(),
-                node.group()
-            ))
-            .into_response();
-        }
-        return forward::to_leader(&node, request, None).await;
+    // Only a follower can have been removed (a removed leader steps down), so the
+    // leader's send path does not pay for this second metrics copy.
+    if !node.is_leader() && node.is_removed() {
+        return ApiError::unavailable(format!(
+            "node {} was removed from group `{}`; send to another node",
+            node.id(),
+            node.group()
+        ))
+        .into_response();
     }
-    let parsed: SendRequest = match parse_json(&request.body) {
-        Ok(parsed) => parsed,
-        Err(e) => return e.into_response(),
-    };
-    #[cfg(feature = "fault-injection")]
-    let parsed = crate::faults::strip_dedup(parsed);
-    let command = {
-        let state = node.shared.state();
-        node.sender.prepare(
-            &state,
-            node.config.auto_create_topics,
-            &topic,
-            parsed,
-            &request.born_host,
-            node.send_limits(),
-        )
-    };
-    let command = match command {
-        Ok(command) => command,
-        Err(e) => return e.into_response(),
-    };
-    #[cfg(feature = "fault-injection")]
-    let command = match crate::faults::ack_before_commit(&node, command) {
-        Ok(premature_answer) => return premature_answer,
-        Err(command) => command,
-    };
-    let body_bytes: u64 = command.messages.iter().map(|m| m.body.len() as u64).sum();
-    let count = command.messages.len() as u64;
-    // Per message: when a delayed one is due (it waits in the schedule topic).
-    let due: Vec<Option<u64>> = command.messages.iter().map(delay::draft_due_ms).collect();
-    match node.sends.send(command).await {
-        Ok(CommandResponse::Sent(results)) => {
-            node.metrics.record_in(&topic, count, body_bytes);
-            Json(SendResponse {
-                results: results
-                    .into_iter()
-                    .zip(due)
-                    .map(|(r, due)| SendResultView {
-                        msg_id: r.msg_id.to_string(),
-                        topic: if due.is_some() {
-                            SCHEDULE_TOPIC.to_string()
-                        } else {
-                            topic.clone()
-                        },
-                        queue_id: r.queue_id.0,
-                        queue_offset: r.queue_offset.0,
-                        commit_log_offset: r.commit_log_offset,
-                        store_timestamp: r.store_timestamp_ms,
-                        deliver_timestamp: due,
-                    })
-                    .collect(),
-                group: node.group().to_string(),
-            })
-            .into_response()
-        }
-        Ok(CommandResponse::Rejected(rejection)) => rejection_error(rejection).into_response(),
-        Ok(other) => {
-            ApiError::internal(format!("unexpected answer to a send: {other}")).into_response()
-        }
-        Err(e) if e.code == ErrorCode::NotLeader => {
-            forward::to_leader(&node, request, e.leader).await
-        }
-        Err(e) => e.into_response(),
-    }
+    let (body, born_host) = (request.body.clone(), request.born_host.clone());
+    forward::at_leader(&node, request, || async {
+        let parsed: SendRequest = parse_json(&body)?;
+        #[cfg(feature = "fault-injection")]
+        let parsed = crate::faults::strip_dedup(parsed);
+        let command = send::prepare(&node, &topic, parsed, &born_host)?;
+        #[cfg(feature = "fault-injection")]
+        let command = match crate::faults::ack_before_commit(&node, command) {
+            Ok(premature_answer) => return Ok(premature_answer),
+            Err(command) => command,
+        };
+        Ok(Json(send::commit(&node, &caller, command).await?).into_response())
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -228,20 +161,6 @@ async fn pull_here(
     queue_id: u32,
     query: PullQuery,
 ) -> Result<Json<PullResponse>, ApiError> {
-    Metrics::add(&node.metrics.pull_requests_total, 1);
-    let config = topic_config(node, &topic)?;
-    if !config.readable() {
-        return Err(ApiError::new(
-            ErrorCode::NoPermission,
-            format!("topic `{topic}` is not readable (perm {})", config.perm),
-        ));
-    }
-    if queue_id >= config.read_queue_nums {
-        return Err(ApiError::bad_request(format!(
-            "queue {queue_id} is not a read queue of `{topic}` (it has {})",
-            config.read_queue_nums
-        )));
-    }
     let max_messages = query.max_messages.unwrap_or(DEFAULT_PULL_MESSAGES);
     if !(1..=MAX_PULL_MESSAGES).contains(&max_messages) {
         return Err(ApiError::bad_request(format!(
@@ -254,49 +173,28 @@ async fn pull_here(
             "max_wait_ms must be at most {MAX_WAIT_MS}"
         )));
     }
-    let filter =
-        TagFilter::parse(query.tags.as_deref().unwrap_or("*")).map_err(ApiError::bad_request)?;
-    let queue = QueueId(queue_id);
-    let offset = QueueOffset(query.offset);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms);
-    let mut _held = None;
-    loop {
-        // Register before looking, so a message arriving in between wakes us.
-        let notify = (max_wait_ms > 0).then(|| node.shared.waiters.notifier(&topic, queue));
-        let notified = notify.as_ref().map(|n| n.notified());
-        tokio::pin!(notified);
-        if let Some(notified) = notified.as_mut().as_pin_mut() {
-            notified.enable();
-        }
-        let result = node
-            .shared
-            .store
-            .pull(&topic, queue, offset, max_messages, &filter)
-            .map_err(|e| ApiError::internal(format!("reading queue {topic}/{queue_id}: {e}")))?;
-        let waiting =
-            result.status == PullStatus::NoNewMsg && tokio::time::Instant::now() < deadline;
-        if waiting && _held.is_none() {
-            _held = node.shared.waiters.try_hold();
-        }
-        if !waiting || _held.is_none() {
-            let count = result.messages.len() as u64;
-            let bytes: u64 = result.messages.iter().map(|m| m.body.len() as u64).sum();
-            node.metrics.record_out(&topic, count, bytes);
-            return Ok(Json(PullResponse {
-                status: status_word(result.status).to_string(),
-                next_offset: result.next_offset.0,
-                min_offset: result.min_offset.0,
-                max_offset: result.max_offset.0,
-                messages: result.messages.into_iter().map(message_view).collect(),
-            }));
-        }
-        if let Some(notified) = notified.as_mut().as_pin_mut() {
-            tokio::select! {
-                () = notified => {}
-                () = tokio::time::sleep_until(deadline) => {}
-            }
-        }
+    let tags = query.tags.as_deref().unwrap_or("*");
+    if tags.split("||").count() > MAX_FILTER_TAGS {
+        return Err(ApiError::bad_request(format!(
+            "tags names at most {MAX_FILTER_TAGS} tags (a protocol limit)"
+        )));
     }
+    let pull = Pull {
+        topic,
+        queue: QueueId(queue_id),
+        offset: QueueOffset(query.offset),
+        max_messages,
+        max_wait: Duration::from_millis(max_wait_ms),
+        filter: TagFilter::parse(tags).map_err(ApiError::bad_request)?,
+    };
+    let result = crate::service::pull::pull(node, pull).await?;
+    Ok(Json(PullResponse {
+        status: status_word(result.status).to_string(),
+        next_offset: result.next_offset.0,
+        min_offset: result.min_offset.0,
+        max_offset: result.max_offset.0,
+        messages: result.messages.into_iter().map(message_view).collect(),
+    }))
 }
 
 /// `GET /v1/topics/{topic}/queues`
@@ -304,6 +202,7 @@ pub async fn queues(
     State(node): State<Arc<Node>>,
     ApiPath(topic): ApiPath<String>,
     ApiQuery(param): ApiQuery<GroupParam>,
+    caller: Caller,
 ) -> Result<Json<QueuesResponse>, ApiError> {
     let serving = groups::serving(&node, &topic, param.group.as_deref())?;
     if serving.is_empty() {
@@ -319,7 +218,7 @@ pub async fn queues(
                 encode(&topic),
                 encode(&route.group)
             );
-            let answer: QueuesResponse = groups::fetch(&node, &route, &path).await?;
+            let answer: QueuesResponse = groups::fetch(&node, &caller, &route, &path).await?;
             queues.extend(answer.queues);
         }
     }
@@ -328,7 +227,7 @@ pub async fn queues(
 
 /// The queues of `topic` in this node's group.
 fn local_queues(node: &Node, topic: &str) -> Result<Vec<QueueView>, ApiError> {
-    let config = topic_config(node, topic)?;
+    let config = node.topic(topic)?;
     let count = config.read_queue_nums.max(config.write_queue_nums);
     let queues = (0..count)
         .map(|queue_id| {
@@ -375,7 +274,7 @@ fn offset_by_time_here(
     queue_id: u32,
     query: &TimestampQuery,
 ) -> Result<Json<OffsetResponse>, ApiError> {
-    let config = topic_config(node, topic)?;
+    let config = node.topic(topic)?;
     if queue_id >= config.read_queue_nums.max(config.write_queue_nums) {
         return Err(ApiError::bad_request(format!(
             "queue {queue_id} does not exist in `{topic}`"
@@ -395,6 +294,7 @@ fn offset_by_time_here(
 pub async fn message_by_id(
     State(node): State<Arc<Node>>,
     ApiPath(msg_id): ApiPath<String>,
+    caller: Caller,
     request: WriteRequest,
 ) -> Response {
     let id = match MessageId::parse(&msg_id) {
@@ -420,17 +320,18 @@ pub async fn message_by_id(
             .into_response(),
         };
     }
-    node.shared
-        .store
-        .message_by_id(&id)
-        .map(|m| Json(message_view(m)))
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::MessageNotFound,
-                format!("no message with id {msg_id}"),
-            )
-        })
-        .map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+    let Some(message) = node.shared.store.message_by_id(&id) else {
+        return ApiError::new(
+            ErrorCode::MessageNotFound,
+            format!("no message with id {msg_id}"),
+        )
+        .into_response();
+    };
+    // Its topic is known only now.
+    if let Err(e) = caller.require(Action::Sub, Resource::Topic(&message.topic)) {
+        return e.into_response();
+    }
+    Json(message_view(message)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -449,6 +350,7 @@ pub async fn messages_by_key(
     ApiPath(topic): ApiPath<String>,
     ApiQuery(query): ApiQuery<KeyQuery>,
     ApiQuery(param): ApiQuery<GroupParam>,
+    caller: Caller,
 ) -> Result<Json<MessagesResponse>, ApiError> {
     let serving = groups::serving(&node, &topic, param.group.as_deref())?;
     if serving.is_empty() {
@@ -467,7 +369,7 @@ pub async fn messages_by_key(
     let mut messages = Vec::new();
     for route in serving {
         if route.is_local() {
-            topic_config(&node, &topic)?;
+            node.topic(&topic)?;
             messages.extend(
                 node.shared
                     .store
@@ -483,7 +385,7 @@ pub async fn messages_by_key(
             encode(&query.key),
             encode(&route.group)
         );
-        match groups::fetch::<MessagesResponse>(&node, &route, &path).await {
+        match groups::fetch::<MessagesResponse>(&node, &caller, &route, &path).await {
             Ok(answer) => messages.extend(answer.messages),
             Err(e) if e.code == ErrorCode::MessageNotFound => {}
             Err(e) => return Err(e),
@@ -511,6 +413,7 @@ pub async fn commit_offset(
     State(node): State<Arc<Node>>,
     ApiPath((group, topic, queue_id)): ApiPath<(String, String, u32)>,
     ApiQuery(param): ApiQuery<BrokerGroupParam>,
+    caller: Caller,
     request: WriteRequest,
 ) -> Response {
     match groups::resolve(&node, &topic, param.broker_group.as_deref(), Choice::Unique) {
@@ -522,13 +425,17 @@ pub async fn commit_offset(
     }
     let prepared = (|| {
         validate_name("group", &group).map_err(ApiError::bad_request)?;
-        let config = topic_config(&node, &topic)?;
+        let config = node.topic(&topic)?;
         if queue_id >= config.read_queue_nums.max(config.write_queue_nums) {
             return Err(ApiError::bad_request(format!(
                 "queue {queue_id} does not exist in `{topic}`"
             )));
         }
         let body: CommitOffsetRequest = parse_json(&request.body)?;
+        if body.force {
+            // Moving a group's offset backwards is a reset.
+            caller.require(Action::Admin, Resource::Group(&group))?;
+        }
         let max = node
             .shared
             .store
@@ -552,24 +459,17 @@ pub async fn commit_offset(
         Ok(commit) => commit,
         Err(e) => return e.into_response(),
     };
-    if !node.is_leader() {
-        return forward::to_leader(&node, request, None).await;
-    }
-    match node.propose(Command::CommitOffset(commit)).await {
-        Ok(CommandResponse::OffsetCommitted { offset }) => Json(CommitOffsetResponse {
+    forward::at_leader(&node, request, || async {
+        let offset = node.write(commit).await?;
+        Ok(Json(CommitOffsetResponse {
             group,
             topic,
             queue_id,
             offset: offset.0,
         })
-        .into_response(),
-        Ok(other) => ApiError::internal(format!("unexpected answer to an offset commit: {other}"))
-            .into_response(),
-        Err(e) if e.code == ErrorCode::NotLeader => {
-            forward::to_leader(&node, request, e.leader).await
-        }
-        Err(e) => e.into_response(),
-    }
+        .into_response())
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -586,8 +486,12 @@ pub async fn group_offsets(
     ApiPath(group): ApiPath<String>,
     ApiQuery(query): ApiQuery<GroupOffsetsQuery>,
     ApiQuery(param): ApiQuery<BrokerGroupParam>,
+    caller: Caller,
 ) -> Result<Json<GroupOffsetsResponse>, ApiError> {
     validate_name("group", &group).map_err(ApiError::bad_request)?;
+    if let Some(topic) = &query.topic {
+        caller.require(Action::Sub, Resource::Topic(topic))?;
+    }
     let routes = match param.broker_group.as_deref() {
         Some(name) => match groups::named(&node, name)? {
             Target::Local => vec![node.local_route()],
@@ -609,9 +513,11 @@ pub async fn group_offsets(
         if let Some(topic) = &query.topic {
             path.push_str(&format!("&topic={}", encode(topic)));
         }
-        let answer: GroupOffsetsResponse = groups::fetch(&node, &route, &path).await?;
+        let answer: GroupOffsetsResponse = groups::fetch(&node, &caller, &route, &path).await?;
         offsets.extend(answer.offsets);
     }
+    // Only the topics the caller may consume.
+    offsets.retain(|offset| caller.allows(Action::Sub, Resource::Topic(&offset.topic)));
     Ok(Json(GroupOffsetsResponse { group, offsets }))
 }
 

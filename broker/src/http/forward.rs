@@ -5,25 +5,55 @@
 //! The forwarded request carries [`FORWARDED_HEADER`] with the client's address: it
 //! keeps the message's born host and stops a request from bouncing between nodes
 //! that disagree about the leader or the routes (a forwarded request is never
-//! forwarded again).
+//! forwarded again). It carries the cluster secret, without which the receiver
+//! ignores that header, and the caller's own `Authorization`, which the receiver
+//! checks again: a forwarded request has its caller's rights, no more.
+
+use std::future::Future;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::extract::{WriteRequest, FORWARDED_HEADER};
 use crate::api::ErrorBody;
-use crate::control::GroupRoute;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
-use crate::node::{Leadership, Node};
+use crate::service::control::GroupRoute;
+use crate::service::node::{Leadership, Node};
+
+/// Runs the write `here` when this node leads its group, and forwards `request`
+/// to the leader when it does not — before running it, or when it answers
+/// NOT_LEADER (leadership moved while it ran; the future is dropped by then, with
+/// whatever it held). Every write handler of the group's own state goes through
+/// this.
+pub async fn at_leader<F, Fut>(node: &Node, request: WriteRequest, here: F) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
+    if !node.is_leader() {
+        return to_leader(node, request, None).await;
+    }
+    match here().await {
+        Ok(response) => response,
+        Err(e) if e.code == ErrorCode::NotLeader => to_leader(node, request, e.leader).await,
+        Err(e) => e.into_response(),
+    }
+}
 
 /// Forwards `request` to the leader, or answers NOT_LEADER when forwarding is off,
-/// the leader is unknown or is this node, or the request was already forwarded.
+/// the leader is unknown or is this node, or the request was already forwarded;
+/// UNAVAILABLE with the reason when this node's storage failed.
 pub async fn to_leader(
     node: &Node,
     request: WriteRequest,
     known_leader: Option<String>,
 ) -> Response {
+    // A failed node's view of the leader stopped with its Raft: say why it cannot
+    // take the request rather than send it somewhere stale or answer a null leader.
+    if let Some(failure) = node.health.failure() {
+        return failure.to_api_error().into_response();
+    }
     if node.leadership() == Leadership::StaleLeader {
         return ApiError::unavailable(
             "this node leads its group but has lost contact with a quorum; retry on another node",
@@ -140,11 +170,7 @@ async fn send(
     path_and_query: &str,
 ) -> Result<reqwest::Response, reqwest::Error> {
     let mut forward = node
-        .http
-        .request(
-            request.method.clone(),
-            format!("{base_url}{path_and_query}"),
-        )
+        .peer_request(request.method.clone(), base_url, path_and_query)
         // A forwarded long poll may be held up to its max_wait_ms (≤ 30 s).
         .timeout(
             node.config
@@ -156,8 +182,13 @@ async fn send(
         )
         .header(FORWARDED_HEADER, request.born_host.as_str())
         .body(request.body.clone());
-    if let Some(content_type) = request.headers.get(axum::http::header::CONTENT_TYPE) {
-        forward = forward.header(axum::http::header::CONTENT_TYPE, content_type);
+    for name in [
+        axum::http::header::CONTENT_TYPE,
+        axum::http::header::AUTHORIZATION,
+    ] {
+        if let Some(value) = request.headers.get(&name) {
+            forward = forward.header(name, value);
+        }
     }
     // The same request id in both nodes' logs.
     if let Some(id) = request.headers.get(super::request_id::REQUEST_ID_HEADER) {

@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::extract::FORWARDED_HEADER;
-use crate::control::GroupRoute;
 use crate::error::{ApiError, ErrorCode};
-use crate::node::Node;
+use crate::service::control::GroupRoute;
+use crate::service::node::Node;
 
 /// The `group` query parameter of topic paths.
 #[derive(Deserialize, Default)]
@@ -128,19 +129,24 @@ pub fn serving(
         .collect())
 }
 
-/// GETs `path_and_query` (which names the group) from a node of `route` and
-/// decodes the answer; an API error answer is passed through.
+/// GETs `path_and_query` (which names the group) from a node of `route` on the
+/// caller's behalf (its token goes along and is checked there) and decodes the
+/// answer; an API error answer is passed through.
 pub async fn fetch<T: DeserializeOwned>(
     node: &Node,
+    caller: &Caller,
     route: &GroupRoute,
     path_and_query: &str,
 ) -> Result<T, ApiError> {
     let mut last = None;
     for url in route.urls() {
-        let answer = node
-            .http
-            .get(format!("{url}{path_and_query}"))
-            .header(FORWARDED_HEADER, node.config.node_info().url)
+        let mut request = node
+            .peer_request(reqwest::Method::GET, &url, path_and_query)
+            .header(FORWARDED_HEADER, node.config.node_info().url);
+        if let Some(authorization) = &caller.authorization {
+            request = request.header(axum::http::header::AUTHORIZATION, authorization);
+        }
+        let answer = request
             .timeout(std::time::Duration::from_secs(5))
             .send()
             .await;

@@ -12,34 +12,36 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::connections::Connection;
 use super::extract::ApiQuery;
-use crate::control::routes::RegistrationAck;
-use crate::control::Registration;
-use crate::error::{ApiError, ErrorCode};
-use crate::node::Node;
-use crate::raft::append_stream;
-use crate::raft::network::{InstallRequest, SnapshotOffer, SECRET_HEADER};
-use crate::raft::snapshot::CommitLogSnapshot;
+use crate::auth::cluster_secret::SECRET_HEADER;
+use crate::error::ApiError;
+use crate::replication::append_stream;
+use crate::replication::network::{InstallRequest, SnapshotOffer};
+use crate::replication::snapshot::CommitLogSnapshot;
+use crate::service::control::routes::RegistrationAck;
+use crate::service::control::Registration;
+use crate::service::node::Node;
 use crate::storage::CommitLogOffset;
 
-/// Rejects internal requests without the right secret (when one is configured).
+/// Rejects internal requests without the cluster secret (open only on a node
+/// started `--insecure` without one). A connection that presents it is a peer's:
+/// it stops counting against the client connection limit.
 pub async fn require_secret(
     State(node): State<Arc<Node>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(secret) = &node.config.cluster_secret {
+    if let Some(secret) = &node.secret {
         let given = request.headers().get(SECRET_HEADER).map(|v| v.as_bytes());
-        if !constant_time_eq(given.unwrap_or_default(), secret.as_bytes()) {
-            return ApiError::new(ErrorCode::Unauthorized, "missing or wrong cluster secret")
-                .into_response();
+        if !given.is_some_and(|given| secret.matches(given)) {
+            return ApiError::unauthorized("missing or wrong cluster secret").into_response();
         }
     }
+    if let Some(connection) = request.extensions().get::<Arc<Connection>>() {
+        connection.promote_to_peer();
+    }
     next.run(request).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Encodes an internal answer: bincode `Result<T, String>`.
@@ -88,7 +90,7 @@ pub async fn transfer_leader(State(node): State<Arc<Node>>, body: Bytes) -> Resp
 }
 
 /// `GET /internal/raft/append-stream`: upgrades the connection to a pipelined
-/// append stream (see [`crate::raft::append_stream`]) and serves it in a task
+/// append stream (see [`crate::replication::append_stream`]) and serves it in a task
 /// of its own.
 pub async fn append_stream(State(node): State<Arc<Node>>, mut request: Request) -> Response {
     use axum::http::header::{CONNECTION, UPGRADE};
@@ -223,7 +225,10 @@ pub async fn register_routes(
 ) -> Result<axum::Json<RegistrationAck>, ApiError> {
     let registration: Registration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed registration: {e}")))?;
-    let accepted = node.routes.register(registration);
+    let accepted = node
+        .routes
+        .register(registration)
+        .map_err(|e| ApiError::bad_request(format!("invalid registration: {e}")))?;
     let mut known_nodes = node.routes.known_nodes();
     known_nodes.push(node.config.node_info().url);
     Ok(axum::Json(RegistrationAck {

@@ -1,12 +1,14 @@
-//! Membership and leadership of a group: add a node (learner, catch-up, voter),
-//! remove one, hand leadership to a named node. Each runs on the group's leader;
-//! other nodes forward to it (another group's nodes through that group's routes).
+//! Membership and leadership of a group: add a node (learner, catch-up, voter: an
+//! asynchronous join, see [`crate::service::control::joins`]), follow a join, remove a node,
+//! hand leadership to a named node. Each runs on the group's leader; other nodes
+//! forward to it (another group's nodes through that group's routes).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use openraft::errors::{ClientWriteError, RaftError};
@@ -17,18 +19,12 @@ use super::error::parse_json;
 use super::extract::{ApiPath, WriteRequest};
 use super::forward;
 use super::groups::{self, Target};
+use crate::api::{AddNodeRequest, JoinState, JoinView};
 use crate::config::validate_url;
 use crate::error::{ApiError, ErrorCode};
-use crate::node::Node;
-use crate::raft::type_config::{NodeId, NodeInfo, TypeConfig};
-
-/// Body of `POST /v1/cluster/groups/{group}/nodes`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddNodeRequest {
-    node_id: NodeId,
-    address: String,
-}
+use crate::replication::type_config::{NodeId, TypeConfig};
+use crate::service::control::joins::JoinError;
+use crate::service::node::Node;
 
 /// Body of `POST /v1/cluster/groups/{group}/transfer-leader`.
 #[derive(Deserialize)]
@@ -55,14 +51,7 @@ where
     match groups::named(node, group) {
         Err(e) => e.into_response(),
         Ok(Target::Remote(route)) => forward::to_group(node, request, &route, "group").await,
-        Ok(Target::Local) if !node.is_leader() => forward::to_leader(node, request, None).await,
-        Ok(Target::Local) => match local().await {
-            Ok(response) => response,
-            Err(e) if e.code == ErrorCode::NotLeader => {
-                forward::to_leader(node, request, e.leader).await
-            }
-            Err(e) => e.into_response(),
-        },
+        Ok(Target::Local) => forward::at_leader(node, request, local).await,
     }
 }
 
@@ -83,8 +72,10 @@ fn raft_error<E: std::fmt::Display>(
 }
 
 /// `POST /v1/cluster/groups/{group}/nodes` `{"node_id": 4, "address": "http://…"}`:
-/// adds the node as a learner, waits until it has every entry the leader had (up
-/// to `control.join_timeout`), then makes it a voter. Answers the group's view.
+/// starts adding the node — as a learner, then, once it has caught up, as a voter
+/// (see [`crate::service::control::joins`]) — and answers 202 with the join at once; a
+/// repeated add of the same node and address answers the running join. A node
+/// that is a voter already answers 200 with the join `DONE`.
 pub async fn add_node(
     State(node): State<Arc<Node>>,
     ApiPath(group): ApiPath<String>,
@@ -122,60 +113,71 @@ pub async fn add_node(
                 )))
             }
             Some(_) if membership.voter_ids().any(|id| id == body.node_id) => {
-                return Ok(Json(node.group_view()).into_response());
+                return Ok(Json(known_member_join(&node, body.node_id, &url, true)).into_response());
             }
             _ => {}
         }
-        node.raft
-            .add_learner(body.node_id, NodeInfo { url: url.clone() }, false)
-            .await
-            .map_err(|e| raft_error(e, "adding the learner"))?;
-        wait_for_catch_up(&node, body.node_id).await?;
-        let voters = BTreeSet::from([body.node_id]);
-        node.raft
-            .change_membership(ChangeMembers::AddVoterIds(voters), false)
-            .await
-            .map_err(|e| raft_error(e, "promoting the learner"))?;
-        Ok(Json(node.group_view()).into_response())
+        match node.joins.start(&node, body.node_id, &url) {
+            Ok(view) => Ok((StatusCode::ACCEPTED, Json(view)).into_response()),
+            Err(e @ JoinError::OtherAddress { .. }) => Err(ApiError::bad_request(e.to_string())),
+            Err(e @ JoinError::Busy) => Err(ApiError::unavailable(e.to_string())),
+        }
     })
     .await
 }
 
-/// Waits until the learner `id` has every entry the leader had when the wait
-/// began (up to `control.join_timeout`).
-///
-/// openraft's own "blocking" `add_learner` returns once the learner is within
-/// `replication_lag_threshold` (5000) entries — which an empty node that is not
-/// even running satisfies on a young log. A voter that has nothing weakens the
-/// quorum until it catches up, so the promotion waits for the real thing.
-async fn wait_for_catch_up(node: &Node, id: NodeId) -> Result<(), ApiError> {
-    let target = node.raft_metrics().last_log_index.unwrap_or(0);
-    let timeout = node.config.control.join_timeout;
-    let deadline = tokio::time::Instant::now() + timeout.0;
-    loop {
+/// `GET /v1/cluster/groups/{group}/nodes/{node_id}`: the node's join, as the
+/// group's leader knows it; without one, what the membership says (a voter is
+/// `DONE`; a learner no join runs for is `FAILED`: add it again to finish). A node
+/// neither joining nor a member is 404 NOT_FOUND.
+pub async fn join_status(
+    State(node): State<Arc<Node>>,
+    ApiPath((group, node_id)): ApiPath<(String, NodeId)>,
+    request: WriteRequest,
+) -> Response {
+    let task_node = Arc::clone(&node);
+    on_leader_of(&node, &group, request, || async move {
+        let node = task_node;
+        if let Some(view) = node.joins.get(node_id) {
+            return Ok(Json(view).into_response());
+        }
         let metrics = node.raft_metrics();
-        if metrics.current_leader != Some(node.id()) {
-            return Err(ApiError::not_leader(
-                metrics
-                    .current_leader
-                    .and_then(|l| node.node_url(&metrics, l)),
+        let membership = metrics.membership_config.membership();
+        let Some(info) = membership.get_node(&node_id) else {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "node {node_id} is not a member of group `{}` and no join of it is known",
+                    node.group()
+                ),
             ));
-        }
-        let matched = metrics
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&id).cloned())
-            .flatten()
-            .map(|log_id| log_id.index);
-        if matched.is_some_and(|m| m >= target) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::unavailable(format!(
-                "node {id} was added as a learner but did not catch up to index {target} within {timeout} (it has {matched:?}); it keeps catching up: repeat the request to make it a voter"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let voter = membership.voter_ids().any(|id| id == node_id);
+        Ok(Json(known_member_join(&node, node_id, &info.url, voter)).into_response())
+    })
+    .await
+}
+
+/// The join of a member this leader has no record of.
+fn known_member_join(node: &Node, node_id: NodeId, url: &str, voter: bool) -> JoinView {
+    let (state, message) = if voter {
+        (JoinState::Done, format!("node {node_id} is a voter"))
+    } else {
+        (
+            JoinState::Failed,
+            format!(
+                "node {node_id} is a learner, but no join of it runs on this leader (leadership moved?): add it again to make it a voter, or remove it"
+            ),
+        )
+    };
+    JoinView {
+        group: node.group().to_string(),
+        node_id,
+        address: url.to_string(),
+        state,
+        message: Some(message),
+        started_ms: None,
+        finished_ms: None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! The HTTP/JSON API (shared/API.md) and the internal node-to-node endpoints.
 //!
 //! # Layout
-//! * [`router`] — every route.
+//! * [`router`] — the route table: every route with its description and permission.
+//! * [`auth`] — each route's required permission, checked before its handler.
+//! * [`users`] — `/v1/users…` and the user table's fan-out to every group.
 //! * [`data_plane`] — send, pull, queues, queries, consumer offsets.
 //! * [`consumer_groups`] — consumer-group heartbeats and queue assignment.
 //! * [`control_plane`] — topics, routes, cluster, health, readiness, metrics.
@@ -15,7 +17,11 @@
 //! * [`openapi`] — the OpenAPI document (`/openapi.json`) and its route table.
 //! * [`dashboard`] — the dashboard page at `/` (HTML/JS/CSS inside the binary).
 //! * [`request_id`] — `x-request-id` on every answer and in the request's log span.
+//! * [`connections`] — accepting connections: TLS, the connection limit, header
+//!   timeouts, hyper's own errors in the API's shape.
 
+pub mod auth;
+pub mod connections;
 pub mod consumer_group_list;
 pub mod consumer_groups;
 pub mod control_plane;
@@ -30,5 +36,6 @@ pub mod membership;
 pub mod openapi;
 pub mod request_id;
 pub mod router;
+pub mod users;
 
-pub use router::router;
+pub use router::{router, router_with_connections};

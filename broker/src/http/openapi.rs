@@ -1,15 +1,15 @@
 //! The OpenAPI 3.0 document of the public API, served at `GET /openapi.json`.
 //!
-//! It is built from [`OPERATIONS`], one line per (method, path), and from the
-//! schemas in [`schemas`]. `broker/tests/http_openapi.rs` reads the paths out of
-//! the real router and the methods each one answers, and fails when the router
-//! and [`OPERATIONS`] differ in either direction: a route added to
-//! `router.rs` without its line here (or a line without its route) fails CI.
+//! It is built from the route table (`router::public_routes`: each route's
+//! [`Operation`] beside its handler) and from the schemas in [`schemas`], so the
+//! document lists exactly what the router serves, with each route's required
+//! permission (`x-permission`) and the bearer scheme.
 //!
-//! **Adding a route to the document** is one line in [`OPERATIONS`]:
+//! **Describing a route** is its [`Operation`] in the table:
 //!
 //! ```text
-//! op("post", "/v1/groups/{group}/retry", "groups", "Give a message back for redelivery")
+//! op("post", "/v1/groups/{group}/retry", "groups", "Give a message back for redelivery",
+//!    Access::Group(Action::Sub))
 //!     .body("RetryRequest").answers("Object"),
 //! ```
 //!
@@ -22,6 +22,8 @@
 use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
+
+use super::auth::Access;
 
 /// A query parameter: name, schema type, description; optional unless listed in
 /// [`Operation::required`].
@@ -55,9 +57,14 @@ pub struct Operation {
     pub required: &'static [&'static str],
     /// Schema of the JSON request body.
     pub body: Option<&'static str>,
-    /// Schema of the 200 answer (JSON), when `content_type` is JSON.
+    /// Schema of the success answer (JSON), when `content_type` is JSON.
     pub answer: &'static str,
+    /// The success statuses the operation answers with that body ("200" unless
+    /// set: a creation answers "201", an operation that goes on "202").
+    pub statuses: &'static [&'static str],
     pub content_type: &'static str,
+    /// What the caller needs (checked by `http::auth::authorize`).
+    pub access: Access,
 }
 
 /// An operation answering an `Object`, with no query and no body; refine it with
@@ -67,6 +74,7 @@ pub const fn op(
     path: &'static str,
     tag: &'static str,
     summary: &'static str,
+    access: Access,
 ) -> Operation {
     Operation {
         method,
@@ -77,7 +85,9 @@ pub const fn op(
         required: &[],
         body: None,
         answer: "Object",
+        statuses: &["200"],
         content_type: "application/json",
+        access,
     }
 }
 
@@ -100,6 +110,9 @@ impl Operation {
             ..self
         }
     }
+    pub const fn statuses(self, statuses: &'static [&'static str]) -> Self {
+        Self { statuses, ..self }
+    }
     pub const fn text(self, content_type: &'static str) -> Self {
         Self {
             content_type,
@@ -108,207 +121,18 @@ impl Operation {
     }
 }
 
-const GROUP_Q: Query = q(
+/// The `group` query parameter of topic paths.
+pub const GROUP_Q: Query = q(
     "group",
     "string",
     "broker group to use (default: this node's group, or the only one serving the topic)",
 );
-const BROKER_GROUP_Q: Query = q(
+/// The `broker_group` query parameter of consumer-group paths.
+pub const BROKER_GROUP_Q: Query = q(
     "broker_group",
     "string",
     "answer for this broker group only (default: merge every group)",
 );
-
-/// Every public operation. Keep in the router's order.
-pub const OPERATIONS: &[Operation] = &[
-    op(
-        "post",
-        "/v1/topics/{topic}/messages",
-        "messages",
-        "Send a batch of messages (atomic)",
-    )
-    .query(&[GROUP_Q])
-    .body("SendRequest")
-    .answers("SendResponse"),
-    op(
-        "get",
-        "/v1/topics/{topic}/messages",
-        "messages",
-        "Query messages by key in a time range",
-    )
-    .query(&[
-        q("key", "string", "the message key"),
-        q("begin", "integer", "from this store time (ms), default 0"),
-        q("end", "integer", "to this store time (ms), default now"),
-        q("max", "integer", "most messages answered"),
-    ])
-    .required(&["key"])
-    .answers("MessagesResponse"),
-    op(
-        "get",
-        "/v1/topics/{topic}/queues/{queue_id}/messages",
-        "messages",
-        "Pull from a queue, with long polling and a tag filter",
-    )
-    .query(&[
-        q("offset", "integer", "queue offset to read from"),
-        q("max_messages", "integer", "1..=1024, default 32"),
-        q(
-            "max_wait_ms",
-            "integer",
-            "long polling: hold up to this long (max 30000)",
-        ),
-        q("tags", "string", "`*` or `TagA||TagB`"),
-        GROUP_Q,
-    ])
-    .required(&["offset"])
-    .answers("PullResponse"),
-    op(
-        "get",
-        "/v1/topics/{topic}/queues",
-        "topics",
-        "Queues of a topic with min and max offsets",
-    )
-    .answers("QueuesResponse"),
-    op(
-        "get",
-        "/v1/topics/{topic}/queues/{queue_id}/offset",
-        "topics",
-        "First queue offset stored at or after a time",
-    )
-    .query(&[q("timestamp", "integer", "Unix ms"), GROUP_Q])
-    .required(&["timestamp"])
-    .answers("OffsetResponse"),
-    op(
-        "get",
-        "/v1/messages/{msg_id}",
-        "messages",
-        "One message by id",
-    )
-    .answers("Message"),
-    op(
-        "put",
-        "/v1/groups/{group}/offsets/{topic}/{queue_id}",
-        "groups",
-        "Commit a consumer offset (force: reset)",
-    )
-    .query(&[BROKER_GROUP_Q])
-    .body("CommitOffsetRequest")
-    .answers("CommitOffsetResponse"),
-    op(
-        "get",
-        "/v1/groups/{group}/offsets",
-        "groups",
-        "A consumer group's offsets with lag",
-    )
-    .query(&[q("topic", "string", "only this topic"), BROKER_GROUP_Q])
-    .answers("GroupOffsetsResponse"),
-    op(
-        "post",
-        "/v1/groups/{group}/heartbeat",
-        "groups",
-        "Register a member; answers its queue assignment",
-    )
-    .query(&[BROKER_GROUP_Q])
-    .body("HeartbeatRequest")
-    .answers("HeartbeatResponse"),
-    op(
-        "post",
-        "/v1/groups/{group}/retry",
-        "groups",
-        "Give a message back: redelivered through %RETRY%{group} after a delay, or to %DLQ%{group}",
-    )
-    .query(&[BROKER_GROUP_Q])
-    .body("RetryRequest")
-    .answers("RetryResponse"),
-    op(
-        "post",
-        "/v1/groups/{group}/offsets/reset",
-        "groups",
-        "Move a group's offsets of a topic to the first message stored at or after a time",
-    )
-    .query(&[BROKER_GROUP_Q])
-    .body("ResetOffsetsRequest")
-    .answers("GroupOffsetsResponse"),
-    op(
-        "get",
-        "/v1/groups",
-        "groups",
-        "Consumer groups with committed offsets, their topics and lag",
-    )
-    .query(&[BROKER_GROUP_Q])
-    .answers("ConsumerGroupsResponse"),
-    op(
-        "put",
-        "/v1/topics/{topic}",
-        "topics",
-        "Create or update a topic",
-    )
-    .query(&[GROUP_Q])
-    .body("TopicRequest")
-    .answers("Topic"),
-    op("get", "/v1/topics/{topic}", "topics", "One topic").answers("Topic"),
-    op(
-        "delete",
-        "/v1/topics/{topic}",
-        "topics",
-        "Delete a topic from every group serving it",
-    )
-    .query(&[GROUP_Q])
-    .answers("DeletedTopic"),
-    op("get", "/v1/topics", "topics", "Every topic of every group").answers("TopicsResponse"),
-    op(
-        "get",
-        "/v1/routes/{topic}",
-        "cluster",
-        "Every group serving a topic",
-    )
-    .answers("RouteResponse"),
-    op(
-        "get",
-        "/v1/cluster",
-        "cluster",
-        "Every known group with its nodes' roles, indexes and lag",
-    )
-    .answers("ClusterResponse"),
-    op(
-        "post",
-        "/v1/cluster/groups/{group}/nodes",
-        "cluster",
-        "Add a node (learner, catch-up, voter)",
-    )
-    .body("AddNodeRequest"),
-    op(
-        "delete",
-        "/v1/cluster/groups/{group}/nodes/{node_id}",
-        "cluster",
-        "Remove a node from its group",
-    ),
-    op(
-        "post",
-        "/v1/cluster/groups/{group}/transfer-leader",
-        "cluster",
-        "Hand leadership to a voter",
-    )
-    .body("TransferLeaderRequest"),
-    op("get", "/health", "operations", "The process is up"),
-    op(
-        "get",
-        "/ready",
-        "operations",
-        "A member of a group with a known leader",
-    ),
-    op("get", "/metrics", "operations", "Prometheus text format").text("text/plain"),
-    op("get", "/openapi.json", "operations", "This document"),
-    op("get", "/", "operations", "The dashboard page").text("text/html"),
-    op(
-        "get",
-        "/dashboard/{file}",
-        "operations",
-        "The dashboard's script and style sheet",
-    )
-    .text("text/plain"),
-];
 
 /// Schema type of a path parameter.
 fn path_param_kind(name: &str) -> &'static str {
@@ -359,17 +183,33 @@ fn operation(op: &Operation) -> Value {
         "operationId": operation_id(op),
         "parameters": parameters,
         "responses": {
-            "200": ok,
             "default": {
                 "description": "An error in the API's one error shape",
                 "content": {"application/json": {"schema": schema_ref("Error")}},
             },
         },
     });
+    for status in op.statuses {
+        value["responses"][*status] = ok.clone();
+    }
     if let Some(body) = op.body {
         value["requestBody"] = json!({
             "required": true,
             "content": {"application/json": {"schema": schema_ref(body)}},
+        });
+    }
+    value["x-permission"] = json!(op.access.describe());
+    if op.access == Access::Public {
+        // Overrides the document-wide bearer requirement.
+        value["security"] = json!([]);
+    } else {
+        value["responses"]["401"] = json!({
+            "description": "No token, or an unknown or revoked one",
+            "content": {"application/json": {"schema": schema_ref("Error")}},
+        });
+        value["responses"]["403"] = json!({
+            "description": "The token lacks the permission (see x-permission)",
+            "content": {"application/json": {"schema": schema_ref("Error")}},
         });
     }
     value
@@ -390,10 +230,18 @@ fn operation_id(op: &Operation) -> String {
     id
 }
 
+/// Every public operation, in the router's order.
+pub fn operations() -> Vec<Operation> {
+    super::router::public_routes()
+        .into_iter()
+        .map(|route| route.op)
+        .collect()
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for op in OPERATIONS {
+    for op in &operations() {
         let entry = paths
             .entry(op.path.to_string())
             .or_insert_with(|| Value::Object(Map::new()));
@@ -407,7 +255,17 @@ pub fn document() -> Value {
             "description": "A Raft-replicated RocketMQ-style message broker. Every node answers every endpoint. Times are Unix milliseconds.",
         },
         "paths": paths,
-        "components": {"schemas": schemas()},
+        "security": [{"bearer": []}],
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A user's token (POST /v1/users answers it once), or the cluster's bootstrap admin token (`scripts/cluster.sh token`).",
+                },
+            },
+        },
     })
 }
 
@@ -524,6 +382,29 @@ pub fn schemas() -> Value {
             json!({"node_id": int, "group": string, "groups": array_of("Group")})),
         "AddNodeRequest": object(&["node_id", "address"], json!({"node_id": int, "address": string})),
         "TransferLeaderRequest": object(&["to"], json!({"to": int})),
+        "Join": object(&["group", "node_id", "address", "state"],
+            json!({"group": string, "node_id": int, "address": string,
+                   "state": {"type": "string", "enum": ["ADDING_LEARNER", "CATCHING_UP", "PROMOTING", "REMOVING_LEARNER", "DONE", "FAILED"]},
+                   "message": nullable_string, "started_ms": nullable_int, "finished_ms": nullable_int})),
+        "Permission": object(&["resource", "actions"], json!({
+            "resource": {"type": "string", "description": "`cluster`, `topic:NAME` or `group:NAME`; NAME may end with `*`"},
+            "actions": {"type": "array", "items": {"type": "string", "enum": ["pub", "sub", "admin"]}},
+        })),
+        "Quotas": object(&[], json!({
+            "send_messages_per_s": {"type": "integer", "format": "int64", "minimum": 1},
+            "send_bytes_per_s": {"type": "integer", "format": "int64", "minimum": 1},
+        })),
+        "UserRequest": object(&["name"], json!({"name": string, "permissions": array_of("Permission"),
+            "quotas": schema_ref("Quotas")})),
+        "UserUpdate": object(&[], json!({"permissions": array_of("Permission"), "quotas": schema_ref("Quotas")})),
+        "UserToken": object(&["name", "token", "groups", "pending_groups"],
+            json!({"name": string, "token": string, "groups": strings, "pending_groups": strings})),
+        "User": object(&["name", "permissions", "quotas", "created", "updated"],
+            json!({"name": string, "permissions": array_of("Permission"), "quotas": schema_ref("Quotas"),
+                   "created": int, "updated": int})),
+        "UsersResponse": object(&["users"], json!({"users": array_of("User")})),
+        "DeletedUser": object(&["name", "deleted", "groups", "pending_groups"],
+            json!({"name": string, "deleted": {"type": "boolean"}, "groups": strings, "pending_groups": strings})),
     })
 }
 
@@ -535,7 +416,7 @@ mod tests {
     fn every_operation_is_unique_and_names_known_schemas() {
         let schemas = schemas();
         let mut seen = std::collections::BTreeSet::new();
-        for op in OPERATIONS {
+        for op in &operations() {
             assert!(
                 seen.insert((op.method, op.path)),
                 "{} {} listed twice",

@@ -1,4 +1,6 @@
-//! The router: every public endpoint of shared/API.md and the internal ones.
+//! The router: the route table of every public endpoint of shared/API.md (each
+//! with its OpenAPI description and required permission beside its handler), the
+//! internal ones behind the cluster secret, and the layers around them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,15 +9,19 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use axum::Router;
+use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::{Extension, Router};
 
+use super::auth::{authorize, Access};
+use super::connections::ConnectionRegistry;
+use super::openapi::{op, q, Operation, BROKER_GROUP_Q, GROUP_Q};
 use super::{
     consumer_group_list, consumer_groups, control_plane, dashboard, data_plane, internal,
-    membership, openapi, request_id,
+    membership, openapi, request_id, users,
 };
+use crate::auth::Action::{Admin, Pub, Sub};
 use crate::error::{ApiError, ErrorCode};
-use crate::node::Node;
+use crate::service::node::Node;
 
 /// The send route (its latency goes to `broker_send_duration_seconds`).
 const SEND_ROUTE: &str = "/v1/topics/{topic}/messages";
@@ -25,6 +31,316 @@ const PULL_ROUTE: &str = "/v1/topics/{topic}/queues/{queue_id}/messages";
 /// Body limit of internal requests: an AppendEntries carries up to the log store's
 /// read cap (or one batch larger than it), a snapshot chunk 4 MiB.
 const INTERNAL_BODY_LIMIT: usize = 64 << 20;
+
+/// One public endpoint: what it is (for the OpenAPI document and the permission
+/// check) and its handler.
+pub struct Route {
+    pub op: Operation,
+    pub handler: MethodRouter<Arc<Node>>,
+}
+
+fn route(op: Operation, handler: MethodRouter<Arc<Node>>) -> Route {
+    Route { op, handler }
+}
+
+/// Every public endpoint. A new one is a new entry here: its description, its
+/// permission and its handler, in one place.
+pub fn public_routes() -> Vec<Route> {
+    vec![
+        route(
+            op("post", SEND_ROUTE, "messages", "Send a batch of messages (atomic)", Access::Topic(Pub))
+                .query(const { &[GROUP_Q] })
+                .body("SendRequest")
+                .answers("SendResponse"),
+            post(data_plane::send),
+        ),
+        route(
+            op("get", SEND_ROUTE, "messages", "Query messages by key in a time range", Access::Topic(Sub))
+                .query(const { &[
+                    q("key", "string", "the message key"),
+                    q("begin", "integer", "from this store time (ms), default 0"),
+                    q("end", "integer", "to this store time (ms), default now"),
+                    q("max", "integer", "most messages answered"),
+                ] })
+                .required(&["key"])
+                .answers("MessagesResponse"),
+            get(data_plane::messages_by_key),
+        ),
+        route(
+            op(
+                "get",
+                PULL_ROUTE,
+                "messages",
+                "Pull from a queue, with long polling and a tag filter",
+                Access::Topic(Sub),
+            )
+            .query(const { &[
+                q("offset", "integer", "queue offset to read from"),
+                q("max_messages", "integer", "1..=1024, default 32"),
+                q("max_wait_ms", "integer", "long polling: hold up to this long (max 30000)"),
+                q("tags", "string", "`*` or `TagA||TagB`"),
+                GROUP_Q,
+            ] })
+            .required(&["offset"])
+            .answers("PullResponse"),
+            get(data_plane::pull),
+        ),
+        route(
+            op("get", "/v1/topics/{topic}/queues", "topics", "Queues of a topic with min and max offsets", Access::TopicAny)
+                .answers("QueuesResponse"),
+            get(data_plane::queues),
+        ),
+        route(
+            op(
+                "get",
+                "/v1/topics/{topic}/queues/{queue_id}/offset",
+                "topics",
+                "First queue offset stored at or after a time",
+                Access::Topic(Sub),
+            )
+            .query(const { &[q("timestamp", "integer", "Unix ms"), GROUP_Q] })
+            .required(&["timestamp"])
+            .answers("OffsetResponse"),
+            get(data_plane::offset_by_time),
+        ),
+        route(
+            // The topic is known once the message is found: the handler checks
+            // `sub` on it.
+            op("get", "/v1/messages/{msg_id}", "messages", "One message by id", Access::Authenticated)
+                .answers("Message"),
+            get(data_plane::message_by_id),
+        ),
+        route(
+            op(
+                "put",
+                "/v1/groups/{group}/offsets/{topic}/{queue_id}",
+                "groups",
+                "Commit a consumer offset (force: reset, needs admin on the group)",
+                Access::Group(Sub),
+            )
+            .query(const { &[BROKER_GROUP_Q] })
+            .body("CommitOffsetRequest")
+            .answers("CommitOffsetResponse"),
+            put(data_plane::commit_offset),
+        ),
+        route(
+            op("get", "/v1/groups/{group}/offsets", "groups", "A consumer group's offsets with lag", Access::Group(Sub))
+                .query(const { &[q("topic", "string", "only this topic"), BROKER_GROUP_Q] })
+                .answers("GroupOffsetsResponse"),
+            get(data_plane::group_offsets),
+        ),
+        route(
+            op(
+                "post",
+                "/v1/groups/{group}/heartbeat",
+                "groups",
+                "Register a member; answers its queue assignment",
+                Access::Group(Sub),
+            )
+            .query(const { &[BROKER_GROUP_Q] })
+            .body("HeartbeatRequest")
+            .answers("HeartbeatResponse"),
+            post(consumer_groups::heartbeat),
+        ),
+        route(
+            op(
+                "post",
+                "/v1/groups/{group}/retry",
+                "groups",
+                "Give a message back: redelivered through %RETRY%{group} after a delay, or to %DLQ%{group}",
+                Access::Group(Sub),
+            )
+            .query(const { &[BROKER_GROUP_Q] })
+            .body("RetryRequest")
+            .answers("RetryResponse"),
+            post(consumer_groups::give_back),
+        ),
+        route(
+            op(
+                "post",
+                "/v1/groups/{group}/offsets/reset",
+                "groups",
+                "Move a group's offsets of a topic to the first message stored at or after a time",
+                Access::Group(Admin),
+            )
+            .query(const { &[BROKER_GROUP_Q] })
+            .body("ResetOffsetsRequest")
+            .answers("GroupOffsetsResponse"),
+            post(consumer_groups::reset_offsets),
+        ),
+        route(
+            op(
+                "get",
+                "/v1/groups",
+                "groups",
+                "Consumer groups with committed offsets, their topics and lag (those the caller may see)",
+                Access::Authenticated,
+            )
+            .query(const { &[BROKER_GROUP_Q] })
+            .answers("ConsumerGroupsResponse"),
+            get(consumer_group_list::list_groups),
+        ),
+        route(
+            op("put", "/v1/topics/{topic}", "topics", "Create or update a topic", Access::Topic(Admin))
+                .query(const { &[GROUP_Q] })
+                .body("TopicRequest")
+                .answers("Topic"),
+            put(control_plane::put_topic),
+        ),
+        route(
+            op("get", "/v1/topics/{topic}", "topics", "One topic", Access::TopicAny).answers("Topic"),
+            get(control_plane::get_topic),
+        ),
+        route(
+            op(
+                "delete",
+                "/v1/topics/{topic}",
+                "topics",
+                "Delete a topic from every group serving it",
+                Access::Topic(Admin),
+            )
+            .query(const { &[GROUP_Q] })
+            .answers("DeletedTopic"),
+            delete(control_plane::delete_topic),
+        ),
+        route(
+            op("get", "/v1/topics", "topics", "Every topic the caller may see, of every group", Access::Authenticated)
+                .answers("TopicsResponse"),
+            get(control_plane::list_topics),
+        ),
+        route(
+            op("get", "/v1/routes/{topic}", "cluster", "Every group serving a topic", Access::TopicAny)
+                .answers("RouteResponse"),
+            get(control_plane::route),
+        ),
+        route(
+            op(
+                "get",
+                "/v1/cluster",
+                "cluster",
+                "Every known group with its nodes' roles, indexes and lag",
+                Access::Cluster,
+            )
+            .answers("ClusterResponse"),
+            get(control_plane::cluster),
+        ),
+        route(
+            op(
+                "post",
+                "/v1/cluster/groups/{group}/nodes",
+                "cluster",
+                "Start adding a node (learner, catch-up, voter); answers 202 with the join",
+                Access::Cluster,
+            )
+            .body("AddNodeRequest")
+            .answers("Join")
+            // 202 while the join goes on; 200 for a node that is a voter already.
+            .statuses(&["200", "202"]),
+            post(membership::add_node),
+        ),
+        route(
+            op(
+                "get",
+                "/v1/cluster/groups/{group}/nodes/{node_id}",
+                "cluster",
+                "A node's join: its state, or why it failed",
+                Access::Cluster,
+            )
+            .answers("Join"),
+            get(membership::join_status),
+        ),
+        route(
+            op(
+                "delete",
+                "/v1/cluster/groups/{group}/nodes/{node_id}",
+                "cluster",
+                "Remove a node from its group",
+                Access::Cluster,
+            ),
+            delete(membership::remove_node),
+        ),
+        route(
+            op(
+                "post",
+                "/v1/cluster/groups/{group}/transfer-leader",
+                "cluster",
+                "Hand leadership to a voter",
+                Access::Cluster,
+            )
+            .body("TransferLeaderRequest"),
+            post(membership::transfer_leader),
+        ),
+        route(
+            op("post", "/v1/users", "users", "Create a user; answers its token (shown only here)", Access::Cluster)
+                .body("UserRequest")
+                .answers("UserToken")
+                .statuses(&["201"]),
+            post(users::create),
+        ),
+        route(
+            op("get", "/v1/users", "users", "Every user (permissions and quotas, never tokens)", Access::Cluster)
+                .answers("UsersResponse"),
+            get(users::list),
+        ),
+        route(
+            op("get", "/v1/users/{name}", "users", "One user", Access::Cluster).answers("User"),
+            get(users::show),
+        ),
+        route(
+            op("put", "/v1/users/{name}", "users", "Replace a user's permissions and quotas", Access::Cluster)
+                .body("UserUpdate")
+                .answers("User"),
+            put(users::update),
+        ),
+        route(
+            op("delete", "/v1/users/{name}", "users", "Delete a user: its token stops working", Access::Cluster)
+                .answers("DeletedUser"),
+            delete(users::delete),
+        ),
+        route(
+            op(
+                "post",
+                "/v1/users/{name}/token",
+                "users",
+                "Issue a new token for a user; the old one stops working",
+                Access::Cluster,
+            )
+            .answers("UserToken"),
+            post(users::rotate_token),
+        ),
+        route(
+            op("get", "/health", "operations", "The process is up", Access::Public),
+            get(control_plane::health),
+        ),
+        route(
+            op("get", "/ready", "operations", "A member of a group with a known leader", Access::Public),
+            get(control_plane::ready),
+        ),
+        route(
+            op("get", "/metrics", "operations", "Prometheus text format", Access::Cluster).text("text/plain"),
+            get(control_plane::metrics),
+        ),
+        route(
+            op("get", "/openapi.json", "operations", "This document", Access::Authenticated),
+            get(openapi_json),
+        ),
+        route(
+            op("get", "/", "operations", "The dashboard page", Access::Public).text("text/html"),
+            get(dashboard::index),
+        ),
+        route(
+            op(
+                "get",
+                "/dashboard/{file}",
+                "operations",
+                "The dashboard's script and style sheet",
+                Access::Public,
+            )
+            .text("text/plain"),
+            get(dashboard::asset),
+        ),
+    ]
+}
 
 /// For `/metrics`: counts every answer that is an error (4xx or 5xx) by its code,
 /// and times sends and pulls.
@@ -53,70 +369,31 @@ async fn observe(State(node): State<Arc<Node>>, request: Request, next: Next) ->
 }
 
 /// Builds the router for a node.
-///
-/// Every public route must also be listed in `openapi::OPERATIONS` (one line;
-/// see the top of `openapi.rs`): `broker/tests/http_openapi.rs` fails otherwise.
 pub fn router(node: Arc<Node>) -> Router {
+    let connections = ConnectionRegistry::new(node.config.http.max_connections);
+    router_with_connections(node, connections)
+}
+
+/// [`router`], reporting on `/metrics` the connections `connections` counts (the
+/// registry the node's listener serves with: see `connections::serve`).
+pub fn router_with_connections(node: Arc<Node>, connections: Arc<ConnectionRegistry>) -> Router {
     let max_body = usize::try_from(node.config.http.max_body_size.0).unwrap_or(usize::MAX);
-    let public = Router::new()
-        .route(
-            SEND_ROUTE,
-            post(data_plane::send).get(data_plane::messages_by_key),
-        )
-        .route(PULL_ROUTE, get(data_plane::pull))
-        .route("/v1/topics/{topic}/queues", get(data_plane::queues))
-        .route(
-            "/v1/topics/{topic}/queues/{queue_id}/offset",
-            get(data_plane::offset_by_time),
-        )
-        .route("/v1/messages/{msg_id}", get(data_plane::message_by_id))
-        .route(
-            "/v1/groups/{group}/offsets/{topic}/{queue_id}",
-            put(data_plane::commit_offset),
-        )
-        .route("/v1/groups/{group}/offsets", get(data_plane::group_offsets))
-        .route(
-            "/v1/groups/{group}/heartbeat",
-            post(consumer_groups::heartbeat),
-        )
-        .route("/v1/groups/{group}/retry", post(consumer_groups::give_back))
-        .route(
-            "/v1/groups/{group}/offsets/reset",
-            post(consumer_groups::reset_offsets),
-        )
-        .route(
-            "/v1/topics/{topic}",
-            put(control_plane::put_topic)
-                .get(control_plane::get_topic)
-                .delete(control_plane::delete_topic),
-        )
-        .route("/v1/topics", get(control_plane::list_topics))
-        .route("/v1/routes/{topic}", get(control_plane::route))
-        .route("/v1/cluster", get(control_plane::cluster))
-        .route(
-            "/v1/cluster/groups/{group}/nodes",
-            post(membership::add_node),
-        )
-        .route(
-            "/v1/cluster/groups/{group}/nodes/{node_id}",
-            delete(membership::remove_node),
-        )
-        .route(
-            "/v1/cluster/groups/{group}/transfer-leader",
-            post(membership::transfer_leader),
-        )
-        .route("/health", get(control_plane::health))
-        .route("/ready", get(control_plane::ready))
-        .route("/metrics", get(control_plane::metrics))
-        .route("/v1/groups", get(consumer_group_list::list_groups))
-        .route("/openapi.json", get(openapi_json))
-        .route("/", get(dashboard::index))
-        .route("/dashboard/{file}", get(dashboard::asset))
-        .layer(DefaultBodyLimit::max(max_body));
+    let mut public = Router::new();
+    for Route { op, handler } in public_routes() {
+        // The last layer added runs first: who is calling, then what they send.
+        let checked = handler
+            .route_layer(middleware::from_fn(super::extract::require_json_body))
+            .route_layer(middleware::from_fn_with_state(
+                (Arc::clone(&node), op.access),
+                authorize,
+            ));
+        public = public.route(op.path, checked);
+    }
+    let public = public.layer(DefaultBodyLimit::max(max_body));
     let internal = Router::new()
         .route("/internal/raft/append", post(internal::append))
         .route(
-            crate::raft::append_stream::PATH,
+            crate::replication::append_stream::PATH,
             get(internal::append_stream),
         )
         .route("/internal/raft/vote", post(internal::vote))
@@ -138,10 +415,14 @@ pub fn router(node: Arc<Node>) -> Router {
             post(internal::snapshot_install),
         )
         .route(
-            crate::control::registrar::REGISTER_PATH,
+            crate::service::control::registrar::REGISTER_PATH,
             post(internal::register_routes),
         )
         .route(internal::FORGET_HINTS_PATH, post(internal::forget_hints))
+        .route(
+            crate::service::users::INTERNAL_USERS_PATH,
+            get(users::internal_table).post(users::internal_apply),
+        )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&node),
             internal::require_secret,
@@ -160,6 +441,7 @@ pub fn router(node: Arc<Node>) -> Router {
             .into_response()
         })
         .layer(middleware::from_fn_with_state(Arc::clone(&node), observe))
+        .layer(Extension(connections))
         // Outermost: everything above runs inside the request's span.
         .layer(middleware::from_fn(request_id::assign))
         .with_state(node)

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use broker::config::NodeConfig;
-use broker::node::Node;
+use broker::service::node::Node;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -138,7 +138,8 @@ impl TestNode {
         broker::server::stop(node).await;
     }
 
-    /// Sends one request through the router.
+    /// Sends one request through the router, as the bootstrap admin unless
+    /// `headers` carry an `Authorization` of their own.
     pub async fn call(
         &self,
         method: Method,
@@ -146,9 +147,40 @@ impl TestNode {
         body: impl Into<Body>,
         headers: &[(&str, &str)],
     ) -> Answer {
+        let own = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+        let token = (!own).then_some(broker::config::TEST_ADMIN_TOKEN);
+        self.call_with_token(method, uri, body, headers, token)
+            .await
+    }
+
+    /// Sends one request without any `Authorization` header.
+    pub async fn call_anonymous(
+        &self,
+        method: Method,
+        uri: &str,
+        body: impl Into<Body>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        self.call_with_token(method, uri, body, headers, None).await
+    }
+
+    /// Sends one request with `token` as its bearer token (none: no header).
+    pub async fn call_with_token(
+        &self,
+        method: Method,
+        uri: &str,
+        body: impl Into<Body>,
+        headers: &[(&str, &str)],
+        token: Option<&str>,
+    ) -> Answer {
         let mut builder = Request::builder().method(method).uri(uri);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
+        }
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
         }
         let request = builder.body(body.into()).expect("a well-formed request");
         let response = self

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use cluster_tests::harness::Security;
 use cluster_tests::jepsen::checker::{self, CheckOptions, Verdict};
 use cluster_tests::jepsen::history;
 use cluster_tests::jepsen::nemesis::{FaultSet, Schedule};
@@ -65,6 +66,10 @@ struct Args {
     /// Only check an existing history file (no cluster) and print the report.
     #[arg(long, value_name = "HISTORY")]
     check: Option<PathBuf>,
+    /// Start the cluster with `cluster.sh start --insecure` (no cluster secret, no
+    /// client tokens) instead of secured, its default.
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -135,6 +140,11 @@ fn main() -> ExitCode {
         schedule: Schedule {
             fault_ms: (millis(args.fault_time.0), millis(args.fault_time.1)),
             quiet_ms: (millis(args.quiet_time.0), millis(args.quiet_time.1)),
+        },
+        security: if args.insecure {
+            Security::Insecure
+        } else {
+            Security::Secured
         },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

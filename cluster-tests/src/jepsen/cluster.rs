@@ -1,15 +1,21 @@
 //! The cluster under test: `scripts/cluster.sh` driven as a subprocess (every node
 //! in its own network namespace, so partitions are real packet drops), and the
 //! HTTP calls the tool makes outside the workload (status, leader, topics).
+//!
+//! The cluster is secured as `cluster.sh` makes it by default: the admin token is
+//! read from the file `cluster.json` names (`token_file`) and sent on every call;
+//! [`Security::Insecure`] starts it with `--insecure`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use broker::api::ClusterResponse;
+use broker_proto::api::ClusterResponse;
 use serde::Deserialize;
 use tokio::process::Command;
+
+use crate::harness::{authorized_client, Security};
 
 /// One node as `DIR/cluster.json` lists it.
 #[derive(Clone, Debug, Deserialize)]
@@ -25,6 +31,10 @@ pub struct NodeInfo {
 #[derive(Deserialize)]
 struct ClusterJson {
     nodes: Vec<NodeInfo>,
+    /// The admin token's file of a secured cluster (the token itself is never in
+    /// cluster.json).
+    #[serde(default)]
+    token_file: Option<PathBuf>,
 }
 
 /// A cluster started by `scripts/cluster.sh` in its own directory.
@@ -35,7 +45,10 @@ pub struct Cluster {
     /// restarts must start nodes exactly as the first start did.
     env: Vec<(String, String)>,
     pub nodes: BTreeMap<u64, NodeInfo>,
+    /// Sends the admin token (when secured) on every request.
     pub http: reqwest::Client,
+    /// The admin token, when secured.
+    pub token: Option<String>,
 }
 
 impl Cluster {
@@ -48,27 +61,47 @@ impl Cluster {
         dir: &Path,
         nodes: usize,
         env: Vec<(String, String)>,
+        security: Security,
     ) -> Result<Self> {
         let mut cluster = Self {
             script: script.to_path_buf(),
             dir: dir.to_path_buf(),
             env,
             nodes: BTreeMap::new(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(5))
-                .build()?,
+            http: reqwest::Client::new(),
+            token: None,
         };
         cluster.run(&["clean"]).await?;
-        cluster
-            .run(&["start", "--nodes", &nodes.to_string()])
-            .await?;
+        let count = nodes.to_string();
+        let mut args = vec!["start", "--nodes", &count];
+        if security == Security::Insecure {
+            args.push("--insecure");
+        }
+        cluster.run(&args).await?;
         let text = std::fs::read_to_string(dir.join("cluster.json"))
             .with_context(|| format!("reading {}/cluster.json", dir.display()))?;
         let parsed: ClusterJson = serde_json::from_str(&text).context("parsing cluster.json")?;
         cluster.nodes = parsed.nodes.into_iter().map(|n| (n.id, n)).collect();
+        if let Some(path) = &parsed.token_file {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the admin token from {}", path.display()))?;
+            cluster.token = token.lines().next().map(|t| t.trim().to_string());
+        }
+        cluster.http = cluster.client(Duration::from_secs(5))?;
         Ok(cluster)
+    }
+
+    /// An HTTP client for the nodes with this request `timeout`: no proxy (node
+    /// addresses are only reachable directly), the admin token when secured.
+    ///
+    /// # Errors
+    /// The client could not be built.
+    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client> {
+        Ok(authorized_client(self.token.as_deref())?
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(timeout)
+            .build()?)
     }
 
     /// Runs `cluster.sh ARGS --dir DIR`; its stderr goes to DIR/../cluster-sh.log.

@@ -54,6 +54,8 @@ pub struct RunOptions {
     /// A `BROKER_FAULT` switch for the nodes (needs a fault-injection build).
     pub fault_switch: Option<String>,
     pub schedule: Schedule,
+    /// Secured (cluster.sh's default) or `--insecure`.
+    pub security: crate::harness::Security,
 }
 
 /// The outcome of a run, for the exit code.
@@ -102,6 +104,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         &out.join("cluster"),
         options.nodes,
         env,
+        options.security,
     )
     .await?;
     if let Some(switch) = &options.fault_switch {
@@ -127,6 +130,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             .collect(),
         queues: options.queues,
         recorder: recorder.clone(),
+        headers: crate::harness::auth_headers(cluster.token.as_deref())?,
     };
     let started = Instant::now();
     eprintln!(
@@ -189,10 +193,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         notes.push("consumers did not reach the queue ends within 60 s".into());
     }
     eprintln!("jepsen: final reads of every node");
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let http = cluster.client(Duration::from_secs(5))?;
     for id in cluster.ids() {
         for queue in 0..options.queues {
             if let Err(e) = workload::final_read(&target, id, queue).await {

@@ -601,8 +601,12 @@ impl<'a> Nemesis<'a> {
                     .json(&serde_json::json!({"node_id": node, "address": url}))
                     .send()
                     .await;
+                // The add answers at once (202) with the join; it is done once
+                // the node is a voter.
                 if let Ok(answer) = answer {
-                    if answer.status().is_success() {
+                    if answer.status().is_success()
+                        && self.join_done(leader, node, deadline).await?
+                    {
                         self.removed = None;
                         return Ok(());
                     }
@@ -613,6 +617,35 @@ impl<'a> Nemesis<'a> {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Follows `node`'s join on `leader` until it ends or `deadline` passes:
+    /// whether it ended a voter (`false` when it failed or cannot be read: the
+    /// caller adds it again).
+    async fn join_done(&self, leader: u64, node: u64, deadline: Instant) -> Result<bool> {
+        let url = format!(
+            "{}/v1/cluster/groups/{GROUP}/nodes/{node}",
+            self.cluster.url(leader)?
+        );
+        while Instant::now() < deadline {
+            let answer = self
+                .cluster
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            let join = match answer {
+                Ok(answer) => answer.json::<broker_proto::api::JoinView>().await.ok(),
+                Err(_) => None,
+            };
+            match join.map(|j| j.state) {
+                Some(broker_proto::api::JoinState::Done) => return Ok(true),
+                Some(broker_proto::api::JoinState::Failed) | None => return Ok(false),
+                Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        Ok(false)
     }
 
     /// Waits until `node` serves the same queue ends as the leader.

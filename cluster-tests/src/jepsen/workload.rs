@@ -47,6 +47,8 @@ pub struct Target {
     pub nodes: BTreeMap<u64, String>,
     pub queues: u32,
     pub recorder: Recorder,
+    /// Headers of every request: the admin token of a secured cluster.
+    pub headers: reqwest::header::HeaderMap,
 }
 
 /// How much load.
@@ -138,8 +140,9 @@ enum Outcome<T> {
     Unknown(String),
 }
 
-fn client(timeout: Duration) -> reqwest::Client {
+fn client(target: &Target, timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
+        .default_headers(target.headers.clone())
         .no_proxy()
         .connect_timeout(Duration::from_secs(1))
         .timeout(timeout)
@@ -256,7 +259,7 @@ async fn produce(
     let process = format!("p{index}");
     let idempotent = index.is_multiple_of(2);
     let mut rng = StdRng::seed_from_u64(seed);
-    let http = client(SEND_TIMEOUT);
+    let http = client(&target, SEND_TIMEOUT);
     let ids: Vec<u64> = target.nodes.keys().copied().collect();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -344,7 +347,7 @@ async fn consume(
 ) -> bool {
     let process = format!("c{queue}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let http = client(Duration::from_secs(4));
+    let http = client(&target, Duration::from_secs(4));
     let ids: Vec<u64> = target.nodes.keys().copied().collect();
     let mut node = ids[rng.random_range(0..ids.len())];
     let mut position: u64 = 0;
@@ -533,7 +536,7 @@ pub async fn read_offsets(
 /// # Errors
 /// A pull failed three times in a row.
 pub async fn final_read(target: &Target, node: u64, queue: u32) -> anyhow::Result<FinalReadValue> {
-    let http = client(Duration::from_secs(10));
+    let http = client(target, Duration::from_secs(10));
     let mut copy = FinalReadValue {
         queue,
         node,

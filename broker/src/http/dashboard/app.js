@@ -1,6 +1,14 @@
 // The dashboard: plain browser JavaScript over the public JSON API (shared/API.md).
 // No framework and no build step; the broker serves this file as it is.
+//
+// A secured cluster wants `Authorization: Bearer <token>` on every call. The page
+// asks for the token when a call answers 401 and keeps it in sessionStorage: this
+// tab only, gone when the tab closes, never in localStorage, a cookie or a URL.
+// A 403 (the token's user lacks a permission) is shown where it happened; the rest
+// of the page keeps working.
 "use strict";
+
+const TOKEN_KEY = "broker-dashboard-token";
 
 const DLQ_PREFIX = "%DLQ%";
 // Properties the broker sets on a dead-lettered message; a resend drops them.
@@ -10,6 +18,8 @@ const REFRESH_MS = 3000;
 const expandedTopics = new Set();
 let selectedGroup = null;
 let refreshing = false;
+// While the sign-in form is up, nothing refreshes.
+let signingIn = false;
 
 // ---- helpers -------------------------------------------------------------------
 
@@ -31,15 +41,24 @@ function el(tag, attrs, ...children) {
 const enc = encodeURIComponent;
 const dash = (v) => (v === null || v === undefined ? "-" : v);
 
-/** Calls the API; resolves to the JSON answer, rejects with `CODE: message`. */
-async function api(method, path, body) {
+function storedToken() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+/** Calls the API with the tab's token; resolves to the JSON answer (or the text,
+ *  with `asText`), rejects with an Error whose message is `CODE: message` and which
+ *  carries `code` and `status`. A 401 also brings up the sign-in form. */
+async function api(method, path, body, asText) {
   const init = { method, headers: {} };
+  const token = storedToken();
+  if (token) init.headers["Authorization"] = "Bearer " + token;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
   const response = await fetch(path, init);
   const text = await response.text();
+  if (response.ok && asText) return text;
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch (e) { json = null; }
   if (!response.ok) {
@@ -47,9 +66,86 @@ async function api(method, path, body) {
     const message = json && json.message ? json.message : text;
     const error = new Error(code + ": " + message);
     error.code = code;
+    error.status = response.status;
+    if (response.status === 401) askForToken(token ? error : null);
     throw error;
   }
   return json;
+}
+
+/** An error as the page shows it: 401 and 403 say what to do about them. */
+function explain(e) {
+  if (e.status === 401) return e.message + " (sign in with a valid token)";
+  if (e.status === 403) {
+    return e.message + " (this token's user lacks the permission; an admin grants it with mqctl user update)";
+  }
+  return e.message;
+}
+
+// ---- sign in ---------------------------------------------------------------------
+
+/** Shows the sign-in form instead of the page; `refused` is the 401 a stored token
+ *  got (that token is forgotten), or null when there was no token. */
+function askForToken(refused) {
+  if (refused) sessionStorage.removeItem(TOKEN_KEY);
+  signingIn = true;
+  document.getElementById("main").hidden = true;
+  document.getElementById("login").hidden = false;
+  document.getElementById("login-error").textContent = refused
+    ? "The token was refused: " + refused.message + ". Sign in again."
+    : "";
+  showSignedIn();
+  document.getElementById("login-token").focus();
+}
+
+function showSignedIn() {
+  const signedIn = storedToken() !== null;
+  document.getElementById("signed-in").hidden = !signedIn;
+  document.getElementById("logout").hidden = !signedIn;
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const input = document.getElementById("login-token");
+  const token = input.value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  try {
+    // Any valid token may list topics (those it may see): a cheap check.
+    await api("GET", "/v1/topics");
+  } catch (e) {
+    if (e.status !== 401) {
+      // The token works; something else failed, which the page will show.
+      document.getElementById("login-error").textContent = explain(e);
+    }
+    if (storedToken() === null) return;
+  }
+  input.value = "";
+  signingIn = false;
+  document.getElementById("login").hidden = true;
+  document.getElementById("main").hidden = false;
+  showSignedIn();
+  await refresh();
+}
+
+function logOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  for (const tbody of document.querySelectorAll("main table tbody")) tbody.replaceChildren();
+  document.getElementById("served-by").textContent = "";
+  document.body.dataset.loaded = "false";
+  askForToken(null);
+  document.getElementById("login-error").textContent = "Logged out: the token is forgotten.";
+}
+
+/** Opens a document that needs the token (OpenAPI, metrics) in a new tab. */
+async function openWithToken(event, path, type) {
+  event.preventDefault();
+  try {
+    const text = await api("GET", path, undefined, true);
+    window.open(URL.createObjectURL(new Blob([text], { type })), "_blank");
+  } catch (e) {
+    status(path + ": " + explain(e), true);
+  }
 }
 
 function status(text, isError) {
@@ -192,7 +288,7 @@ async function resetOffset(event) {
     selectedGroup = group;
     await refresh();
   } catch (e) {
-    status("reset failed: " + e.message, true);
+    status("reset failed: " + explain(e), true);
   }
 }
 
@@ -228,7 +324,7 @@ async function browse(run) {
     await run();
   } catch (e) {
     renderMessages([], "");
-    status(e.message, true);
+    status(explain(e), true);
   }
 }
 
@@ -284,36 +380,65 @@ async function resendFromDlq(m) {
     const r = answer.results[0];
     status("resent " + m.msg_id + " to " + origin + " as " + r.msg_id + " (queue " + r.queue_id + ", offset " + r.queue_offset + ")", false);
   } catch (e) {
-    status("resend failed: " + e.message, true);
+    status("resend failed: " + explain(e), true);
   }
 }
 
 // ---- refresh -----------------------------------------------------------------------
 
+/** A section's error line: shown with `e`, hidden without. */
+function sectionError(id, e) {
+  const node = document.getElementById(id);
+  node.hidden = !e;
+  node.textContent = e ? explain(e) : "";
+}
+
+/** Each section on its own: a token allowed to see topics but not the cluster
+ *  (403 on /v1/cluster) still sees its topics and groups. */
 async function refresh() {
-  if (refreshing) return;
+  if (refreshing || signingIn) return;
   refreshing = true;
   try {
-    const [cluster, topics, groups] = await Promise.all([
+    const [cluster, topics, groups] = await Promise.allSettled([
       api("GET", "/v1/cluster"), api("GET", "/v1/topics"), api("GET", "/v1/groups")]);
-    const queues = await Promise.all(topics.topics.map((t) =>
-      api("GET", "/v1/topics/" + enc(t.topic) + "/queues").then((a) => a.queues, () => [])));
-    const queuesByTopic = new Map(topics.topics.map((t, i) => [t.topic, queues[i]]));
-    renderCluster(cluster);
-    renderTopics(topics.topics, queuesByTopic);
-    renderGroups(groups.groups);
-    if (selectedGroup) await renderGroupDetail();
-    banner("");
+    const failures = [cluster, topics, groups].filter((r) => r.status === "rejected");
+    if (failures.some((r) => r.reason.status === 401)) return; // the sign-in form is up
+    if (cluster.status === "fulfilled") renderCluster(cluster.value);
+    else fill(document.querySelector("#cluster-table tbody"), []);
+    sectionError("cluster-error", cluster.reason);
+    if (topics.status === "fulfilled") {
+      const list = topics.value.topics;
+      const queues = await Promise.all(list.map((t) =>
+        api("GET", "/v1/topics/" + enc(t.topic) + "/queues").then((a) => a.queues, () => [])));
+      renderTopics(list, new Map(list.map((t, i) => [t.topic, queues[i]])));
+    } else {
+      fill(document.querySelector("#topics-table tbody"), []);
+    }
+    sectionError("topics-error", topics.reason);
+    if (groups.status === "fulfilled") renderGroups(groups.value.groups);
+    else fill(document.querySelector("#groups-table tbody"), []);
+    sectionError("groups-error", groups.reason);
+    if (selectedGroup) await renderGroupDetail().catch((e) => status(explain(e), true));
+    // A failure other than a refusal of the credentials is the cluster's trouble.
+    const other = failures.find((r) => r.reason.status !== 403);
+    banner(other ? "refresh failed: " + other.reason.message : "");
     document.getElementById("last-refresh").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.loaded = "true";
   } catch (e) {
-    banner("refresh failed: " + e.message);
+    if (e.status !== 401) banner("refresh failed: " + explain(e));
   } finally {
     refreshing = false;
   }
 }
 
 document.getElementById("refresh").addEventListener("click", refresh);
+document.getElementById("login-form").addEventListener("submit", signIn);
+document.getElementById("logout").addEventListener("click", logOut);
+document.getElementById("open-openapi").addEventListener("click",
+  (event) => openWithToken(event, "/openapi.json", "application/json"));
+document.getElementById("open-metrics").addEventListener("click",
+  (event) => openWithToken(event, "/metrics", "text/plain"));
+showSignedIn();
 document.getElementById("reset-form").addEventListener("submit", resetOffset);
 document.getElementById("browse-queue").addEventListener("submit", pullQueue);
 document.getElementById("browse-key").addEventListener("submit", queryKey);

@@ -1,0 +1,20 @@
+//! The broker's protocol as clients see it (shared/API.md): what the server, the
+//! client library and the tools must agree on, and nothing else. It depends on
+//! serde only, so a client compiles none of the server.
+//!
+//! * [`api`] — request and response bodies, with the caps on every list they carry.
+//! * [`error_code`] — the `code` words of error answers and their HTTP statuses.
+//! * [`topic`] — name rules, reserved topics, permission bits, queue counts.
+//! * [`acl`] — permissions: resource patterns × actions.
+//! * [`limits`] — protocol limits that are not per-request (idempotency window).
+//! * [`delay`] — delay levels; [`properties`] — property names the broker sets.
+//! * [`units`] — human durations and sizes (`"500ms"`, `"1GiB"`).
+
+pub mod acl;
+pub mod api;
+pub mod delay;
+pub mod error_code;
+pub mod limits;
+pub mod properties;
+pub mod topic;
+pub mod units;

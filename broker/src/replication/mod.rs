@@ -1,0 +1,25 @@
+//! The broker group's Raft: openraft wired to the message store.
+//!
+//! # Layout
+//! * [`type_config`] — openraft's type configuration and aliases.
+//! * [`command`] — replicated commands, responses and control records.
+//! * [`proposal`] — typed proposals: each command with the answer apply gives it.
+//! * [`group_state`] — the replicated metadata (topics, offsets, producers).
+//! * [`state_machine`] — applies entries to the store; [`apply_send`] — the sends
+//!   of an entry, decided one by one and stored in one append.
+//! * [`snapshot`] — snapshot files, the staging of received bytes, and installing
+//!   them.
+//! * [`network`] — node-to-node RPC client.
+//! * [`poll_waiters`] — the applied-queues notification that wakes long polls.
+//! * [`append_stream`] — pipelined AppendEntries over one upgraded connection.
+
+pub mod append_stream;
+pub mod apply_send;
+pub mod command;
+pub mod group_state;
+pub mod network;
+pub mod poll_waiters;
+pub mod proposal;
+pub mod snapshot;
+pub mod state_machine;
+pub mod type_config;

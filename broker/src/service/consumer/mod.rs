@@ -1,0 +1,13 @@
+//! The consumer side: long polling, consumer-group coordination, delayed delivery
+//! and retries.
+//!
+//! # Layout
+//! * [`coordinator`] — group members by heartbeat and their queue assignments.
+//! * [`delay`] — delay levels and the schedule topic's message format.
+//! * [`scheduler`] — the leader's task that delivers delayed messages when due.
+//! * [`retry`] — a message given back: to the retry topic, or the dead-letter topic.
+
+pub mod coordinator;
+pub mod delay;
+pub mod retry;
+pub mod scheduler;

@@ -1,0 +1,29 @@
+//! The broker's operations on a running node, between HTTP (which decodes and
+//! encodes) and replication (which orders and applies): what a send, a pull, a
+//! topic change or a user change does, which group and node it belongs to, and
+//! what its outcome means.
+//!
+//! * [`node`] — [`node::Node`]: a running node (Raft handle, shared state,
+//!   routes, health) and typed writes (`Node::write`).
+//! * [`send`] — a send at the leader, prepared and committed; [`producer`] — its
+//!   validation, queues and message ids; [`send_batcher`] — group commit of
+//!   concurrent sends into one Raft entry.
+//! * [`consumer`] — consumer groups (coordinator, rebalancing), retries and the
+//!   dead-letter queue, delayed delivery and its scheduler.
+//! * [`pull`] — the pull loop: read a queue, and hold the pull until a message
+//!   arrives or its deadline passes.
+//! * [`users`] — user changes applied in every broker group, and anti-entropy.
+//! * [`control`] — route registration between groups (no NameServer), joins.
+//! * [`topic_limits`] — topic and queue quotas; [`health`] — fail-stop after a
+//!   storage failure, the disk low-water mark.
+
+pub mod consumer;
+pub mod control;
+pub mod health;
+pub mod node;
+pub mod producer;
+pub mod pull;
+pub mod send;
+pub mod send_batcher;
+pub mod topic_limits;
+pub mod users;

@@ -1,0 +1,99 @@
+//! Pull with long polling (RocketMQ's `PullMessageProcessor` with
+//! `PullRequestHoldService`): read a queue from what this replica applied, and
+//! when nothing new is there, hold the pull until a message arrives in the queue
+//! (the state machine's applied-queues notification,
+//! [`crate::replication::poll_waiters`]) or its deadline passes.
+//!
+//! Any replica serves pulls: applied entries are committed and never roll back.
+//! Held pulls are capped (`http.max_held_polls`); past the cap a pull answers at
+//! once, as if its deadline had passed.
+
+use std::time::Duration;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::service::node::Node;
+use crate::storage::{PullResult, PullStatus, QueueId, QueueOffset, TagFilter};
+
+/// A pull, its limits checked by the caller (the protocol's bounds).
+#[derive(Debug)]
+pub struct Pull {
+    pub topic: String,
+    pub queue: QueueId,
+    pub offset: QueueOffset,
+    pub max_messages: usize,
+    /// How long to hold the pull when the queue has nothing new; zero answers at
+    /// once.
+    pub max_wait: Duration,
+    pub filter: TagFilter,
+}
+
+/// Reads `pull.queue` of `pull.topic` in this node's group, holding the pull while
+/// it finds nothing new (up to `pull.max_wait`). Counts the pull and what it
+/// returns in the node's metrics.
+///
+/// # Errors
+/// TOPIC_NOT_FOUND (also when the topic is deleted while the pull is held),
+/// NO_PERMISSION for a topic that is not readable, BAD_REQUEST for a queue that is
+/// not one of its read queues, INTERNAL when the store cannot be read.
+pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, ApiError> {
+    let Pull {
+        topic,
+        queue,
+        offset,
+        max_messages,
+        max_wait,
+        filter,
+    } = pull;
+    crate::metrics::Metrics::add(&node.metrics.pull_requests_total, 1);
+    let config = node.topic(&topic)?;
+    if !config.readable() {
+        return Err(ApiError::new(
+            ErrorCode::NoPermission,
+            format!("topic `{topic}` is not readable (perm {})", config.perm),
+        ));
+    }
+    if queue.0 >= config.read_queue_nums {
+        return Err(ApiError::bad_request(format!(
+            "queue {queue} is not a read queue of `{topic}` (it has {})",
+            config.read_queue_nums
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let mut _held = None;
+    loop {
+        // Register before looking, so a message arriving in between wakes us.
+        let notify = (!max_wait.is_zero()).then(|| node.shared.waiters.notifier(&topic, queue));
+        let notified = notify.as_ref().map(|n| n.notified());
+        tokio::pin!(notified);
+        if let Some(notified) = notified.as_mut().as_pin_mut() {
+            notified.enable();
+        }
+        let result = node
+            .shared
+            .store
+            .pull(&topic, queue, offset, max_messages, &filter)
+            .map_err(|e| ApiError::internal(format!("reading queue {topic}/{queue}: {e}")))?;
+        let waiting =
+            result.status == PullStatus::NoNewMsg && tokio::time::Instant::now() < deadline;
+        if waiting && _held.is_none() {
+            _held = node.shared.waiters.try_hold();
+        }
+        if !waiting || _held.is_none() {
+            let count = result.messages.len() as u64;
+            let bytes: u64 = result.messages.iter().map(|m| m.body.len() as u64).sum();
+            node.metrics.record_out(&topic, count, bytes);
+            return Ok(result);
+        }
+        if let Some(notified) = notified.as_mut().as_pin_mut() {
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        // A deletion wakes the polls of its topic: they answer now, not at their
+        // deadline (an empty queue would otherwise just wait again).
+        if !node.shared.state().topics.contains_key(&topic) {
+            return Err(ApiError::topic_not_found(&topic));
+        }
+    }
+}

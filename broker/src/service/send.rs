@@ -1,0 +1,102 @@
+//! Sending at the leader: a request's messages become a [`SendCommand`] (queues
+//! chosen, ids and timestamps fixed: [`crate::service::producer`]), which is
+//! checked against the topic quota and the caller's send quota, replicated
+//! (batched with concurrent sends: [`crate::service::send_batcher`]) and answered
+//! with where each message was stored.
+//!
+//! Two steps, so that the test-only fault switches can stand between them
+//! (`faults::ack_before_commit` answers a prepared send before it commits).
+
+use crate::api::{SendRequest, SendResponse, SendResultView};
+use crate::auth::Identity;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::replication::command::{Rejection, SendCommand};
+use crate::service::consumer::delay;
+use crate::service::node::Node;
+use crate::topic::SCHEDULE_TOPIC;
+
+/// The command that stores `request` in `topic` (this node leads its group).
+///
+/// # Errors
+/// UNAVAILABLE when the disk is nearly full (before any work); BAD_REQUEST,
+/// TOPIC_NOT_FOUND or NO_PERMISSION for a request that cannot be stored.
+pub fn prepare(
+    node: &Node,
+    topic: &str,
+    request: SendRequest,
+    born_host: &str,
+) -> Result<SendCommand, ApiError> {
+    node.health.check_room()?;
+    let state = node.shared.state();
+    node.sender.prepare(
+        &state,
+        node.config.auto_create_topics,
+        topic,
+        request,
+        born_host,
+        node.send_limits(),
+    )
+}
+
+/// Stores a prepared send for `caller` and answers where each message went.
+///
+/// # Errors
+/// A topic or send quota refusal; apply's rejection (TOPIC_NOT_FOUND,
+/// NO_PERMISSION, BAD_REQUEST, UNAVAILABLE for a full producer table); the
+/// write's errors (NOT_LEADER, UNAVAILABLE).
+pub async fn commit(
+    node: &Node,
+    caller: &Identity,
+    command: SendCommand,
+) -> Result<SendResponse, ApiError> {
+    let body_bytes: u64 = command.messages.iter().map(|m| m.body.len() as u64).sum();
+    let count = command.messages.len() as u64;
+    // A first send that creates its topic counts against the topic quota, and holds
+    // the creation permit until it is applied (or this returns).
+    let _creation = match &command.create_if_missing {
+        Some(config) => {
+            node.topic_limits.check_queues(config)?;
+            node.topic_limits
+                .admit(&node.shared, &command.topic)
+                .await?
+        }
+        None => None,
+    };
+    // Where the send is decided, after it is known to be valid: a refused request
+    // takes nothing from the quota and stores nothing.
+    node.quotas.take(caller, count, body_bytes)?;
+    // Per message: when a delayed one is due (it waits in the schedule topic).
+    let due: Vec<Option<u64>> = command.messages.iter().map(delay::draft_due_ms).collect();
+    let topic = command.topic.clone();
+    let results = match node.sends.send(command).await? {
+        Ok(results) => results,
+        Err(rejection) => {
+            if matches!(rejection, Rejection::ProducerTableFull(_)) {
+                Metrics::add(&node.metrics.producer_table_full_total, 1);
+            }
+            return Err(rejection.into());
+        }
+    };
+    node.metrics.record_in(&topic, count, body_bytes);
+    Ok(SendResponse {
+        results: results
+            .into_iter()
+            .zip(due)
+            .map(|(r, due)| SendResultView {
+                msg_id: r.msg_id.to_string(),
+                topic: if due.is_some() {
+                    SCHEDULE_TOPIC.to_string()
+                } else {
+                    topic.clone()
+                },
+                queue_id: r.queue_id.0,
+                queue_offset: r.queue_offset.0,
+                commit_log_offset: r.commit_log_offset,
+                store_timestamp: r.store_timestamp_ms,
+                deliver_timestamp: due,
+            })
+            .collect(),
+        group: node.group().to_string(),
+    })
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Rolling upgrade under load: a secured three-node cluster runs the broker built
+# from OLD_REF (default: the last commit before the crate split and the service
+# layer); a client sends one message per request to every node in turn the whole
+# time; each node is restarted in turn on the broker built from this checkout (the
+# next only once every node answers /ready again); then every acknowledged message
+# must read back from its queue and offset. Shows that nothing on disk or between
+# nodes changed format: old and new nodes share a group and each other's data.
+# Prints the difference between the old and the new /openapi.json, if any.
+#
+# Not part of scripts/test.sh (it builds the broker twice, ~10 minutes here): run
+# it as root before changing anything nodes write or say to each other.
+#   scripts/testing/rolling-upgrade.sh            OLD_REF=<commit> to compare another
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+OLD_REF=${OLD_REF:-dd8a2e971cd69b49e1db7a40dce1f87e25f6824c}
+LOAD_SECONDS_BETWEEN=${LOAD_SECONDS_BETWEEN:-8}
+target=${CARGO_TARGET_DIR:-$repo/target}
+work=$(mktemp -d)
+dir=$work/cluster
+load_pid=
+cleanup() {
+	[[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null
+	if [[ -n ${KEEP_UPGRADE_DIR:-} ]]; then
+		log "kept $work (KEEP_UPGRADE_DIR)"
+		return
+	fi
+	"$repo/scripts/cluster.sh" clean --dir "$dir" >/dev/null 2>&1 || true
+	git -C "$repo" worktree remove --force "$work/old-src" >/dev/null 2>&1 || true
+	rm -rf -- "$work"
+}
+trap cleanup EXIT
+log() { printf 'rolling-upgrade: %s\n' "$*"; }
+
+log "building the old broker ($OLD_REF) and this checkout's, sharing $target"
+git -C "$repo" worktree add --quiet --detach "$work/old-src" "$OLD_REF"
+(cd "$work/old-src" && CARGO_TARGET_DIR=$target cargo build --quiet --release -p broker --bin broker)
+cp "$target/release/broker" "$work/broker-old"
+(cd "$repo" && cargo build --quiet --release -p broker --bin broker)
+cp "$target/release/broker" "$work/broker-new"
+if cmp -s "$work/broker-old" "$work/broker-new"; then
+	log "the two builds are the same file: OLD_REF builds this code" >&2
+	exit 1
+fi
+
+log "a cluster of old nodes"
+BROKER_BIN=$work/broker-old "$repo/scripts/cluster.sh" start --dir "$dir" >/dev/null
+urls=$(jq -r '[.nodes[].url] | join(",")' "$dir/cluster.json")
+token_file=$dir/token
+first=${urls%%,*}
+if ! answer=$(curl -sS -X PUT -H @- -H 'Content-Type: application/json' -d '{}' \
+	-w '\n%{http_code}' "$first/v1/topics/upgrade" <<<"Authorization: Bearer $(head -n 1 -- "$token_file")") ||
+	[[ ${answer##*$'\n'} != 200 ]]; then
+	log "creating the topic failed: $answer" >&2
+	tail -n 20 "$dir/node-1/broker.log" >&2
+	exit 1
+fi
+
+node_exe() { # node_exe I — the executable node I runs
+	local pid
+	pid=$(jq -r --argjson id "$1" '.nodes[] | select(.id == $id) | .pid' "$dir/cluster.json")
+	readlink "/proc/$pid/exe"
+}
+wait_ready() { # every node answers /ready within 60 s
+	local deadline=$((SECONDS + 60)) url
+	for url in ${urls//,/ }; do
+		until curl -fsS -o /dev/null "$url/ready"; do
+			((SECONDS < deadline)) || { log "$url not ready after 60 s" >&2; return 1; }
+			sleep 0.2
+		done
+	done
+}
+
+# The API as the old nodes describe it, to compare with the new ones' below.
+openapi() { # openapi FILE — the document as node 1 serves it (it needs a token)
+	curl -fsS -H @- "$first/openapi.json" <<<"Authorization: Bearer $(head -n 1 -- "$token_file")" |
+		jq -S . >"$1"
+}
+openapi "$work/openapi-old.json"
+
+log "load: one message per request, to every node in turn"
+python3 "$repo/scripts/testing/upgrade_load.py" send --urls "$urls" --token-file "$token_file" \
+	--out "$work/acked.jsonl" --stop-file "$work/stop" &
+load_pid=$!
+sleep "$LOAD_SECONDS_BETWEEN"
+for id in 1 2 3; do
+	log "node $id: old -> new ($(wc -l <"$work/acked.jsonl") acknowledged so far)"
+	BROKER_BIN=$work/broker-new "$repo/scripts/cluster.sh" restart "$id" --dir "$dir" >/dev/null
+	[[ $(node_exe "$id") == "$work/broker-new" ]] || { log "node $id does not run the new broker" >&2; exit 1; }
+	wait_ready
+	sleep "$LOAD_SECONDS_BETWEEN"
+done
+touch "$work/stop"
+wait "$load_pid"
+load_pid=
+for id in 1 2 3; do
+	[[ $(node_exe "$id") == "$work/broker-new" ]] || { log "node $id does not run the new broker" >&2; exit 1; }
+done
+
+openapi "$work/openapi-new.json"
+if diff -u "$work/openapi-old.json" "$work/openapi-new.json" >"$work/openapi.diff"; then
+	log "/openapi.json: the same document before and after"
+else
+	log "/openapi.json differs between the old and the new broker:"
+	cat "$work/openapi.diff"
+fi
+
+log "every acknowledged message, read back from every node in turn"
+python3 "$repo/scripts/testing/upgrade_load.py" check --urls "$urls" --token-file "$token_file" \
+	--out "$work/acked.jsonl"
