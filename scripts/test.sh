@@ -3,8 +3,8 @@
 # multi-process tests, the deploy/ files (offline checks, and the compose cluster
 # when a Docker engine is there), then the cluster script's own end-to-end test,
 # the README's examples against a real three-node cluster, the dashboard in
-# headless Chromium (with the OpenAPI and Grafana checks) and a short
-# Jepsen-style fault-injection run.
+# headless Chromium (with the OpenAPI and Grafana checks), schemathesis against
+# the OpenAPI document, and a short Jepsen-style fault-injection run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,5 +33,7 @@ echo "--- README examples against a real cluster"
 scripts/testing/readme-examples.sh
 echo "--- dashboard in headless Chromium, OpenAPI validation, Grafana metric names (three-node cluster)"
 scripts/testing/dashboard-browser.sh
+echo "--- the API against its OpenAPI document: schemathesis -c all (three-node cluster)"
+scripts/testing/api-fuzz.sh
 echo "--- Jepsen-style smoke run: 50 s, mixed faults, low rate (fails on any anomaly or an inconclusive run)"
 scripts/testing/jepsen-smoke.sh

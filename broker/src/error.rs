@@ -50,6 +50,34 @@ impl ApiError {
         Self::new(ErrorCode::BadRequest, message)
     }
 
+    /// A broker group no node knows of; the message lists the known ones.
+    pub fn broker_group_not_found<'a>(
+        group: &str,
+        known: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        Self::new(
+            ErrorCode::BrokerGroupNotFound,
+            format!(
+                "unknown broker group `{group}` (known: {})",
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    }
+
+    /// `queue` is not one of `topic`'s `what` queues (`what`: "read", "write", or
+    /// "" for either).
+    pub fn queue_not_found(topic: &str, queue: u32, what: &str, count: u32) -> Self {
+        let kind = if what.is_empty() {
+            String::new()
+        } else {
+            format!("{what} ")
+        };
+        Self::new(
+            ErrorCode::QueueNotFound,
+            format!("queue {queue} is not a {kind}queue of `{topic}` (it has {count})"),
+        )
+    }
+
     pub fn topic_not_found(topic: &str) -> Self {
         Self::new(
             ErrorCode::TopicNotFound,

@@ -125,10 +125,11 @@ async fn commit_ignores_lower_offsets_unless_forced_and_reports_lag() {
     node.stop().await;
 }
 
-/// Refused commits and queries, each with the error shape: an offset beyond the
-/// queue's max, a queue beyond the topic's, a queue id that is not a number, malformed
-/// JSON, an empty body, a missing or negative offset, unknown fields and a bad group
-/// name are BAD_REQUEST; an unknown topic is TOPIC_NOT_FOUND. Nothing was committed.
+/// Refused commits and queries, each with the error shape: a queue id that is not a
+/// number, malformed JSON, an empty body, a missing or negative offset, unknown
+/// fields and a bad group name are BAD_REQUEST; an offset beyond the queue's max is
+/// CONFLICT (well formed, refused by the queue's state); a queue beyond the topic's
+/// is QUEUE_NOT_FOUND and an unknown topic TOPIC_NOT_FOUND. Nothing was committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_commits_are_refused() {
     let node = TestNode::start().await;
@@ -141,8 +142,12 @@ async fn bad_commits_are_refused() {
     .await;
     let uri = "/v1/groups/g/offsets/t/0";
 
+    info!("--- beyond the queue's max offset");
+    let answer = node
+        .request(Method::PUT, uri, Some(json!({"offset": 3})))
+        .await;
+    assert_error(answer, StatusCode::CONFLICT, "CONFLICT");
     for (case, body) in [
-        ("beyond the queue's max offset", json!({"offset": 3})),
         ("missing offset", json!({})),
         ("negative offset", json!({"offset": -1})),
         ("offset of the wrong type", json!({"offset": "2"})),
@@ -161,8 +166,16 @@ async fn bad_commits_are_refused() {
         let answer = node.request_raw(Method::PUT, uri, body).await;
         assert_error(answer, StatusCode::BAD_REQUEST, "BAD_REQUEST");
     }
+    info!("--- queue beyond the topic's");
+    let answer = node
+        .request(
+            Method::PUT,
+            "/v1/groups/g/offsets/t/4",
+            Some(json!({"offset": 0})),
+        )
+        .await;
+    assert_error(answer, StatusCode::NOT_FOUND, "QUEUE_NOT_FOUND");
     for (case, uri) in [
-        ("queue beyond the topic's", "/v1/groups/g/offsets/t/4"),
         ("queue id not a number", "/v1/groups/g/offsets/t/zero"),
         ("bad group name", "/v1/groups/g.1/offsets/t/0"),
     ] {
@@ -180,7 +193,7 @@ async fn bad_commits_are_refused() {
             Some(json!({"offset": 1})),
         )
         .await;
-    assert_error(answer, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    assert_error(answer, StatusCode::CONFLICT, "CONFLICT");
 
     info!("--- unknown topic");
     let answer = node

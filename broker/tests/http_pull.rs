@@ -287,8 +287,9 @@ async fn end_of_queue_and_overflow() {
 
 /// Refused pulls, each with the error shape: a missing or non-numeric offset, a
 /// `max_messages` of 0 or above 1024, a `max_wait_ms` above 30000, an empty tag in
-/// the filter, a queue id beyond the topic's read queues or not a number (400); an
-/// unknown topic (404 TOPIC_NOT_FOUND); a write-only topic (403 NO_PERMISSION).
+/// the filter, a queue id that is not a number (400); a queue id beyond the topic's read queues (404
+/// QUEUE_NOT_FOUND); an unknown topic (404 TOPIC_NOT_FOUND); a write-only topic
+/// (403 NO_PERMISSION).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_pulls_are_refused() {
     let node = TestNode::start().await;
@@ -323,11 +324,13 @@ async fn bad_pulls_are_refused() {
         let answer = node.get(&format!("{base}{query}")).await;
         assert_error(answer, StatusCode::BAD_REQUEST, "BAD_REQUEST");
     }
+    info!("--- queue beyond the read queues");
+    assert_error(
+        node.get("/v1/topics/q/queues/2/messages?offset=0").await,
+        StatusCode::NOT_FOUND,
+        "QUEUE_NOT_FOUND",
+    );
     for (case, uri) in [
-        (
-            "queue beyond the read queues",
-            "/v1/topics/q/queues/2/messages?offset=0",
-        ),
         (
             "queue id not a number",
             "/v1/topics/q/queues/x/messages?offset=0",

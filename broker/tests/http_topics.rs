@@ -143,13 +143,17 @@ async fn bad_topic_requests_are_refused() {
         ("perm 8", json!({"perm": 8})),
         ("perm of the wrong type", json!({"perm": "rw"})),
         ("negative queue count", json!({"read_queue_nums": -4})),
-        ("groups without this group", json!({"groups": ["broker-b"]})),
         ("empty groups", json!({"groups": []})),
     ] {
         info!("--- {case}");
         let answer = node.request(Method::PUT, uri, Some(body)).await;
         assert_error(answer, StatusCode::BAD_REQUEST, "BAD_REQUEST");
     }
+    info!("--- groups naming an unknown group");
+    let answer = node
+        .request(Method::PUT, uri, Some(json!({"groups": ["broker-b"]})))
+        .await;
+    assert_error(answer, StatusCode::NOT_FOUND, "BROKER_GROUP_NOT_FOUND");
     assert!(
         listed(&node).await.is_empty(),
         "no refused PUT created a topic"

@@ -852,6 +852,10 @@ impl Drop for TestCluster {
             self.kill(id);
         }
         self.mounts.clear();
+        // The test harness captures this and shows it only when the test fails —
+        // including a test that returns an error, which a panic check misses: on a
+        // CI machine the logs are all there is to diagnose from.
+        eprintln!("--- node logs (last 60 lines each)\n{}", self.log_tails(60));
         if std::thread::panicking() || std::env::var_os("KEEP_CLUSTER_DIR").is_some() {
             let path = self.dir.path().to_path_buf();
             // Keep the directory (logs, data) for the post-mortem.

@@ -132,11 +132,29 @@ async fn two_groups_share_routes_and_serve_one_topic() -> Result<()> {
         .json(&json!({"groups": ["broker-z"]}))
         .send()
         .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await?;
     ensure!(
-        response.status() == 400,
-        "unknown group: {}",
-        response.status()
+        status == 404 && body["code"] == "BROKER_GROUP_NOT_FOUND",
+        "unknown group in a topic's groups: {status} {body}"
     );
+    for via in [group_a[0], group_b[0]] {
+        let response = cluster
+            .http
+            .post(format!(
+                "{}/v1/topics/orders/messages?group=broker-z",
+                cluster.url(via)
+            ))
+            .json(&json!({"messages": [{"body": "lost"}]}))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await?;
+        ensure!(
+            status == 404 && body["code"] == "BROKER_GROUP_NOT_FOUND",
+            "send naming an unknown group via {via}: {status} {body}"
+        );
+    }
 
     eprintln!("--- sends without a group land on the receiving node's group; ?group= picks one");
     let mut sent: Vec<(String, u32, u64, String)> = Vec::new();

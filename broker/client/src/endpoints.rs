@@ -316,7 +316,7 @@ impl BrokerClient {
     /// forwards it there).
     ///
     /// # Errors
-    /// As [`BrokerClient::pull`]; `BAD_REQUEST` for an unknown group.
+    /// As [`BrokerClient::pull`]; `BROKER_GROUP_NOT_FOUND` for an unknown group.
     pub async fn pull_queue(
         &self,
         queue: &GroupQueue,
@@ -349,7 +349,7 @@ impl BrokerClient {
     /// [`BrokerClient::send`] to a named broker group (any node forwards it there).
     ///
     /// # Errors
-    /// As [`BrokerClient::send`]; `BAD_REQUEST` for an unknown group.
+    /// As [`BrokerClient::send`]; `BROKER_GROUP_NOT_FOUND` for an unknown group.
     pub async fn send_to_group(
         &self,
         topic: &str,

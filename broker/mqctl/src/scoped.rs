@@ -224,7 +224,7 @@ impl ScopedApi {
     /// running) and answers it; follow it with [`ScopedApi::join`].
     ///
     /// # Errors
-    /// `BAD_REQUEST` (unknown group, bad address, id in use), `UNAVAILABLE` (too
+    /// `BROKER_GROUP_NOT_FOUND` (unknown group), `BAD_REQUEST` (bad address, id in use), `UNAVAILABLE` (too
     /// many joins running), transport failures.
     pub async fn add_node(
         &self,
@@ -254,7 +254,7 @@ impl ScopedApi {
     /// `DELETE /v1/cluster/groups/{group}/nodes/{node_id}`.
     ///
     /// # Errors
-    /// `BAD_REQUEST` (unknown group or node), transport failures.
+    /// `BROKER_GROUP_NOT_FOUND` (unknown group), `BAD_REQUEST` (unknown node), transport failures.
     pub async fn remove_node(&self, group: &str, node_id: u64) -> Result<GroupView, ClientError> {
         let id = node_id.to_string();
         let segments = ["v1", "cluster", "groups", group, "nodes", &id];

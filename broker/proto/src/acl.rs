@@ -118,6 +118,7 @@ impl From<ResourcePattern> for String {
 
 /// One grant: actions on the resources a pattern matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Permission {
     pub resource: ResourcePattern,
     pub actions: Vec<Action>,

@@ -102,7 +102,9 @@ fn heartbeat_topics<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::E
 }
 
 fn owned_queues<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<OwnedQueue>, D::Error> {
-    capped(d, MAX_OWNED_QUEUES, "held queues (`owned`) per heartbeat")
+    let owned: Vec<Strict<OwnedQueue>> =
+        capped(d, MAX_OWNED_QUEUES, "held queues (`owned`) per heartbeat")?;
+    Ok(owned.into_iter().map(|queue| queue.0).collect())
 }
 
 fn topic_groups<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -141,6 +143,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Strict<T> {
             .deserialize_map(ObjectOnly(PhantomData))
             .map(Strict)
     }
+}
+
+/// Deserializes a JSON object (see [`Strict`]).
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
+    Strict::<T>::deserialize(deserializer).map(|strict| strict.0)
 }
 
 /// Deserializes a list whose elements must be JSON objects (see [`Strict`]).
@@ -556,9 +563,9 @@ pub struct HeartbeatResponse {
 #[serde(deny_unknown_fields)]
 pub struct UserRequest {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub permissions: Vec<crate::acl::Permission>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub quotas: QuotasView,
 }
 
@@ -566,9 +573,9 @@ pub struct UserRequest {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub permissions: Vec<crate::acl::Permission>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub quotas: QuotasView,
 }
 

@@ -31,11 +31,16 @@ pub enum ErrorCode {
     Conflict,
     /// An unknown user name.
     UserNotFound,
+    /// A broker group no node knows of, named by `?group=`, `?broker_group=` or a
+    /// topic's `groups`: a resource that does not exist, like an unknown topic.
+    BrokerGroupNotFound,
+    /// A queue id past a topic's queues.
+    QueueNotFound,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics label them by [`Self::word`]).
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 19] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::TopicNotFound,
@@ -53,6 +58,8 @@ impl ErrorCode {
         Self::RequestTimeout,
         Self::Conflict,
         Self::UserNotFound,
+        Self::BrokerGroupNotFound,
+        Self::QueueNotFound,
     ];
 
     pub fn word(self) -> &'static str {
@@ -74,6 +81,8 @@ impl ErrorCode {
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::Conflict => "CONFLICT",
             Self::UserNotFound => "USER_NOT_FOUND",
+            Self::BrokerGroupNotFound => "BROKER_GROUP_NOT_FOUND",
+            Self::QueueNotFound => "QUEUE_NOT_FOUND",
         }
     }
 
@@ -87,9 +96,12 @@ impl ErrorCode {
             Self::BadRequest => 400,
             Self::Unauthorized => 401,
             Self::NoPermission => 403,
-            Self::TopicNotFound | Self::MessageNotFound | Self::NotFound | Self::UserNotFound => {
-                404
-            }
+            Self::TopicNotFound
+            | Self::MessageNotFound
+            | Self::NotFound
+            | Self::UserNotFound
+            | Self::BrokerGroupNotFound
+            | Self::QueueNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::Conflict => 409,

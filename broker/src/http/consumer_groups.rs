@@ -260,11 +260,14 @@ fn give_back_command(
     body: &RetryRequest,
 ) -> Result<SendCommand, ApiError> {
     let config = node.topic(&body.topic)?;
-    if body.queue_id >= config.read_queue_nums.max(config.write_queue_nums) {
-        return Err(ApiError::bad_request(format!(
-            "queue {} does not exist in `{}`",
-            body.queue_id, body.topic
-        )));
+    let queues = config.read_queue_nums.max(config.write_queue_nums);
+    if body.queue_id >= queues {
+        return Err(ApiError::queue_not_found(
+            &body.topic,
+            body.queue_id,
+            "",
+            queues,
+        ));
     }
     let levels = node.sender.delay_levels();
     let request = match body.delay_level {

@@ -81,11 +81,10 @@ pub async fn put_topic(
                     }
                     Some(_) => {}
                     None => {
-                        let known: Vec<&str> = routes.iter().map(|r| r.group.as_str()).collect();
-                        return ApiError::bad_request(format!(
-                            "unknown broker group `{name}` (known: {})",
-                            known.join(", ")
-                        ))
+                        return ApiError::broker_group_not_found(
+                            name,
+                            routes.iter().map(|r| r.group.as_str()),
+                        )
                         .into_response();
                     }
                 }

@@ -275,10 +275,9 @@ fn offset_by_time_here(
     query: &TimestampQuery,
 ) -> Result<Json<OffsetResponse>, ApiError> {
     let config = node.topic(topic)?;
-    if queue_id >= config.read_queue_nums.max(config.write_queue_nums) {
-        return Err(ApiError::bad_request(format!(
-            "queue {queue_id} does not exist in `{topic}`"
-        )));
+    let queues = config.read_queue_nums.max(config.write_queue_nums);
+    if queue_id >= queues {
+        return Err(ApiError::queue_not_found(topic, queue_id, "", queues));
     }
     let offset = node
         .shared
@@ -362,10 +361,9 @@ pub async fn messages_by_key(
             "max must be in 1..={MAX_PULL_MESSAGES}"
         )));
     }
+    // An empty range (begin after end) finds nothing, like any range without
+    // the key in it.
     let (begin, end) = (query.begin.unwrap_or(0), query.end.unwrap_or(u64::MAX));
-    if begin > end {
-        return Err(ApiError::bad_request("begin must not be after end"));
-    }
     let mut messages = Vec::new();
     for route in serving {
         if route.is_local() {
@@ -426,10 +424,9 @@ pub async fn commit_offset(
     let prepared = (|| {
         validate_name("group", &group).map_err(ApiError::bad_request)?;
         let config = node.topic(&topic)?;
-        if queue_id >= config.read_queue_nums.max(config.write_queue_nums) {
-            return Err(ApiError::bad_request(format!(
-                "queue {queue_id} does not exist in `{topic}`"
-            )));
+        let queues = config.read_queue_nums.max(config.write_queue_nums);
+        if queue_id >= queues {
+            return Err(ApiError::queue_not_found(&topic, queue_id, "", queues));
         }
         let body: CommitOffsetRequest = parse_json(&request.body)?;
         if body.force {
@@ -442,10 +439,15 @@ pub async fn commit_offset(
             .queue_offsets(&topic, QueueId(queue_id))
             .map_or(0, |(_, max)| max.0);
         if body.offset > max {
-            return Err(ApiError::bad_request(format!(
-                "offset {} is beyond the queue's max offset {max}",
-                body.offset
-            )));
+            // A well-formed request the queue's state refuses: once the queue
+            // holds that many messages, the same commit succeeds.
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "offset {} is beyond the queue's max offset {max}",
+                    body.offset
+                ),
+            ));
         }
         Ok(OffsetCommit {
             group: group.clone(),
@@ -490,6 +492,7 @@ pub async fn group_offsets(
 ) -> Result<Json<GroupOffsetsResponse>, ApiError> {
     validate_name("group", &group).map_err(ApiError::bad_request)?;
     if let Some(topic) = &query.topic {
+        validate_name("topic", topic).map_err(ApiError::bad_request)?;
         caller.require(Action::Sub, Resource::Topic(topic))?;
     }
     let routes = match param.broker_group.as_deref() {

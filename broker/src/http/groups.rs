@@ -48,7 +48,7 @@ pub enum Choice {
 
 static ROTATION: AtomicUsize = AtomicUsize::new(0);
 
-/// The group named `group`, or BAD_REQUEST listing the known ones.
+/// The group named `group`, or BROKER_GROUP_NOT_FOUND listing the known ones.
 pub fn named(node: &Node, group: &str) -> Result<Target, ApiError> {
     if group == node.group() {
         return Ok(Target::Local);
@@ -60,11 +60,7 @@ pub fn named(node: &Node, group: &str) -> Result<Target, ApiError> {
         .cloned()
         .map(|route| Target::Remote(Box::new(route)))
         .ok_or_else(|| {
-            let known: Vec<&str> = routes.iter().map(|r| r.group.as_str()).collect();
-            ApiError::bad_request(format!(
-                "unknown broker group `{group}` (known: {})",
-                known.join(", ")
-            ))
+            ApiError::broker_group_not_found(group, routes.iter().map(|r| r.group.as_str()))
         })
 }
 

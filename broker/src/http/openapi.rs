@@ -13,9 +13,10 @@
 //!     .body("RetryRequest").answers("Object"),
 //! ```
 //!
-//! Path parameters come from the `{…}` segments (`queue_id`, `node_id` are
-//! integers, the rest strings); `.query(&[q("name", "integer", "what it is")])`
-//! lists query parameters; `.body(S)` / `.answers(S)` name a schema in
+//! Path parameters come from the `{…}` segments (their schemas by name:
+//! `queue_id`, `node_id` are integers, `topic`, `group`, `name` names, `msg_id`
+//! 32 hex digits); `.query(&[q("name", Kind::Unsigned, "what it is")])` lists
+//! query parameters, each [`Kind`] with the server's constraints; `.body(S)` / `.answers(S)` name a schema in
 //! [`schemas`] (`"Object"` is any JSON object when a precise one is not written
 //! yet); `.text("text/plain")` answers something other than JSON.
 
@@ -24,18 +25,41 @@ use std::sync::OnceLock;
 use serde_json::{json, Map, Value};
 
 use super::auth::Access;
+use crate::api;
+use broker_proto::delay::DelayLevels;
 
-/// A query parameter: name, schema type, description; optional unless listed in
-/// [`Operation::required`].
+/// A query parameter: name, [`Kind`] of value, description; optional unless
+/// listed in [`Operation::required`].
 #[derive(Clone, Copy, Debug)]
 pub struct Query {
     pub name: &'static str,
-    pub kind: &'static str,
+    pub kind: Kind,
     pub description: &'static str,
 }
 
+/// What a parameter holds, with the constraints the server enforces, so that a
+/// request valid under the document is one the server takes (and one it refuses
+/// is invalid under it): `scripts/testing/api-fuzz.sh` holds the two to that.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Any text.
+    Text,
+    /// A non-empty text.
+    NonEmpty,
+    /// An unsigned 64-bit number (offsets, times).
+    Unsigned,
+    /// A topic, consumer group, broker group or user name.
+    Name,
+    /// How many messages to answer: 1..=1024.
+    Count,
+    /// A long poll's hold: 0..=30000 ms.
+    WaitMs,
+    /// A pull's tag filter: `*` or tags joined by `||`.
+    TagFilter,
+}
+
 /// Shorthand for a [`Query`].
-pub const fn q(name: &'static str, kind: &'static str, description: &'static str) -> Query {
+pub const fn q(name: &'static str, kind: Kind, description: &'static str) -> Query {
     Query {
         name,
         kind,
@@ -124,31 +148,80 @@ impl Operation {
 /// The `group` query parameter of topic paths.
 pub const GROUP_Q: Query = q(
     "group",
-    "string",
+    Kind::Name,
     "broker group to use (default: this node's group, or the only one serving the topic)",
 );
 /// The `broker_group` query parameter of consumer-group paths.
 pub const BROKER_GROUP_Q: Query = q(
     "broker_group",
-    "string",
+    Kind::Name,
     "answer for this broker group only (default: merge every group)",
 );
 
-/// Schema type of a path parameter.
-fn path_param_kind(name: &str) -> &'static str {
-    match name {
-        "queue_id" | "node_id" => "integer",
-        _ => "string",
+/// The pattern of names (shared/API.md "Errors"; `broker_proto::topic::validate_name`).
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_%|-]{1,127}$";
+/// A message id: 32 hex digits.
+pub const MESSAGE_ID_PATTERN: &str = "^[0-9A-Fa-f]{32}$";
+/// Tags (of a message, or each of a filter's): no `||`, which separates a
+/// filter's tags.
+pub const TAGS_PATTERN: &str = "^([^|]|[|][^|])*[|]?$";
+/// The characters `str::trim` takes off (Unicode White_Space), for a regex class.
+const WHITE_SPACE: &str =
+    "\t\n\u{b}\u{c}\r \u{85}\u{a0}\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}";
+
+/// What `TagFilter::parse` takes: blank, `*`, or tags joined by `||`, none of them
+/// blank once trimmed. Splitting is left to right, so a tag never holds `||`, may
+/// start with `|` (`A|||B` is `A` and `|B`), and only the last may end with one.
+pub fn tag_filter_pattern() -> String {
+    let ws = WHITE_SPACE;
+    // A piece is units: a character other than `|`, or `|` before one.
+    let unit = "(?:[^|]|[|][^|])";
+    // A unit that makes a piece non-blank.
+    let solid = format!("(?:[^|{ws}]|[|][^|])");
+    let piece = format!("{unit}*{solid}{unit}*");
+    let last = format!("(?:{piece}[|]?|{unit}*[|])");
+    format!("^[{ws}]*(?:(?:{piece}[|][|])*{last})?[{ws}]*$")
+}
+
+/// A permission's resource (`broker_proto::acl::ResourcePattern`).
+pub const RESOURCE_PATTERN: &str = "^(cluster|(topic|group):([A-Za-z0-9_%|-]{1,127}[*]?|[*]))$";
+
+/// The schema of a value of `kind`.
+pub fn kind_schema(kind: Kind) -> Value {
+    match kind {
+        Kind::Text => json!({"type": "string"}),
+        Kind::NonEmpty => json!({"type": "string", "minLength": 1}),
+        Kind::Unsigned => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
+        Kind::Name => json!({"type": "string", "pattern": NAME_PATTERN}),
+        Kind::Count => {
+            json!({"type": "integer", "minimum": 1, "maximum": super::data_plane::MAX_PULL_MESSAGES})
+        }
+        Kind::WaitMs => {
+            json!({"type": "integer", "minimum": 0, "maximum": super::data_plane::MAX_WAIT_MS})
+        }
+        // At most 64 tags: not expressible here.
+        Kind::TagFilter => json!({"type": "string", "pattern": tag_filter_pattern()}),
     }
 }
 
-fn param(name: &str, location: &str, kind: &str, required: bool, description: &str) -> Value {
+/// The schema of a path parameter, by its name.
+fn path_param_schema(name: &str) -> Value {
+    match name {
+        "queue_id" => json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
+        "node_id" => json!({"type": "integer", "format": "int64", "minimum": 1}),
+        "msg_id" => json!({"type": "string", "pattern": MESSAGE_ID_PATTERN}),
+        "topic" | "group" | "name" => kind_schema(Kind::Name),
+        _ => kind_schema(Kind::NonEmpty),
+    }
+}
+
+fn param(name: &str, location: &str, schema: Value, required: bool, description: &str) -> Value {
     json!({
         "name": name,
         "in": location,
         "required": required,
         "description": description,
-        "schema": {"type": kind},
+        "schema": schema,
     })
 }
 
@@ -161,13 +234,13 @@ fn operation(op: &Operation) -> Value {
         .path
         .split('/')
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
-        .map(|name| param(name, "path", path_param_kind(name), true, ""))
+        .map(|name| param(name, "path", path_param_schema(name), true, ""))
         .collect();
     parameters.extend(op.query.iter().map(|query| {
         param(
             query.name,
             "query",
-            query.kind,
+            kind_schema(query.kind),
             op.required.contains(&query.name),
             query.description,
         )
@@ -284,19 +357,41 @@ fn object(required: &[&str], properties: Value) -> Value {
     }
 }
 
+/// A request body's object: the server refuses fields it does not know.
+fn request(required: &[&str], properties: Value) -> Value {
+    let mut schema = object(required, properties);
+    schema["additionalProperties"] = json!(false);
+    schema
+}
+
 fn array_of(schema: &str) -> Value {
     json!({"type": "array", "items": schema_ref(schema)})
 }
 
 /// The schemas the operations name (the shapes of `crate::api`).
 pub fn schemas() -> Value {
-    let int = json!({"type": "integer", "format": "int64", "minimum": 0});
-    let int32 = json!({"type": "integer", "format": "int32", "minimum": 0});
+    // Unsigned 64- and 32-bit numbers, as the server reads them.
+    let int = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
+    let int32 = json!({"type": "integer", "minimum": 0, "maximum": u32::MAX});
     let string = json!({"type": "string"});
     let nullable_string = json!({"type": "string", "nullable": true});
     let nullable_int = json!({"type": "integer", "format": "int64", "nullable": true});
     let strings = json!({"type": "array", "items": {"type": "string"}});
     let properties = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    // What requests carry, with the server's limits (broker_proto::api's table).
+    // Limits a node's configuration sets (batch size, delay levels) are given at
+    // their defaults.
+    let name = kind_schema(Kind::Name);
+    let names = |max: usize| json!({"type": "array", "items": name, "maxItems": max});
+    let short = json!({"type": "string", "maxLength": api::MAX_SHORT_TEXT});
+    let short_non_empty =
+        json!({"type": "string", "minLength": 1, "maxLength": api::MAX_SHORT_TEXT});
+    let queue_nums = json!({"type": "integer", "minimum": 1,
+        "maximum": broker_proto::topic::MAX_QUEUE_NUMS});
+    let permissions = json!({"type": "array", "items": schema_ref("Permission"),
+        "maxItems": broker_proto::acl::MAX_PERMISSIONS});
+    let delay_level = json!({"type": "integer", "minimum": 0,
+        "maximum": DelayLevels::default().max_level()});
     json!({
         "Object": {"type": "object"},
         "Error": object(&["code", "message", "leader"], json!({
@@ -304,12 +399,35 @@ pub fn schemas() -> Value {
             "message": string,
             "leader": nullable_string,
         })),
-        "MessageInput": object(&[], json!({
-            "body": string, "body_base64": string, "tags": string, "keys": strings,
-            "properties": properties, "queue_id": int32, "sharding_key": string,
-            "delay_level": int32, "producer_id": string, "sequence": int,
-        })),
-        "SendRequest": object(&["messages"], json!({"messages": array_of("MessageInput")})),
+        "MessageInput": {
+            "type": "object",
+            "properties": {
+                "body": string,
+                "body_base64": {"type": "string", "format": "byte"},
+                "tags": {"type": "string", "maxLength": api::MAX_SHORT_TEXT, "pattern": TAGS_PATTERN},
+                "keys": {"type": "array", "items": short_non_empty, "maxItems": api::MAX_KEYS},
+                "properties": {"type": "object", "maxProperties": api::MAX_PROPERTIES,
+                    "additionalProperties": {"type": "string", "maxLength": u16::MAX}},
+                "queue_id": int32,
+                "sharding_key": short,
+                "delay_level": delay_level,
+                "producer_id": short_non_empty,
+                "sequence": int,
+            },
+            "additionalProperties": false,
+            // `body` or `body_base64`; `producer_id` and `sequence` together or not at all.
+            "allOf": [
+                {"oneOf": [{"required": ["body"]}, {"required": ["body_base64"]}]},
+                {"oneOf": [
+                    {"required": ["producer_id", "sequence"]},
+                    {"not": {"anyOf": [{"required": ["producer_id"]}, {"required": ["sequence"]}]}},
+                ]},
+            ],
+        },
+        "SendRequest": request(&["messages"], json!({"messages": {
+            "type": "array", "items": schema_ref("MessageInput"), "minItems": 1,
+            "maxItems": crate::config::HttpSection::default().max_batch_messages,
+        }})),
         "SendResult": object(
             &["msg_id", "topic", "queue_id", "queue_offset", "commit_log_offset", "store_timestamp"],
             json!({"msg_id": string, "topic": string, "queue_id": int32, "queue_offset": int,
@@ -336,32 +454,36 @@ pub fn schemas() -> Value {
             json!({"group": string, "queue_id": int32, "min_offset": int, "max_offset": int})),
         "QueuesResponse": object(&["topic", "queues"], json!({"topic": string, "queues": array_of("Queue")})),
         "OffsetResponse": object(&["offset"], json!({"offset": int})),
-        "CommitOffsetRequest": object(&["offset"], json!({"offset": int, "force": {"type": "boolean"}})),
+        "CommitOffsetRequest": request(&["offset"], json!({"offset": int, "force": {"type": "boolean"}})),
         "CommitOffsetResponse": object(&["group", "topic", "queue_id", "offset"],
             json!({"group": string, "topic": string, "queue_id": int32, "offset": int})),
         "GroupOffset": object(&["group", "topic", "queue_id", "offset", "max_offset", "lag"],
             json!({"group": string, "topic": string, "queue_id": int32, "offset": int, "max_offset": int, "lag": int})),
         "GroupOffsetsResponse": object(&["group", "offsets"], json!({"group": string, "offsets": array_of("GroupOffset")})),
-        "OwnedQueue": object(&["topic", "group", "queue_id"],
-            json!({"topic": string, "group": string, "queue_id": int32, "offset": int})),
-        "HeartbeatRequest": object(&["client_id", "topics"],
-            json!({"client_id": string, "topics": strings, "owned": array_of("OwnedQueue")})),
+        "OwnedQueue": request(&["topic", "group", "queue_id"],
+            json!({"topic": name, "group": name, "queue_id": int32, "offset": int})),
+        "HeartbeatRequest": request(&["client_id", "topics"],
+            json!({"client_id": name, "topics": names(api::MAX_HEARTBEAT_TOPICS),
+                   "owned": {"type": "array", "items": schema_ref("OwnedQueue"), "maxItems": api::MAX_OWNED_QUEUES}})),
         "Assignment": object(&["topic", "group", "queue_id"],
             json!({"topic": string, "group": string, "queue_id": int32, "offset": int})),
         "HeartbeatResponse": object(&["members", "assignments"],
             json!({"members": strings, "assignments": array_of("Assignment")})),
-        "RetryRequest": object(&["topic", "queue_id", "queue_offset"],
-            json!({"topic": string, "queue_id": int32, "queue_offset": int,
-                   "delay_level": {"type": "integer", "format": "int32"}})),
+        "RetryRequest": request(&["topic", "queue_id", "queue_offset"],
+            json!({"topic": name, "queue_id": int32, "queue_offset": int,
+                   // Negative: straight to the dead-letter topic.
+                   "delay_level": {"type": "integer", "format": "int32",
+                       "maximum": DelayLevels::default().max_level()}})),
         "RetryResponse": object(&["msg_id", "topic", "reconsume_times", "dead_letter", "broker_group"],
             json!({"msg_id": string, "topic": string, "reconsume_times": int32,
                    "deliver_timestamp": int, "dead_letter": {"type": "boolean"}, "broker_group": string})),
-        "ResetOffsetsRequest": object(&["topic", "timestamp"], json!({"topic": string, "timestamp": int})),
+        "ResetOffsetsRequest": request(&["topic", "timestamp"], json!({"topic": name, "timestamp": int})),
         "ConsumerGroup": object(&["group", "topics", "broker_groups", "queues", "lag"],
             json!({"group": string, "topics": strings, "broker_groups": strings, "queues": int, "lag": int})),
         "ConsumerGroupsResponse": object(&["groups"], json!({"groups": array_of("ConsumerGroup")})),
-        "TopicRequest": object(&[], json!({"read_queue_nums": int32, "write_queue_nums": int32,
-            "perm": {"type": "integer", "enum": [2, 4, 6]}, "groups": strings})),
+        "TopicRequest": request(&[], json!({"read_queue_nums": queue_nums, "write_queue_nums": queue_nums,
+            "perm": {"type": "integer", "enum": [2, 4, 6]},
+            "groups": {"type": "array", "items": name, "minItems": 1, "maxItems": api::MAX_TOPIC_GROUPS}})),
         "Topic": object(&["topic", "read_queue_nums", "write_queue_nums", "perm", "groups"],
             json!({"topic": string, "read_queue_nums": int32, "write_queue_nums": int32, "perm": int32, "groups": strings})),
         "TopicsResponse": object(&["topics"], json!({"topics": array_of("Topic")})),
@@ -380,23 +502,27 @@ pub fn schemas() -> Value {
                    "nodes": array_of("Node"), "registration_age_ms": nullable_int})),
         "ClusterResponse": object(&["node_id", "group", "groups"],
             json!({"node_id": int, "group": string, "groups": array_of("Group")})),
-        "AddNodeRequest": object(&["node_id", "address"], json!({"node_id": int, "address": string})),
-        "TransferLeaderRequest": object(&["to"], json!({"to": int})),
+        "AddNodeRequest": request(&["node_id", "address"], json!({"node_id": int, "address": string})),
+        "TransferLeaderRequest": request(&["to"], json!({"to": int})),
         "Join": object(&["group", "node_id", "address", "state"],
             json!({"group": string, "node_id": int, "address": string,
                    "state": {"type": "string", "enum": ["ADDING_LEARNER", "CATCHING_UP", "PROMOTING", "REMOVING_LEARNER", "DONE", "FAILED"]},
                    "message": nullable_string, "started_ms": nullable_int, "finished_ms": nullable_int})),
-        "Permission": object(&["resource", "actions"], json!({
-            "resource": {"type": "string", "description": "`cluster`, `topic:NAME` or `group:NAME`; NAME may end with `*`"},
-            "actions": {"type": "array", "items": {"type": "string", "enum": ["pub", "sub", "admin"]}},
+        "Permission": request(&["resource", "actions"], json!({
+            "resource": {"type": "string", "pattern": RESOURCE_PATTERN,
+                "description": "`cluster`, `topic:NAME` or `group:NAME`; NAME may end with `*`"},
+            "actions": {"type": "array", "items": {"type": "string", "enum": ["pub", "sub", "admin"]},
+                "minItems": 1, "maxItems": 3, "uniqueItems": true},
         })),
-        "Quotas": object(&[], json!({
-            "send_messages_per_s": {"type": "integer", "format": "int64", "minimum": 1},
-            "send_bytes_per_s": {"type": "integer", "format": "int64", "minimum": 1},
+        "Quotas": request(&[], json!({
+            "send_messages_per_s": {"type": "integer", "minimum": 1, "maximum": u64::MAX, "nullable": true,
+                "description": "absent or null: no limit"},
+            "send_bytes_per_s": {"type": "integer", "minimum": 1, "maximum": u64::MAX, "nullable": true,
+                "description": "absent or null: no limit"},
         })),
-        "UserRequest": object(&["name"], json!({"name": string, "permissions": array_of("Permission"),
+        "UserRequest": request(&["name"], json!({"name": name, "permissions": permissions,
             "quotas": schema_ref("Quotas")})),
-        "UserUpdate": object(&[], json!({"permissions": array_of("Permission"), "quotas": schema_ref("Quotas")})),
+        "UserUpdate": request(&[], json!({"permissions": permissions, "quotas": schema_ref("Quotas")})),
         "UserToken": object(&["name", "token", "groups", "pending_groups"],
             json!({"name": string, "token": string, "groups": strings, "pending_groups": strings})),
         "User": object(&["name", "permissions", "quotas", "created", "updated"],
@@ -434,6 +560,77 @@ mod tests {
                     op.path
                 );
             }
+        }
+    }
+
+    /// Every string over `alphabet` of at most `max_len` characters.
+    fn strings(alphabet: &[char], max_len: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max_len {
+            last = last
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    /// The document's patterns take exactly what the server takes — checked on
+    /// every short string over alphabets of the characters that matter (a client
+    /// generated from the document, or a fuzzer like schemathesis, relies on both
+    /// directions).
+    #[test]
+    fn the_patterns_accept_exactly_what_the_server_accepts() {
+        let filter = regex::Regex::new(&tag_filter_pattern()).expect("filter pattern");
+        // `\u{1c}` is whitespace to Python's `str.isspace`, not to `str::trim`.
+        for text in strings(&['|', 'A', ' ', '*', '\u{85}', '\u{1c}', '\u{3000}'], 6) {
+            assert_eq!(
+                filter.is_match(&text),
+                crate::storage::TagFilter::parse(&text).is_ok(),
+                "tag filter {text:?}"
+            );
+        }
+        let name = regex::Regex::new(NAME_PATTERN).expect("name pattern");
+        let mut names = strings(&['a', 'Z', '0', '_', '%', '|', '-', '.', ' ', '*', 'é'], 3);
+        names.extend(["x".repeat(127), "x".repeat(128), "ab\n".into()]);
+        for text in &names {
+            assert_eq!(
+                name.is_match(text),
+                broker_proto::topic::validate_name("topic", text).is_ok(),
+                "name {text:?}"
+            );
+        }
+        let resource = regex::Regex::new(RESOURCE_PATTERN).expect("resource pattern");
+        for prefix in ["", "cluster", "topic:", "group:", "user:"] {
+            for rest in strings(&['a', '*', '|', ':', '.'], 3) {
+                let text = format!("{prefix}{rest}");
+                assert_eq!(
+                    resource.is_match(&text),
+                    broker_proto::acl::ResourcePattern::try_from(text.clone()).is_ok(),
+                    "resource {text:?}"
+                );
+            }
+        }
+        let tags = regex::Regex::new(TAGS_PATTERN).expect("tags pattern");
+        for text in strings(&['|', 'A', ' '], 6) {
+            assert_eq!(tags.is_match(&text), !text.contains("||"), "tags {text:?}");
+        }
+        let id = regex::Regex::new(MESSAGE_ID_PATTERN).expect("id pattern");
+        let good = "0123456789abcdefABCDEF0123456789";
+        for text in [
+            good.to_string(),
+            good[1..].to_string(),
+            format!("{good}0"),
+            format!("+{}", &good[1..]),
+            format!("g{}", &good[1..]),
+        ] {
+            assert_eq!(
+                id.is_match(&text),
+                crate::storage::MessageId::parse(&text).is_some(),
+                "message id {text:?}"
+            );
         }
     }
 

@@ -14,7 +14,7 @@ use axum::{Extension, Router};
 
 use super::auth::{authorize, Access};
 use super::connections::ConnectionRegistry;
-use super::openapi::{op, q, Operation, BROKER_GROUP_Q, GROUP_Q};
+use super::openapi::{op, q, Kind, Operation, BROKER_GROUP_Q, GROUP_Q};
 use super::{
     consumer_group_list, consumer_groups, control_plane, dashboard, data_plane, internal,
     membership, openapi, request_id, users,
@@ -57,10 +57,10 @@ pub fn public_routes() -> Vec<Route> {
         route(
             op("get", SEND_ROUTE, "messages", "Query messages by key in a time range", Access::Topic(Sub))
                 .query(const { &[
-                    q("key", "string", "the message key"),
-                    q("begin", "integer", "from this store time (ms), default 0"),
-                    q("end", "integer", "to this store time (ms), default now"),
-                    q("max", "integer", "most messages answered"),
+                    q("key", Kind::NonEmpty, "the message key"),
+                    q("begin", Kind::Unsigned, "from this store time (ms), default 0"),
+                    q("end", Kind::Unsigned, "to this store time (ms), default now"),
+                    q("max", Kind::Count, "most messages answered, 1..=1024"),
                 ] })
                 .required(&["key"])
                 .answers("MessagesResponse"),
@@ -75,10 +75,10 @@ pub fn public_routes() -> Vec<Route> {
                 Access::Topic(Sub),
             )
             .query(const { &[
-                q("offset", "integer", "queue offset to read from"),
-                q("max_messages", "integer", "1..=1024, default 32"),
-                q("max_wait_ms", "integer", "long polling: hold up to this long (max 30000)"),
-                q("tags", "string", "`*` or `TagA||TagB`"),
+                q("offset", Kind::Unsigned, "queue offset to read from"),
+                q("max_messages", Kind::Count, "1..=1024, default 32"),
+                q("max_wait_ms", Kind::WaitMs, "long polling: hold up to this long (max 30000)"),
+                q("tags", Kind::TagFilter, "`*` or `TagA||TagB`"),
                 GROUP_Q,
             ] })
             .required(&["offset"])
@@ -98,7 +98,7 @@ pub fn public_routes() -> Vec<Route> {
                 "First queue offset stored at or after a time",
                 Access::Topic(Sub),
             )
-            .query(const { &[q("timestamp", "integer", "Unix ms"), GROUP_Q] })
+            .query(const { &[q("timestamp", Kind::Unsigned, "Unix ms"), GROUP_Q] })
             .required(&["timestamp"])
             .answers("OffsetResponse"),
             get(data_plane::offset_by_time),
@@ -125,7 +125,7 @@ pub fn public_routes() -> Vec<Route> {
         ),
         route(
             op("get", "/v1/groups/{group}/offsets", "groups", "A consumer group's offsets with lag", Access::Group(Sub))
-                .query(const { &[q("topic", "string", "only this topic"), BROKER_GROUP_Q] })
+                .query(const { &[q("topic", Kind::Name, "only this topic"), BROKER_GROUP_Q] })
                 .answers("GroupOffsetsResponse"),
             get(data_plane::group_offsets),
         ),

@@ -2,6 +2,11 @@
 //! decided on its own against the group state (topic, permission, placement,
 //! idempotent producers) as if it were an entry of its own, and every accepted
 //! message of the entry is stored in one CommitLog append.
+//!
+//! Deciding makes a [`SendPlan`] per send: its rejection, or the topic it creates
+//! and the [`Fate`] of each of its messages, with the index of the record each new
+//! message becomes in the entry's append. The append then lays the records out in
+//! that order, and every answer is read from the plan.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -11,14 +16,66 @@ use tracing::warn;
 use super::command::{CommandResponse, ControlRecord, Rejection, SendCommand, SendResult};
 use super::group_state::{DedupCheck, GroupState};
 use super::state_machine::{io_error, BrokerStateMachine};
-use crate::storage::{MessageDraft, QueueId, RaftLogRef, RecordInput, StoreError};
+use crate::storage::{Appended, MessageDraft, QueueId, RaftLogRef, RecordInput, StoreError};
 use crate::topic::{TopicConfig, SCHEDULE_TOPIC};
 use broker_proto::delay::MAX_DELAY_LEVELS;
 use broker_proto::properties::PROPERTY_REAL_TOPIC;
 
+/// What one message of an accepted send becomes.
+#[derive(Copy, Clone, Debug)]
+enum Fate {
+    /// An idempotent producer's retry of a message an earlier entry stored: it
+    /// answers that message's result and is not stored again.
+    Earlier(SendResult),
+    /// New: stored as record `record` of this entry's append.
+    New { record: usize },
+    /// A retry, in this entry, of the new message stored as record `record`: it
+    /// answers that message's result.
+    SameAs { record: usize },
+}
+
+/// One send of an entry, as decided.
+struct SendPlan<'a> {
+    send: &'a SendCommand,
+    /// Why it is refused, or what it stores.
+    decision: Result<Accepted, Rejection>,
+}
+
+/// An accepted send: the topic it creates, and its messages' fates in order.
+struct Accepted {
+    /// Auto-creation: the topic's config, stored as the control record just
+    /// before the send's first message.
+    creates: Option<TopicConfig>,
+    fates: Vec<Fate>,
+}
+
+impl Accepted {
+    /// Records this send adds to the append.
+    fn records(&self) -> usize {
+        usize::from(self.creates.is_some())
+            + self
+                .fates
+                .iter()
+                .filter(|fate| matches!(fate, Fate::New { .. }))
+                .count()
+    }
+}
+
+/// What the sends decided before the current one in the same entry add to the
+/// state: a send is decided as if those were applied already.
+#[derive(Default)]
+struct EntrySoFar<'a> {
+    /// Topics created by earlier sends of the entry.
+    created: HashMap<String, TopicConfig>,
+    /// Producer stamps of new messages so far, with their record.
+    stamps: HashMap<(&'a str, u64), usize>,
+    /// Producer ids earlier sends add to the dedup table.
+    new_producers: HashSet<&'a str>,
+    /// The record the next new record gets.
+    next_record: usize,
+}
+
 impl BrokerStateMachine {
-    /// Stores a batch: checks the topic, answers retries of an idempotent producer
-    /// with their first result, and appends the new messages as one entry.
     /// Applies the sends of one entry (one send, or a batch the leader formed from
     /// concurrent requests) as one atomic CommitLog append. Each send is decided on
     /// its own — rejected, or stored with its duplicates answered by their first
@@ -28,81 +85,61 @@ impl BrokerStateMachine {
         raft: RaftLogRef,
         sends: &[SendCommand],
     ) -> io::Result<Vec<CommandResponse>> {
-        let total: usize = sends.iter().map(|s| s.messages.len()).sum();
-        // Flat over the entry's messages: the send at index `s` owns
-        // `starts[s]..starts[s] + sends[s].messages.len()`.
-        let starts: Vec<usize> = sends
-            .iter()
-            .scan(0, |next, send| {
-                let start = *next;
-                *next += send.messages.len();
-                Some(start)
-            })
-            .collect();
-        // Per message: Some(result) once known (a duplicate of an earlier entry now,
-        // a new message after the append).
-        let mut outcome: Vec<Option<SendResult>> = vec![None; total];
-        // Per message: the earlier message of this entry it repeats.
-        let mut duplicate_of: Vec<Option<usize>> = vec![None; total];
-        // Per send: its rejection, or the topic it creates (auto-creation).
-        let mut decisions: Vec<Result<Option<TopicConfig>, Rejection>> =
-            Vec::with_capacity(sends.len());
-        {
-            // Decide everything from the state first; the state machine is its only
-            // writer.
+        // Decide everything from the state first; the state machine is its only
+        // writer.
+        let plans: Vec<SendPlan<'_>> = {
             let state = self.shared.state();
-            let mut created: HashMap<String, TopicConfig> = HashMap::new();
-            let mut first_in_entry: HashMap<(&str, u64), usize> = HashMap::new();
-            let mut new_producers: HashSet<&str> = HashSet::new();
-            for (send, &start) in sends.iter().zip(&starts) {
-                let slots = start..start + send.messages.len();
-                let decision = self.decide_send(
-                    &state,
-                    &created,
-                    &mut first_in_entry,
-                    &mut new_producers,
-                    send,
-                    start,
-                    &mut outcome[slots.clone()],
-                    &mut duplicate_of[slots],
-                );
-                if let Ok(Some(config)) = &decision {
-                    created.insert(config.name.clone(), config.clone());
-                }
-                decisions.push(decision);
-            }
-        }
+            let mut so_far = EntrySoFar::default();
+            sends
+                .iter()
+                .map(|send| {
+                    let decision = self.decide_send(&state, &mut so_far, send);
+                    if let Ok(accepted) = &decision {
+                        so_far.next_record += accepted.records();
+                        if let Some(config) = &accepted.creates {
+                            so_far.created.insert(config.name.clone(), config.clone());
+                        }
+                    }
+                    SendPlan { send, decision }
+                })
+                .collect()
+        };
 
-        let create_records: Vec<Option<Vec<u8>>> = decisions
+        let create_records: Vec<Option<Vec<u8>>> = plans
             .iter()
-            .map(|d| match d {
-                Ok(Some(config)) => Some(ControlRecord::UpsertTopic(config.clone()).encode()),
+            .map(|plan| match &plan.decision {
+                Ok(Accepted {
+                    creates: Some(config),
+                    ..
+                }) => Some(ControlRecord::UpsertTopic(config.clone()).encode()),
                 _ => None,
             })
             .collect();
-        let mut records: Vec<RecordInput<'_>> = Vec::with_capacity(total + 1);
-        // Per message: its record's index in the append (new messages only).
-        let mut record_of: Vec<Option<usize>> = vec![None; total];
+        let mut records: Vec<RecordInput<'_>> = Vec::new();
         // The leader's time, fixed in the command: deterministic on every replica.
         let mut noop_store_ms = 0;
-        for (s, send) in sends.iter().enumerate() {
-            if decisions[s].is_err() {
+        for (plan, create) in plans.iter().zip(&create_records) {
+            let Ok(accepted) = &plan.decision else {
                 continue;
-            }
-            let store_ms = send.messages.first().map_or(0, |m| m.store_timestamp_ms);
+            };
+            let store_ms = plan
+                .send
+                .messages
+                .first()
+                .map_or(0, |m| m.store_timestamp_ms);
             if noop_store_ms == 0 {
                 noop_store_ms = store_ms;
             }
-            if let Some(payload) = &create_records[s] {
+            if let Some(payload) = create {
                 records.push(RecordInput::Control {
                     payload,
                     store_timestamp_ms: store_ms,
                 });
             }
-            for (j, message) in send.messages.iter().enumerate() {
-                let g = starts[s] + j;
-                if outcome[g].is_none() && duplicate_of[g].is_none() {
-                    record_of[g] = Some(records.len());
+            for (message, fate) in plan.send.messages.iter().zip(&accepted.fates) {
+                if let Fate::New { record } = fate {
+                    // The plan numbered the records in this very order.
+                    assert_eq!(*record, records.len(), "a send plan's record order");
                     records.push(RecordInput::Message(message));
                 }
             }
@@ -129,94 +166,77 @@ impl BrokerStateMachine {
             }
             Err(e) => return Err(io_error(e)),
         };
-        let flat: Vec<&MessageDraft> = sends.iter().flat_map(|s| &s.messages).collect();
-        let mut woken: Vec<(&str, QueueId)> = Vec::new();
-        for (g, record) in record_of.iter().enumerate() {
-            let Some(record) = record else {
-                continue;
-            };
-            let message = flat[g];
-            let at = &appended[*record];
-            outcome[g] = Some(SendResult {
-                msg_id: message.msg_id,
-                queue_id: at.queue_id,
-                queue_offset: at.queue_offset,
-                commit_log_offset: at.commit_log_offset.0,
-                store_timestamp_ms: at.store_timestamp_ms,
-            });
-            // Nobody long-polls the schedule topic.
-            let queue = (message.topic.as_str(), message.queue_id);
-            if message.topic != SCHEDULE_TOPIC && !woken.contains(&queue) {
-                woken.push(queue);
+        let stored = |record: usize| -> io::Result<SendResult> {
+            match (records.get(record), appended.get(record)) {
+                (Some(RecordInput::Message(message)), Some(at)) => Ok(result_of(message, at)),
+                _ => Err(io_error(format!(
+                    "record {record} of the append is not a stored message"
+                ))),
             }
+        };
+
+        let mut woken: Vec<(&str, QueueId)> = Vec::new();
+        let mut responses = Vec::with_capacity(plans.len());
+        let mut state = self.shared.state_mut();
+        for plan in &plans {
+            let accepted = match &plan.decision {
+                Ok(accepted) => accepted,
+                Err(rejection) => {
+                    responses.push(CommandResponse::Rejected(rejection.clone()));
+                    continue;
+                }
+            };
+            if let Some(config) = &accepted.creates {
+                state.topics.insert(config.name.clone(), config.clone());
+            }
+            let mut results = Vec::with_capacity(accepted.fates.len());
+            for (message, fate) in plan.send.messages.iter().zip(&accepted.fates) {
+                let result = match *fate {
+                    Fate::Earlier(result) => result,
+                    Fate::SameAs { record } => stored(record)?,
+                    Fate::New { record } => {
+                        let result = stored(record)?;
+                        if let Some(stamp) = &message.producer {
+                            state
+                                .producers
+                                .record(&stamp.producer_id, stamp.sequence, result);
+                        }
+                        // Nobody long-polls the schedule topic.
+                        let queue = (message.topic.as_str(), message.queue_id);
+                        if message.topic != SCHEDULE_TOPIC && !woken.contains(&queue) {
+                            woken.push(queue);
+                        }
+                        result
+                    }
+                };
+                results.push(result);
+            }
+            responses.push(CommandResponse::Sent(results));
         }
+        drop(state);
         for (topic, queue_id) in woken {
             self.shared.waiters.wake(topic, queue_id);
-        }
-        for g in 0..total {
-            if let Some(first) = duplicate_of[g] {
-                outcome[g] = outcome[first];
-            }
-        }
-        {
-            let mut state = self.shared.state_mut();
-            for decision in &decisions {
-                if let Ok(Some(config)) = decision {
-                    state.topics.insert(config.name.clone(), config.clone());
-                }
-            }
-            for (g, record) in record_of.iter().enumerate() {
-                let (Some(_), Some(result)) = (record, outcome[g]) else {
-                    continue;
-                };
-                if let Some(stamp) = &flat[g].producer {
-                    state
-                        .producers
-                        .record(&stamp.producer_id, stamp.sequence, result);
-                }
-            }
-        }
-        let mut responses = Vec::with_capacity(sends.len());
-        for ((send, &start), decision) in sends.iter().zip(&starts).zip(decisions) {
-            responses.push(match decision {
-                Err(rejection) => CommandResponse::Rejected(rejection),
-                Ok(_) => CommandResponse::Sent(
-                    outcome[start..start + send.messages.len()]
-                        .iter()
-                        .map(|r| r.ok_or_else(|| io_error("a message of the batch got no result")))
-                        .collect::<io::Result<Vec<_>>>()?,
-                ),
-            });
         }
         Ok(responses)
     }
 
-    /// Decides one send of an entry against the group state, the topics created by
-    /// the sends before it in the entry, and their messages (`first_in_entry`, by
-    /// producer stamp; this send's new stamps are added if it is accepted). Fills
-    /// `earlier` with the results of messages stored by earlier entries and
-    /// `duplicate_of` with the flat index of a message of this entry it repeats.
-    /// `new_producers` are the producer ids earlier sends of the entry add to the
-    /// dedup table (this send's are added if it is accepted): a send whose new
-    /// producers do not fit is refused whole.
-    /// Returns the topic to create, or why the send is refused.
-    #[allow(clippy::too_many_arguments)]
+    /// Decides one send of an entry against the group state and what the sends
+    /// before it in the entry add (`so_far`: topics they create, the producer
+    /// stamps of their new messages, the producers they add to the dedup table).
+    /// An accepted send's new messages are numbered from `so_far.next_record` (after
+    /// the topic it creates, if any); its new stamps and producers join `so_far`. A
+    /// send whose new producers do not fit the dedup table is refused whole.
     fn decide_send<'a>(
         &self,
         state: &GroupState,
-        created: &HashMap<String, TopicConfig>,
-        first_in_entry: &mut HashMap<(&'a str, u64), usize>,
-        new_producers: &mut HashSet<&'a str>,
+        so_far: &mut EntrySoFar<'a>,
         send: &'a SendCommand,
-        start: usize,
-        earlier: &mut [Option<SendResult>],
-        duplicate_of: &mut [Option<usize>],
-    ) -> Result<Option<TopicConfig>, Rejection> {
+    ) -> Result<Accepted, Rejection> {
         let existing = state
             .topics
             .get(&send.topic)
-            .or_else(|| created.get(&send.topic));
-        let (config, create) = match (existing, &send.create_if_missing) {
+            .or_else(|| so_far.created.get(&send.topic));
+        let (config, creates) = match (existing, &send.create_if_missing) {
             (Some(config), _) => (config, None),
             (None, Some(config)) => (config, Some(config.clone())),
             (None, None) => return Err(Rejection::TopicNotFound(send.topic.clone())),
@@ -248,35 +268,44 @@ impl BrokerStateMachine {
                 .check_message(message)
                 .map_err(|e| Rejection::Invalid(e.to_string()))?;
         }
+        let mut next_record = so_far.next_record + usize::from(creates.is_some());
         let mut new_stamps: HashMap<(&'a str, u64), usize> = HashMap::new();
-        for (j, message) in send.messages.iter().enumerate() {
-            let Some(stamp) = &message.producer else {
-                continue;
-            };
-            match state.producers.check(
-                &stamp.producer_id,
-                stamp.sequence,
-                message.store_timestamp_ms,
-            ) {
-                DedupCheck::Duplicate(result) => earlier[j] = Some(result),
-                DedupCheck::TooOld { oldest_remembered } => {
-                    return Err(Rejection::Invalid(format!(
-                        "sequence {} of producer {} is older than the {} remembered (oldest {oldest_remembered}); it may have been stored",
-                        stamp.sequence,
-                        stamp.producer_id,
-                        super::group_state::DEDUP_WINDOW
-                    )));
-                }
-                DedupCheck::New => {
-                    let key = (stamp.producer_id.as_str(), stamp.sequence);
-                    match first_in_entry.get(&key).or_else(|| new_stamps.get(&key)) {
-                        Some(first) => duplicate_of[j] = Some(*first),
-                        None => {
-                            new_stamps.insert(key, start + j);
+        let mut fates = Vec::with_capacity(send.messages.len());
+        for message in &send.messages {
+            let fate = match &message.producer {
+                None => None,
+                Some(stamp) => match state.producers.check(
+                    &stamp.producer_id,
+                    stamp.sequence,
+                    message.store_timestamp_ms,
+                ) {
+                    DedupCheck::Duplicate(result) => Some(Fate::Earlier(result)),
+                    DedupCheck::TooOld { oldest_remembered } => {
+                        return Err(Rejection::Invalid(format!(
+                            "sequence {} of producer {} is older than the {} remembered (oldest {oldest_remembered}); it may have been stored",
+                            stamp.sequence,
+                            stamp.producer_id,
+                            super::group_state::DEDUP_WINDOW
+                        )));
+                    }
+                    DedupCheck::New => {
+                        let key = (stamp.producer_id.as_str(), stamp.sequence);
+                        match so_far.stamps.get(&key).or_else(|| new_stamps.get(&key)) {
+                            Some(&record) => Some(Fate::SameAs { record }),
+                            // The first of its stamp: new, numbered below.
+                            None => {
+                                new_stamps.insert(key, next_record);
+                                None
+                            }
                         }
                     }
-                }
-            }
+                },
+            };
+            fates.push(fate.unwrap_or_else(|| {
+                let record = next_record;
+                next_record += 1;
+                Fate::New { record }
+            }));
         }
         // The leader's time, fixed in the entry: every replica admits the same.
         let at_ms = send
@@ -288,7 +317,7 @@ impl BrokerStateMachine {
         state
             .producers
             .admit(
-                new_producers,
+                &mut so_far.new_producers,
                 send.messages
                     .iter()
                     .filter_map(|m| m.producer.as_ref())
@@ -296,7 +325,18 @@ impl BrokerStateMachine {
                 at_ms,
             )
             .map_err(|full| Rejection::ProducerTableFull(full.to_string()))?;
-        first_in_entry.extend(new_stamps);
-        Ok(create)
+        so_far.stamps.extend(new_stamps);
+        Ok(Accepted { creates, fates })
+    }
+}
+
+/// The answer for a message stored at `at`.
+fn result_of(message: &MessageDraft, at: &Appended) -> SendResult {
+    SendResult {
+        msg_id: message.msg_id,
+        queue_id: at.queue_id,
+        queue_offset: at.queue_offset,
+        commit_log_offset: at.commit_log_offset.0,
+        store_timestamp_ms: at.store_timestamp_ms,
     }
 }

@@ -140,6 +140,19 @@ impl SendPreparer {
                 format!("topic `{topic}` is not writable (perm {})", config.perm),
             ));
         }
+        if let Some(queue) = request
+            .messages
+            .iter()
+            .filter_map(|m| m.queue_id)
+            .find(|queue| *queue >= config.write_queue_nums)
+        {
+            return Err(ApiError::queue_not_found(
+                topic,
+                queue,
+                "write",
+                config.write_queue_nums,
+            ));
+        }
         let now = now_ms();
         let mut messages = Vec::with_capacity(request.messages.len());
         for (i, input) in request.messages.into_iter().enumerate() {
@@ -195,11 +208,13 @@ impl SendPreparer {
         }
         if input.properties.len() > MAX_PROPERTIES
             || input.properties.iter().any(|(k, v)| {
-                k.is_empty() || k.len() > MAX_SHORT_TEXT || v.len() > usize::from(u16::MAX)
+                // An empty name is a name (JSON allows it, the record stores it):
+                // OpenAPI 3.0 cannot say otherwise about a map's keys.
+                k.len() > MAX_SHORT_TEXT || v.len() > usize::from(u16::MAX)
             })
         {
             return Err(format!(
-                "at most {MAX_PROPERTIES} properties, names of 1..={MAX_SHORT_TEXT} bytes, values under 64KiB"
+                "at most {MAX_PROPERTIES} properties, names of at most {MAX_SHORT_TEXT} bytes, values under 64KiB"
             ));
         }
         let delay_level = input.delay_level.unwrap_or(0);
@@ -361,7 +376,7 @@ mod tests {
                 ..body("a")
             }],
             true,
-            "queue_id 9",
+            "queue 9 is not a write queue",
         );
         check(
             vec![MessageInput {

@@ -53,10 +53,12 @@ pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, ApiError> {
         ));
     }
     if queue.0 >= config.read_queue_nums {
-        return Err(ApiError::bad_request(format!(
-            "queue {queue} is not a read queue of `{topic}` (it has {})",
-            config.read_queue_nums
-        )));
+        return Err(ApiError::queue_not_found(
+            &topic,
+            queue.0,
+            "read",
+            config.read_queue_nums,
+        ));
     }
     let deadline = tokio::time::Instant::now() + max_wait;
     let mut _held = None;

@@ -22,17 +22,21 @@ impl TagFilter {
             return Ok(Self::All);
         }
         let mut tags = Vec::new();
+        let mut everything = false;
+        // Every tag is checked, also after a `*` (`*||` is as malformed as `A||`).
         for tag in expression.split("||") {
             let tag = tag.trim();
             if tag.is_empty() {
                 return Err(format!("empty tag in filter expression `{expression}`"));
             }
-            if tag == "*" {
-                return Ok(Self::All);
-            }
+            everything |= tag == "*";
             tags.push((tag.to_string(), TagHash::of(tag)));
         }
-        Ok(Self::Tags(tags))
+        Ok(if everything {
+            Self::All
+        } else {
+            Self::Tags(tags)
+        })
     }
 
     /// Whether a unit with this tag hash may match (cheap, from the ConsumeQueue).
@@ -66,5 +70,7 @@ mod tests {
         assert!(!filter.matches("TagC"));
         assert!(!filter.may_match(TagHash::NONE));
         assert!(TagFilter::parse("A||||B").is_err());
+        assert!(TagFilter::parse("*||").is_err(), "a blank tag after `*`");
+        assert_eq!(TagFilter::parse("A||*"), Ok(TagFilter::All));
     }
 }

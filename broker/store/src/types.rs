@@ -92,7 +92,8 @@ impl TagHash {
 impl MessageId {
     /// Parses the 32-hex-digit form produced by `Display`.
     pub fn parse(text: &str) -> Option<Self> {
-        if text.len() != 32 || !text.is_ascii() {
+        // `from_str_radix` alone would take a sign (`+F`).
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut bytes = [0u8; 16];
