@@ -16,8 +16,8 @@
 //! Path parameters come from the `{…}` segments (their schemas by name:
 //! `queue_id`, `node_id` are integers, `topic`, `group`, `name` names, `msg_id`
 //! 32 hex digits); `.query(&[q("name", Kind::Unsigned, "what it is")])` lists
-//! query parameters, each [`Kind`] with the server's constraints; `.body(S)` / `.answers(S)` name a schema in
-//! [`schemas`] (`"Object"` is any JSON object when a precise one is not written
+//! query parameters, each [`Kind`] with the server's constraints; `.body(S)` /
+//! `.answers(S)` name a schema in [`schemas`] (`"Object"` is any JSON object when a precise one is not written
 //! yet); `.text("text/plain")` answers something other than JSON.
 
 use std::sync::OnceLock;
@@ -42,8 +42,6 @@ pub struct Query {
 /// is invalid under it): `scripts/testing/api-fuzz.sh` holds the two to that.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// Any text.
-    Text,
     /// A non-empty text.
     NonEmpty,
     /// An unsigned 64-bit number (offsets, times).
@@ -162,8 +160,7 @@ pub const BROKER_GROUP_Q: Query = q(
 pub const NAME_PATTERN: &str = "^[A-Za-z0-9_%|-]{1,127}$";
 /// A message id: 32 hex digits.
 pub const MESSAGE_ID_PATTERN: &str = "^[0-9A-Fa-f]{32}$";
-/// Tags (of a message, or each of a filter's): no `||`, which separates a
-/// filter's tags.
+/// A message's tags: no `||`, which separates a filter's tags.
 pub const TAGS_PATTERN: &str = "^([^|]|[|][^|])*[|]?$";
 /// The characters `str::trim` takes off (Unicode White_Space), for a regex class.
 const WHITE_SPACE: &str =
@@ -189,7 +186,6 @@ pub const RESOURCE_PATTERN: &str = "^(cluster|(topic|group):([A-Za-z0-9_%|-]{1,1
 /// The schema of a value of `kind`.
 pub fn kind_schema(kind: Kind) -> Value {
     match kind {
-        Kind::Text => json!({"type": "string"}),
         Kind::NonEmpty => json!({"type": "string", "minLength": 1}),
         Kind::Unsigned => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
         Kind::Name => json!({"type": "string", "pattern": NAME_PATTERN}),

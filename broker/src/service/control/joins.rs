@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use openraft::errors::{ClientWriteError, RaftError};
+use openraft::errors::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tokio::task::AbortHandle;
 
@@ -219,12 +219,9 @@ async fn join(weak: &Weak<Node>, node_id: NodeId, url: &str, run: u64) -> Result
             let learner = NodeInfo {
                 url: url.to_string(),
             };
-            bounded(
-                &node,
-                "adding the learner",
-                "nothing was changed",
-                node.raft.add_learner(node_id, learner, false),
-            )
+            bounded(&node, "adding the learner", "nothing was changed", || {
+                node.raft.add_learner(node_id, learner.clone(), false)
+            })
             .await?;
         }
         node.joins.set(node_id, run, JoinState::CatchingUp, None);
@@ -237,15 +234,10 @@ async fn join(weak: &Weak<Node>, node_id: NodeId, url: &str, run: u64) -> Result
             node.joins
                 .set(node_id, run, JoinState::RemovingLearner, Some(why.clone()));
             let _change = node.joins.changes.lock().await;
-            let removal = bounded(
-                &node,
-                "removing",
-                "",
-                node.raft.change_membership(
-                    ChangeMembers::RemoveNodes(BTreeSet::from([node_id])),
-                    false,
-                ),
-            )
+            let removal = bounded(&node, "removing", "", || {
+                node.raft
+                    .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+            })
             .await;
             return Err(match removal {
                 Ok(_) => format!("{why}; the learner was removed. Start the node, then add it again"),
@@ -263,8 +255,10 @@ async fn join(weak: &Weak<Node>, node_id: NodeId, url: &str, run: u64) -> Result
         &node,
         "promoting the learner",
         "it stays a learner: add it again to retry",
-        node.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false),
+        || {
+            node.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+        },
     )
     .await?;
     Ok(format!("node {node_id} is a voter"))
@@ -273,24 +267,45 @@ async fn join(weak: &Weak<Node>, node_id: NodeId, url: &str, run: u64) -> Result
 /// A membership change of a join, bounded by `control.join_timeout`: without a
 /// quorum openraft waits for one indefinitely, and the join would keep the change
 /// lock (every other join waits on it) and its join slot for good.
-async fn bounded<T>(
-    node: &Node,
-    what: &str,
-    left: &str,
-    change: impl std::future::Future<
+///
+/// A change refused because the previous membership is not committed yet is made
+/// again until it is (or the bound passes): a leader just elected has not
+/// committed its own first entry, and a removal made through `DELETE …/nodes/{id}`
+/// may still be committing. Both end by themselves.
+async fn bounded<T, F, Fut>(node: &Node, what: &str, left: &str, change: F) -> Result<T, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<
         Output = Result<T, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>,
     >,
-) -> Result<T, String> {
+{
     let limit = node.config.control.join_timeout;
-    match tokio::time::timeout(limit.0, change).await {
-        Ok(result) => result.map_err(|e| raft_failure(e, what, left)),
-        Err(_) => Err(raft_words(
-            what,
-            &format!("no answer within {limit} (no quorum?)"),
-            left,
-        )),
+    let deadline = tokio::time::Instant::now() + limit.0;
+    let mut waited_for_previous = false;
+    loop {
+        match tokio::time::timeout_at(deadline, change()).await {
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            )))) if tokio::time::Instant::now() + IN_PROGRESS_RETRY < deadline => {
+                waited_for_previous = true;
+                tokio::time::sleep(IN_PROGRESS_RETRY).await;
+            }
+            Ok(result) => return result.map_err(|e| raft_failure(e, what, left)),
+            Err(_) => {
+                let why = if waited_for_previous {
+                    format!("the previous membership change did not commit within {limit}")
+                } else {
+                    format!("no answer within {limit} (no quorum?)")
+                };
+                return Err(raft_words(what, &why, left));
+            }
+        }
     }
 }
+
+/// How long a join waits before making a change again whose previous membership
+/// was not committed yet.
+const IN_PROGRESS_RETRY: Duration = Duration::from_millis(50);
 
 /// Why a learner did not catch up.
 enum Behind {
