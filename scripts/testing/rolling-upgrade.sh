@@ -34,10 +34,16 @@ cleanup() {
 trap cleanup EXIT
 log() { printf 'rolling-upgrade: %s\n' "$*"; }
 
-log "building the old broker ($OLD_REF) and this checkout's, sharing $target"
+log "building the old broker ($OLD_REF, in $target/rolling-upgrade-old) and this checkout's"
 git -C "$repo" worktree add --quiet --detach "$work/old-src" "$OLD_REF"
-(cd "$work/old-src" && CARGO_TARGET_DIR=$target cargo build --quiet --release -p broker --bin broker)
-cp "$target/release/broker" "$work/broker-old"
+# The old tree builds into a target directory of its own. Sharing one is wrong:
+# cargo names a workspace member's artifacts by its path relative to the
+# workspace, so both trees' `broker` map to the same files, and whichever tree
+# looks older than them is taken as built — a "new" broker linked from the old
+# tree's library.
+old_target=$target/rolling-upgrade-old
+(cd "$work/old-src" && CARGO_TARGET_DIR=$old_target cargo build --quiet --release -p broker --bin broker)
+cp "$old_target/release/broker" "$work/broker-old"
 (cd "$repo" && cargo build --quiet --release -p broker --bin broker)
 cp "$target/release/broker" "$work/broker-new"
 if cmp -s "$work/broker-old" "$work/broker-new"; then
