@@ -813,11 +813,13 @@ impl TestCluster {
         Ok(digest)
     }
 
-    /// The last `lines` lines of every node's log, for failure messages.
+    /// The last `lines` lines of every node's log, for failure messages. Reads
+    /// only the end of each log ([`LOG_TAIL_BYTES`]): every dropped cluster calls
+    /// this, and a long test's logs run to megabytes.
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
         for node in self.nodes.values() {
-            let text = fs::read_to_string(&node.log_path).unwrap_or_default();
+            let text = read_tail(&node.log_path, LOG_TAIL_BYTES);
             let tail: Vec<&str> = text.lines().rev().take(lines).collect();
             out.push_str(&format!(
                 "--- node {} ({})\n",
@@ -843,6 +845,26 @@ impl TestCluster {
             .map(|text| text.matches(needle).count())
             .unwrap_or(0)
     }
+}
+
+/// How much of the end of a node's log [`TestCluster::log_tails`] reads.
+const LOG_TAIL_BYTES: u64 = 256 * 1024;
+
+/// The last `max` bytes of the file at `path` as text (a cut character at the
+/// start is replaced), or nothing when it cannot be read.
+fn read_tail(path: &Path, max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(len.saturating_sub(max))).is_err()
+        || file.take(max).read_to_end(&mut bytes).is_err()
+    {
+        return String::new();
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 impl Drop for TestCluster {
@@ -918,3 +940,22 @@ impl std::fmt::Display for ApiFailure {
 }
 
 impl std::error::Error for ApiFailure {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_tail_reads_only_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        fs::write(&path, &text).expect("write");
+        let tail = read_tail(&path, 20);
+        assert_eq!(tail.len(), 20);
+        assert!(text.ends_with(&tail));
+        assert_eq!(tail.lines().last(), Some("line 999"));
+        assert_eq!(read_tail(&path, 1 << 20), text, "a short file whole");
+        assert_eq!(read_tail(&dir.path().join("none"), 20), "");
+    }
+}
