@@ -18,14 +18,12 @@
 //! * [`peer_client`], [`tls`] — the client nodes call each other with; TLS files.
 //! * [`config`] — the node's configuration; [`metrics`] — counters and histograms
 //!   for `/metrics` (states are read at scrape time); [`topic`] — topic
-//!   configuration; [`error`] — the API's one error shape; [`certs`] — a CA and
+//!   configuration; [`error`] — the broker's domain error (`http::error` maps it
+//!   to the API's one error shape); [`certs`] — a CA and
 //!   node certificates for local TLS clusters (`broker-certs`).
 //! * [`storage`] (crate `broker-store`) — the single-node storage engine;
 //!   [`api`], [`units`] (crate `broker-proto`) — the protocol's wire types and
 //!   human units.
-
-// `http::openapi::schemas` is one large `json!` literal.
-#![recursion_limit = "256"]
 
 // The protocol's modules, where the server has always named them.
 pub use broker_proto::{api, units};

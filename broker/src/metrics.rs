@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::error::ErrorCode;
+use broker_proto::error_code::ErrorCode;
 
 /// Bucket bounds (seconds) of the request latency histograms: 250 µs to 30 s, so a
 /// long poll held for its whole wait still lands in a bucket.

@@ -34,6 +34,9 @@ use super::nodes::NodeSet;
 use super::options::{ClientOptions, ReadPreference};
 use crate::api::ErrorBody;
 
+/// The `User-Agent` when [`ClientOptions::user_agent`] names none.
+const DEFAULT_USER_AGENT: &str = concat!("broker-client/", env!("CARGO_PKG_VERSION"));
+
 /// The longest piece of an undecodable body quoted in a [`ClientError::Decode`].
 const QUOTED_BODY_CHARS: usize = 200;
 
@@ -137,9 +140,9 @@ fn quote(body: &[u8]) -> String {
 
 /// A reqwest builder that speaks to the broker as `options` say: the bearer token
 /// on every request (marked sensitive, so it is never logged) and rustls trusting
-/// only `options.ca_file` (no built-in roots: a cluster's CA is its own). Shared
-/// with the other HTTP clients of the crate's tools (`mqctl`'s scoped calls), which
-/// add their own timeouts.
+/// only `options.ca_file` (no built-in roots: a cluster's CA is its own). For
+/// other HTTP clients that must speak to a secured cluster the same way; they add
+/// their own timeouts.
 ///
 /// # Errors
 /// [`ClientError::InvalidArgument`] for a token a header cannot hold or an
@@ -195,7 +198,12 @@ impl BrokerClient {
             .connect_timeout(options.connect_timeout)
             .pool_max_idle_per_host(options.pool_max_idle_per_host)
             .pool_idle_timeout(options.pool_idle_timeout)
-            .user_agent(concat!("broker-client/", env!("CARGO_PKG_VERSION")))
+            .user_agent(
+                options
+                    .user_agent
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_USER_AGENT.to_string()),
+            )
             .build()?;
         Ok(Self {
             inner: Arc::new(Inner {

@@ -74,7 +74,9 @@ impl BrokerClient {
     /// waiting up to `max_wait_ms` for new ones when there are none.
     ///
     /// # Errors
-    /// `TOPIC_NOT_FOUND`, `BAD_REQUEST` for a queue or limit out of range, transport
+    /// `TOPIC_NOT_FOUND`, `QUEUE_NOT_FOUND` for a queue past the topic's read
+    /// queues, `BAD_REQUEST` for a limit out of range or a topic several broker
+    /// groups serve (name one with [`BrokerClient::pull_queue`]), transport
     /// failures.
     pub async fn pull(
         &self,
@@ -122,13 +124,29 @@ impl BrokerClient {
         .await
     }
 
-    /// `GET /v1/topics/{topic}/queues`: every queue with its min and max offsets.
+    /// `GET /v1/topics/{topic}/queues`: every queue with its min and max offsets, in
+    /// every broker group serving the topic.
     ///
     /// # Errors
     /// `TOPIC_NOT_FOUND`, transport failures.
     pub async fn queues(&self, topic: &str) -> Result<QueuesResponse> {
+        self.queues_in(topic, None).await
+    }
+
+    /// `GET /v1/topics/{topic}/queues?group=G`: the topic's queues in the broker
+    /// group `group` names (any node asks that group), or with `None` in every group
+    /// serving the topic, as [`BrokerClient::queues`].
+    ///
+    /// # Errors
+    /// `TOPIC_NOT_FOUND` (also when the named group does not serve the topic),
+    /// `BROKER_GROUP_NOT_FOUND` for an unknown group, transport failures.
+    pub async fn queues_in(&self, topic: &str, group: Option<&str>) -> Result<QueuesResponse> {
         let segments = ["v1", "topics", topic, "queues"];
-        self.execute(&Call::read(&segments)).await?.json()
+        let mut call = Call::read(&segments);
+        if let Some(group) = group {
+            call.query.push(("group", group.to_string()));
+        }
+        self.execute(&call).await?.json()
     }
 
     /// `PUT /v1/topics/{topic}`: creates or updates a topic; answers its config.
@@ -190,8 +208,11 @@ impl BrokerClient {
     /// group's offset; answers the offset stored afterwards.
     ///
     /// # Errors
-    /// `BAD_REQUEST` for an offset beyond the queue's end or a bad name,
-    /// `TOPIC_NOT_FOUND`, transport failures.
+    /// `CONFLICT` for an offset beyond the queue's max offset, `TOPIC_NOT_FOUND`,
+    /// `QUEUE_NOT_FOUND` for a queue past the topic's queues, `BAD_REQUEST` for a
+    /// bad name or a topic several broker groups serve (name one with
+    /// [`BrokerClient::commit_queue_offset`]), `NO_PERMISSION` for a
+    /// [`CommitMode::Force`] without `admin` on the group, transport failures.
     pub async fn commit_offset(
         &self,
         group: &str,
@@ -270,17 +291,33 @@ impl BrokerClient {
     /// offset whose store time is at or after `timestamp_ms`.
     ///
     /// # Errors
-    /// `TOPIC_NOT_FOUND`, `BAD_REQUEST` for a queue out of range, transport failures.
+    /// `TOPIC_NOT_FOUND`, `QUEUE_NOT_FOUND` for a queue past the topic's queues,
+    /// `BAD_REQUEST` when several broker groups serve the topic (name one with
+    /// [`BrokerClient::queue_offset_by_timestamp`]), transport failures.
     pub async fn offset_by_timestamp(
         &self,
         topic: &str,
         queue_id: u32,
         timestamp_ms: u64,
     ) -> Result<u64> {
+        self.offset_at(topic, queue_id, timestamp_ms, None).await
+    }
+
+    /// The offset-by-time request, in the broker group `group` names if any.
+    async fn offset_at(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: u64,
+        group: Option<&str>,
+    ) -> Result<u64> {
         let queue = queue_id.to_string();
         let segments = ["v1", "topics", topic, "queues", &queue, "offset"];
         let mut call = Call::read(&segments);
         call.query.push(("timestamp", timestamp_ms.to_string()));
+        if let Some(group) = group {
+            call.query.push(("group", group.to_string()));
+        }
         let answer: OffsetResponse = self.execute(&call).await?.json()?;
         Ok(answer.offset)
     }
@@ -316,7 +353,8 @@ impl BrokerClient {
     /// forwards it there).
     ///
     /// # Errors
-    /// As [`BrokerClient::pull`]; `BROKER_GROUP_NOT_FOUND` for an unknown group.
+    /// As [`BrokerClient::pull`]; `BROKER_GROUP_NOT_FOUND` (404) for an unknown
+    /// group.
     pub async fn pull_queue(
         &self,
         queue: &GroupQueue,
@@ -346,6 +384,27 @@ impl BrokerClient {
         self.execute(&call).await?.json()
     }
 
+    /// [`BrokerClient::offset_by_timestamp`] in the queue of a named broker group
+    /// (any node forwards it there): the first offset whose store time is at or
+    /// after `timestamp_ms`.
+    ///
+    /// # Errors
+    /// `TOPIC_NOT_FOUND`, `QUEUE_NOT_FOUND` for a queue past the topic's queues,
+    /// `BROKER_GROUP_NOT_FOUND` for an unknown group, transport failures.
+    pub async fn queue_offset_by_timestamp(
+        &self,
+        queue: &GroupQueue,
+        timestamp_ms: u64,
+    ) -> Result<u64> {
+        self.offset_at(
+            &queue.topic,
+            queue.queue_id,
+            timestamp_ms,
+            Some(&queue.group),
+        )
+        .await
+    }
+
     /// [`BrokerClient::send`] to a named broker group (any node forwards it there).
     ///
     /// # Errors
@@ -362,10 +421,12 @@ impl BrokerClient {
         self.execute(&call).await?.json()
     }
 
-    /// [`BrokerClient::commit_offset`] for the queue of a named broker group.
+    /// [`BrokerClient::commit_offset`] for the queue of a named broker group (any
+    /// node forwards it there).
     ///
     /// # Errors
-    /// As [`BrokerClient::commit_offset`].
+    /// As [`BrokerClient::commit_offset`]; `BROKER_GROUP_NOT_FOUND` for an unknown
+    /// group.
     pub async fn commit_queue_offset(
         &self,
         consumer_group: &str,
@@ -436,7 +497,8 @@ impl BrokerClient {
     ///
     /// # Errors
     /// `MESSAGE_NOT_FOUND` when the offset holds no message (deleted by retention),
-    /// `BAD_REQUEST` for bad names or levels, transport failures.
+    /// `TOPIC_NOT_FOUND`, `QUEUE_NOT_FOUND`, `BROKER_GROUP_NOT_FOUND` for an unknown
+    /// group, `BAD_REQUEST` for bad names or levels, transport failures.
     pub async fn give_back(
         &self,
         consumer_group: &str,
@@ -444,15 +506,36 @@ impl BrokerClient {
         queue_offset: u64,
         delay_level: i32,
     ) -> Result<RetryResponse> {
-        let segments = ["v1", "groups", consumer_group, "retry"];
-        let body = RetryRequest {
+        let request = RetryRequest {
             topic: queue.topic.clone(),
             queue_id: queue.queue_id,
             queue_offset,
             delay_level,
         };
-        let mut call = Call::write(Method::POST, &segments, Some(&body))?;
-        call.query.push(("broker_group", queue.group.clone()));
+        self.give_back_with(consumer_group, &request, Some(&queue.group))
+            .await
+    }
+
+    /// [`BrokerClient::give_back`] with the request as the wire has it and the broker
+    /// group optional: with `None` the node answering resolves the group serving
+    /// `request.topic`, which must then be only one.
+    ///
+    /// # Errors
+    /// `MESSAGE_NOT_FOUND` when the offset holds no message, `TOPIC_NOT_FOUND`,
+    /// `QUEUE_NOT_FOUND` for a queue past the topic's queues,
+    /// `BROKER_GROUP_NOT_FOUND` for an unknown group, `BAD_REQUEST` for bad names or
+    /// levels or (without a group) a topic several groups serve, transport failures.
+    pub async fn give_back_with(
+        &self,
+        consumer_group: &str,
+        request: &RetryRequest,
+        broker_group: Option<&str>,
+    ) -> Result<RetryResponse> {
+        let segments = ["v1", "groups", consumer_group, "retry"];
+        let mut call = Call::write(Method::POST, &segments, Some(request))?;
+        if let Some(group) = broker_group {
+            call.query.push(("broker_group", group.to_string()));
+        }
         self.execute(&call).await?.json()
     }
 

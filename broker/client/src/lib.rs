@@ -7,7 +7,8 @@
 //! * [`broker_client`] — [`BrokerClient`]: the connection pool, node choice and
 //!   leader following (the rules are documented there).
 //! * [`endpoints`] — one typed method per endpoint, on the wire types of
-//!   [`api`]; [`users`] — the same for the users endpoints (admin only).
+//!   [`api`]; [`users`] and [`membership`] — the same for the users and the
+//!   membership endpoints (admin only).
 //! * [`producer`] — [`Producer`]: idempotent sends (`producer_id` + `sequence`) with
 //!   retries and backoff.
 //! * [`batching`] — [`BatchingProducer`]: one message per call, batched into
@@ -17,7 +18,7 @@
 //!   through the retry topic; or broadcasting with its own offsets).
 //! * [`error`] — [`ClientError`], classified as retryable and outcome-unknown.
 //! * [`options`] — [`ClientOptions`]: timeouts, pool, hops, read preference, the
-//!   bearer token and the CA file of a secured cluster.
+//!   bearer token and the CA file of a secured cluster, the user agent.
 //! * [`endpoint`], [`nodes`] — base URLs and endpoint URLs; the known nodes and the
 //!   remembered leader.
 //!
@@ -51,6 +52,7 @@ pub mod consumer;
 pub mod endpoint;
 pub mod endpoints;
 pub mod error;
+pub mod membership;
 pub mod nodes;
 pub mod options;
 pub mod producer;

@@ -47,6 +47,10 @@ pub struct ClientOptions {
     /// start --tls` writes `DIR/tls/ca.pem`). Without it `https://` URLs fail:
     /// the client trusts no built-in roots.
     pub ca_file: Option<PathBuf>,
+    /// The `User-Agent` of every request; `None` sends `broker-client/<version>`.
+    /// Tools name themselves (`mqctl/<version>`) so that a proxy's log or a
+    /// packet capture tells them apart from applications.
+    pub user_agent: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -61,6 +65,7 @@ impl Default for ClientOptions {
             pool_idle_timeout: Duration::from_secs(5),
             token: None,
             ca_file: None,
+            user_agent: None,
         }
     }
 }
@@ -77,6 +82,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_file", &self.ca_file)
+            .field("user_agent", &self.user_agent)
             .finish()
     }
 }

@@ -1,7 +1,8 @@
 //! The client library against a real single-node broker served in-process: every
-//! endpoint method round-trips, idempotent retries store once, a dead seed is
-//! skipped, and the batching producer packs concurrent sends without losing,
-//! duplicating or wrongly failing any.
+//! endpoint method round-trips (also those naming a broker group, and the
+//! membership calls), idempotent retries store once, a dead seed is skipped, and
+//! the batching producer packs concurrent sends without losing, duplicating or
+//! wrongly failing any.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -9,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use broker::config::NodeConfig;
 use broker::service::node::Node;
-use broker_client::api::{MessageInput, SendRequest, TopicRequest};
+use broker_client::api::{JoinState, MessageInput, RetryRequest, SendRequest, TopicRequest};
 use broker_client::{
     BatchingOptions, BatchingProducer, BrokerClient, ClientError, ClientOptions, CommitMode,
-    Producer, ProducerOptions,
+    GroupQueue, Producer, ProducerOptions, PullOptions,
 };
 use tracing::info;
 
@@ -209,6 +210,160 @@ async fn every_endpoint_round_trips() -> anyhow::Result<()> {
     client.delete_topic(topic).await?;
     let gone = client.topic(topic).await.expect_err("deleted");
     assert_eq!(gone.code(), Some("TOPIC_NOT_FOUND"));
+    node.stop().await;
+    Ok(())
+}
+
+/// The calls that name a broker group (`?group=`, `?broker_group=`) and the
+/// membership calls, against the node's own group and an unknown one: answers
+/// decode, and refusals carry the API's codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_scoped_and_membership_calls_round_trip() -> anyhow::Result<()> {
+    init_tracing();
+    let node = TestNode::start().await?;
+    let client = BrokerClient::new(vec![node.url.clone()], admin_options())?;
+    wait_ready(&client).await?;
+    let group = client.cluster().await?.group;
+    let topic = "scoped";
+    client
+        .create_topic(topic, &TopicRequest::with_queues(2))
+        .await?;
+    let code = |error: ClientError| (error.status(), error.code().map(str::to_string));
+
+    info!("--- send to the named group, list its queues, pull and find by time");
+    let before_ms = broker::storage::now_ms();
+    let batch = SendRequest {
+        messages: vec![MessageInput {
+            queue_id: Some(1),
+            ..text("one")
+        }],
+    };
+    let sent = client.send_to_group(topic, &group, &batch).await?;
+    assert_eq!(sent.group, group);
+    let queues = client.queues_in(topic, Some(&group)).await?;
+    assert_eq!(queues.queues.len(), 2);
+    assert!(queues.queues.iter().all(|q| q.group == group));
+    assert_eq!(client.queues_in(topic, None).await?.queues, queues.queues);
+    let queue = GroupQueue {
+        topic: topic.into(),
+        group: group.clone(),
+        queue_id: 1,
+    };
+    let pulled = client
+        .pull_queue(&queue, 0, &PullOptions::default())
+        .await?;
+    assert_eq!(pulled.messages[0].body.as_deref(), Some("one"));
+    assert_eq!(
+        client.queue_offset_by_timestamp(&queue, before_ms).await?,
+        0
+    );
+    assert_eq!(client.queue_offset_by_timestamp(&queue, u64::MAX).await?, 1);
+
+    info!("--- commit in the named group; past the end is CONFLICT");
+    let committed = client
+        .commit_queue_offset("g1", &queue, 1, CommitMode::Advance)
+        .await?;
+    assert_eq!(committed.offset, 1);
+    assert_eq!(client.committed_offset("g1", &queue).await?, Some(1));
+    let past_end = client
+        .commit_queue_offset("g1", &queue, 9, CommitMode::Advance)
+        .await
+        .expect_err("beyond the queue's end");
+    assert_eq!(code(past_end), (Some(409), Some("CONFLICT".into())));
+
+    info!("--- give back, in the named group and in the one the node resolves");
+    let retried = client.give_back("g1", &queue, 0, 0).await?;
+    assert_eq!(retried.topic, "%RETRY%g1");
+    let request = RetryRequest {
+        topic: topic.into(),
+        queue_id: 1,
+        queue_offset: 0,
+        delay_level: -1,
+    };
+    let dead = client.give_back_with("g1", &request, None).await?;
+    assert_eq!((dead.topic.as_str(), dead.dead_letter), ("%DLQ%g1", true));
+
+    info!("--- an unknown broker group or queue: 404 with its own code");
+    let unknown = GroupQueue {
+        group: "no-such-group".into(),
+        ..queue.clone()
+    };
+    let not_found = [
+        client
+            .queues_in(topic, Some("no-such-group"))
+            .await
+            .map(drop),
+        client
+            .pull_queue(&unknown, 0, &PullOptions::default())
+            .await
+            .map(drop),
+        client
+            .queue_offset_by_timestamp(&unknown, 0)
+            .await
+            .map(drop),
+        client
+            .send_to_group(topic, "no-such-group", &batch)
+            .await
+            .map(drop),
+        client.give_back("g1", &unknown, 0, 0).await.map(drop),
+    ];
+    for answer in not_found {
+        let error = answer.expect_err("unknown group");
+        assert_eq!(
+            code(error),
+            (Some(404), Some("BROKER_GROUP_NOT_FOUND".into()))
+        );
+    }
+    let past_queues = GroupQueue {
+        queue_id: 7,
+        ..queue.clone()
+    };
+    let error = client
+        .queue_offset_by_timestamp(&past_queues, 0)
+        .await
+        .expect_err("no queue 7");
+    assert_eq!(code(error), (Some(404), Some("QUEUE_NOT_FOUND".into())));
+
+    info!("--- membership: node 1 is a voter and leads; other ids are refused");
+    let join = client.join(&group, 1).await?;
+    assert_eq!((join.node_id, join.state), (1, JoinState::Done));
+    let again = client.add_node(&group, 1, &node.url).await?;
+    assert_eq!(again.state, JoinState::Done, "{again:?}");
+    let view = client.transfer_leader(&group, 1).await?;
+    assert_eq!(
+        (view.group.as_str(), view.leader_id),
+        (group.as_str(), Some(1))
+    );
+    let refusals = [
+        (client.join(&group, 9).await.map(drop), 404, "NOT_FOUND"),
+        (
+            client.remove_node(&group, 9).await.map(drop),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            client.remove_node(&group, 1).await.map(drop),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            client.transfer_leader(&group, 9).await.map(drop),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            client
+                .add_node("no-such-group", 7, &node.url)
+                .await
+                .map(drop),
+            404,
+            "BROKER_GROUP_NOT_FOUND",
+        ),
+    ];
+    for (answer, status, word) in refusals {
+        let error = answer.expect_err(word);
+        assert_eq!(code(error), (Some(status), Some(word.into())));
+    }
     node.stop().await;
     Ok(())
 }

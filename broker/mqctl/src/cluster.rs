@@ -26,13 +26,13 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
         }
         ClusterCommand::AddNode(args) => {
             let mut join = ctx
-                .scoped
+                .client
                 .add_node(&args.group, args.node_id, &args.address)
                 .await?;
             let deadline = Instant::now() + args.wait;
             while !join.state.is_final() && Instant::now() < deadline {
                 tokio::time::sleep(JOIN_POLL.min(deadline - Instant::now())).await;
-                join = ctx.scoped.join(&args.group, args.node_id).await?;
+                join = ctx.client.join(&args.group, args.node_id).await?;
             }
             ctx.out.either(&join, || join_table(&join))?;
             if join.state == JoinState::Failed {
@@ -45,10 +45,10 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
             return Ok(());
         }
         ClusterCommand::RemoveNode(args) => {
-            ctx.scoped.remove_node(&args.group, args.node_id).await?
+            ctx.client.remove_node(&args.group, args.node_id).await?
         }
         ClusterCommand::TransferLeader(args) => {
-            ctx.scoped.transfer_leader(&args.group, args.to).await?
+            ctx.client.transfer_leader(&args.group, args.to).await?
         }
     };
     ctx.out

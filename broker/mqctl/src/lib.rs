@@ -4,8 +4,6 @@
 //!
 //! # Layout
 //! * [`args`] — the command line (clap): global flags and every subcommand.
-//! * [`scoped`] — [`scoped::ScopedApi`]: the calls the client library does not make
-//!   (broker-group-scoped pulls, queues, offsets by time and commits; membership).
 //! * [`output`] — aligned tables, JSON, timestamps; writing that survives a closed
 //!   pipe (`mqctl tail -f | head`).
 //! * [`topics`], [`send`], [`pull`], [`offsets`], [`query`], [`cluster`], [`users`] —
@@ -13,10 +11,12 @@
 //! * [`error`] — [`CliError`] and how it is printed: `error: CODE: message`, with a
 //!   hint on 401 and 403.
 //!
-//! Everything goes through the public API only (no cluster secret): the client
-//! library's [`BrokerClient`] and [`Producer`] where they fit, [`scoped::ScopedApi`]
-//! where a request must name a broker group. Both send the same bearer token
-//! (`--token`, `MQ_TOKEN`, `--token-file`) and trust the same CA (`--ca-file`).
+//! Everything goes through the public API only (no cluster secret), and every
+//! request through the client library: its [`BrokerClient`] (leader following,
+//! failover on connect errors; the calls that name a broker group) and its
+//! [`Producer`] (idempotent sends with retries). The client sends the bearer token
+//! (`--token`, `MQ_TOKEN`, `--token-file`), trusts the CA (`--ca-file`) and names
+//! itself `mqctl/<version>`.
 
 pub mod args;
 pub mod cluster;
@@ -25,7 +25,6 @@ pub mod offsets;
 pub mod output;
 pub mod pull;
 pub mod query;
-pub mod scoped;
 pub mod send;
 pub mod topics;
 pub mod users;
@@ -39,14 +38,11 @@ pub use error::CliError;
 use args::{Cli, Command};
 use broker_client::{BrokerClient, ClientOptions, Producer};
 use output::Output;
-use scoped::ScopedApi;
 
 /// What every command needs: the connections and the output settings.
 pub struct Context {
     /// The client library's client (leader following, retries in [`Producer`]).
     pub client: BrokerClient,
-    /// Calls that name a broker group, or that the library lacks.
-    pub scoped: ScopedApi,
     pub out: Output,
 }
 
@@ -76,13 +72,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         request_timeout: cli.timeout,
         token: token(&cli)?,
         ca_file: cli.ca_file.clone(),
+        user_agent: Some(concat!("mqctl/", env!("CARGO_PKG_VERSION")).to_string()),
         ..ClientOptions::default()
     };
-    let scoped = ScopedApi::new(&cli.server, &options)?;
     let client = BrokerClient::new(cli.server.clone(), options)?;
     let ctx = Context {
         client,
-        scoped,
         out: Output::new(cli.json),
     };
     match cli.command {

@@ -12,7 +12,8 @@ use serde_json::json;
 use super::args::{GroupCommand, GroupCommitArgs, GroupResetArgs, GroupRetryArgs};
 use super::output::{utc, Table};
 use super::{CliError, Context};
-use broker_proto::api::{CommitOffsetRequest, GroupOffsetsResponse};
+use broker_client::{CommitMode, GroupQueue};
+use broker_proto::api::{GroupOffsetsResponse, RetryRequest};
 
 /// Runs a `group` subcommand.
 ///
@@ -34,7 +35,7 @@ pub async fn run(ctx: &Context, command: GroupCommand) -> Result<(), CliError> {
 }
 
 async fn retry(ctx: &Context, args: GroupRetryArgs) -> Result<(), CliError> {
-    let request = broker_proto::api::RetryRequest {
+    let request = RetryRequest {
         topic: args.topic,
         queue_id: args.queue,
         queue_offset: args.offset,
@@ -45,8 +46,8 @@ async fn retry(ctx: &Context, args: GroupRetryArgs) -> Result<(), CliError> {
         },
     };
     let answer = ctx
-        .scoped
-        .give_back(&args.group, &request, args.broker_group.as_deref())
+        .client
+        .give_back_with(&args.group, &request, args.broker_group.as_deref())
         .await?;
     if ctx.out.json {
         return ctx.out.json(&answer);
@@ -62,20 +63,28 @@ async fn retry(ctx: &Context, args: GroupRetryArgs) -> Result<(), CliError> {
 }
 
 async fn commit(ctx: &Context, args: GroupCommitArgs) -> Result<(), CliError> {
-    let request = CommitOffsetRequest {
-        offset: args.offset,
-        force: args.force,
+    let mode = if args.force {
+        CommitMode::Force
+    } else {
+        CommitMode::Advance
     };
-    let stored = ctx
-        .scoped
-        .commit_offset(
-            &args.group,
-            &args.topic,
-            args.queue,
-            &request,
-            args.broker_group.as_deref(),
-        )
-        .await?;
+    let stored = match args.broker_group {
+        Some(group) => {
+            let queue = GroupQueue {
+                topic: args.topic.clone(),
+                group,
+                queue_id: args.queue,
+            };
+            ctx.client
+                .commit_queue_offset(&args.group, &queue, args.offset, mode)
+                .await?
+        }
+        None => {
+            ctx.client
+                .commit_offset(&args.group, &args.topic, args.queue, args.offset, mode)
+                .await?
+        }
+    };
     if ctx.out.json {
         return ctx.out.json(&stored);
     }
@@ -116,8 +125,8 @@ async fn reset(ctx: &Context, args: GroupResetArgs) -> Result<(), CliError> {
         }
     };
     let queues: Vec<_> = ctx
-        .scoped
-        .queues(&args.topic, args.broker_group.as_deref())
+        .client
+        .queues_in(&args.topic, args.broker_group.as_deref())
         .await?
         .queues
         .into_iter()
@@ -131,37 +140,28 @@ async fn reset(ctx: &Context, args: GroupResetArgs) -> Result<(), CliError> {
         )));
     }
     let mut rows = Vec::new();
-    for queue in &queues {
+    for view in &queues {
+        let queue = GroupQueue {
+            topic: args.topic.clone(),
+            group: view.group.clone(),
+            queue_id: view.queue_id,
+        };
         let offset = match target {
-            Target::Time(ms) => {
-                ctx.scoped
-                    .offset_by_timestamp(&args.topic, queue.queue_id, ms, Some(&queue.group))
-                    .await?
-            }
-            Target::Earliest => queue.min_offset,
-            Target::Latest => queue.max_offset,
+            Target::Time(ms) => ctx.client.queue_offset_by_timestamp(&queue, ms).await?,
+            Target::Earliest => view.min_offset,
+            Target::Latest => view.max_offset,
         };
-        let request = CommitOffsetRequest {
-            offset,
-            // A reset moves the group back as well as forward.
-            force: true,
-        };
+        // A reset moves the group back as well as forward.
         let stored = ctx
-            .scoped
-            .commit_offset(
-                &args.group,
-                &args.topic,
-                queue.queue_id,
-                &request,
-                Some(&queue.group),
-            )
+            .client
+            .commit_queue_offset(&args.group, &queue, offset, CommitMode::Force)
             .await?;
         rows.push(json!({
             "broker_group": queue.group,
             "topic": stored.topic,
             "queue_id": stored.queue_id,
             "offset": stored.offset,
-            "max_offset": queue.max_offset,
+            "max_offset": view.max_offset,
         }));
     }
     if ctx.out.json {

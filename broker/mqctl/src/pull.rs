@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::args::{PullArgs, QueueSelection, TailArgs};
 use super::output::{message_row, Table, MESSAGE_HEADER};
 use super::{CliError, Context};
-use broker_client::PullOptions;
+use broker_client::{GroupQueue, PullOptions};
 use broker_proto::api::{MessageView, PullResponse, QueueView};
 
 /// Most messages one pull may ask for (shared/API.md).
@@ -44,13 +44,9 @@ pub async fn pull(ctx: &Context, args: PullArgs) -> Result<(), CliError> {
     };
     let pulls = queues.iter().map(|queue| {
         let offset = args.offset.unwrap_or(queue.min_offset);
-        ctx.scoped.pull(
-            &args.queues.topic,
-            queue.queue_id,
-            offset,
-            &options,
-            Some(&queue.group),
-        )
+        let queue = group_queue(&args.queues.topic, queue);
+        let options = &options;
+        async move { ctx.client.pull_queue(&queue, offset, options).await }
     });
     let answers: Vec<PullResponse> = futures::future::try_join_all(pulls).await?;
     if ctx.out.json {
@@ -144,8 +140,8 @@ async fn select_queues(
     selection: &QueueSelection,
 ) -> Result<Vec<QueueView>, CliError> {
     let all = ctx
-        .scoped
-        .queues(&selection.topic, selection.group.as_deref())
+        .client
+        .queues_in(&selection.topic, selection.group.as_deref())
         .await?
         .queues;
     let known: Vec<String> = all
@@ -165,6 +161,15 @@ async fn select_queues(
         )));
     }
     Ok(selected)
+}
+
+/// The client library's name of a listed queue of `topic`.
+fn group_queue(topic: &str, queue: &QueueView) -> GroupQueue {
+    GroupQueue {
+        topic: topic.to_string(),
+        group: queue.group.clone(),
+        queue_id: queue.queue_id,
+    }
 }
 
 /// Reads one queue from an offset: up to the end it had at the start, or, when
@@ -191,22 +196,12 @@ impl QueueReader<'_> {
         };
         let group = self.queue.group.as_str();
         let name = format!("{group}/{}", self.queue.queue_id);
+        let queue = group_queue(self.topic, self.queue);
         loop {
             if !self.follow && offset >= self.queue.max_offset {
                 return Ok(());
             }
-            let answer = match self
-                .ctx
-                .scoped
-                .pull(
-                    self.topic,
-                    self.queue.queue_id,
-                    offset,
-                    &options,
-                    Some(group),
-                )
-                .await
-            {
+            let answer = match self.ctx.client.pull_queue(&queue, offset, &options).await {
                 Ok(answer) => answer,
                 Err(e) if self.follow && e.is_retryable() => {
                     eprintln!("mqctl: {name}: {}; retrying", super::error::describe(&e));

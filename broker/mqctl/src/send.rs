@@ -3,11 +3,12 @@
 //!
 //! Every message carries `producer_id` + `sequence`, so a retry after a timeout or
 //! `UNAVAILABLE` cannot store it twice. Without `--group` the client library's
-//! [`Producer`] does that (and the retries); with `--group` the request must name
-//! the group, which the library cannot, so [`Lane::Grouped`] stamps and retries the
-//! same way over [`ScopedApi`] with one request in flight per producer id. Bulk
-//! sends run `--concurrency` lanes, each its own producer id, as `broker-bench`
-//! does: the broker remembers only the last 256 sequences of each id.
+//! [`Producer`] does that (and the retries); with `--group` every request must name
+//! the group, which the library's producer does not offer, so [`Lane::Grouped`]
+//! stamps and retries the same way over [`BrokerClient::send_to_group`] with one
+//! request in flight per producer id. Bulk sends run `--concurrency` lanes, each
+//! its own producer id, as `broker-bench` does: the broker remembers only the last
+//! 256 sequences of each id.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -18,9 +19,8 @@ use serde_json::json;
 
 use super::args::SendArgs;
 use super::output::{utc, Table};
-use super::scoped::ScopedApi;
 use super::{CliError, Context};
-use broker_client::{ClientError, Producer, DEDUP_WINDOW};
+use broker_client::{BrokerClient, ClientError, Producer, DEDUP_WINDOW};
 use broker_proto::api::{MessageInput, SendRequest, SendResponse};
 
 /// Attempts after the first for a grouped lane (the library producer's default).
@@ -141,11 +141,12 @@ fn print_results(ctx: &Context, sent: &[SendResponse]) -> Result<(), CliError> {
 
 /// One sequence space sending batches one at a time.
 enum Lane {
-    /// The client library's idempotent producer (no group named).
-    Library(Producer),
+    /// The client library's idempotent producer (no group named). Boxed: a
+    /// producer is several times the size of the other variant.
+    Library(Box<Producer>),
     /// Requests naming a broker group, stamped and retried here.
     Grouped {
-        api: ScopedApi,
+        client: BrokerClient,
         group: String,
         producer_id: String,
         next_sequence: u64,
@@ -155,9 +156,9 @@ enum Lane {
 impl Lane {
     fn new(ctx: &Context, group: Option<&str>, lane: Option<u32>) -> Self {
         match group {
-            None => Self::Library(super::producer(ctx)),
+            None => Self::Library(Box::new(super::producer(ctx))),
             Some(group) => Self::Grouped {
-                api: ctx.scoped.clone(),
+                client: ctx.client.clone(),
                 group: group.to_string(),
                 producer_id: format!(
                     "mqctl-{:016x}{}",
@@ -178,7 +179,7 @@ impl Lane {
         match self {
             Self::Library(producer) => producer.send_messages(topic, messages).await,
             Self::Grouped {
-                api,
+                client,
                 group,
                 producer_id,
                 next_sequence,
@@ -192,7 +193,7 @@ impl Lane {
                 let mut outcome_unknown = false;
                 let mut retry = 0;
                 loop {
-                    let error = match api.send(topic, &batch, group).await {
+                    let error = match client.send_to_group(topic, group, &batch).await {
                         Ok(response) => return Ok(response),
                         Err(error) => error,
                     };

@@ -53,7 +53,7 @@ pub async fn routes(ctx: &Context, topic: &str) -> Result<(), CliError> {
 async fn describe(ctx: &Context, topic: &str) -> Result<(), CliError> {
     let config = ctx.client.topic(topic).await?;
     let route = ctx.client.route(topic).await?;
-    let queues = ctx.scoped.queues(topic, None).await?;
+    let queues = ctx.client.queues(topic).await?;
     if ctx.out.json {
         return ctx.out.json(&json!({
             "topic": config,

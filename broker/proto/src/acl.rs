@@ -21,8 +21,13 @@ use crate::topic::{validate_name, DLQ_PREFIX, RETRY_PREFIX};
 /// Most permissions one user may hold.
 pub const MAX_PERMISSIONS: usize = 64;
 
+/// What [`ResourcePattern`] parses, as a regular expression (the OpenAPI
+/// document's; the server's tests hold the two to the same strings).
+pub const RESOURCE_PATTERN: &str = "^(cluster|(topic|group):([A-Za-z0-9_%|-]{1,127}[*]?|[*]))$";
+
 /// What a caller does to a resource.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Pub,
@@ -118,9 +123,12 @@ impl From<ResourcePattern> for String {
 
 /// One grant: actions on the resources a pattern matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Permission {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::resource))]
     pub resource: ResourcePattern,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::actions))]
     pub actions: Vec<Action>,
 }
 

@@ -30,12 +30,16 @@ use std::marker::PhantomData;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::acl::Permission;
+
 /// Most keys one message may carry (each is an index entry).
 pub const MAX_KEYS: usize = 32;
 /// Most properties one message may carry.
 pub const MAX_PROPERTIES: usize = 64;
 /// Longest key, tags string, property name, producer id or sharding key, in bytes.
 pub const MAX_SHORT_TEXT: usize = 255;
+/// A message's tags as a pattern: no `||`, which separates a pull filter's tags.
+pub const TAGS_PATTERN: &str = "^([^|]|[|][^|])*[|]?$";
 /// Most topics one consumer-group member may subscribe to in a heartbeat.
 pub const MAX_HEARTBEAT_TOPICS: usize = 256;
 /// Most queues a heartbeat may report held, and most the coordinator assigns to
@@ -160,40 +164,67 @@ fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 /// `POST /v1/topics/{topic}/messages`
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
+    // At most `http.max_batch_messages`, a node's configuration: the server's
+    // document writes its default.
     #[serde(deserialize_with = "objects")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub messages: Vec<MessageInput>,
 }
 
 /// One message to send. Exactly one of `body` and `body_base64`.
+// The OpenAPI document's schema (feature `openapi`): an absent field is absent, not
+// `null` (`nullable = false`); the literal limits are [`MAX_SHORT_TEXT`] and
+// [`MAX_KEYS`] (the server's `http::openapi` tests hold them equal).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MessageInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, format = Byte))]
     pub body_base64: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::tags))]
     pub tags: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_items = 32, min_length = 1, max_length = 255)
+    )]
     pub keys: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::message_properties))]
     pub properties: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub queue_id: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, max_length = 255))]
     pub sharding_key: Option<String>,
+    // At most the node's highest delay level (configuration): the server's
+    // document writes the default table's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub delay_level: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, min_length = 1, max_length = 255)
+    )]
     pub producer_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub sequence: Option<u64>,
 }
 
 /// Where one sent message was stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = SendResult))]
 pub struct SendResultView {
     pub msg_id: String,
     pub topic: String,
@@ -204,11 +235,13 @@ pub struct SendResultView {
     /// A delayed message: when it reaches `topic` (until then it waits in the
     /// schedule topic, whose queue and offset the other fields give).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub deliver_timestamp: Option<u64>,
 }
 
 /// Answer to a send: one result per message, in request order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendResponse {
     pub results: Vec<SendResultView>,
     pub group: String,
@@ -216,6 +249,7 @@ pub struct SendResponse {
 
 /// A stored message as pulls and queries return it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Message))]
 pub struct MessageView {
     pub msg_id: String,
     pub topic: String,
@@ -223,27 +257,47 @@ pub struct MessageView {
     pub queue_offset: u64,
     pub commit_log_offset: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub body_base64: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub tags: Option<String>,
+    // Always written (no `skip_serializing_if`): required in the document.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub keys: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub properties: BTreeMap<String, String>,
     pub born_timestamp: u64,
     pub store_timestamp: u64,
     pub reconsume_times: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub producer_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub sequence: Option<u64>,
 }
 
+/// The `status` words of a pull's answer (RocketMQ's `PullStatus`).
+pub const PULL_STATUSES: [&str; 5] = [
+    "FOUND",
+    "NO_NEW_MSG",
+    "NO_MATCHED_MSG",
+    "OFFSET_TOO_SMALL",
+    "OFFSET_OVERFLOW",
+];
+
 /// `GET /v1/topics/{topic}/queues/{queue_id}/messages`
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PullResponse {
+    /// One of [`PULL_STATUSES`].
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::pull_status))]
     pub status: String,
     pub next_offset: u64,
     pub min_offset: u64,
@@ -253,6 +307,7 @@ pub struct PullResponse {
 
 /// One queue's offsets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Queue))]
 pub struct QueueView {
     pub group: String,
     pub queue_id: u32,
@@ -262,6 +317,7 @@ pub struct QueueView {
 
 /// `GET /v1/topics/{topic}/queues`
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueuesResponse {
     pub topic: String,
     pub queues: Vec<QueueView>,
@@ -269,12 +325,14 @@ pub struct QueuesResponse {
 
 /// `{"offset": N}`
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OffsetResponse {
     pub offset: u64,
 }
 
 /// `PUT /v1/groups/{group}/offsets/{topic}/{queue_id}`
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CommitOffsetRequest {
     pub offset: u64,
@@ -284,6 +342,7 @@ pub struct CommitOffsetRequest {
 
 /// Answer to an offset commit: the offset stored afterwards.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommitOffsetResponse {
     pub group: String,
     pub topic: String,
@@ -293,19 +352,24 @@ pub struct CommitOffsetResponse {
 
 /// `POST /v1/groups/{group}/retry`: give a message back.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RetryRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::name))]
     pub topic: String,
     pub queue_id: u32,
     pub queue_offset: u64,
     /// 0 or absent: the growing delay (level 3 + reconsume count); a level of the
     /// consumer's choosing; negative: straight to the dead-letter topic.
+    // At most the node's highest delay level (configuration): the server's
+    // document writes the default table's.
     #[serde(default)]
     pub delay_level: i32,
 }
 
 /// Where a given-back message went.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryResponse {
     pub msg_id: String,
     /// `%RETRY%{group}`, or `%DLQ%{group}` for a dead letter.
@@ -314,6 +378,7 @@ pub struct RetryResponse {
     pub reconsume_times: u32,
     /// When the retry reaches the retry topic; absent for a dead letter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub deliver_timestamp: Option<u64>,
     pub dead_letter: bool,
     /// The broker group that stored it.
@@ -323,14 +388,17 @@ pub struct RetryResponse {
 /// `POST /v1/groups/{group}/offsets/reset`: move a consumer group's offsets of a
 /// topic to the first message stored at or after `timestamp`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResetOffsetsRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::name))]
     pub topic: String,
     pub timestamp: u64,
 }
 
 /// One committed offset with the queue's lag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = GroupOffset))]
 pub struct GroupOffsetView {
     /// The broker group keeping this offset (it owns the queue).
     pub group: String,
@@ -343,22 +411,59 @@ pub struct GroupOffsetView {
 
 /// `GET /v1/groups/{group}/offsets`
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupOffsetsResponse {
     pub group: String,
     pub offsets: Vec<GroupOffsetView>,
 }
 
+/// One consumer group in `GET /v1/groups`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ConsumerGroup))]
+pub struct ConsumerGroupView {
+    /// The consumer group.
+    pub group: String,
+    /// Topics it has committed offsets for, sorted.
+    pub topics: Vec<String>,
+    /// Broker groups holding its offsets, sorted.
+    pub broker_groups: Vec<String>,
+    /// Queues with a committed offset.
+    pub queues: u64,
+    /// Messages behind, summed over those queues.
+    pub lag: u64,
+}
+
+/// `GET /v1/groups`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsumerGroupsResponse {
+    pub groups: Vec<ConsumerGroupView>,
+}
+
 /// `PUT /v1/topics/{topic}`
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TopicRequest {
+    // 1..=`crate::topic::MAX_QUEUE_NUMS` (the server's `http::openapi` tests hold
+    // the literal equal to it).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 1, maximum = 1024)
+    )]
     pub read_queue_nums: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 1, maximum = 1024)
+    )]
     pub write_queue_nums: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::perm))]
     pub perm: Option<u8>,
     #[serde(default, deserialize_with = "topic_groups")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::topic_groups))]
     pub groups: Option<Vec<String>>,
 }
 
@@ -375,6 +480,7 @@ impl TopicRequest {
 
 /// A topic's configuration in one group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Topic))]
 pub struct TopicView {
     pub topic: String,
     pub read_queue_nums: u32,
@@ -385,20 +491,34 @@ pub struct TopicView {
 
 /// `GET /v1/topics`
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopicsResponse {
     pub topics: Vec<TopicView>,
 }
 
+/// The answer to `DELETE /v1/topics/{topic}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = DeletedTopic))]
+pub struct DeletedTopicResponse {
+    pub topic: String,
+    pub deleted: bool,
+    /// The broker groups that deleted it.
+    pub groups: Vec<String>,
+}
+
 /// `GET /v1/topics/{topic}/messages?key=…`
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessagesResponse {
     pub messages: Vec<MessageView>,
 }
 
 /// One group serving a topic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = RouteGroup))]
 pub struct RouteGroupView {
     pub group: String,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub leader: Option<String>,
     pub replicas: Vec<String>,
     pub read_queue_nums: u32,
@@ -408,6 +528,7 @@ pub struct RouteGroupView {
 
 /// `GET /v1/routes/{topic}`
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouteResponse {
     pub topic: String,
     pub groups: Vec<RouteGroupView>,
@@ -415,6 +536,7 @@ pub struct RouteResponse {
 
 /// One node as `/v1/cluster` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Node))]
 pub struct NodeView {
     pub id: u64,
     pub url: String,
@@ -431,18 +553,23 @@ pub struct NodeView {
 
 /// One group as `/v1/cluster` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Group))]
 pub struct GroupView {
     pub group: String,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub leader_id: Option<u64>,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub leader: Option<String>,
     pub term: u64,
     pub nodes: Vec<NodeView>,
     /// Milliseconds since this group's routes were last registered here.
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub registration_age_ms: Option<u64>,
 }
 
 /// `GET /v1/cluster`
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterResponse {
     pub node_id: u64,
     pub group: String,
@@ -451,6 +578,7 @@ pub struct ClusterResponse {
 
 /// `POST /v1/cluster/groups/{group}/nodes`: the node to add.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddNodeRequest {
     pub node_id: u64,
@@ -458,8 +586,18 @@ pub struct AddNodeRequest {
     pub address: String,
 }
 
+/// `POST /v1/cluster/groups/{group}/transfer-leader`: the voter to hand
+/// leadership to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TransferLeaderRequest {
+    pub to: u64,
+}
+
 /// Where a node's join of a group stands.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JoinState {
     /// Being added as a learner.
@@ -486,10 +624,12 @@ impl JoinState {
 /// A node joining a group: the answer to `POST /v1/cluster/groups/{group}/nodes`
 /// (202 while it runs) and to `GET /v1/cluster/groups/{group}/nodes/{node_id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Join))]
 pub struct JoinView {
     pub group: String,
     pub node_id: u64,
     pub address: String,
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub state: JoinState,
     /// Why it failed, or what it found (e.g. already a voter).
     #[serde(default)]
@@ -504,40 +644,55 @@ pub struct JoinView {
 
 /// The error body of every non-2xx answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Error))]
 pub struct ErrorBody {
+    /// One of [`crate::error_code::ErrorCode`]'s words.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::error_code))]
     pub code: String,
     pub message: String,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub leader: Option<String>,
 }
 
 /// `POST /v1/groups/{group}/heartbeat`
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::name))]
     pub client_id: String,
     #[serde(deserialize_with = "heartbeat_topics")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::heartbeat_topics))]
     pub topics: Vec<String>,
     /// Queues the member still holds (consumes or has not yet let go of), with the
     /// offset it last committed: a queue moves to another member only once no one
     /// holds it.
+    // At most `MAX_OWNED_QUEUES` (the server's `http::openapi` tests hold the
+    // literal equal to it).
     #[serde(default, deserialize_with = "owned_queues")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 4096))]
     pub owned: Vec<OwnedQueue>,
 }
 
 /// A queue a member holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OwnedQueue {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::name))]
     pub topic: String,
     /// The broker group of the queue.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::name))]
     pub group: String,
     pub queue_id: u32,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub offset: Option<u64>,
 }
 
 /// A queue assigned to a member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Assignment {
     pub topic: String,
     /// The broker group of the queue.
@@ -546,11 +701,13 @@ pub struct Assignment {
     /// The offset its previous holder last reported, when known: resume at the
     /// larger of this and the committed offset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub offset: Option<u64>,
 }
 
 /// The answer to a heartbeat.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     /// Every live member of the consumer group, sorted.
     pub members: Vec<String>,
@@ -560,38 +717,51 @@ pub struct HeartbeatResponse {
 
 /// `POST /v1/users`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UserRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::name))]
     pub name: String,
+    // At most `crate::acl::MAX_PERMISSIONS` (the server's `http::openapi` tests
+    // hold the literal equal to it).
     #[serde(default, deserialize_with = "objects")]
-    pub permissions: Vec<crate::acl::Permission>,
+    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
+    pub permissions: Vec<Permission>,
     #[serde(default, deserialize_with = "object")]
     pub quotas: QuotasView,
 }
 
 /// `PUT /v1/users/{name}`: the new permissions and quotas (both replaced).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
     #[serde(default, deserialize_with = "objects")]
-    pub permissions: Vec<crate::acl::Permission>,
+    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
+    pub permissions: Vec<Permission>,
     #[serde(default, deserialize_with = "object")]
     pub quotas: QuotasView,
 }
 
 /// A user's send quotas (absent: unlimited).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Quotas))]
 #[serde(deny_unknown_fields)]
 pub struct QuotasView {
+    /// Absent or null: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub send_messages_per_s: Option<u64>,
+    /// Absent or null: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub send_bytes_per_s: Option<u64>,
 }
 
 /// The answer to creating a user or rotating its token: the only time the token
 /// is shown.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = UserToken))]
 pub struct UserTokenResponse {
     pub name: String,
     pub token: String,
@@ -599,15 +769,18 @@ pub struct UserTokenResponse {
     pub groups: Vec<String>,
     /// Broker groups that could not be reached: they catch up from the others
     /// within a few seconds of becoming reachable (anti-entropy).
+    // Always written (no `skip_serializing_if`): required in the document.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub pending_groups: Vec<String>,
 }
 
 /// A user as `GET /v1/users` shows it: never its token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = User))]
 pub struct UserView {
     pub name: String,
-    pub permissions: Vec<crate::acl::Permission>,
+    pub permissions: Vec<Permission>,
     pub quotas: QuotasView,
     pub created: u64,
     pub updated: u64,
@@ -615,16 +788,19 @@ pub struct UserView {
 
 /// `GET /v1/users`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsersResponse {
     pub users: Vec<UserView>,
 }
 
 /// The answer to `DELETE /v1/users/{name}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = DeletedUser))]
 pub struct DeletedUserResponse {
     pub name: String,
     pub deleted: bool,
     pub groups: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub pending_groups: Vec<String>,
 }

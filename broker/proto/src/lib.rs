@@ -1,6 +1,7 @@
 //! The broker's protocol as clients see it (shared/API.md): what the server, the
 //! client library and the tools must agree on, and nothing else. It depends on
-//! serde only, so a client compiles none of the server.
+//! serde only, so a client compiles none of the server (the `openapi` feature, which
+//! the server turns on for its OpenAPI document, adds utoipa).
 //!
 //! * [`api`] — request and response bodies, with the caps on every list they carry.
 //! * [`error_code`] — the `code` words of error answers and their HTTP statuses.
@@ -9,12 +10,16 @@
 //! * [`limits`] — protocol limits that are not per-request (idempotency window).
 //! * [`delay`] — delay levels; [`properties`] — property names the broker sets.
 //! * [`units`] — human durations and sizes (`"500ms"`, `"1GiB"`).
+//! * `openapi` (feature `openapi`, off by default) — the OpenAPI schemas that the
+//!   wire types' `#[derive(utoipa::ToSchema)]` attributes cannot say.
 
 pub mod acl;
 pub mod api;
 pub mod delay;
 pub mod error_code;
 pub mod limits;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod properties;
 pub mod topic;
 pub mod units;

@@ -34,6 +34,10 @@ pub fn dlq_topic(group: &str) -> String {
     format!("{DLQ_PREFIX}{group}")
 }
 
+/// What [`validate_name`] accepts, as a regular expression (the OpenAPI
+/// document's; the server's tests hold the two to the same strings).
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_%|-]{1,127}$";
+
 /// Checks a topic or group name: 1..=127 characters of `[A-Za-z0-9_%|-]`.
 ///
 /// # Errors
@@ -87,6 +91,20 @@ pub fn validate_admin_topic(name: &str) -> Result<(), String> {
         }
     }
     validate_user_topic(name)
+}
+
+/// `value` percent-encoded for a URL path segment or query value: names may hold
+/// `%` and `|`, message keys any character. Unreserved characters stay as they are.
+pub fn percent_encoded(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::acl::{self, Action, Permission, Resource};
 use super::token::{TokenHash, MAX_TOKEN_CHARS};
 use super::users::{Quotas, UserTable};
 use crate::config::NodeConfig;
-use crate::error::ApiError;
+use crate::error::BrokerError;
 
 /// What kind of caller an identity is.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -66,12 +66,12 @@ impl Identity {
     }
 
     /// # Errors
-    /// NO_PERMISSION naming the user, the action and the resource.
-    pub fn require(&self, action: Action, resource: Resource<'_>) -> Result<(), ApiError> {
+    /// [`BrokerError::NoPermission`] naming the user, the action and the resource.
+    pub fn require(&self, action: Action, resource: Resource<'_>) -> Result<(), BrokerError> {
         if self.allows(action, resource) {
             Ok(())
         } else {
-            Err(ApiError::no_permission(format!(
+            Err(BrokerError::NoPermission(format!(
                 "user `{}` has no `{}` permission on `{resource}`",
                 self.name,
                 action.word()
@@ -119,12 +119,12 @@ impl Authenticator {
     /// table of this node's group (the index is rebuilt when its version moved).
     ///
     /// # Errors
-    /// UNAUTHORIZED for a missing, malformed, unknown or revoked token.
+    /// [`BrokerError::Unauthenticated`] for a missing, malformed, unknown or revoked token.
     pub fn authenticate(
         &self,
         authorization: Option<&HeaderValue>,
         users: &UserTable,
-    ) -> Result<Arc<Identity>, ApiError> {
+    ) -> Result<Arc<Identity>, BrokerError> {
         if self.insecure {
             return Ok(Arc::clone(&self.insecure_identity));
         }
@@ -138,7 +138,7 @@ impl Authenticator {
         self.index_for(users)
             .get(&hash)
             .cloned()
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+            .ok_or_else(|| BrokerError::Unauthenticated("unknown or revoked token".into()))
     }
 
     /// The index of `users`, from the cache when its version is the cached one.
@@ -180,23 +180,21 @@ fn build_index(table: &UserTable) -> TokenIndex {
 }
 
 /// The token of `Authorization: Bearer <token>`.
-fn bearer_token(authorization: Option<&HeaderValue>) -> Result<&str, ApiError> {
+fn bearer_token(authorization: Option<&HeaderValue>) -> Result<&str, BrokerError> {
     let Some(value) = authorization else {
-        return Err(ApiError::unauthorized(
-            "this endpoint needs `Authorization: Bearer <token>` (scripts/cluster.sh token prints the admin token)",
-        ));
+        return Err(BrokerError::Unauthenticated("this endpoint needs `Authorization: Bearer <token>` (scripts/cluster.sh token prints the admin token)".into()));
     };
     let text = value
         .to_str()
         .ok()
         .filter(|text| text.len() <= MAX_TOKEN_CHARS)
-        .ok_or_else(|| ApiError::unauthorized("malformed Authorization header"))?;
+        .ok_or_else(|| BrokerError::Unauthenticated("malformed Authorization header".into()))?;
     let (scheme, token) = text.split_once(' ').ok_or_else(|| {
-        ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+        BrokerError::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
     })?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::unauthorized(
-            "the Authorization header must be `Bearer <token>`",
+        return Err(BrokerError::Unauthenticated(
+            "the Authorization header must be `Bearer <token>`".into(),
         ));
     }
     Ok(token.trim())

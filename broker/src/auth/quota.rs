@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::identity::Identity;
 use super::users::MAX_USERS;
-use crate::error::ApiError;
+use crate::error::BrokerError;
 
 /// Send quotas of the users this node has seen sending.
 #[derive(Default)]
@@ -57,9 +57,10 @@ impl SendQuotas {
     /// Takes `messages` and `bytes` from the caller's buckets, or refuses.
     ///
     /// # Errors
-    /// RATE_LIMITED with the seconds until the request would pass; BAD_REQUEST
-    /// for a request larger than one second of the quota (it never could pass).
-    pub fn take(&self, caller: &Identity, messages: u64, bytes: u64) -> Result<(), ApiError> {
+    /// [`BrokerError::RateLimited`] with the seconds until the request would pass;
+    /// [`BrokerError::LimitReached`] for a request larger than one second of the
+    /// quota (it never could pass).
+    pub fn take(&self, caller: &Identity, messages: u64, bytes: u64) -> Result<(), BrokerError> {
         let quotas = caller.quotas;
         if quotas.send_messages_per_s.is_none() && quotas.send_bytes_per_s.is_none() {
             return Ok(());
@@ -70,7 +71,7 @@ impl SendQuotas {
         ] {
             if let Some(rate) = rate {
                 if n > rate {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(BrokerError::LimitReached(format!(
                         "this request sends {n} {what}, more than user `{}`'s quota allows in a second ({rate} {what}/s): send smaller batches",
                         caller.name
                     )));
@@ -102,13 +103,13 @@ impl SendQuotas {
             }
         }
         if wait > 0.0 {
-            return Err(ApiError::rate_limited(
-                format!(
+            return Err(BrokerError::RateLimited {
+                reason: format!(
                     "user `{}` is over its send quota; retry in {wait:.2} s",
                     caller.name
                 ),
-                wait.ceil().max(1.0) as u64,
-            ));
+                retry_after_secs: wait.ceil().max(1.0) as u64,
+            });
         }
         for (slot, n) in [(&mut user.messages, messages), (&mut user.bytes, bytes)] {
             if let Some(bucket) = slot {
@@ -124,7 +125,6 @@ mod tests {
     use super::*;
     use crate::auth::identity::IdentityKind;
     use crate::auth::users::Quotas;
-    use crate::error::ErrorCode;
 
     fn caller(name: &str, messages: Option<u64>, bytes: Option<u64>) -> Identity {
         Identity {
@@ -146,10 +146,21 @@ mod tests {
             quotas.take(&user, 1, 100).expect("within the burst");
         }
         let refused = quotas.take(&user, 1, 100).expect_err("over");
-        assert_eq!(refused.code, ErrorCode::RateLimited);
-        assert_eq!(refused.retry_after_secs, Some(1));
+        assert!(
+            matches!(
+                refused,
+                BrokerError::RateLimited {
+                    retry_after_secs: 1,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
         let too_big = quotas.take(&user, 6, 1).expect_err("never fits");
-        assert_eq!(too_big.code, ErrorCode::BadRequest);
+        assert!(
+            matches!(too_big, BrokerError::LimitReached(_)),
+            "{too_big:?}"
+        );
         // Bytes: a refusal on one bucket takes nothing from the other.
         let both = caller("both", Some(100), Some(1000));
         quotas.take(&both, 1, 1000).expect("fits");

@@ -18,8 +18,8 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::error::ApiError;
 use crate::auth::{Action, Identity, Resource};
-use crate::error::ApiError;
 use crate::service::node::Node;
 
 /// What a route requires of its caller.
@@ -74,7 +74,7 @@ impl Access {
         };
         match self {
             Self::Public | Self::Authenticated => Ok(()),
-            Self::Topic(action) => caller.require(action, Resource::Topic(named("topic")?)),
+            Self::Topic(action) => Ok(caller.require(action, Resource::Topic(named("topic")?))?),
             Self::TopicAny => {
                 let topic = named("topic")?;
                 if caller.allows_any(Resource::Topic(topic)) {
@@ -89,11 +89,11 @@ impl Access {
             Self::Group(action) => {
                 caller.require(action, Resource::Group(named("group")?))?;
                 match param("topic") {
-                    Some(topic) => caller.require(action, Resource::Topic(topic)),
+                    Some(topic) => Ok(caller.require(action, Resource::Topic(topic))?),
                     None => Ok(()),
                 }
             }
-            Self::Cluster => caller.require(Action::Admin, Resource::Cluster),
+            Self::Cluster => Ok(caller.require(Action::Admin, Resource::Cluster)?),
         }
     }
 }

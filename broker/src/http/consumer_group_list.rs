@@ -6,37 +6,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::api::{ConsumerGroupView, ConsumerGroupsResponse};
 use axum::extract::State;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
+use super::error::ApiError;
 use super::extract::ApiQuery;
-use super::groups::{self, encode, BrokerGroupParam, Target};
+use super::groups::{self, encode, BrokerGroupParam};
 use crate::auth::Resource;
-use crate::error::ApiError;
 use crate::service::node::Node;
-
-/// One consumer group in the listing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsumerGroupView {
-    /// The consumer group.
-    pub group: String,
-    /// Topics it has committed offsets for, sorted.
-    pub topics: Vec<String>,
-    /// Broker groups holding its offsets, sorted.
-    pub broker_groups: Vec<String>,
-    /// Queues with a committed offset.
-    pub queues: u64,
-    /// Messages behind, summed over those queues.
-    pub lag: u64,
-}
-
-/// The answer of `GET /v1/groups`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ConsumerGroupsResponse {
-    pub groups: Vec<ConsumerGroupView>,
-}
+use crate::service::routing::{self, Target};
 
 /// The consumer groups whose offsets this node's broker group keeps.
 fn local_groups(node: &Node) -> Vec<ConsumerGroupView> {
@@ -104,9 +84,9 @@ pub async fn list_groups(
     caller: Caller,
 ) -> Result<Json<ConsumerGroupsResponse>, ApiError> {
     let routes = match param.broker_group.as_deref() {
-        Some(name) => match groups::named(&node, name)? {
+        Some(name) => match routing::named(&node, name)? {
             Target::Local => vec![node.local_route()],
-            Target::Remote(route) => vec![*route],
+            Target::Forward(route) => vec![*route],
         },
         None => node.group_routes(),
     };

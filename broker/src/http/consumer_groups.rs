@@ -13,22 +13,20 @@ use tracing::warn;
 
 use super::auth::Caller;
 use super::data_plane::local_group_offsets;
-use super::error::parse_json;
+use super::error::{parse_json, ApiError, ErrorCode};
 use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
-use super::groups::{self, BrokerGroupParam, Choice, Target};
+use super::groups::{self, BrokerGroupParam};
 use super::internal;
-use crate::api::{
-    GroupOffsetsResponse, HeartbeatRequest, ResetOffsetsRequest, RetryRequest, RetryResponse,
-};
+use crate::api::{GroupOffsetsResponse, HeartbeatRequest, ResetOffsetsRequest, RetryRequest};
 use crate::auth::{Action, Resource};
-use crate::error::{ApiError, ErrorCode};
-use crate::replication::command::{OffsetCommit, SendCommand};
+use crate::replication::command::OffsetCommit;
 use crate::service::consumer::coordinator::Serving;
-use crate::service::consumer::retry::{self, Request};
+use crate::service::consumer::give_back;
 use crate::service::node::Node;
 use crate::service::producer::group_hash;
-use crate::storage::{now_ms, PullStatus, QueueId, QueueOffset, TagFilter};
+use crate::service::routing::{self, Choice, Target};
+use crate::storage::QueueId;
 use crate::topic::{retry_topic, validate_name, TopicConfig};
 
 /// `POST /v1/groups/{group}/heartbeat` `{"client_id": "c-1", "topics": ["t"],
@@ -68,12 +66,12 @@ pub async fn heartbeat(
         Err(e) => return e.into_response(),
     };
     let target = match param.broker_group.as_deref() {
-        Some(name) => groups::named(&node, name),
+        Some(name) => routing::named(&node, name),
         None => Ok(coordinator(&node, &group)),
     };
     match target {
         Err(e) => e.into_response(),
-        Ok(Target::Remote(route)) => {
+        Ok(Target::Forward(route)) => {
             forward::to_group(&node, request, &route, "broker_group").await
         }
         Ok(Target::Local) => {
@@ -143,7 +141,7 @@ fn coordinator(node: &Node, group: &str) -> Target {
     names.sort();
     let pick = &names[group_hash(group) as usize % names.len()];
     match node.routes.remote_group(pick) {
-        Some(route) if pick != node.group() => Target::Remote(Box::new(route)),
+        Some(route) if pick != node.group() => Target::Forward(Box::new(route)),
         // This group (or one whose registration expired just now: ours will do).
         _ => Target::Local,
     }
@@ -155,7 +153,7 @@ fn coordinator(node: &Node, group: &str) -> Target {
 async fn forget_hand_off_hints(node: &Node, group: &str, topic: &str) {
     let leader = match coordinator(node, group) {
         Target::Local => node.leader_url(),
-        Target::Remote(route) => route.leader.clone(),
+        Target::Forward(route) => route.leader.clone(),
     };
     let Some(url) = leader else {
         warn!(group, topic, "no coordinator to tell about the reset");
@@ -212,139 +210,23 @@ pub async fn give_back(
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
-    match groups::resolve(
+    match routing::resolve(
         &node,
         &body.topic,
         param.broker_group.as_deref(),
         Choice::Unique,
     ) {
         Ok(Target::Local) => {}
-        Ok(Target::Remote(route)) => {
+        Ok(Target::Forward(route)) => {
             return forward::to_group(&node, request, &route, "broker_group").await
         }
         Err(e) => return e.into_response(),
     }
     forward::at_leader(&node, request, || async {
-        // A give-back stores a new message (in the retry or dead-letter topic).
-        node.health.check_room()?;
-        let command = give_back_command(&node, &group, &body)?;
-        let topic = command.topic.clone();
-        // The group's first give-back creates its retry or dead-letter topic: that
-        // counts against the topic quota, holding the permit until applied (and
-        // releasing it before a NOT_LEADER answer is forwarded).
-        let _creation = match &command.create_if_missing {
-            Some(_) => node.topic_limits.admit(&node.shared, &topic).await?,
-            None => None,
-        };
-        let draft = &command.messages[0];
-        let (msg_id, reconsume_times) = (draft.msg_id.to_string(), draft.reconsume_times);
-        let due = crate::service::consumer::delay::draft_due_ms(draft);
-        node.write(command).await??;
-        Ok(Json(RetryResponse {
-            msg_id,
-            dead_letter: due.is_none(),
-            topic,
-            reconsume_times,
-            deliver_timestamp: due,
-            broker_group: node.group().to_string(),
-        })
-        .into_response())
+        let answer = give_back::give_back(&node, &group, &body).await?;
+        Ok(Json(answer).into_response())
     })
     .await
-}
-
-/// Reads the given-back message and builds the send of its copy.
-fn give_back_command(
-    node: &Node,
-    group: &str,
-    body: &RetryRequest,
-) -> Result<SendCommand, ApiError> {
-    let config = node.topic(&body.topic)?;
-    let queues = config.read_queue_nums.max(config.write_queue_nums);
-    if body.queue_id >= queues {
-        return Err(ApiError::queue_not_found(
-            &body.topic,
-            body.queue_id,
-            "",
-            queues,
-        ));
-    }
-    let levels = node.sender.delay_levels();
-    let request = match body.delay_level {
-        0 => Request::Default,
-        level if level < 0 => Request::DeadLetter,
-        level if level as u32 > levels.max_level() => {
-            return Err(ApiError::bad_request(format!(
-                "delay_level must be at most {}, got {level}",
-                levels.max_level()
-            )))
-        }
-        level => Request::Level(level as u32),
-    };
-    let page = node
-        .shared
-        .store
-        .pull(
-            &body.topic,
-            QueueId(body.queue_id),
-            QueueOffset(body.queue_offset),
-            1,
-            &TagFilter::All,
-        )
-        .map_err(|e| ApiError::internal(format!("reading the message: {e}")))?;
-    let message = page
-        .messages
-        .into_iter()
-        .find(|m| m.queue_offset.0 == body.queue_offset)
-        .ok_or_else(|| {
-            let why = match page.status {
-                PullStatus::OffsetTooSmall => "deleted by retention",
-                _ => "beyond the queue's end",
-            };
-            ApiError::new(
-                ErrorCode::MessageNotFound,
-                format!(
-                    "no message at offset {} of {}/{}: {why}",
-                    body.queue_offset, body.topic, body.queue_id
-                ),
-            )
-        })?;
-    let plan = retry::give_back(
-        message,
-        group,
-        request,
-        node.config.consumer.max_reconsume_times,
-        levels,
-        now_ms(),
-    );
-    // The group's retry and dead-letter topics are created on first use only
-    // when topics may be created by use at all; otherwise an admin creates them.
-    // (Apply checks again: a topic deleted meanwhile is TOPIC_NOT_FOUND there.)
-    let create_if_missing = if node.config.auto_create_topics {
-        Some(TopicConfig::for_consumer_group_topic(&plan.topic))
-    } else {
-        if !node.shared.state().topics.contains_key(&plan.topic) {
-            let kind = if plan.due_ms.is_some() {
-                "retry"
-            } else {
-                "dead-letter"
-            };
-            return Err(ApiError::new(
-                ErrorCode::TopicNotFound,
-                format!(
-                    "the {kind} topic `{}` of consumer group `{group}` does not exist, and auto_create_topics is off: an admin creates it with PUT /v1/topics/{}",
-                    plan.topic,
-                    groups::encode(&plan.topic)
-                ),
-            ));
-        }
-        None
-    };
-    Ok(SendCommand {
-        create_if_missing,
-        topic: plan.topic,
-        messages: vec![plan.draft],
-    })
 }
 
 /// `POST /v1/groups/{group}/offsets/reset` `{"topic": "t", "timestamp": MS}`: moves
@@ -361,7 +243,7 @@ pub async fn reset_offsets(
     validate_name("group", &group).map_err(ApiError::bad_request)?;
     let body: ResetOffsetsRequest = parse_json(&request.body)?;
     validate_name("topic", &body.topic).map_err(ApiError::bad_request)?;
-    let serving = groups::serving(&node, &body.topic, param.broker_group.as_deref())?;
+    let serving = routing::serving(&node, &body.topic, param.broker_group.as_deref())?;
     if serving.is_empty() {
         return Err(ApiError::topic_not_found(&body.topic));
     }

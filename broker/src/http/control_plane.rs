@@ -14,19 +14,20 @@ use std::collections::BTreeMap;
 
 use super::auth::Caller;
 use super::connections::ConnectionRegistry;
-use super::error::parse_json;
+use super::error::{parse_json, ApiError, ErrorCode};
 use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
-use super::groups::{self, GroupParam, Target};
+use super::groups::GroupParam;
 use crate::api::{
-    ClusterResponse, ErrorBody, RouteGroupView, RouteResponse, TopicRequest, TopicView,
-    TopicsResponse,
+    ClusterResponse, DeletedTopicResponse, ErrorBody, RouteGroupView, RouteResponse, TopicRequest,
+    TopicView, TopicsResponse,
 };
 use crate::auth::Resource;
-use crate::error::{ApiError, ErrorCode};
-use crate::replication::proposal::{DeleteTopic, UpsertTopic};
+use crate::error::BrokerError;
 use crate::service::control::GroupRoute;
 use crate::service::node::{Leadership, Node};
+use crate::service::routing::{self, Target};
+use crate::service::topics;
 use crate::topic::{validate_admin_topic, TopicConfig, DEFAULT_QUEUE_NUMS, PERM_READ_WRITE};
 
 /// `PUT /v1/topics/{topic}`: create or update in every group named by `groups`
@@ -60,9 +61,9 @@ pub async fn put_topic(
         Err(e) => return e.into_response(),
     };
     if let Some(group) = &param.group {
-        return match groups::named(&node, group) {
+        return match routing::named(&node, group) {
             Ok(Target::Local) => put_topic_here(&node, &topic, &body, request).await,
-            Ok(Target::Remote(route)) => forward::to_group(&node, request, &route, "group").await,
+            Ok(Target::Forward(route)) => forward::to_group(&node, request, &route, "group").await,
             Err(e) => e.into_response(),
         };
     }
@@ -81,7 +82,7 @@ pub async fn put_topic(
                     }
                     Some(_) => {}
                     None => {
-                        return ApiError::broker_group_not_found(
+                        return BrokerError::broker_group_not_found(
                             name,
                             routes.iter().map(|r| r.group.as_str()),
                         )
@@ -195,25 +196,17 @@ async fn put_topic_here(
     body: &TopicRequest,
     request: WriteRequest,
 ) -> Response {
-    let current = node.shared.state().topics.get(topic).cloned();
-    let base = current.unwrap_or_else(|| TopicConfig::with_defaults(topic));
-    let config = TopicConfig {
-        name: topic.to_string(),
-        read_queue_nums: body.read_queue_nums.unwrap_or(base.read_queue_nums),
-        write_queue_nums: body.write_queue_nums.unwrap_or(base.write_queue_nums),
-        perm: body.perm.unwrap_or(base.perm),
+    let change = topics::TopicChange {
+        read_queue_nums: body.read_queue_nums,
+        write_queue_nums: body.write_queue_nums,
+        perm: body.perm,
     };
-    if let Err(e) = config.validate() {
-        return ApiError::bad_request(e).into_response();
-    }
-    if let Err(e) = node.topic_limits.check_queues(&config) {
-        return e.into_response();
-    }
+    let config = match topics::plan_upsert(node, topic, change) {
+        Ok(config) => config,
+        Err(e) => return e.into_response(),
+    };
     forward::at_leader(node, request, || async {
-        // Held until the creation is applied (`None` for an update), and released
-        // before a NOT_LEADER answer is forwarded: other creations go on meanwhile.
-        let _creation = node.topic_limits.admit(&node.shared, topic).await?;
-        let config = node.write(UpsertTopic(config)).await??;
+        let config = topics::upsert(node, config).await?;
         Ok(Json(topic_view(&config, vec![node.group().to_string()])).into_response())
     })
     .await
@@ -275,13 +268,13 @@ pub async fn delete_topic(
     request: WriteRequest,
 ) -> Response {
     if let Some(group) = &param.group {
-        return match groups::named(&node, group) {
+        return match routing::named(&node, group) {
             Ok(Target::Local) => delete_topic_here(&node, &topic, request).await,
-            Ok(Target::Remote(route)) => forward::to_group(&node, request, &route, "group").await,
+            Ok(Target::Forward(route)) => forward::to_group(&node, request, &route, "group").await,
             Err(e) => e.into_response(),
         };
     }
-    let targets = match groups::serving(&node, &topic, None) {
+    let targets = match routing::serving(&node, &topic, None) {
         Ok(targets) if targets.is_empty() => {
             return ApiError::topic_not_found(&topic).into_response()
         }
@@ -294,7 +287,7 @@ pub async fn delete_topic(
         TopicOp::Delete,
         request,
         &targets,
-        |answer: DeletedView, done: &[String]| DeletedView {
+        |answer: DeletedTopicResponse, done: &[String]| DeletedTopicResponse {
             groups: done.to_vec(),
             ..answer
         },
@@ -302,23 +295,13 @@ pub async fn delete_topic(
     .await
 }
 
-/// The answer to a topic deletion.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct DeletedView {
-    topic: String,
-    deleted: bool,
-    groups: Vec<String>,
-}
-
 async fn delete_topic_here(node: &Node, topic: &str, request: WriteRequest) -> Response {
     if let Err(e) = node.topic(topic) {
         return e.into_response();
     }
     forward::at_leader(node, request, || async {
-        if !node.write(DeleteTopic(topic.to_string())).await? {
-            return Err(ApiError::topic_not_found(topic));
-        }
-        Ok(Json(DeletedView {
+        topics::delete(node, topic).await?;
+        Ok(Json(DeletedTopicResponse {
             topic: topic.to_string(),
             deleted: true,
             groups: vec![node.group().to_string()],
@@ -385,7 +368,7 @@ pub async fn health(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
 /// `GET /ready`: a member of a group with a known leader, whose storage works.
 pub async fn ready(State(node): State<Arc<Node>>) -> Response {
     if let Some(failure) = node.health.failure() {
-        return failure.to_api_error().into_response();
+        return ApiError::from(failure.to_error()).into_response();
     }
     let metrics = node.raft_metrics();
     let member = metrics

@@ -6,8 +6,8 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use super::error::{ApiError, ErrorCode};
 use super::extract::ApiPath;
-use crate::error::{ApiError, ErrorCode};
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");

@@ -16,22 +16,23 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::auth::Caller;
-use super::error::parse_json;
+use super::error::{parse_json, ApiError, ErrorCode};
 use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
-use super::groups::{self, encode, BrokerGroupParam, Choice, GroupParam, Target};
+use super::groups::{self, encode, BrokerGroupParam, GroupParam};
 use crate::api::{
     CommitOffsetRequest, CommitOffsetResponse, GroupOffsetView, GroupOffsetsResponse, MessageView,
     MessagesResponse, OffsetResponse, PullResponse, QueueView, QueuesResponse, SendRequest,
     MAX_FILTER_TAGS,
 };
 use crate::auth::{Action, Resource};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{BrokerError, QueueKind};
 use crate::metrics::Metrics;
 use crate::replication::command::OffsetCommit;
 use crate::service::node::Node;
 use crate::service::producer::{group_hash, group_hash_of};
 use crate::service::pull::Pull;
+use crate::service::routing::{self, Choice, Target};
 use crate::service::send;
 use crate::storage::{MessageId, PullStatus, QueueId, QueueOffset, StoredMessage, TagFilter};
 use crate::topic::validate_name;
@@ -52,9 +53,9 @@ pub async fn send(
     request: WriteRequest,
 ) -> Response {
     Metrics::add(&node.metrics.send_requests_total, 1);
-    match groups::resolve(&node, &topic, param.group.as_deref(), Choice::Rotate) {
+    match routing::resolve(&node, &topic, param.group.as_deref(), Choice::Rotate) {
         Ok(Target::Local) => {}
-        Ok(Target::Remote(route)) => {
+        Ok(Target::Forward(route)) => {
             return forward::to_group(&node, request, &route, "group").await
         }
         Err(e) => return e.into_response(),
@@ -146,11 +147,11 @@ pub async fn pull(
     ApiQuery(param): ApiQuery<GroupParam>,
     request: WriteRequest,
 ) -> Response {
-    match groups::resolve(&node, &topic, param.group.as_deref(), Choice::Unique) {
+    match routing::resolve(&node, &topic, param.group.as_deref(), Choice::Unique) {
         Ok(Target::Local) => pull_here(&node, topic, queue_id, query)
             .await
             .map_or_else(IntoResponse::into_response, IntoResponse::into_response),
-        Ok(Target::Remote(route)) => forward::to_group(&node, request, &route, "group").await,
+        Ok(Target::Forward(route)) => forward::to_group(&node, request, &route, "group").await,
         Err(e) => e.into_response(),
     }
 }
@@ -204,7 +205,7 @@ pub async fn queues(
     ApiQuery(param): ApiQuery<GroupParam>,
     caller: Caller,
 ) -> Result<Json<QueuesResponse>, ApiError> {
-    let serving = groups::serving(&node, &topic, param.group.as_deref())?;
+    let serving = routing::serving(&node, &topic, param.group.as_deref())?;
     if serving.is_empty() {
         return Err(ApiError::topic_not_found(&topic));
     }
@@ -260,10 +261,10 @@ pub async fn offset_by_time(
     ApiQuery(param): ApiQuery<GroupParam>,
     request: WriteRequest,
 ) -> Response {
-    match groups::resolve(&node, &topic, param.group.as_deref(), Choice::Unique) {
+    match routing::resolve(&node, &topic, param.group.as_deref(), Choice::Unique) {
         Ok(Target::Local) => offset_by_time_here(&node, &topic, queue_id, &query)
             .map_or_else(IntoResponse::into_response, IntoResponse::into_response),
-        Ok(Target::Remote(route)) => forward::to_group(&node, request, &route, "group").await,
+        Ok(Target::Forward(route)) => forward::to_group(&node, request, &route, "group").await,
         Err(e) => e.into_response(),
     }
 }
@@ -277,7 +278,7 @@ fn offset_by_time_here(
     let config = node.topic(topic)?;
     let queues = config.read_queue_nums.max(config.write_queue_nums);
     if queue_id >= queues {
-        return Err(ApiError::queue_not_found(topic, queue_id, "", queues));
+        return Err(BrokerError::queue_not_found(topic, queue_id, QueueKind::Any, queues).into());
     }
     let offset = node
         .shared
@@ -351,7 +352,7 @@ pub async fn messages_by_key(
     ApiQuery(param): ApiQuery<GroupParam>,
     caller: Caller,
 ) -> Result<Json<MessagesResponse>, ApiError> {
-    let serving = groups::serving(&node, &topic, param.group.as_deref())?;
+    let serving = routing::serving(&node, &topic, param.group.as_deref())?;
     if serving.is_empty() {
         return Err(ApiError::topic_not_found(&topic));
     }
@@ -414,9 +415,9 @@ pub async fn commit_offset(
     caller: Caller,
     request: WriteRequest,
 ) -> Response {
-    match groups::resolve(&node, &topic, param.broker_group.as_deref(), Choice::Unique) {
+    match routing::resolve(&node, &topic, param.broker_group.as_deref(), Choice::Unique) {
         Ok(Target::Local) => {}
-        Ok(Target::Remote(route)) => {
+        Ok(Target::Forward(route)) => {
             return forward::to_group(&node, request, &route, "broker_group").await
         }
         Err(e) => return e.into_response(),
@@ -426,7 +427,9 @@ pub async fn commit_offset(
         let config = node.topic(&topic)?;
         let queues = config.read_queue_nums.max(config.write_queue_nums);
         if queue_id >= queues {
-            return Err(ApiError::queue_not_found(&topic, queue_id, "", queues));
+            return Err(
+                BrokerError::queue_not_found(&topic, queue_id, QueueKind::Any, queues).into(),
+            );
         }
         let body: CommitOffsetRequest = parse_json(&request.body)?;
         if body.force {
@@ -496,9 +499,9 @@ pub async fn group_offsets(
         caller.require(Action::Sub, Resource::Topic(topic))?;
     }
     let routes = match param.broker_group.as_deref() {
-        Some(name) => match groups::named(&node, name)? {
+        Some(name) => match routing::named(&node, name)? {
             Target::Local => vec![node.local_route()],
-            Target::Remote(route) => vec![*route],
+            Target::Forward(route) => vec![*route],
         },
         None => node.group_routes(),
     };

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::connections::Connection;
+use super::error::{ApiError, ErrorCode};
 use crate::auth::cluster_secret::SECRET_HEADER;
-use crate::error::{ApiError, ErrorCode};
 use crate::service::node::Node;
 
 /// Path parameters; a bad one is BAD_REQUEST.

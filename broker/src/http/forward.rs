@@ -14,9 +14,9 @@ use std::future::Future;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use super::error::{ApiError, ErrorCode};
 use super::extract::{WriteRequest, FORWARDED_HEADER};
 use crate::api::ErrorBody;
-use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::service::control::GroupRoute;
 use crate::service::node::{Leadership, Node};
@@ -52,7 +52,7 @@ pub async fn to_leader(
     // A failed node's view of the leader stopped with its Raft: say why it cannot
     // take the request rather than send it somewhere stale or answer a null leader.
     if let Some(failure) = node.health.failure() {
-        return failure.to_api_error().into_response();
+        return ApiError::from(failure.to_error()).into_response();
     }
     if node.leadership() == Leadership::StaleLeader {
         return ApiError::unavailable(
@@ -220,7 +220,7 @@ fn relay_bytes(status: u16, content_type: &str, body: bytes::Bytes) -> Response 
     let code = (!status.is_success())
         .then(|| serde_json::from_slice::<crate::api::ErrorBody>(&body).ok())
         .flatten()
-        .and_then(|error| crate::error::ErrorCode::from_word(&error.code));
+        .and_then(|error| crate::http::error::ErrorCode::from_word(&error.code));
     let mut response = (
         status,
         [(axum::http::header::CONTENT_TYPE, content_type.to_string())],

@@ -13,9 +13,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::connections::Connection;
+use super::error::ApiError;
 use super::extract::ApiQuery;
 use crate::auth::cluster_secret::SECRET_HEADER;
-use crate::error::ApiError;
 use crate::replication::append_stream;
 use crate::replication::network::{InstallRequest, SnapshotOffer};
 use crate::replication::snapshot::CommitLogSnapshot;

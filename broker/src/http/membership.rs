@@ -13,25 +13,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
-use serde::Deserialize;
 
-use super::error::parse_json;
+use super::error::{parse_json, ApiError, ErrorCode};
 use super::extract::{ApiPath, WriteRequest};
 use super::forward;
-use super::groups::{self, Target};
-use crate::api::{AddNodeRequest, JoinState, JoinView};
+use crate::api::{AddNodeRequest, JoinState, JoinView, TransferLeaderRequest};
 use crate::config::validate_url;
-use crate::error::{ApiError, ErrorCode};
 use crate::replication::type_config::{NodeId, TypeConfig};
 use crate::service::control::joins::JoinError;
 use crate::service::node::Node;
-
-/// Body of `POST /v1/cluster/groups/{group}/transfer-leader`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TransferRequest {
-    to: NodeId,
-}
+use crate::service::routing::{self, Target};
 
 /// How long a leadership transfer may take before the answer says it did not
 /// happen: a vote round plus the new leader's first heartbeat.
@@ -48,9 +39,9 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Response, ApiError>>,
 {
-    match groups::named(node, group) {
+    match routing::named(node, group) {
         Err(e) => e.into_response(),
-        Ok(Target::Remote(route)) => forward::to_group(node, request, &route, "group").await,
+        Ok(Target::Forward(route)) => forward::to_group(node, request, &route, "group").await,
         Ok(Target::Local) => forward::at_leader(node, request, local).await,
     }
 }
@@ -226,7 +217,7 @@ pub async fn transfer_leader(
     ApiPath(group): ApiPath<String>,
     request: WriteRequest,
 ) -> Response {
-    let body: TransferRequest = match parse_json(&request.body) {
+    let body: TransferLeaderRequest = match parse_json(&request.body) {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };

@@ -3,7 +3,10 @@
 //! It is built from the route table (`router::public_routes`: each route's
 //! [`Operation`] beside its handler) and from the schemas in [`schemas`], so the
 //! document lists exactly what the router serves, with each route's required
-//! permission (`x-permission`) and the bearer scheme.
+//! permission (`x-permission`) and the bearer scheme. The schemas are derived from
+//! the wire types in `broker_proto` (`#[derive(utoipa::ToSchema)]` behind its
+//! `openapi` feature, with the server's constraints as `#[schema(…)]` attributes),
+//! so they cannot drift from what the handlers read and write.
 //!
 //! **Describing a route** is its [`Operation`] in the table:
 //!
@@ -17,16 +20,26 @@
 //! `queue_id`, `node_id` are integers, `topic`, `group`, `name` names, `msg_id`
 //! 32 hex digits); `.query(&[q("name", Kind::Unsigned, "what it is")])` lists
 //! query parameters, each [`Kind`] with the server's constraints; `.body(S)` /
-//! `.answers(S)` name a schema in [`schemas`] (`"Object"` is any JSON object when a precise one is not written
-//! yet); `.text("text/plain")` answers something other than JSON.
+//! `.answers(S)` name a schema in [`schemas`] by its document name (`"Object"` is
+//! any JSON object when a precise one is not written yet); `.text("text/plain")`
+//! answers something other than JSON.
+//!
+//! **Describing a body** is its wire type in `broker_proto`: derive
+//! `utoipa::ToSchema` (with `schema(as = Name)` when the document names it
+//! differently), put the server's limits on its fields, and list it in
+//! [`schemas`].
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use super::auth::Access;
-use crate::api;
+use broker_proto::acl::Permission;
+use broker_proto::api;
 use broker_proto::delay::DelayLevels;
+use broker_proto::topic::NAME_PATTERN;
 
 /// A query parameter: name, [`Kind`] of value, description; optional unless
 /// listed in [`Operation::required`].
@@ -156,12 +169,8 @@ pub const BROKER_GROUP_Q: Query = q(
     "answer for this broker group only (default: merge every group)",
 );
 
-/// The pattern of names (shared/API.md "Errors"; `broker_proto::topic::validate_name`).
-pub const NAME_PATTERN: &str = "^[A-Za-z0-9_%|-]{1,127}$";
 /// A message id: 32 hex digits.
 pub const MESSAGE_ID_PATTERN: &str = "^[0-9A-Fa-f]{32}$";
-/// A message's tags: no `||`, which separates a filter's tags.
-pub const TAGS_PATTERN: &str = "^([^|]|[|][^|])*[|]?$";
 /// The characters `str::trim` takes off (Unicode White_Space), for a regex class.
 const WHITE_SPACE: &str =
     "\t\n\u{b}\u{c}\r \u{85}\u{a0}\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}";
@@ -179,9 +188,6 @@ pub fn tag_filter_pattern() -> String {
     let last = format!("(?:{piece}[|]?|{unit}*[|])");
     format!("^[{ws}]*(?:(?:{piece}[|][|])*{last})?[{ws}]*$")
 }
-
-/// A permission's resource (`broker_proto::acl::ResourcePattern`).
-pub const RESOURCE_PATTERN: &str = "^(cluster|(topic|group):([A-Za-z0-9_%|-]{1,127}[*]?|[*]))$";
 
 /// The schema of a value of `kind`.
 pub fn kind_schema(kind: Kind) -> Value {
@@ -344,195 +350,177 @@ pub fn document_json() -> &'static str {
     DOC.get_or_init(|| document().to_string())
 }
 
-fn object(required: &[&str], properties: Value) -> Value {
-    // OpenAPI 3.0 wants `required` non-empty when present.
-    if required.is_empty() {
-        json!({"type": "object", "properties": properties})
-    } else {
-        json!({"type": "object", "required": required, "properties": properties})
+/// Component schemas by document name, as they are added.
+#[derive(Default)]
+struct Components {
+    schemas: Map<String, Value>,
+    /// Rust type name → document name. utoipa 4 derives a reference to a field's
+    /// type from the type's Rust name (`Vec<MessageView>` → `MessageView`), not
+    /// from its `schema(as = Message)`, so references are renamed once all are in.
+    names: BTreeMap<&'static str, &'static str>,
+}
+
+impl Components {
+    fn add<T: ToSchema<'static>>(&mut self) -> &mut Self {
+        let (name, schema) = T::schema();
+        let rust = std::any::type_name::<T>();
+        let rust = rust.rsplit("::").next().unwrap_or(rust);
+        self.names.insert(rust, name);
+        let schema = serde_json::to_value(schema).expect("utoipa's schemas serialize to JSON");
+        self.schemas.insert(name.to_string(), schema);
+        self
     }
 }
 
-/// A request body's object: the server refuses fields it does not know.
-fn request(required: &[&str], properties: Value) -> Value {
-    let mut schema = object(required, properties);
-    schema["additionalProperties"] = json!(false);
-    schema
-}
-
-fn array_of(schema: &str) -> Value {
-    json!({"type": "array", "items": schema_ref(schema)})
-}
-
-/// The schemas the operations name (the shapes of `crate::api`).
+/// The schemas the operations name: the derived schemas of `broker_proto`'s wire
+/// types, under their document names, with the few things attributes cannot say
+/// patched in below; and `"Object"`, any JSON object.
 pub fn schemas() -> Value {
-    // Unsigned 64- and 32-bit numbers, as the server reads them.
-    let int = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
-    let int32 = json!({"type": "integer", "minimum": 0, "maximum": u32::MAX});
-    let string = json!({"type": "string"});
-    let nullable_string = json!({"type": "string", "nullable": true});
-    let nullable_int = json!({"type": "integer", "format": "int64", "nullable": true});
-    let strings = json!({"type": "array", "items": {"type": "string"}});
-    let properties = json!({"type": "object", "additionalProperties": {"type": "string"}});
-    // What requests carry, with the server's limits (broker_proto::api's table).
-    // Limits a node's configuration sets (batch size, delay levels) are given at
-    // their defaults.
-    let name = kind_schema(Kind::Name);
-    let names = |max: usize| json!({"type": "array", "items": name, "maxItems": max});
-    let short = json!({"type": "string", "maxLength": api::MAX_SHORT_TEXT});
-    let short_non_empty =
-        json!({"type": "string", "minLength": 1, "maxLength": api::MAX_SHORT_TEXT});
-    let queue_nums = json!({"type": "integer", "minimum": 1,
-        "maximum": broker_proto::topic::MAX_QUEUE_NUMS});
-    let permissions = json!({"type": "array", "items": schema_ref("Permission"),
-        "maxItems": broker_proto::acl::MAX_PERMISSIONS});
-    let delay_level = json!({"type": "integer", "minimum": 0,
-        "maximum": DelayLevels::default().max_level()});
-    json!({
-        "Object": {"type": "object"},
-        "Error": object(&["code", "message", "leader"], json!({
-            "code": {"type": "string", "enum": crate::error::ErrorCode::ALL.iter().map(|c| c.word()).collect::<Vec<_>>()},
-            "message": string,
-            "leader": nullable_string,
-        })),
-        "MessageInput": {
-            "type": "object",
-            "properties": {
-                "body": string,
-                "body_base64": {"type": "string", "format": "byte"},
-                "tags": {"type": "string", "maxLength": api::MAX_SHORT_TEXT, "pattern": TAGS_PATTERN},
-                "keys": {"type": "array", "items": short_non_empty, "maxItems": api::MAX_KEYS},
-                "properties": {"type": "object", "maxProperties": api::MAX_PROPERTIES,
-                    "additionalProperties": {"type": "string", "maxLength": u16::MAX}},
-                "queue_id": int32,
-                "sharding_key": short,
-                "delay_level": delay_level,
-                "producer_id": short_non_empty,
-                "sequence": int,
-            },
-            "additionalProperties": false,
-            // `body` or `body_base64`; `producer_id` and `sequence` together or not at all.
-            "allOf": [
-                {"oneOf": [{"required": ["body"]}, {"required": ["body_base64"]}]},
-                {"oneOf": [
-                    {"required": ["producer_id", "sequence"]},
-                    {"not": {"anyOf": [{"required": ["producer_id"]}, {"required": ["sequence"]}]}},
-                ]},
-            ],
-        },
-        "SendRequest": request(&["messages"], json!({"messages": {
-            "type": "array", "items": schema_ref("MessageInput"), "minItems": 1,
-            "maxItems": crate::config::HttpSection::default().max_batch_messages,
-        }})),
-        "SendResult": object(
-            &["msg_id", "topic", "queue_id", "queue_offset", "commit_log_offset", "store_timestamp"],
-            json!({"msg_id": string, "topic": string, "queue_id": int32, "queue_offset": int,
-                   "commit_log_offset": int, "store_timestamp": int}),
-        ),
-        "SendResponse": object(&["results", "group"], json!({"results": array_of("SendResult"), "group": string})),
-        "Message": object(
-            &["msg_id", "topic", "queue_id", "queue_offset", "commit_log_offset", "keys",
-              "properties", "born_timestamp", "store_timestamp", "reconsume_times"],
-            json!({"msg_id": string, "topic": string, "queue_id": int32, "queue_offset": int,
-                   "commit_log_offset": int, "body": string, "body_base64": string,
-                   "tags": string, "keys": strings, "properties": properties,
-                   "born_timestamp": int, "store_timestamp": int, "reconsume_times": int32,
-                   "producer_id": string, "sequence": int, "deliver_timestamp": int}),
-        ),
-        "MessagesResponse": object(&["messages"], json!({"messages": array_of("Message")})),
-        "PullResponse": object(
-            &["status", "next_offset", "min_offset", "max_offset", "messages"],
-            json!({"status": {"type": "string", "enum": ["FOUND", "NO_NEW_MSG", "NO_MATCHED_MSG", "OFFSET_TOO_SMALL", "OFFSET_OVERFLOW"]},
-                   "next_offset": int, "min_offset": int, "max_offset": int,
-                   "messages": array_of("Message")}),
-        ),
-        "Queue": object(&["group", "queue_id", "min_offset", "max_offset"],
-            json!({"group": string, "queue_id": int32, "min_offset": int, "max_offset": int})),
-        "QueuesResponse": object(&["topic", "queues"], json!({"topic": string, "queues": array_of("Queue")})),
-        "OffsetResponse": object(&["offset"], json!({"offset": int})),
-        "CommitOffsetRequest": request(&["offset"], json!({"offset": int, "force": {"type": "boolean"}})),
-        "CommitOffsetResponse": object(&["group", "topic", "queue_id", "offset"],
-            json!({"group": string, "topic": string, "queue_id": int32, "offset": int})),
-        "GroupOffset": object(&["group", "topic", "queue_id", "offset", "max_offset", "lag"],
-            json!({"group": string, "topic": string, "queue_id": int32, "offset": int, "max_offset": int, "lag": int})),
-        "GroupOffsetsResponse": object(&["group", "offsets"], json!({"group": string, "offsets": array_of("GroupOffset")})),
-        "OwnedQueue": request(&["topic", "group", "queue_id"],
-            json!({"topic": name, "group": name, "queue_id": int32, "offset": int})),
-        "HeartbeatRequest": request(&["client_id", "topics"],
-            json!({"client_id": name, "topics": names(api::MAX_HEARTBEAT_TOPICS),
-                   "owned": {"type": "array", "items": schema_ref("OwnedQueue"), "maxItems": api::MAX_OWNED_QUEUES}})),
-        "Assignment": object(&["topic", "group", "queue_id"],
-            json!({"topic": string, "group": string, "queue_id": int32, "offset": int})),
-        "HeartbeatResponse": object(&["members", "assignments"],
-            json!({"members": strings, "assignments": array_of("Assignment")})),
-        "RetryRequest": request(&["topic", "queue_id", "queue_offset"],
-            json!({"topic": name, "queue_id": int32, "queue_offset": int,
-                   // Negative: straight to the dead-letter topic.
-                   "delay_level": {"type": "integer", "format": "int32",
-                       "maximum": DelayLevels::default().max_level()}})),
-        "RetryResponse": object(&["msg_id", "topic", "reconsume_times", "dead_letter", "broker_group"],
-            json!({"msg_id": string, "topic": string, "reconsume_times": int32,
-                   "deliver_timestamp": int, "dead_letter": {"type": "boolean"}, "broker_group": string})),
-        "ResetOffsetsRequest": request(&["topic", "timestamp"], json!({"topic": name, "timestamp": int})),
-        "ConsumerGroup": object(&["group", "topics", "broker_groups", "queues", "lag"],
-            json!({"group": string, "topics": strings, "broker_groups": strings, "queues": int, "lag": int})),
-        "ConsumerGroupsResponse": object(&["groups"], json!({"groups": array_of("ConsumerGroup")})),
-        "TopicRequest": request(&[], json!({"read_queue_nums": queue_nums, "write_queue_nums": queue_nums,
-            "perm": {"type": "integer", "enum": [2, 4, 6]},
-            "groups": {"type": "array", "items": name, "minItems": 1, "maxItems": api::MAX_TOPIC_GROUPS}})),
-        "Topic": object(&["topic", "read_queue_nums", "write_queue_nums", "perm", "groups"],
-            json!({"topic": string, "read_queue_nums": int32, "write_queue_nums": int32, "perm": int32, "groups": strings})),
-        "TopicsResponse": object(&["topics"], json!({"topics": array_of("Topic")})),
-        "DeletedTopic": object(&["topic", "deleted", "groups"],
-            json!({"topic": string, "deleted": {"type": "boolean"}, "groups": strings})),
-        "RouteGroup": object(&["group", "leader", "replicas", "read_queue_nums", "write_queue_nums", "perm"],
-            json!({"group": string, "leader": nullable_string, "replicas": strings,
-                   "read_queue_nums": int32, "write_queue_nums": int32, "perm": int32})),
-        "RouteResponse": object(&["topic", "groups"], json!({"topic": string, "groups": array_of("RouteGroup")})),
-        "Node": object(&["id", "url", "role"],
-            json!({"id": int, "url": string, "role": string, "term": nullable_int,
-                   "last_log_index": nullable_int, "applied_index": nullable_int,
-                   "reachable": {"type": "boolean", "nullable": true}, "lag": nullable_int})),
-        "Group": object(&["group", "leader_id", "leader", "term", "nodes", "registration_age_ms"],
-            json!({"group": string, "leader_id": nullable_int, "leader": nullable_string, "term": int,
-                   "nodes": array_of("Node"), "registration_age_ms": nullable_int})),
-        "ClusterResponse": object(&["node_id", "group", "groups"],
-            json!({"node_id": int, "group": string, "groups": array_of("Group")})),
-        "AddNodeRequest": request(&["node_id", "address"], json!({"node_id": int, "address": string})),
-        "TransferLeaderRequest": request(&["to"], json!({"to": int})),
-        "Join": object(&["group", "node_id", "address", "state"],
-            json!({"group": string, "node_id": int, "address": string,
-                   "state": {"type": "string", "enum": ["ADDING_LEARNER", "CATCHING_UP", "PROMOTING", "REMOVING_LEARNER", "DONE", "FAILED"]},
-                   "message": nullable_string, "started_ms": nullable_int, "finished_ms": nullable_int})),
-        "Permission": request(&["resource", "actions"], json!({
-            "resource": {"type": "string", "pattern": RESOURCE_PATTERN,
-                "description": "`cluster`, `topic:NAME` or `group:NAME`; NAME may end with `*`"},
-            "actions": {"type": "array", "items": {"type": "string", "enum": ["pub", "sub", "admin"]},
-                "minItems": 1, "maxItems": 3, "uniqueItems": true},
-        })),
-        "Quotas": request(&[], json!({
-            "send_messages_per_s": {"type": "integer", "minimum": 1, "maximum": u64::MAX, "nullable": true,
-                "description": "absent or null: no limit"},
-            "send_bytes_per_s": {"type": "integer", "minimum": 1, "maximum": u64::MAX, "nullable": true,
-                "description": "absent or null: no limit"},
-        })),
-        "UserRequest": request(&["name"], json!({"name": name, "permissions": permissions,
-            "quotas": schema_ref("Quotas")})),
-        "UserUpdate": request(&[], json!({"permissions": permissions, "quotas": schema_ref("Quotas")})),
-        "UserToken": object(&["name", "token", "groups", "pending_groups"],
-            json!({"name": string, "token": string, "groups": strings, "pending_groups": strings})),
-        "User": object(&["name", "permissions", "quotas", "created", "updated"],
-            json!({"name": string, "permissions": array_of("Permission"), "quotas": schema_ref("Quotas"),
-                   "created": int, "updated": int})),
-        "UsersResponse": object(&["users"], json!({"users": array_of("User")})),
-        "DeletedUser": object(&["name", "deleted", "groups", "pending_groups"],
-            json!({"name": string, "deleted": {"type": "boolean"}, "groups": strings, "pending_groups": strings})),
-    })
+    let mut components = Components::default();
+    components
+        .add::<api::ErrorBody>()
+        .add::<api::MessageInput>()
+        .add::<api::SendRequest>()
+        .add::<api::SendResultView>()
+        .add::<api::SendResponse>()
+        .add::<api::MessageView>()
+        .add::<api::MessagesResponse>()
+        .add::<api::PullResponse>()
+        .add::<api::QueueView>()
+        .add::<api::QueuesResponse>()
+        .add::<api::OffsetResponse>()
+        .add::<api::CommitOffsetRequest>()
+        .add::<api::CommitOffsetResponse>()
+        .add::<api::GroupOffsetView>()
+        .add::<api::GroupOffsetsResponse>()
+        .add::<api::OwnedQueue>()
+        .add::<api::HeartbeatRequest>()
+        .add::<api::Assignment>()
+        .add::<api::HeartbeatResponse>()
+        .add::<api::RetryRequest>()
+        .add::<api::RetryResponse>()
+        .add::<api::ResetOffsetsRequest>()
+        .add::<api::ConsumerGroupView>()
+        .add::<api::ConsumerGroupsResponse>()
+        .add::<api::TopicRequest>()
+        .add::<api::TopicView>()
+        .add::<api::TopicsResponse>()
+        .add::<api::DeletedTopicResponse>()
+        .add::<api::RouteGroupView>()
+        .add::<api::RouteResponse>()
+        .add::<api::NodeView>()
+        .add::<api::GroupView>()
+        .add::<api::ClusterResponse>()
+        .add::<api::AddNodeRequest>()
+        .add::<api::TransferLeaderRequest>()
+        .add::<api::JoinView>()
+        .add::<Permission>()
+        .add::<api::QuotasView>()
+        .add::<api::UserRequest>()
+        .add::<api::UserUpdate>()
+        .add::<api::UserTokenResponse>()
+        .add::<api::UserView>()
+        .add::<api::UsersResponse>()
+        .add::<api::DeletedUserResponse>();
+    let Components { schemas, names } = components;
+    let mut schemas = Value::Object(schemas);
+    for_each_schema(&mut schemas, &mut |schema| {
+        rename_reference(schema, &names);
+        exact_integer_bounds(schema);
+    });
+
+    // What the attributes cannot say. A node's configuration sets the batch size
+    // and the delay levels: the document gives their defaults.
+    let max_level = DelayLevels::default().max_level();
+    property(&mut schemas, "SendRequest", "messages").insert(
+        "maxItems".into(),
+        json!(crate::config::HttpSection::default().max_batch_messages),
+    );
+    property(&mut schemas, "MessageInput", "delay_level")
+        .insert("maximum".into(), json!(max_level));
+    // Negative: straight to the dead-letter topic (so no minimum).
+    property(&mut schemas, "RetryRequest", "delay_level")
+        .insert("maximum".into(), json!(max_level));
+    // `body` or `body_base64`; `producer_id` and `sequence` together or not at all
+    // (utoipa 4 has no attribute for a struct's `allOf`).
+    schemas["MessageInput"]["allOf"] = json!([
+        {"oneOf": [{"required": ["body"]}, {"required": ["body_base64"]}]},
+        {"oneOf": [
+            {"required": ["producer_id", "sequence"]},
+            {"not": {"anyOf": [{"required": ["producer_id"]}, {"required": ["sequence"]}]}},
+        ]},
+    ]);
+    schemas["Object"] = json!({"type": "object"});
+    schemas
+}
+
+/// The schema of property `field` of component `schema`.
+///
+/// # Panics
+/// When the wire type has no such field (the module's tests build every schema).
+fn property<'a>(schemas: &'a mut Value, schema: &str, field: &str) -> &'a mut Map<String, Value> {
+    schemas
+        .get_mut(schema)
+        .and_then(|schema| schema.get_mut("properties"))
+        .and_then(|properties| properties.get_mut(field))
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("schema {schema} has no property {field}"))
+}
+
+/// Calls `f` on every schema object in `value`, innermost first.
+fn for_each_schema(value: &mut Value, f: &mut impl FnMut(&mut Map<String, Value>)) {
+    match value {
+        Value::Object(map) => {
+            for inner in map.values_mut() {
+                for_each_schema(inner, f);
+            }
+            f(map);
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| for_each_schema(item, f)),
+        _ => {}
+    }
+}
+
+/// `#/components/schemas/MessageView` → `#/components/schemas/Message`.
+fn rename_reference(schema: &mut Map<String, Value>, names: &BTreeMap<&str, &str>) {
+    const PREFIX: &str = "#/components/schemas/";
+    if let Some(Value::String(reference)) = schema.get_mut("$ref") {
+        if let Some(name) = reference
+            .strip_prefix(PREFIX)
+            .and_then(|rust| names.get(rust))
+        {
+            *reference = format!("{PREFIX}{name}");
+        }
+    }
+}
+
+/// An unsigned integer's upper bound, as the server reads it.
+///
+/// utoipa names an unsigned field's Rust type by a format (`uint32`, `uint64`:
+/// its `non_strict_integers`) that OpenAPI 3.0 does not define, so neither a client
+/// nor a fuzzer reads it as a bound; and it keeps bounds as `f64`, which cannot
+/// hold `u64::MAX`, so the bound is written here, as a JSON integer, in place of
+/// the format. (utoipa adds the `minimum: 0` itself.)
+fn exact_integer_bounds(schema: &mut Map<String, Value>) {
+    if schema.get("type").and_then(Value::as_str) != Some("integer") {
+        return;
+    }
+    let max = match schema.get("format").and_then(Value::as_str) {
+        Some("uint8") => u64::from(u8::MAX),
+        Some("uint16") => u64::from(u16::MAX),
+        Some("uint32") => u64::from(u32::MAX),
+        Some("uint64") => u64::MAX,
+        _ => return,
+    };
+    schema.remove("format");
+    schema.entry("maximum").or_insert(json!(max));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use broker_proto::acl::RESOURCE_PATTERN;
+    use broker_proto::api::TAGS_PATTERN;
 
     #[test]
     fn every_operation_is_unique_and_names_known_schemas() {
@@ -628,6 +616,93 @@ mod tests {
                 "message id {text:?}"
             );
         }
+    }
+
+    /// The limits written as literals in `broker_proto`'s `#[schema(…)]` attributes
+    /// (utoipa's attributes take no constants) are the protocol's constants, and
+    /// the patched ones are the configuration's defaults.
+    #[test]
+    fn the_schemas_carry_the_protocol_limits() {
+        let schemas = schemas();
+        let property = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+        let input = |field: &str| property("MessageInput", field);
+        assert_eq!(input("keys")["maxItems"], json!(api::MAX_KEYS));
+        for short in [
+            input("keys")["items"].clone(),
+            input("tags"),
+            input("sharding_key"),
+            input("producer_id"),
+        ] {
+            assert_eq!(short["maxLength"], json!(api::MAX_SHORT_TEXT), "{short}");
+        }
+        assert_eq!(
+            input("properties")["maxProperties"],
+            json!(api::MAX_PROPERTIES)
+        );
+        assert_eq!(
+            property("HeartbeatRequest", "owned")["maxItems"],
+            json!(api::MAX_OWNED_QUEUES)
+        );
+        assert_eq!(
+            property("HeartbeatRequest", "topics")["maxItems"],
+            json!(api::MAX_HEARTBEAT_TOPICS)
+        );
+        assert_eq!(
+            property("TopicRequest", "groups")["maxItems"],
+            json!(api::MAX_TOPIC_GROUPS)
+        );
+        for schema in ["UserRequest", "UserUpdate"] {
+            assert_eq!(
+                property(schema, "permissions")["maxItems"],
+                json!(broker_proto::acl::MAX_PERMISSIONS),
+                "{schema}"
+            );
+        }
+        for field in ["read_queue_nums", "write_queue_nums"] {
+            let nums = property("TopicRequest", field);
+            assert_eq!(nums["minimum"], json!(1), "{field}");
+            assert_eq!(
+                nums["maximum"],
+                json!(broker_proto::topic::MAX_QUEUE_NUMS),
+                "{field}"
+            );
+        }
+        assert_eq!(
+            property("SendRequest", "messages")["maxItems"],
+            json!(crate::config::HttpSection::default().max_batch_messages)
+        );
+        let max_level = json!(DelayLevels::default().max_level());
+        assert_eq!(input("delay_level")["maximum"], max_level);
+        assert_eq!(
+            property("RetryRequest", "delay_level")["maximum"],
+            max_level
+        );
+        // Unsigned numbers span their Rust type, exactly.
+        assert_eq!(input("sequence")["maximum"], json!(u64::MAX));
+        assert_eq!(input("queue_id")["maximum"], json!(u32::MAX));
+    }
+
+    /// OpenAPI 3.0, not 3.1: a nullable value says `nullable: true`, a type is one
+    /// word, and no format is left that 3.0 does not define for integers.
+    #[test]
+    fn the_schemas_are_openapi_3_0() {
+        let mut schemas = schemas();
+        let mut nullable = 0;
+        for_each_schema(&mut schemas, &mut |schema| {
+            if let Some(kind) = schema.get("type") {
+                // A property named `type` holds a schema (an object), not a word.
+                assert!(kind.is_string() || kind.is_object(), "type {kind}");
+            }
+            if schema.get("type").and_then(Value::as_str) == Some("integer") {
+                let format = schema.get("format").and_then(Value::as_str);
+                assert!(
+                    matches!(format, None | Some("int32" | "int64")),
+                    "integer format {format:?}"
+                );
+            }
+            nullable += usize::from(schema.get("nullable") == Some(&json!(true)));
+        });
+        assert!(nullable > 0, "nullable fields say `nullable: true`");
     }
 
     #[test]

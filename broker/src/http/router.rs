@@ -14,13 +14,13 @@ use axum::{Extension, Router};
 
 use super::auth::{authorize, Access};
 use super::connections::ConnectionRegistry;
+use super::error::{ApiError, ErrorCode};
 use super::openapi::{op, q, Kind, Operation, BROKER_GROUP_Q, GROUP_Q};
 use super::{
     consumer_group_list, consumer_groups, control_plane, dashboard, data_plane, internal,
     membership, openapi, request_id, users,
 };
 use crate::auth::Action::{Admin, Pub, Sub};
-use crate::error::{ApiError, ErrorCode};
 use crate::service::node::Node;
 
 /// The send route (its latency goes to `broker_send_duration_seconds`).
@@ -87,6 +87,7 @@ pub fn public_routes() -> Vec<Route> {
         ),
         route(
             op("get", "/v1/topics/{topic}/queues", "topics", "Queues of a topic with min and max offsets", Access::TopicAny)
+                .query(const { &[GROUP_Q] })
                 .answers("QueuesResponse"),
             get(data_plane::queues),
         ),

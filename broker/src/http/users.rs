@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::auth::Caller;
-use super::error::parse_json;
+use super::error::{parse_json, ApiError, ErrorCode};
 use super::extract::{ApiPath, WriteRequest};
 use crate::api::{
     DeletedUserResponse, QuotasView, UserRequest, UserTokenResponse, UserUpdate, UserView,
@@ -18,7 +18,6 @@ use crate::api::{
 };
 use crate::auth::token::{self, TokenHash};
 use crate::auth::users::{next_revision, Quotas, UserRecord};
-use crate::error::{ApiError, ErrorCode};
 use crate::service::node::Node;
 use crate::service::users::{apply_everywhere, merge_here, UserRecords};
 use crate::storage::now_ms;

@@ -14,8 +14,9 @@ use std::io;
 use tracing::warn;
 
 use super::command::{CommandResponse, ControlRecord, Rejection, SendCommand, SendResult};
+use super::error::StateMachineError;
 use super::group_state::{DedupCheck, GroupState};
-use super::state_machine::{io_error, BrokerStateMachine};
+use super::state_machine::BrokerStateMachine;
 use crate::storage::{Appended, MessageDraft, QueueId, RaftLogRef, RecordInput, StoreError};
 use crate::topic::{TopicConfig, SCHEDULE_TOPIC};
 use broker_proto::delay::MAX_DELAY_LEVELS;
@@ -43,10 +44,24 @@ struct SendPlan<'a> {
 
 /// An accepted send: the topic it creates, and its messages' fates in order.
 struct Accepted {
-    /// Auto-creation: the topic's config, stored as the control record just
-    /// before the send's first message.
-    creates: Option<TopicConfig>,
+    /// Auto-creation, stored as a control record just before the send's first
+    /// message.
+    creates: Option<Creation>,
     fates: Vec<Fate>,
+}
+
+/// A topic a send creates: its config, and the control record that stores it
+/// (encoded when the send is decided, so the append can borrow it).
+struct Creation {
+    config: TopicConfig,
+    record: Vec<u8>,
+}
+
+impl Creation {
+    fn new(config: TopicConfig) -> Self {
+        let record = ControlRecord::UpsertTopic(config.clone()).encode();
+        Self { config, record }
+    }
 }
 
 impl Accepted {
@@ -96,7 +111,8 @@ impl BrokerStateMachine {
                     let decision = self.decide_send(&state, &mut so_far, send);
                     if let Ok(accepted) = &decision {
                         so_far.next_record += accepted.records();
-                        if let Some(config) = &accepted.creates {
+                        if let Some(creation) = &accepted.creates {
+                            let config = &creation.config;
                             so_far.created.insert(config.name.clone(), config.clone());
                         }
                     }
@@ -105,20 +121,10 @@ impl BrokerStateMachine {
                 .collect()
         };
 
-        let create_records: Vec<Option<Vec<u8>>> = plans
-            .iter()
-            .map(|plan| match &plan.decision {
-                Ok(Accepted {
-                    creates: Some(config),
-                    ..
-                }) => Some(ControlRecord::UpsertTopic(config.clone()).encode()),
-                _ => None,
-            })
-            .collect();
         let mut records: Vec<RecordInput<'_>> = Vec::new();
         // The leader's time, fixed in the command: deterministic on every replica.
         let mut noop_store_ms = 0;
-        for (plan, create) in plans.iter().zip(&create_records) {
+        for plan in &plans {
             let Ok(accepted) = &plan.decision else {
                 continue;
             };
@@ -130,9 +136,9 @@ impl BrokerStateMachine {
             if noop_store_ms == 0 {
                 noop_store_ms = store_ms;
             }
-            if let Some(payload) = create {
+            if let Some(creation) = &accepted.creates {
                 records.push(RecordInput::Control {
-                    payload,
+                    payload: &creation.record,
                     store_timestamp_ms: store_ms,
                 });
             }
@@ -164,14 +170,18 @@ impl BrokerStateMachine {
                     .map(|_| CommandResponse::Rejected(rejection.clone()))
                     .collect());
             }
-            Err(e) => return Err(io_error(e)),
+            Err(e) => return Err(StateMachineError::Store(e).into()),
         };
-        let stored = |record: usize| -> io::Result<SendResult> {
+        // The plan numbered its records as it laid them out (asserted there), so
+        // a record that is not a stored message is a bug in this module.
+        let stored = |record: usize| -> SendResult {
             match (records.get(record), appended.get(record)) {
-                (Some(RecordInput::Message(message)), Some(at)) => Ok(result_of(message, at)),
-                _ => Err(io_error(format!(
-                    "record {record} of the append is not a stored message"
-                ))),
+                (Some(RecordInput::Message(message)), Some(at)) => result_of(message, at),
+                _ => panic!(
+                    "record {record} of the append is not a stored message ({} records, {} appended)",
+                    records.len(),
+                    appended.len()
+                ),
             }
         };
 
@@ -186,16 +196,17 @@ impl BrokerStateMachine {
                     continue;
                 }
             };
-            if let Some(config) = &accepted.creates {
+            if let Some(creation) = &accepted.creates {
+                let config = &creation.config;
                 state.topics.insert(config.name.clone(), config.clone());
             }
             let mut results = Vec::with_capacity(accepted.fates.len());
             for (message, fate) in plan.send.messages.iter().zip(&accepted.fates) {
                 let result = match *fate {
                     Fate::Earlier(result) => result,
-                    Fate::SameAs { record } => stored(record)?,
+                    Fate::SameAs { record } => stored(record),
                     Fate::New { record } => {
-                        let result = stored(record)?;
+                        let result = stored(record);
                         if let Some(stamp) = &message.producer {
                             state
                                 .producers
@@ -326,7 +337,10 @@ impl BrokerStateMachine {
             )
             .map_err(|full| Rejection::ProducerTableFull(full.to_string()))?;
         so_far.stamps.extend(new_stamps);
-        Ok(Accepted { creates, fates })
+        Ok(Accepted {
+            creates: creates.map(Creation::new),
+            fates,
+        })
     }
 }
 

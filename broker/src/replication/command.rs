@@ -110,15 +110,15 @@ pub enum Rejection {
     ProducerTableFull(String),
 }
 
-/// What a rejection from apply means to a client.
-impl From<Rejection> for crate::error::ApiError {
+/// A rejection from apply as the broker's error.
+impl From<Rejection> for crate::error::BrokerError {
     fn from(rejection: Rejection) -> Self {
-        use crate::error::{ApiError, ErrorCode};
+        use crate::error::BrokerError;
         match rejection {
-            Rejection::TopicNotFound(topic) => ApiError::topic_not_found(&topic),
-            Rejection::NoPermission(reason) => ApiError::new(ErrorCode::NoPermission, reason),
-            Rejection::Invalid(reason) => ApiError::bad_request(reason),
-            Rejection::ProducerTableFull(reason) => ApiError::unavailable(reason),
+            Rejection::TopicNotFound(topic) => BrokerError::TopicNotFound { topic },
+            Rejection::NoPermission(reason) => BrokerError::NoPermission(reason),
+            Rejection::Invalid(reason) => BrokerError::Invalid(reason),
+            Rejection::ProducerTableFull(reason) => BrokerError::Unavailable(reason),
         }
     }
 }

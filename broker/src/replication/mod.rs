@@ -3,6 +3,8 @@
 //! # Layout
 //! * [`type_config`] — openraft's type configuration and aliases.
 //! * [`command`] — replicated commands, responses and control records.
+//! * [`error`] — why applying, snapshotting or installing failed (typed, inside
+//!   the `io::Error` openraft takes).
 //! * [`proposal`] — typed proposals: each command with the answer apply gives it.
 //! * [`group_state`] — the replicated metadata (topics, offsets, producers).
 //! * [`state_machine`] — applies entries to the store; [`apply_send`] — the sends
@@ -16,6 +18,7 @@
 pub mod append_stream;
 pub mod apply_send;
 pub mod command;
+pub mod error;
 pub mod group_state;
 pub mod network;
 pub mod poll_waiters;

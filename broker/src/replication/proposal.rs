@@ -19,7 +19,7 @@ use super::command::{
 };
 use super::type_config::Raft;
 use crate::auth::users::{MergeOutcome, UserRecord};
-use crate::error::ApiError;
+use crate::error::BrokerError;
 use crate::storage::QueueOffset;
 use crate::topic::TopicConfig;
 use crate::units::HumanDuration;
@@ -48,24 +48,28 @@ pub async fn propose<P: Proposal>(
     raft: &Raft,
     write_timeout: HumanDuration,
     proposal: P,
-) -> Result<P::Answer, ApiError> {
+) -> Result<P::Answer, BrokerError> {
     let command = proposal.into_command();
     match tokio::time::timeout(write_timeout.0, raft.client_write(command)).await {
-        Err(_) => Err(ApiError::unavailable(format!(
-            "the write did not commit within {write_timeout} (no quorum?); retrying is safe with producer_id and sequence"
-        ))),
+        Err(_) => Err(BrokerError::WriteTimeout {
+            timeout: write_timeout,
+        }),
         Ok(Ok(response)) => Ok(P::answer(response.data)),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-            Err(ApiError::not_leader(forward.leader_node.map(|node| node.url)))
+            Err(BrokerError::NotLeader {
+                leader: forward.leader_node.map(|node| node.url),
+            })
         }
-        Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(e)))) => Err(ApiError::unavailable(format!(
-            "leadership changed before the write committed ({e}); it was not applied and retrying is safe"
-        ))),
+        Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(e)))) => {
+            Err(BrokerError::LeadershipLost(e.to_string()))
+        }
         Ok(Err(RaftError::APIError(e @ ClientWriteError::ChangeMembershipError(_))))
-        | Ok(Err(RaftError::APIError(e @ ClientWriteError::PreconditionFailed(_)))) => {
-            Err(ApiError::internal(format!("unexpected write error: {e}")))
+        | Ok(Err(RaftError::APIError(e @ ClientWriteError::PreconditionFailed(_)))) => Err(
+            BrokerError::Internal(format!("unexpected write error: {e}")),
+        ),
+        Ok(Err(RaftError::Fatal(fatal))) => {
+            Err(BrokerError::unavailable(format!("raft stopped: {fatal}")))
         }
-        Ok(Err(RaftError::Fatal(fatal))) => Err(ApiError::unavailable(format!("raft stopped: {fatal}"))),
     }
 }
 

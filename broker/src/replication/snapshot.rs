@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use tracing::{info, warn};
 
+use super::error::StateMachineError;
 use super::group_state::GroupState;
-use super::state_machine::io_error;
 use super::type_config::SnapshotMeta;
 use crate::storage::durable_file::{create_dir_durably, write_atomically};
 use crate::storage::CommitLogOffset;
@@ -246,16 +246,27 @@ impl super::state_machine::BrokerStateMachine {
             if store.max_commit_log_offset() >= snapshot.commit_log_end {
                 return Ok(());
             }
-            return Err(io_error(format!(
-                "local snapshot covers the commit log up to {} but it ends at {}",
-                snapshot.commit_log_end,
-                store.max_commit_log_offset()
-            )));
+            return Err(StateMachineError::SnapshotPastLogEnd {
+                covers: snapshot.commit_log_end,
+                end: store.max_commit_log_offset(),
+            }
+            .into());
         };
-        let state = GroupState::decode(&snapshot.state).map_err(io_error)?;
-        if state.last_applied != meta.last_log_id || state.commit_log_end != snapshot.commit_log_end
-        {
-            return Err(io_error("snapshot state does not match its meta"));
+        let state =
+            GroupState::decode(&snapshot.state).map_err(StateMachineError::BadGroupState)?;
+        if state.last_applied != meta.last_log_id {
+            return Err(StateMachineError::StateNotMeta {
+                state: state.last_applied,
+                meta: meta.last_log_id,
+            }
+            .into());
+        }
+        if state.commit_log_end != snapshot.commit_log_end {
+            return Err(StateMachineError::StateNotSnapshot {
+                state: state.commit_log_end,
+                snapshot: snapshot.commit_log_end,
+            }
+            .into());
         }
         let mut end = store.max_commit_log_offset();
         if staged.reset && end < staged.start {
@@ -264,14 +275,17 @@ impl super::state_machine::BrokerStateMachine {
                 leader_start = staged.start.0,
                 "commit log ends below the leader's minimum: resetting it"
             );
-            store.reset_to(staged.start).map_err(io_error)?;
+            store
+                .reset_to(staged.start)
+                .map_err(StateMachineError::Store)?;
             end = staged.start;
         }
         if end < staged.start {
-            return Err(io_error(format!(
-                "staged snapshot bytes start at {} beyond this commit log's end {end}",
-                staged.start
-            )));
+            return Err(StateMachineError::StagedPastLogEnd {
+                start: staged.start,
+                end,
+            }
+            .into());
         }
         // Bytes below our end are already here (committed data is identical on every
         // replica): copy only the rest.
@@ -296,7 +310,7 @@ impl super::state_machine::BrokerStateMachine {
             let cut = whole_records(&pending[..pending.len().min(to_file_end)], end, file_size);
             if cut == 0 {
                 if eof {
-                    return Err(io_error("staged snapshot bytes end inside a record"));
+                    return Err(StateMachineError::StagedTornRecord { at: end }.into());
                 }
                 // A record longer than the buffer holds so far: read on.
                 let n = std::io::Read::read(&mut file, &mut buffer)?;
@@ -306,16 +320,17 @@ impl super::state_machine::BrokerStateMachine {
             }
             end = store
                 .append_commit_log_raw(end, &pending[..cut])
-                .map_err(io_error)?;
+                .map_err(StateMachineError::Store)?;
             pending.drain(..cut);
         }
         if end != snapshot.commit_log_end {
-            return Err(io_error(format!(
-                "after installing, the commit log ends at {end}, not at the snapshot's {}",
-                snapshot.commit_log_end
-            )));
+            return Err(StateMachineError::InstalledEndMismatch {
+                end,
+                expected: snapshot.commit_log_end,
+            }
+            .into());
         }
-        store.flush().map_err(io_error)?;
+        store.flush().map_err(StateMachineError::Store)?;
         self.shared
             .snapshots
             .save(meta, snapshot.commit_log_end, &snapshot.state)?;

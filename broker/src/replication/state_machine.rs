@@ -24,6 +24,7 @@ use tracing::info;
 use super::command::{
     Command, CommandResponse, ControlRecord, DeliverCommand, Rejection, SendCommand,
 };
+use super::error::StateMachineError;
 use super::group_state::GroupState;
 use super::poll_waiters::PollWaiters;
 use super::snapshot::{CommitLogSnapshot, SnapshotFiles};
@@ -70,10 +71,6 @@ pub struct BrokerSnapshotBuilder {
     captured: GroupState,
 }
 
-pub(super) fn io_error(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
-
 impl BrokerStateMachine {
     /// Loads the saved snapshot state (if any) and replays the CommitLog records after
     /// it, so the group state matches the CommitLog's tail.
@@ -88,12 +85,14 @@ impl BrokerStateMachine {
     ) -> io::Result<Self> {
         let mut state = match snapshots.load()? {
             Some((meta, snapshot)) => {
-                let state = GroupState::decode(&snapshot.state).map_err(io_error)?;
+                let state = GroupState::decode(&snapshot.state)
+                    .map_err(StateMachineError::BadGroupState)?;
                 if state.last_applied != meta.last_log_id {
-                    return Err(io_error(format!(
-                        "snapshot state applied {:?} differs from its meta {:?}",
-                        state.last_applied, meta.last_log_id
-                    )));
+                    return Err(StateMachineError::StateNotMeta {
+                        state: state.last_applied,
+                        meta: meta.last_log_id,
+                    }
+                    .into());
                 }
                 state
             }
@@ -101,16 +100,18 @@ impl BrokerStateMachine {
         };
         let (min, end) = (store.min_commit_log_offset(), store.max_commit_log_offset());
         if state.commit_log_end > end {
-            return Err(io_error(format!(
-                "the saved snapshot covers the commit log up to {} but it ends at {end}",
-                state.commit_log_end
-            )));
+            return Err(StateMachineError::SnapshotPastLogEnd {
+                covers: state.commit_log_end,
+                end,
+            }
+            .into());
         }
         if state.commit_log_end < min && end > min {
-            return Err(io_error(format!(
-                "the saved snapshot ends at {} but the commit log now starts at {min}: records to replay are gone",
-                state.commit_log_end
-            )));
+            return Err(StateMachineError::ReplayGone {
+                snapshot_end: state.commit_log_end,
+                log_start: min,
+            }
+            .into());
         }
         let from = state.commit_log_end.max(min);
         let mut replayed = 0u64;
@@ -126,7 +127,7 @@ impl BrokerStateMachine {
                 replayed += 1;
                 Ok(ControlFlow::Continue(()))
             })
-            .map_err(io_error)?;
+            .map_err(StateMachineError::Store)?;
         if state.commit_log_end < end {
             // Only blank file tails after the last record.
             state.commit_log_end = end;
@@ -235,7 +236,10 @@ impl BrokerStateMachine {
                 if existed {
                     // The topic's queues, files and older records go; a topic of this
                     // name created later starts empty at offset 0 (see `drop_topic`).
-                    self.shared.store.drop_topic(topic).map_err(io_error)?;
+                    self.shared
+                        .store
+                        .drop_topic(topic)
+                        .map_err(StateMachineError::Store)?;
                     let payload = record.encode();
                     self.shared
                         .store
@@ -246,7 +250,7 @@ impl BrokerStateMachine {
                                 payload: &payload,
                             }],
                         )
-                        .map_err(io_error)?;
+                        .map_err(StateMachineError::Store)?;
                 } else {
                     self.write_control(raft, &record)?;
                 }
@@ -336,7 +340,7 @@ impl BrokerStateMachine {
         self.shared
             .store
             .append_entry(raft, &records)
-            .map_err(io_error)?;
+            .map_err(StateMachineError::Store)?;
         for message in &deliverable {
             self.shared.waiters.wake(&message.topic, message.queue_id);
         }
@@ -370,7 +374,7 @@ impl BrokerStateMachine {
                 }],
             )
             .map(|_| ())
-            .map_err(io_error)
+            .map_err(|e| StateMachineError::Store(e).into())
     }
 }
 
@@ -425,7 +429,7 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || this.install(&meta, &snapshot))
             .await
-            .map_err(io_error)?
+            .map_err(StateMachineError::Task)?
     }
 
     async fn get_current_snapshot(
@@ -454,7 +458,7 @@ impl RaftSnapshotBuilder<TypeConfig> for BrokerSnapshotBuilder {
         tokio::task::spawn_blocking(move || {
             // Everything the snapshot covers must be durable before the Raft log may be
             // purged behind it.
-            let flushed = shared.store.flush().map_err(io_error)?;
+            let flushed = shared.store.flush().map_err(StateMachineError::Store)?;
             assert!(
                 flushed >= captured.commit_log_end,
                 "flushed {flushed} below the captured end {}",
@@ -479,7 +483,7 @@ impl RaftSnapshotBuilder<TypeConfig> for BrokerSnapshotBuilder {
             })
         })
         .await
-        .map_err(io_error)?
+        .map_err(StateMachineError::Task)?
     }
 }
 

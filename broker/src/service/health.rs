@@ -35,7 +35,7 @@ use tokio::sync::watch as tokio_watch;
 use tracing::{error, info, warn};
 
 use crate::config::{NodeConfig, OnStorageFailure};
-use crate::error::ApiError;
+use crate::error::BrokerError;
 use crate::service::node::Node;
 
 /// How often [`watch`] looks at Raft and the store. Detection is this quick; the
@@ -80,8 +80,11 @@ impl Failure {
         format!("storage failed: {}; {}", self.reason, self.next)
     }
 
-    pub fn to_api_error(&self) -> ApiError {
-        ApiError::unavailable(self.message())
+    pub fn to_error(&self) -> BrokerError {
+        BrokerError::StorageFailed {
+            reason: self.reason.clone(),
+            next: self.next,
+        }
     }
 }
 
@@ -181,17 +184,18 @@ impl NodeHealth {
     /// failed and its disk is not above the low-water mark.
     ///
     /// # Errors
-    /// UNAVAILABLE naming the failure, or the disk usage and the mark.
-    pub fn check_room(&self) -> Result<(), ApiError> {
+    /// [`BrokerError::StorageFailed`] naming the failure, or
+    /// [`BrokerError::DiskFull`] with the disk usage and the mark.
+    pub fn check_room(&self) -> Result<(), BrokerError> {
         if let Some(failure) = self.failure() {
-            return Err(failure.to_api_error());
+            return Err(failure.to_error());
         }
+        let percent = |ratio: f64| (ratio * 100.0).round() as u32;
         match self.disk_used_ratio() {
-            Some(ratio) if ratio > self.disk_full_ratio => Err(ApiError::unavailable(format!(
-                "disk nearly full: {:.0}% used, writes refused above {:.0}% (storage.disk_full_ratio) so retention and Raft keep room to work; retry on the group's new leader",
-                ratio * 100.0,
-                self.disk_full_ratio * 100.0
-            ))),
+            Some(ratio) if ratio > self.disk_full_ratio => Err(BrokerError::DiskFull {
+                used_percent: percent(ratio),
+                limit_percent: percent(self.disk_full_ratio),
+            }),
             _ => Ok(()),
         }
     }
@@ -413,11 +417,13 @@ mod tests {
         let failure = health.failure().expect("failed");
         assert_eq!(failure.reason, "first");
         let error = health.check_room().expect_err("a failed node has no room");
-        assert_eq!(error.code, crate::error::ErrorCode::Unavailable);
         assert!(
-            error.message.contains("storage failed: first"),
-            "{}",
-            error.message
+            matches!(error, BrokerError::StorageFailed { .. }),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("storage failed: first"),
+            "{error}"
         );
     }
 }

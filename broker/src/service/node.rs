@@ -12,7 +12,7 @@ use crate::auth::cluster_secret::{ClusterSecret, SECRET_HEADER};
 use crate::auth::quota::SendQuotas;
 use crate::auth::Authenticator;
 use crate::config::NodeConfig;
-use crate::error::ApiError;
+use crate::error::BrokerError;
 use crate::metrics::Metrics;
 use crate::replication::proposal::{propose, Proposal};
 use crate::replication::state_machine::GroupShared;
@@ -199,26 +199,26 @@ impl Node {
     /// The topic's configuration in this node's group.
     ///
     /// # Errors
-    /// TOPIC_NOT_FOUND when this group does not serve `topic`.
-    pub fn topic(&self, topic: &str) -> Result<crate::topic::TopicConfig, ApiError> {
+    /// [`BrokerError::TopicNotFound`] when this group does not serve `topic`.
+    pub fn topic(&self, topic: &str) -> Result<crate::topic::TopicConfig, BrokerError> {
         self.shared
             .state()
             .topics
             .get(topic)
             .cloned()
-            .ok_or_else(|| ApiError::topic_not_found(topic))
+            .ok_or_else(|| BrokerError::topic_not_found(topic))
     }
 
     /// Proposes a command and waits until it is committed and applied here; the
     /// answer is the one its [`Proposal`] declares.
     ///
     /// # Errors
-    /// As [`propose`]; UNAVAILABLE naming the failure when storage failed (not the
+    /// As [`propose`]; [`BrokerError::StorageFailed`] when storage failed (not the
     /// disk low-water mark: offsets and topic changes are small, and deleting a
     /// topic is how an operator frees space).
-    pub async fn write<P: Proposal>(&self, proposal: P) -> Result<P::Answer, ApiError> {
+    pub async fn write<P: Proposal>(&self, proposal: P) -> Result<P::Answer, BrokerError> {
         if let Some(failure) = self.health.failure() {
-            return Err(failure.to_api_error());
+            return Err(failure.to_error());
         }
         propose(&self.raft, self.config.http.write_timeout, proposal).await
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use base64::Engine;
 
 use crate::api::{MessageInput, SendRequest};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{BrokerError, QueueKind};
 use crate::replication::command::SendCommand;
 use crate::replication::group_state::{GroupState, DEDUP_WINDOW};
 use crate::service::consumer::delay::{self, DelayLevels};
@@ -90,8 +90,9 @@ impl SendPreparer {
     /// Validates the request and fixes every message's queue, id and timestamps.
     ///
     /// # Errors
-    /// BAD_REQUEST for an invalid request, TOPIC_NOT_FOUND for a missing topic when
-    /// auto-creation is off, NO_PERMISSION for a topic that is not writable.
+    /// `Invalid` for an invalid request, `TopicNotFound` for a missing topic when
+    /// auto-creation is off, `NoPermission` for a topic that is not writable,
+    /// `QueueNotFound` for a queue id past its write queues.
     pub fn prepare(
         &self,
         state: &GroupState,
@@ -100,15 +101,15 @@ impl SendPreparer {
         request: SendRequest,
         born_host: &str,
         limits: SendLimits,
-    ) -> Result<SendCommand, ApiError> {
-        validate_user_topic(topic).map_err(ApiError::bad_request)?;
+    ) -> Result<SendCommand, BrokerError> {
+        validate_user_topic(topic).map_err(BrokerError::Invalid)?;
         if request.messages.is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(BrokerError::invalid(
                 "`messages` must hold at least one message",
             ));
         }
         if request.messages.len() > limits.max_batch_messages {
-            return Err(ApiError::bad_request(format!(
+            return Err(BrokerError::Invalid(format!(
                 "a batch holds at most {} messages, got {}",
                 limits.max_batch_messages,
                 request.messages.len()
@@ -121,7 +122,7 @@ impl SendPreparer {
         if idempotent && request.messages.len() > DEDUP_WINDOW {
             // A retry of a larger batch could no longer be recognised whole: its
             // first sequences would have left the replicated dedup window.
-            return Err(ApiError::bad_request(format!(
+            return Err(BrokerError::Invalid(format!(
                 "a batch with producer_id/sequence holds at most {DEDUP_WINDOW} messages (the dedup window), got {}",
                 request.messages.len()
             )));
@@ -132,13 +133,13 @@ impl SendPreparer {
                 let config = TopicConfig::with_defaults(topic);
                 (config.clone(), Some(config))
             }
-            None => return Err(ApiError::topic_not_found(topic)),
+            None => return Err(BrokerError::topic_not_found(topic)),
         };
         if !config.writable() {
-            return Err(ApiError::new(
-                ErrorCode::NoPermission,
-                format!("topic `{topic}` is not writable (perm {})", config.perm),
-            ));
+            return Err(BrokerError::NoPermission(format!(
+                "topic `{topic}` is not writable (perm {})",
+                config.perm
+            )));
         }
         if let Some(queue) = request
             .messages
@@ -146,10 +147,10 @@ impl SendPreparer {
             .filter_map(|m| m.queue_id)
             .find(|queue| *queue >= config.write_queue_nums)
         {
-            return Err(ApiError::queue_not_found(
+            return Err(BrokerError::queue_not_found(
                 topic,
                 queue,
-                "write",
+                QueueKind::Write,
                 config.write_queue_nums,
             ));
         }
@@ -158,7 +159,7 @@ impl SendPreparer {
         for (i, input) in request.messages.into_iter().enumerate() {
             let draft = self
                 .draft(topic, &config, input, now, born_host, limits)
-                .map_err(|e| ApiError::bad_request(format!("messages[{i}]: {e}")))?;
+                .map_err(|e| BrokerError::Invalid(format!("messages[{i}]: {e}")))?;
             messages.push(draft);
         }
         Ok(SendCommand {
@@ -357,7 +358,7 @@ mod tests {
             let err = preparer
                 .prepare(&state, auto, "t", request(messages), "h", limits())
                 .expect_err("must be refused");
-            assert!(err.message.contains(needle), "{err:?} lacks {needle}");
+            assert!(err.to_string().contains(needle), "{err:?} lacks {needle}");
         };
         check(vec![], true, "at least one");
         check(vec![body("a"); 5], true, "at most 4");
@@ -402,11 +403,11 @@ mod tests {
         let err = big
             .prepare(&state, true, "t", request(idempotent), "h", wide)
             .expect_err("idempotent batch over the window");
-        assert!(err.message.contains("dedup window"), "{err:?}");
+        assert!(err.to_string().contains("dedup window"), "{err:?}");
         let err = preparer
             .prepare(&state, false, "t", request(vec![body("a")]), "h", limits())
             .expect_err("no auto-create");
-        assert_eq!(err.code, ErrorCode::TopicNotFound);
+        assert!(matches!(err, BrokerError::TopicNotFound { .. }), "{err:?}");
         let err = preparer
             .prepare(
                 &state,
@@ -417,7 +418,7 @@ mod tests {
                 limits(),
             )
             .expect_err("reserved");
-        assert_eq!(err.code, ErrorCode::BadRequest);
+        assert!(matches!(err, BrokerError::Invalid(_)), "{err:?}");
     }
 
     #[test]

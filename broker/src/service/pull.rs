@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{BrokerError, QueueKind};
 use crate::service::node::Node;
 use crate::storage::{PullResult, PullStatus, QueueId, QueueOffset, TagFilter};
 
@@ -32,10 +32,10 @@ pub struct Pull {
 /// returns in the node's metrics.
 ///
 /// # Errors
-/// TOPIC_NOT_FOUND (also when the topic is deleted while the pull is held),
-/// NO_PERMISSION for a topic that is not readable, BAD_REQUEST for a queue that is
-/// not one of its read queues, INTERNAL when the store cannot be read.
-pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, ApiError> {
+/// `TopicNotFound` (also when the topic is deleted while the pull is held),
+/// `NoPermission` for a topic that is not readable, `QueueNotFound` for a queue
+/// that is not one of its read queues, `Internal` when the store cannot be read.
+pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, BrokerError> {
     let Pull {
         topic,
         queue,
@@ -47,16 +47,16 @@ pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, ApiError> {
     crate::metrics::Metrics::add(&node.metrics.pull_requests_total, 1);
     let config = node.topic(&topic)?;
     if !config.readable() {
-        return Err(ApiError::new(
-            ErrorCode::NoPermission,
-            format!("topic `{topic}` is not readable (perm {})", config.perm),
-        ));
+        return Err(BrokerError::NoPermission(format!(
+            "topic `{topic}` is not readable (perm {})",
+            config.perm
+        )));
     }
     if queue.0 >= config.read_queue_nums {
-        return Err(ApiError::queue_not_found(
+        return Err(BrokerError::queue_not_found(
             &topic,
             queue.0,
-            "read",
+            QueueKind::Read,
             config.read_queue_nums,
         ));
     }
@@ -74,7 +74,7 @@ pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, ApiError> {
             .shared
             .store
             .pull(&topic, queue, offset, max_messages, &filter)
-            .map_err(|e| ApiError::internal(format!("reading queue {topic}/{queue}: {e}")))?;
+            .map_err(|e| BrokerError::Internal(format!("reading queue {topic}/{queue}: {e}")))?;
         let waiting =
             result.status == PullStatus::NoNewMsg && tokio::time::Instant::now() < deadline;
         if waiting && _held.is_none() {
@@ -95,7 +95,7 @@ pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, ApiError> {
         // A deletion wakes the polls of its topic: they answer now, not at their
         // deadline (an empty queue would otherwise just wait again).
         if !node.shared.state().topics.contains_key(&topic) {
-            return Err(ApiError::topic_not_found(&topic));
+            return Err(BrokerError::topic_not_found(&topic));
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::api::{SendRequest, SendResponse, SendResultView};
 use crate::auth::Identity;
-use crate::error::ApiError;
+use crate::error::BrokerError;
 use crate::metrics::Metrics;
 use crate::replication::command::{Rejection, SendCommand};
 use crate::service::consumer::delay;
@@ -19,14 +19,15 @@ use crate::topic::SCHEDULE_TOPIC;
 /// The command that stores `request` in `topic` (this node leads its group).
 ///
 /// # Errors
-/// UNAVAILABLE when the disk is nearly full (before any work); BAD_REQUEST,
-/// TOPIC_NOT_FOUND or NO_PERMISSION for a request that cannot be stored.
+/// [`BrokerError::DiskFull`] or [`BrokerError::StorageFailed`] before any work;
+/// `Invalid`, `TopicNotFound`, `QueueNotFound` or `NoPermission` for a request
+/// that cannot be stored.
 pub fn prepare(
     node: &Node,
     topic: &str,
     request: SendRequest,
     born_host: &str,
-) -> Result<SendCommand, ApiError> {
+) -> Result<SendCommand, BrokerError> {
     node.health.check_room()?;
     let state = node.shared.state();
     node.sender.prepare(
@@ -42,14 +43,13 @@ pub fn prepare(
 /// Stores a prepared send for `caller` and answers where each message went.
 ///
 /// # Errors
-/// A topic or send quota refusal; apply's rejection (TOPIC_NOT_FOUND,
-/// NO_PERMISSION, BAD_REQUEST, UNAVAILABLE for a full producer table); the
-/// write's errors (NOT_LEADER, UNAVAILABLE).
+/// A topic or send quota refusal; apply's [`Rejection`]; the write's errors
+/// (`NotLeader`, `WriteTimeout`, `LeadershipLost`, …).
 pub async fn commit(
     node: &Node,
     caller: &Identity,
     command: SendCommand,
-) -> Result<SendResponse, ApiError> {
+) -> Result<SendResponse, BrokerError> {
     let body_bytes: u64 = command.messages.iter().map(|m| m.body.len() as u64).sum();
     let count = command.messages.len() as u64;
     // A first send that creates its topic counts against the topic quota, and holds

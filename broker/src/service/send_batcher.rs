@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
+use crate::error::BrokerError;
 use crate::replication::command::{Rejection, SendCommand, SendResult};
 use crate::replication::proposal::propose;
 use crate::replication::proposal::SendBatch;
@@ -41,7 +41,7 @@ pub const MAX_BATCH_BODY_BYTES: u64 = 2 << 20;
 
 /// What a send is answered with: its results or why apply refused it, once
 /// committed; or why it was not.
-type Answer = Result<Result<Vec<SendResult>, Rejection>, ApiError>;
+type Answer = Result<Result<Vec<SendResult>, Rejection>, BrokerError>;
 
 /// A send waiting for a free proposal.
 struct Queued {
@@ -90,18 +90,17 @@ impl SendBatcher {
         }
         let (answer, answered) = oneshot::channel();
         if self.queue.send(Queued { send, answer }).is_err() {
-            return Err(ApiError::unavailable("the node is shutting down"));
+            return Err(BrokerError::ShuttingDown);
         }
         // The write timeout counts from here, queueing included: with no quorum the
         // proposals ahead each take the whole timeout, and the client should hear
         // UNAVAILABLE from the broker before its own request timeout.
         match tokio::time::timeout(self.write_timeout.0, answered).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(ApiError::unavailable("the node is shutting down")),
-            Err(_) => Err(ApiError::unavailable(format!(
-                "the write did not commit within {} (no quorum?); retrying is safe with producer_id and sequence",
-                self.write_timeout
-            ))),
+            Ok(Err(_)) => Err(BrokerError::ShuttingDown),
+            Err(_) => Err(BrokerError::WriteTimeout {
+                timeout: self.write_timeout,
+            }),
         }
     }
 }

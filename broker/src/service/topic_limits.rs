@@ -17,7 +17,7 @@
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::LimitsSection;
-use crate::error::ApiError;
+use crate::error::BrokerError;
 use crate::replication::state_machine::GroupShared;
 use crate::topic::TopicConfig;
 
@@ -44,12 +44,12 @@ impl TopicLimits {
     /// Refuses queue counts above `limits.max_queues_per_topic`.
     ///
     /// # Errors
-    /// BAD_REQUEST naming the limit.
-    pub fn check_queues(&self, config: &TopicConfig) -> Result<(), ApiError> {
+    /// `LimitReached` naming the limit.
+    pub fn check_queues(&self, config: &TopicConfig) -> Result<(), BrokerError> {
         let max = self.limits.max_queues_per_topic;
         let asked = config.read_queue_nums.max(config.write_queue_nums);
         if asked > max {
-            return Err(ApiError::bad_request(format!(
+            return Err(BrokerError::LimitReached(format!(
                 "topic {} asks for {asked} queues; limits.max_queues_per_topic is {max}",
                 config.name
             )));
@@ -62,12 +62,12 @@ impl TopicLimits {
     /// (nothing is created, nothing to hold).
     ///
     /// # Errors
-    /// BAD_REQUEST when the group already holds `limits.max_topics` topics.
+    /// `LimitReached` when the group already holds `limits.max_topics` topics.
     pub async fn admit(
         &self,
         shared: &GroupShared,
         topic: &str,
-    ) -> Result<Option<CreationPermit<'_>>, ApiError> {
+    ) -> Result<Option<CreationPermit<'_>>, BrokerError> {
         if shared.state().topics.contains_key(topic) {
             return Ok(None);
         }
@@ -87,7 +87,7 @@ impl TopicLimits {
             // costs the node a few requests a second instead of thousands, and
             // waiting costs nothing (no lock is held).
             tokio::time::sleep(REFUSAL_DELAY).await;
-            return Err(ApiError::bad_request(format!(
+            return Err(BrokerError::LimitReached(format!(
                 "topic quota reached: this group holds {held} topics and limits.max_topics is {max}; delete a topic or raise the limit"
             )));
         }

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth::users::{UserRecord, MAX_RECORDS_PER_CHANGE};
-use crate::error::ApiError;
+use crate::error::BrokerError;
 use crate::replication::proposal::PutUsers;
 use crate::service::control::GroupRoute;
 use crate::service::node::Node;
@@ -28,12 +28,12 @@ pub struct UserRecords {
 /// them and those that could not be reached.
 ///
 /// # Errors
-/// UNAVAILABLE when no group took them (nothing changed anywhere, or only where
+/// `Unavailable` when no group took them (nothing changed anywhere, or only where
 /// a later retry changes it again to the same).
 pub async fn apply_everywhere(
     node: &Node,
     records: Vec<UserRecord>,
-) -> Result<(Vec<String>, Vec<String>), ApiError> {
+) -> Result<(Vec<String>, Vec<String>), BrokerError> {
     let mut applied = Vec::new();
     let mut pending = Vec::new();
     let mut last_error = String::new();
@@ -48,7 +48,7 @@ pub async fn apply_everywhere(
         }
     }
     if applied.is_empty() {
-        return Err(ApiError::unavailable(format!(
+        return Err(BrokerError::unavailable(format!(
             "no broker group took the change ({last_error}); retry"
         )));
     }
@@ -113,12 +113,12 @@ async fn apply_in_group(
 /// [`MAX_RECORDS_PER_CHANGE`].
 ///
 /// # Errors
-/// As [`Node::write`]; BAD_REQUEST when the user table is full.
-pub async fn merge_here(node: &Node, records: Vec<UserRecord>) -> Result<(), ApiError> {
+/// As [`Node::write`]; `LimitReached` when the user table is full.
+pub async fn merge_here(node: &Node, records: Vec<UserRecord>) -> Result<(), BrokerError> {
     for chunk in records.chunks(MAX_RECORDS_PER_CHANGE) {
         let outcome = node.write(PutUsers(chunk.to_vec())).await?;
         if outcome.refused_full > 0 {
-            return Err(ApiError::bad_request(format!(
+            return Err(BrokerError::LimitReached(format!(
                 "the user table is full ({} users): delete users first",
                 crate::auth::users::MAX_USERS
             )));

@@ -48,7 +48,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use self::own_errors::{AnswerSlot, AnswerSlots, OwnErrorsIo};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// How long a connection accepted over the limit may take to show it is a peer.
 pub const PROBATION: Duration = Duration::from_secs(2);

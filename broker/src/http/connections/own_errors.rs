@@ -28,7 +28,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::http::error::{ApiError, ErrorCode};
 
 /// Longest response head parsed; a longer one of ours passes untouched.
 const MAX_HEAD_BYTES: usize = 64 << 10;

@@ -5,9 +5,11 @@
 //! * [`coordinator`] — group members by heartbeat and their queue assignments.
 //! * [`delay`] — delay levels and the schedule topic's message format.
 //! * [`scheduler`] — the leader's task that delivers delayed messages when due.
-//! * [`retry`] — a message given back: to the retry topic, or the dead-letter topic.
+//! * [`retry`] — a message given back: to the retry topic, or the dead-letter topic;
+//!   [`give_back`] — the operation at the leader (read, plan, store).
 
 pub mod coordinator;
 pub mod delay;
+pub mod give_back;
 pub mod retry;
 pub mod scheduler;
