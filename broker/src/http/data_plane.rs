@@ -26,10 +26,9 @@ use crate::api::{
     MAX_FILTER_TAGS,
 };
 use crate::auth::{Action, Resource};
-use crate::error::{BrokerError, QueueKind};
 use crate::metrics::Metrics;
-use crate::replication::command::OffsetCommit;
 use crate::service::node::Node;
+use crate::service::offsets;
 use crate::service::producer::{group_hash, group_hash_of};
 use crate::service::pull::Pull;
 use crate::service::routing::{self, Choice, Target};
@@ -275,15 +274,7 @@ fn offset_by_time_here(
     queue_id: u32,
     query: &TimestampQuery,
 ) -> Result<Json<OffsetResponse>, ApiError> {
-    let config = node.topic(topic)?;
-    let queues = config.read_queue_nums.max(config.write_queue_nums);
-    if queue_id >= queues {
-        return Err(BrokerError::queue_not_found(topic, queue_id, QueueKind::Any, queues).into());
-    }
-    let offset = node
-        .shared
-        .store
-        .offset_by_timestamp(topic, QueueId(queue_id), query.timestamp);
+    let offset = offsets::by_time(node, topic, queue_id, query.timestamp)?;
     Ok(Json(OffsetResponse { offset: offset.0 }))
 }
 
@@ -424,48 +415,27 @@ pub async fn commit_offset(
     }
     let prepared = (|| {
         validate_name("group", &group).map_err(ApiError::bad_request)?;
-        let config = node.topic(&topic)?;
-        let queues = config.read_queue_nums.max(config.write_queue_nums);
-        if queue_id >= queues {
-            return Err(
-                BrokerError::queue_not_found(&topic, queue_id, QueueKind::Any, queues).into(),
-            );
-        }
+        offsets::queue(&node, &topic, queue_id)?;
         let body: CommitOffsetRequest = parse_json(&request.body)?;
         if body.force {
             // Moving a group's offset backwards is a reset.
             caller.require(Action::Admin, Resource::Group(&group))?;
         }
-        let max = node
-            .shared
-            .store
-            .queue_offsets(&topic, QueueId(queue_id))
-            .map_or(0, |(_, max)| max.0);
-        if body.offset > max {
-            // A well-formed request the queue's state refuses: once the queue
-            // holds that many messages, the same commit succeeds.
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "offset {} is beyond the queue's max offset {max}",
-                    body.offset
-                ),
-            ));
-        }
-        Ok(OffsetCommit {
-            group: group.clone(),
-            topic: topic.clone(),
-            queue_id: QueueId(queue_id),
-            offset: QueueOffset(body.offset),
-            force: body.force,
-        })
+        Ok::<_, ApiError>(offsets::plan_commit(
+            &node,
+            &group,
+            &topic,
+            queue_id,
+            body.offset,
+            body.force,
+        )?)
     })();
     let commit = match prepared {
         Ok(commit) => commit,
         Err(e) => return e.into_response(),
     };
     forward::at_leader(&node, request, || async {
-        let offset = node.write(commit).await?;
+        let offset = offsets::commit(&node, commit).await?;
         Ok(Json(CommitOffsetResponse {
             group,
             topic,

@@ -13,6 +13,8 @@
 //!   dead-letter queue, delayed delivery and its scheduler.
 //! * [`routing`] — which broker group a request is for: this node's, or another
 //!   through one of its nodes.
+//! * [`offsets`] — a consumer group's committed offsets: commits, offsets by
+//!   time.
 //! * [`pull`] — the pull loop: read a queue, and hold the pull until a message
 //!   arrives or its deadline passes.
 //! * [`users`] — user changes applied in every broker group, and anti-entropy.
@@ -25,6 +27,7 @@ pub mod consumer;
 pub mod control;
 pub mod health;
 pub mod node;
+pub mod offsets;
 pub mod producer;
 pub mod pull;
 pub mod routing;

@@ -7,10 +7,11 @@
 use super::delay::draft_due_ms;
 use super::retry::{self, Request};
 use crate::api::{RetryRequest, RetryResponse};
-use crate::error::{BrokerError, QueueKind};
+use crate::error::BrokerError;
 use crate::replication::command::SendCommand;
 use crate::service::node::Node;
-use crate::storage::{now_ms, PullStatus, QueueId, QueueOffset, TagFilter};
+use crate::service::offsets;
+use crate::storage::{now_ms, PullStatus, QueueOffset, TagFilter};
 use crate::topic::TopicConfig;
 
 /// Gives back the message `body` names for consumer `group` (this node leads the
@@ -58,16 +59,7 @@ fn give_back_command(
     group: &str,
     body: &RetryRequest,
 ) -> Result<SendCommand, BrokerError> {
-    let config = node.topic(&body.topic)?;
-    let queues = config.read_queue_nums.max(config.write_queue_nums);
-    if body.queue_id >= queues {
-        return Err(BrokerError::queue_not_found(
-            &body.topic,
-            body.queue_id,
-            QueueKind::Any,
-            queues,
-        ));
-    }
+    let queue = offsets::queue(node, &body.topic, body.queue_id)?;
     let levels = node.sender.delay_levels();
     let request = match body.delay_level {
         0 => Request::Default,
@@ -85,7 +77,7 @@ fn give_back_command(
         .store
         .pull(
             &body.topic,
-            QueueId(body.queue_id),
+            queue,
             QueueOffset(body.queue_offset),
             1,
             &TagFilter::All,
