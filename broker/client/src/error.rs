@@ -30,6 +30,12 @@ pub mod codes {
     pub const TOPIC_NOT_FOUND: &str = "TOPIC_NOT_FOUND";
     /// A query found nothing.
     pub const MESSAGE_NOT_FOUND: &str = "MESSAGE_NOT_FOUND";
+    /// A queue id past the topic's queues (in the group that serves it).
+    pub const QUEUE_NOT_FOUND: &str = "QUEUE_NOT_FOUND";
+    /// A broker group no node knows of.
+    pub const BROKER_GROUP_NOT_FOUND: &str = "BROKER_GROUP_NOT_FOUND";
+    /// An unknown user.
+    pub const USER_NOT_FOUND: &str = "USER_NOT_FOUND";
     /// The broker failed in a way it did not expect.
     pub const INTERNAL: &str = "INTERNAL";
 }
@@ -135,11 +141,20 @@ impl ClientError {
         self.code() == Some(codes::UNAVAILABLE)
     }
 
-    /// `TOPIC_NOT_FOUND` or `MESSAGE_NOT_FOUND` (HTTP 404 with an API code).
+    /// A resource the request names does not exist: `TOPIC_NOT_FOUND`,
+    /// `MESSAGE_NOT_FOUND`, `QUEUE_NOT_FOUND`, `BROKER_GROUP_NOT_FOUND` or
+    /// `USER_NOT_FOUND` (HTTP 404 with an API code; not `NOT_FOUND`, an unknown
+    /// route).
     pub fn is_not_found(&self) -> bool {
         matches!(
             self.code(),
-            Some(codes::TOPIC_NOT_FOUND | codes::MESSAGE_NOT_FOUND)
+            Some(
+                codes::TOPIC_NOT_FOUND
+                    | codes::MESSAGE_NOT_FOUND
+                    | codes::QUEUE_NOT_FOUND
+                    | codes::BROKER_GROUP_NOT_FOUND
+                    | codes::USER_NOT_FOUND
+            )
         )
     }
 
@@ -271,6 +286,19 @@ mod tests {
             assert_eq!(refused.status(), Some(status));
         }
         assert!(api(404, codes::TOPIC_NOT_FOUND, None).is_not_found());
+        // A resource the request names that does not exist (a queue past the
+        // topic's after a shrink, a removed broker group, a deleted user): the
+        // consumer's give-back gives up on these instead of retrying for good.
+        for code in [
+            codes::QUEUE_NOT_FOUND,
+            codes::BROKER_GROUP_NOT_FOUND,
+            codes::USER_NOT_FOUND,
+        ] {
+            let missing = api(404, code, None);
+            assert!(missing.is_not_found(), "{code}");
+            assert!(!missing.is_retryable(), "{code}");
+        }
+        // An unknown route is the caller's mistake, not a missing resource.
         assert!(!api(404, "NOT_FOUND", None).is_not_found());
     }
 
