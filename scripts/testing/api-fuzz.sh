@@ -53,7 +53,10 @@ curl -sf -XPUT -H @- -H 'Content-Type: application/json' -d '{}' "$url/v1/topics
 echo "--- schemathesis $schemathesis_version, -c all, $examples examples per operation"
 # The token goes through the environment and a config file, not argv.
 # The hooks drop generated path values that schemathesis would send altered
-# (see the file).
+# (see the file). A generated pull may ask to be held up to max_wait_ms = 30 s
+# (the documented cap) on a queue that exists, and be held that long: the
+# request timeout is above that cap (schemathesis's default, 10 s, turned one
+# such valid long poll into a "Network Error" in CI).
 cat >"$work/schemathesis.toml" <<EOF
 hooks = "$repo/scripts/testing/api-fuzz-hooks.py"
 
@@ -65,7 +68,7 @@ curl -sf -H @- "$url/openapi.json" <<<"Authorization: Bearer $token" >"$work/ope
 export API_FUZZ_TOKEN=$token
 cd "$work"
 if ! "$venv/bin/st" --config-file "$work/schemathesis.toml" --no-color run "$work/openapi.json" \
-	--url "$url" -c all -n "$examples" \
+	--url "$url" -c all -n "$examples" --request-timeout 45 \
 	--exclude-path-regex '/nodes|/transfer-leader'  >"$work/st.log" 2>&1; then
 	cat "$work/st.log"
 	tail -n 30 "$work/cluster/node-1/broker.log" >&2 || true
