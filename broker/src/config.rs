@@ -202,6 +202,10 @@ pub struct ConsumerSection {
     /// A message given back this many times goes to the dead-letter topic
     /// `%DLQ%{group}` on its next give-back (RocketMQ's `maxReconsumeTimes`).
     pub max_reconsume_times: u32,
+    /// Receive and ack: a message delivered this many times without an ack goes
+    /// to `%DLQ%{group}` when its last lease ends, instead of being delivered
+    /// again (RocketMQ 5's `maxDeliveryAttempts`).
+    pub max_delivery_attempts: u32,
     /// How often the leader looks for delayed messages that are due.
     pub delivery_interval: HumanDuration,
 }
@@ -211,6 +215,7 @@ impl Default for ConsumerSection {
         Self {
             delay_levels: broker_proto::delay::ROCKETMQ_DELAY_LEVELS.to_string(),
             max_reconsume_times: 16,
+            max_delivery_attempts: 16,
             delivery_interval: HumanDuration(Duration::from_millis(100)),
         }
     }
@@ -835,6 +840,9 @@ impl NodeConfig {
             .or_else(|reason| bad("consumer.delay_levels", reason))?;
         if consumer.max_reconsume_times == 0 {
             return bad("consumer.max_reconsume_times", "must be positive");
+        }
+        if !(1..=1000).contains(&consumer.max_delivery_attempts) {
+            return bad("consumer.max_delivery_attempts", "must be in 1..=1000");
         }
         if consumer.delivery_interval.0.is_zero() {
             return bad("consumer.delivery_interval", "must be positive");

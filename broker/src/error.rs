@@ -64,6 +64,10 @@ pub enum BrokerError {
     /// The state refuses it now; the same request may succeed later.
     #[error("{0}")]
     Conflict(String),
+    /// A receipt handle whose lease ended (ran out, or replaced by a later
+    /// delivery or change): the message may be delivered again.
+    #[error("{0}")]
+    LeaseExpired(String),
     /// No credentials, or ones nobody issued.
     #[error("{0}")]
     Unauthenticated(String),

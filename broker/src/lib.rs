@@ -26,7 +26,7 @@
 //!   human units.
 
 // The protocol's modules, where the server has always named them.
-pub use broker_proto::{api, units};
+pub use broker_proto::{api, receive, units};
 // The storage engine is its own crate; the server has always called it `storage`.
 pub use broker_store as storage;
 

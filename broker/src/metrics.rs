@@ -159,6 +159,30 @@ pub struct Metrics {
     /// Sends this node led that were refused because their new producer ids did
     /// not fit in the full dedup table.
     pub producer_table_full_total: AtomicU64,
+    /// Receive and ack, counted by the leader that decided.
+    pub leases: LeaseCounters,
+}
+
+/// Counters of lease-based consumption (receive, ack, change-invisible).
+#[derive(Default)]
+pub struct LeaseCounters {
+    /// Messages delivered by receives (first deliveries and later ones).
+    pub delivered: AtomicU64,
+    /// Of those, deliveries after the first.
+    pub redelivered: AtomicU64,
+    /// Leases that ended without an ack (ran out, or given back), found by
+    /// receives: each is delivered again or dead-lettered.
+    pub expired: AtomicU64,
+    /// Acks answered `OK`.
+    pub acked: AtomicU64,
+    /// Acks and changes answered `EXPIRED`.
+    pub ack_expired: AtomicU64,
+    /// Acks and changes answered `INVALID`.
+    pub ack_invalid: AtomicU64,
+    /// Changes with `invisible_ms` 0 (nacks).
+    pub nacked: AtomicU64,
+    /// Messages moved to `%DLQ%{group}` after their last delivery.
+    pub dead_lettered: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -181,6 +205,7 @@ impl Default for Metrics {
             commit_log_flush_duration: Histogram::new(FSYNC_BUCKETS),
             topics: RwLock::new(HashMap::new()),
             producer_table_full_total: AtomicU64::new(0),
+            leases: LeaseCounters::default(),
         }
     }
 }
@@ -314,6 +339,46 @@ impl Metrics {
                 "broker_pull_requests_total",
                 "Pull requests received.",
                 &self.pull_requests_total,
+            ),
+            (
+                "broker_lease_delivered_total",
+                "Messages delivered by receives (receive and ack), first deliveries and later ones.",
+                &self.leases.delivered,
+            ),
+            (
+                "broker_lease_redelivered_total",
+                "Deliveries by receives after a message's first.",
+                &self.leases.redelivered,
+            ),
+            (
+                "broker_lease_expired_total",
+                "Leases that ended without an ack (ran out, or given back), found by receives.",
+                &self.leases.expired,
+            ),
+            (
+                "broker_lease_acked_total",
+                "Acks answered OK.",
+                &self.leases.acked,
+            ),
+            (
+                "broker_lease_ack_expired_total",
+                "Acks and lease changes answered EXPIRED.",
+                &self.leases.ack_expired,
+            ),
+            (
+                "broker_lease_ack_invalid_total",
+                "Acks and lease changes answered INVALID.",
+                &self.leases.ack_invalid,
+            ),
+            (
+                "broker_lease_nacked_total",
+                "Lease changes to 0 ms (messages given back at once).",
+                &self.leases.nacked,
+            ),
+            (
+                "broker_lease_dead_lettered_total",
+                "Messages moved to %DLQ%{group} after their last delivery without an ack.",
+                &self.leases.dead_lettered,
             ),
             (
                 "broker_forwarded_requests_total",

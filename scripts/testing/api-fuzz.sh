@@ -67,9 +67,13 @@ curl -sf -H @- "$url/openapi.json" <<<"Authorization: Bearer $token" >"$work/ope
 	fail "GET /openapi.json"
 export API_FUZZ_TOKEN=$token
 cd "$work"
+# The streaming pull (`…/stream`, server-sent events) is left out too: a valid
+# request is answered with a stream that lasts until the client closes it, so
+# every generated one would hang until the request timeout (its tests are in
+# broker/tests/http_stream.rs).
 if ! "$venv/bin/st" --config-file "$work/schemathesis.toml" --no-color run "$work/openapi.json" \
 	--url "$url" -c all -n "$examples" --request-timeout 45 \
-	--exclude-path-regex '/nodes|/transfer-leader'  >"$work/st.log" 2>&1; then
+	--exclude-path-regex '/nodes|/transfer-leader|/stream$'  >"$work/st.log" 2>&1; then
 	cat "$work/st.log"
 	tail -n 30 "$work/cluster/node-1/broker.log" >&2 || true
 	fail "schemathesis found failures (above)"

@@ -63,7 +63,7 @@ pub const MAX_COORDINATOR_ENTRIES: usize = 1 << 18;
 
 /// Deserializes a list of at most `max` elements, refusing a longer one as soon as
 /// its element `max + 1` is reached (so it is never built).
-fn capped<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub(crate) fn capped<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
     max: usize,
     what: &'static str,
@@ -427,10 +427,23 @@ pub struct ConsumerGroupView {
     pub topics: Vec<String>,
     /// Broker groups holding its offsets, sorted.
     pub broker_groups: Vec<String>,
-    /// Queues with a committed offset.
+    /// Queues with a committed offset, or with a receive cursor (receive and
+    /// ack).
     pub queues: u64,
-    /// Messages behind, summed over those queues.
+    /// Messages behind, summed over those queues (receive and ack: not yet
+    /// delivered, plus delivered and not acked).
     pub lag: u64,
+    /// Receive and ack: messages leased now (delivered, not acked, lease
+    /// running).
+    #[serde(default)]
+    pub leased: u64,
+    /// Receive and ack: messages delivered and not acked whose lease ended; the
+    /// next receive delivers them again (or dead-letters them).
+    #[serde(default)]
+    pub awaiting_redelivery: u64,
+    /// Receive and ack: messages in flight delivered more than once.
+    #[serde(default)]
+    pub redelivered: u64,
 }
 
 /// `GET /v1/groups`

@@ -36,11 +36,13 @@ pub enum ErrorCode {
     BrokerGroupNotFound,
     /// A queue id past a topic's queues.
     QueueNotFound,
+    /// A receipt handle whose lease ran out (the message may be delivered again).
+    Expired,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics label them by [`Self::word`]).
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::TopicNotFound,
@@ -60,6 +62,7 @@ impl ErrorCode {
         Self::UserNotFound,
         Self::BrokerGroupNotFound,
         Self::QueueNotFound,
+        Self::Expired,
     ];
 
     pub fn word(self) -> &'static str {
@@ -83,6 +86,7 @@ impl ErrorCode {
             Self::UserNotFound => "USER_NOT_FOUND",
             Self::BrokerGroupNotFound => "BROKER_GROUP_NOT_FOUND",
             Self::QueueNotFound => "QUEUE_NOT_FOUND",
+            Self::Expired => "EXPIRED",
         }
     }
 
@@ -104,7 +108,7 @@ impl ErrorCode {
             | Self::QueueNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
-            Self::Conflict => 409,
+            Self::Conflict | Self::Expired => 409,
             Self::UriTooLong => 414,
             Self::UnsupportedMediaType => 415,
             Self::NotLeader => 421,

@@ -8,6 +8,7 @@
 //! * [`topic`] — name rules, reserved topics, permission bits, queue counts.
 //! * [`acl`] — permissions: resource patterns × actions.
 //! * [`limits`] — protocol limits that are not per-request (idempotency window).
+//! * [`receive`] — receive and ack: leases and receipt handles.
 //! * [`delay`] — delay levels; [`properties`] — property names the broker sets.
 //! * [`units`] — human durations and sizes (`"500ms"`, `"1GiB"`).
 //! * `openapi` (feature `openapi`, off by default) — the OpenAPI schemas that the
@@ -21,5 +22,6 @@ pub mod limits;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod properties;
+pub mod receive;
 pub mod topic;
 pub mod units;

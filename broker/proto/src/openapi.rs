@@ -16,6 +16,7 @@ use crate::api::{
     TAGS_PATTERN,
 };
 use crate::error_code::ErrorCode;
+use crate::receive::{ACK_STATUSES, MAX_ACK_HANDLES, MAX_RECEIPT_HANDLE_LEN};
 use crate::topic::{NAME_PATTERN, PERM_READ, PERM_READ_WRITE, PERM_WRITE};
 
 fn string() -> ObjectBuilder {
@@ -102,4 +103,22 @@ pub fn resource() -> Object {
             "`cluster`, `topic:NAME` or `group:NAME`; NAME may end with `*`",
         ))
         .build()
+}
+
+/// The receipt handles of an ack: 1..=[`MAX_ACK_HANDLES`].
+pub fn receipt_handles() -> Array {
+    ArrayBuilder::new()
+        .items(
+            string()
+                .min_length(Some(1))
+                .max_length(Some(MAX_RECEIPT_HANDLE_LEN)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(MAX_ACK_HANDLES))
+        .build()
+}
+
+/// An ack result's `status`.
+pub fn ack_status() -> Object {
+    string().enum_values(Some(ACK_STATUSES)).build()
 }

@@ -12,8 +12,12 @@ pub const PROPERTY_ORIGIN_QUEUE_OFFSET: &str = "ORIGIN_QUEUE_OFFSET";
 pub const PROPERTY_ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
 /// How many times a dead letter was reconsumed before it went to the DLQ.
 pub const PROPERTY_RECONSUME_TIMES: &str = "RECONSUME_TIMES";
-/// The consumer group that gave the message back.
+/// The consumer group that gave the message back (or, for a lease-based dead
+/// letter, the group that received it).
 pub const PROPERTY_CONSUMER_GROUP: &str = "CONSUMER_GROUP";
+/// How many times a lease-based dead letter was delivered to its group without an
+/// ack before it went to `%DLQ%{group}` (receive and ack).
+pub const PROPERTY_DELIVERY_ATTEMPTS: &str = "DELIVERY_ATTEMPTS";
 
 // Delayed delivery (`delay_level` on send).
 /// The delay level a message was sent with (RocketMQ's `DELAY`).

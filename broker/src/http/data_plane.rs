@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use serde::Deserialize;
 
 use super::auth::Caller;
@@ -21,7 +20,7 @@ use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
 use super::groups::{self, encode, BrokerGroupParam, GroupParam};
 use crate::api::{
-    CommitOffsetRequest, CommitOffsetResponse, GroupOffsetView, GroupOffsetsResponse, MessageView,
+    CommitOffsetRequest, CommitOffsetResponse, GroupOffsetView, GroupOffsetsResponse,
     MessagesResponse, OffsetResponse, PullResponse, QueueView, QueuesResponse, SendRequest,
     MAX_FILTER_TAGS,
 };
@@ -33,7 +32,7 @@ use crate::service::producer::{group_hash, group_hash_of};
 use crate::service::pull::Pull;
 use crate::service::routing::{self, Choice, Target};
 use crate::service::send;
-use crate::storage::{MessageId, PullStatus, QueueId, QueueOffset, StoredMessage, TagFilter};
+use crate::storage::{MessageId, PullStatus, QueueId, QueueOffset, TagFilter};
 use crate::topic::validate_name;
 
 /// Longest a pull may be held (API: `max_wait_ms` ≤ 30000).
@@ -93,40 +92,7 @@ pub struct PullQuery {
     tags: Option<String>,
 }
 
-/// Converts a stored message to its API form.
-pub fn message_view(message: StoredMessage) -> MessageView {
-    let (body, body_base64) = if message.binary_body {
-        (
-            None,
-            Some(base64::engine::general_purpose::STANDARD.encode(&message.body)),
-        )
-    } else {
-        match String::from_utf8(message.body) {
-            Ok(text) => (Some(text), None),
-            Err(e) => (
-                None,
-                Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
-            ),
-        }
-    };
-    MessageView {
-        msg_id: message.msg_id.to_string(),
-        topic: message.topic,
-        queue_id: message.queue_id.0,
-        queue_offset: message.queue_offset.0,
-        commit_log_offset: message.commit_log_offset.0,
-        body,
-        body_base64,
-        tags: (!message.tags.is_empty()).then_some(message.tags),
-        keys: message.keys,
-        properties: message.properties,
-        born_timestamp: message.born_timestamp_ms,
-        store_timestamp: message.store_timestamp_ms,
-        reconsume_times: message.reconsume_times,
-        producer_id: message.producer.as_ref().map(|p| p.producer_id.clone()),
-        sequence: message.producer.map(|p| p.sequence),
-    }
-}
+pub use crate::service::pull::message_view;
 
 fn status_word(status: PullStatus) -> &'static str {
     match status {

@@ -96,6 +96,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::BrokerGroupNotFound { .. } => ErrorCode::BrokerGroupNotFound,
             BrokerError::MessageNotFound(_) => ErrorCode::MessageNotFound,
             BrokerError::Conflict(_) => ErrorCode::Conflict,
+            BrokerError::LeaseExpired(_) => ErrorCode::Expired,
             BrokerError::Unauthenticated(_) => ErrorCode::Unauthorized,
             BrokerError::NoPermission(_) => ErrorCode::NoPermission,
             BrokerError::RateLimited {
@@ -240,6 +241,11 @@ mod tests {
                 404,
             ),
             (BrokerError::Conflict("x".into()), ErrorCode::Conflict, 409),
+            (
+                BrokerError::LeaseExpired("x".into()),
+                ErrorCode::Expired,
+                409,
+            ),
             (
                 BrokerError::Unauthenticated("x".into()),
                 ErrorCode::Unauthorized,

@@ -92,14 +92,7 @@ pub async fn to_group(
     param: &str,
 ) -> Response {
     if request.was_forwarded() {
-        // The forwarding node thought this node serves `route.group`: the routes of
-        // the two disagree (a group was just moved or expired). Retrying resolves it.
-        return ApiError::unavailable(format!(
-            "this node is in group `{}`, not `{}`; routes are changing, retry",
-            node.group(),
-            route.group
-        ))
-        .into_response();
+        return routes_disagree(node, route);
     }
     let path = with_param(&request.path_and_query, param, &route.group);
     let mut urls = route.urls();
@@ -146,6 +139,18 @@ pub async fn to_group(
     .into_response()
 }
 
+/// The answer to a request another node forwarded here for `route.group`: the
+/// forwarding node thought this node serves it, so the routes of the two disagree
+/// (a group was just moved or expired). Retrying resolves it.
+fn routes_disagree(node: &Node, route: &GroupRoute) -> Response {
+    ApiError::unavailable(format!(
+        "this node is in group `{}`, not `{}`; routes are changing, retry",
+        node.group(),
+        route.group
+    ))
+    .into_response()
+}
+
 /// `path_and_query` with the query parameter `name` set to `value` (replacing it).
 pub fn with_param(path_and_query: &str, name: &str, value: &str) -> String {
     let Ok(mut url) = reqwest::Url::parse(&format!("http://x{path_and_query}")) else {
@@ -169,8 +174,7 @@ async fn send(
     base_url: &str,
     path_and_query: &str,
 ) -> Result<reqwest::Response, reqwest::Error> {
-    let mut forward = node
-        .peer_request(request.method.clone(), base_url, path_and_query)
+    forwarded(node, request, base_url, path_and_query)
         // A forwarded long poll may be held up to its max_wait_ms (≤ 30 s).
         .timeout(
             node.config
@@ -180,6 +184,20 @@ async fn send(
                 .max(std::time::Duration::from_secs(30))
                 + std::time::Duration::from_secs(5),
         )
+        .send()
+        .await
+}
+
+/// `request` as it goes to `base_url`, with the headers every forward carries;
+/// without a timeout (the caller sets one).
+fn forwarded(
+    node: &Node,
+    request: &WriteRequest,
+    base_url: &str,
+    path_and_query: &str,
+) -> reqwest::RequestBuilder {
+    let mut forward = node
+        .peer_request(request.method.clone(), base_url, path_and_query)
         .header(FORWARDED_HEADER, request.born_host.as_str())
         .body(request.body.clone());
     for name in [
@@ -194,7 +212,85 @@ async fn send(
     if let Some(id) = request.headers.get(super::request_id::REQUEST_ID_HEADER) {
         forward = forward.header(super::request_id::REQUEST_ID_HEADER, id);
     }
-    forward.send().await
+    forward
+}
+
+/// Forwards a streaming pull (server-sent events) to a node of the broker group
+/// `route`, naming the group in the query parameter `param`, and relays the
+/// answer's body as it arrives: [`to_group`] reads a whole answer before relaying
+/// it, and a stream does not end. Any replica serves a stream, so the first node
+/// of the group that answers does; an error it answers (before any event) is
+/// relayed like any other. The request goes with the headers of every forward,
+/// and `Accept` and `Last-Event-ID`.
+pub async fn stream_to_group(
+    node: &Node,
+    request: WriteRequest,
+    route: &GroupRoute,
+    param: &str,
+) -> Response {
+    /// How long the other node may take to answer the stream's head: it checks
+    /// the request with a pull that is not held.
+    const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    if request.was_forwarded() {
+        return routes_disagree(node, route);
+    }
+    let path = with_param(&request.path_and_query, param, &route.group);
+    Metrics::add(&node.metrics.forwarded_requests_total, 1);
+    let mut last_error = String::from("no known node");
+    for url in route.urls() {
+        let mut forward = forwarded(node, &request, &url, &path);
+        for name in [axum::http::header::ACCEPT, super::stream::LAST_EVENT_ID] {
+            if let Some(value) = request.headers.get(&name) {
+                forward = forward.header(name, value);
+            }
+        }
+        match tokio::time::timeout(HEAD_TIMEOUT, forward.send()).await {
+            Ok(Ok(response)) if response.status().is_success() => return relay_stream(response),
+            Ok(Ok(response)) => return relay(response).await,
+            // A read: the next replica is as good.
+            Ok(Err(e)) => last_error = format!("{url}: {e}"),
+            Err(_) => last_error = format!("{url}: no answer within {HEAD_TIMEOUT:?}"),
+        }
+    }
+    ApiError::unavailable(format!(
+        "no node of group `{}` could be reached ({last_error})",
+        route.group
+    ))
+    .into_response()
+}
+
+/// Relays a stream's answer chunk by chunk. The other node sends at least a
+/// keep-alive comment every [`super::stream::KEEP_ALIVE_INTERVAL`]: twice that
+/// without a byte means it is gone (a peer cut off without a FIN), and the relay
+/// ends so the client resumes elsewhere.
+fn relay_stream(response: reqwest::Response) -> Response {
+    let idle_timeout = super::stream::KEEP_ALIVE_INTERVAL * 2;
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut headers = axum::http::HeaderMap::new();
+    for name in [
+        axum::http::header::CONTENT_TYPE,
+        axum::http::header::CACHE_CONTROL,
+    ] {
+        if let Some(value) = response.headers().get(name.as_str()) {
+            if let Ok(value) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    let body = futures::stream::unfold(Some(response), move |response| async move {
+        let mut response = response?;
+        match tokio::time::timeout(idle_timeout, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => Some((Ok(chunk), Some(response))),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => Some((Err(e.to_string()), None)),
+            Err(_) => Some((
+                Err(format!("no byte from the serving node in {idle_timeout:?}")),
+                None,
+            )),
+        }
+    });
+    (status, headers, axum::body::Body::from_stream(body)).into_response()
 }
 
 async fn relay(response: reqwest::Response) -> Response {

@@ -34,8 +34,10 @@ pub mod groups;
 pub mod internal;
 pub mod membership;
 pub mod openapi;
+pub mod receive;
 pub mod request_id;
 pub mod router;
+pub mod stream;
 pub mod users;
 
 pub use router::{router, router_with_connections};

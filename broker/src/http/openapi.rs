@@ -39,6 +39,7 @@ use super::auth::Access;
 use broker_proto::acl::Permission;
 use broker_proto::api;
 use broker_proto::delay::DelayLevels;
+use broker_proto::receive;
 use broker_proto::topic::NAME_PATTERN;
 
 /// A query parameter: name, [`Kind`] of value, description; optional unless
@@ -421,7 +422,15 @@ pub fn schemas() -> Value {
         .add::<api::UserTokenResponse>()
         .add::<api::UserView>()
         .add::<api::UsersResponse>()
-        .add::<api::DeletedUserResponse>();
+        .add::<api::DeletedUserResponse>()
+        .add::<receive::ReceiveRequest>()
+        .add::<receive::ReceivedMessage>()
+        .add::<receive::ReceiveResponse>()
+        .add::<receive::AckRequest>()
+        .add::<receive::AckResult>()
+        .add::<receive::AckResponse>()
+        .add::<receive::ChangeInvisibleRequest>()
+        .add::<receive::ChangeInvisibleResponse>();
     let Components { schemas, names } = components;
     let mut schemas = Value::Object(schemas);
     for_each_schema(&mut schemas, &mut |schema| {
@@ -450,6 +459,16 @@ pub fn schemas() -> Value {
             {"not": {"anyOf": [{"required": ["producer_id"]}, {"required": ["sequence"]}]}},
         ]},
     ]);
+    // A lease change is 0 (give the message back now) or a lease's length.
+    let invisible = property(&mut schemas, "ChangeInvisibleRequest", "invisible_ms");
+    invisible.remove("maximum");
+    invisible.insert(
+        "anyOf".into(),
+        json!([
+            {"maximum": 0},
+            {"minimum": receive::MIN_INVISIBLE_MS, "maximum": receive::MAX_INVISIBLE_MS},
+        ]),
+    );
     schemas["Object"] = json!({"type": "object"});
     schemas
 }
@@ -676,6 +695,32 @@ mod tests {
         assert_eq!(
             property("RetryRequest", "delay_level")["maximum"],
             max_level
+        );
+        let receive_field = |field| property("ReceiveRequest", field);
+        assert_eq!(receive_field("max_messages")["minimum"], json!(1));
+        assert_eq!(
+            receive_field("max_messages")["maximum"],
+            json!(receive::MAX_RECEIVE_MESSAGES)
+        );
+        assert_eq!(
+            receive_field("invisible_ms")["minimum"],
+            json!(receive::MIN_INVISIBLE_MS)
+        );
+        assert_eq!(
+            receive_field("invisible_ms")["maximum"],
+            json!(receive::MAX_INVISIBLE_MS)
+        );
+        assert_eq!(
+            receive_field("max_wait_ms")["maximum"],
+            json!(receive::MAX_RECEIVE_WAIT_MS)
+        );
+        assert_eq!(
+            property("AckRequest", "receipt_handles")["maxItems"],
+            json!(receive::MAX_ACK_HANDLES)
+        );
+        assert_eq!(
+            property("ChangeInvisibleRequest", "receipt_handle")["maxLength"],
+            json!(receive::MAX_RECEIPT_HANDLE_LEN)
         );
         // Unsigned numbers span their Rust type, exactly.
         assert_eq!(input("sequence")["maximum"], json!(u64::MAX));

@@ -18,7 +18,7 @@ use super::error::{ApiError, ErrorCode};
 use super::openapi::{op, q, Kind, Operation, BROKER_GROUP_Q, GROUP_Q};
 use super::{
     consumer_group_list, consumer_groups, control_plane, dashboard, data_plane, internal,
-    membership, openapi, request_id, users,
+    membership, openapi, receive, request_id, users,
 };
 use crate::auth::Action::{Admin, Pub, Sub};
 use crate::service::node::Node;
@@ -84,6 +84,22 @@ pub fn public_routes() -> Vec<Route> {
             .required(&["offset"])
             .answers("PullResponse"),
             get(data_plane::pull),
+        ),
+        route(
+            op(
+                "get",
+                "/v1/topics/{topic}/queues/{queue_id}/stream",
+                "messages",
+                "Stream a queue as server-sent events until the client closes it; resume with Last-Event-ID",
+                Access::Topic(Sub),
+            )
+            .query(const { &[
+                q("offset", Kind::Unsigned, "queue offset to start at; required unless a Last-Event-ID header (which wins) names the last event seen"),
+                q("tags", Kind::TagFilter, "`*` or `TagA||TagB`"),
+                GROUP_Q,
+            ] })
+            .text("text/event-stream"),
+            get(super::stream::pull_stream),
         ),
         route(
             op("get", "/v1/topics/{topic}/queues", "topics", "Queues of a topic with min and max offsets", Access::TopicAny)
@@ -155,6 +171,44 @@ pub fn public_routes() -> Vec<Route> {
             .body("RetryRequest")
             .answers("RetryResponse"),
             post(consumer_groups::give_back),
+        ),
+        route(
+            op(
+                "post",
+                "/v1/groups/{group}/topics/{topic}/receive",
+                "groups",
+                "Receive messages leased to the group until invisible_until (receive and ack), with long polling",
+                Access::Group(Sub),
+            )
+            .query(const { &[BROKER_GROUP_Q] })
+            .body("ReceiveRequest")
+            .answers("ReceiveResponse"),
+            post(receive::receive),
+        ),
+        route(
+            op(
+                "post",
+                "/v1/groups/{group}/ack",
+                "groups",
+                "Ack received messages by their receipt handles: a status per handle",
+                Access::Group(Sub),
+            )
+            .query(const { &[BROKER_GROUP_Q] })
+            .body("AckRequest")
+            .answers("AckResponse"),
+            post(receive::ack),
+        ),
+        route(
+            op(
+                "post",
+                "/v1/groups/{group}/change-invisible",
+                "groups",
+                "Change a received message's lease (0: give it back now); answers the new handle",
+                Access::Group(Sub),
+            )
+            .body("ChangeInvisibleRequest")
+            .answers("ChangeInvisibleResponse"),
+            post(receive::change_invisible),
         ),
         route(
             op(

@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::leases::{LeaseCommand, LeaseOutcome, LeaseUpdate};
 use super::type_config::StoredMembership;
 use crate::auth::users::{MergeOutcome, UserRecord};
 use crate::storage::{MessageDraft, MessageId, QueueId, QueueOffset};
@@ -40,6 +41,9 @@ pub enum Command {
     /// see `auth::users`). Creates, updates, deletes, token rotations and
     /// anti-entropy pulls are all this.
     PutUsers(Vec<UserRecord>),
+    /// Lease-based consumption: deliveries, redeliveries, acks, lease changes and
+    /// dead letters of one consumer group and topic (see `replication::leases`).
+    Lease(LeaseCommand),
 }
 
 /// Delayed messages that are due, read by the leader from one schedule-topic queue.
@@ -152,6 +156,8 @@ pub enum CommandResponse {
     SentBatch(Vec<CommandResponse>),
     /// What a [`Command::PutUsers`] changed.
     UsersMerged(MergeOutcome),
+    /// One outcome per op of a [`Command::Lease`], in order.
+    Leased(Vec<LeaseOutcome>),
 }
 
 /// The payload of a control record: the state changes that are not messages.
@@ -172,6 +178,9 @@ pub enum ControlRecord {
     },
     /// User records merged into the user table.
     PutUsers(Vec<UserRecord>),
+    /// Lease changes apply accepted (written with the dead letters they store,
+    /// in the same entry).
+    Leases(LeaseUpdate),
 }
 
 /// Version byte in front of every control record payload.
@@ -230,6 +239,13 @@ impl fmt::Display for Command {
                 sends.iter().map(|s| s.messages.len()).sum::<usize>()
             ),
             Self::PutUsers(records) => write!(f, "put {} user records", records.len()),
+            Self::Lease(lease) => write!(
+                f,
+                "{} lease ops of {} on {}",
+                lease.ops.len(),
+                lease.group,
+                lease.topic
+            ),
         }
     }
 }
@@ -252,6 +268,7 @@ impl fmt::Display for CommandResponse {
                 "users merged: {} applied, {} refused (table full)",
                 outcome.applied, outcome.refused_full
             ),
+            Self::Leased(outcomes) => write!(f, "{} lease outcomes", outcomes.len()),
         }
     }
 }

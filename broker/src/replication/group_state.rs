@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::command::{ControlRecord, OffsetCommit, SendResult};
+use super::leases::LeaseTable;
 use super::type_config::{log_id_of, LogId, StoredMembership};
 use crate::auth::users::UserTable;
 use crate::storage::record::{RecordKind, RecordView};
@@ -62,6 +63,8 @@ pub struct GroupState {
     /// Users, permissions and quotas (replicated in every group; see
     /// `auth::users`).
     pub users: UserTable,
+    /// Receive cursors and messages in flight of lease-based consumption.
+    pub leases: LeaseTable,
     /// The last log id folded in.
     pub last_applied: Option<LogId>,
     /// Every CommitLog record below this offset is folded in.
@@ -256,9 +259,40 @@ impl ProducerTable {
 
 /// Version byte of an encoded [`GroupState`]. Version 1 (before schedule offsets)
 /// was never released; it is refused rather than guessed at. Version 2 had no
-/// user table; it is read as version 3 with no users.
+/// user table; it is read as version 4 with no users and no leases. Version 3 had
+/// no lease table; it is read as version 4 with no leases.
 const STATE_FORMAT_V2: u8 = 2;
 const STATE_FORMAT_V3: u8 = 3;
+const STATE_FORMAT_V4: u8 = 4;
+
+/// [`GroupState`] as version 3 wrote it.
+#[derive(Deserialize)]
+struct GroupStateV3 {
+    topics: BTreeMap<String, TopicConfig>,
+    consumer_offsets: BTreeMap<OffsetKey, QueueOffset>,
+    schedule_offsets: BTreeMap<QueueId, QueueOffset>,
+    producers: ProducerTable,
+    membership: StoredMembership,
+    users: UserTable,
+    last_applied: Option<LogId>,
+    commit_log_end: CommitLogOffset,
+}
+
+impl From<GroupStateV3> for GroupState {
+    fn from(v3: GroupStateV3) -> Self {
+        Self {
+            topics: v3.topics,
+            consumer_offsets: v3.consumer_offsets,
+            schedule_offsets: v3.schedule_offsets,
+            producers: v3.producers,
+            membership: v3.membership,
+            users: v3.users,
+            leases: LeaseTable::default(),
+            last_applied: v3.last_applied,
+            commit_log_end: v3.commit_log_end,
+        }
+    }
+}
 
 /// [`GroupState`] as version 2 wrote it (bincode is not self-describing: the old
 /// field list is needed to read it).
@@ -282,6 +316,7 @@ impl From<GroupStateV2> for GroupState {
             producers: v2.producers,
             membership: v2.membership,
             users: UserTable::default(),
+            leases: LeaseTable::default(),
             last_applied: v2.last_applied,
             commit_log_end: v2.commit_log_end,
         }
@@ -324,6 +359,7 @@ impl GroupState {
             ControlRecord::DeleteTopic(topic) => {
                 self.topics.remove(topic);
                 self.consumer_offsets.retain(|key, _| key.topic != *topic);
+                self.leases.drop_topic(topic);
             }
             ControlRecord::CommitOffset(commit) => {
                 self.commit_offset(commit);
@@ -334,6 +370,7 @@ impl GroupState {
             ControlRecord::PutUsers(records) => {
                 self.users.merge(records);
             }
+            ControlRecord::Leases(update) => self.leases.fold(update),
         }
     }
 
@@ -373,7 +410,7 @@ impl GroupState {
 
     /// Encodes the state: a version byte, then bincode (standard config).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![STATE_FORMAT_V3];
+        let mut out = vec![STATE_FORMAT_V4];
         bincode::serde::encode_into_std_write(self, &mut out, bincode::config::standard())
             .expect("encoding into a Vec cannot fail");
         out
@@ -385,11 +422,18 @@ impl GroupState {
     /// An unknown version or undecodable bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let mut state: Self = match bytes.split_first() {
-            Some((&STATE_FORMAT_V3, rest)) => {
+            Some((&STATE_FORMAT_V4, rest)) => {
                 bincode::serde::decode_from_slice(rest, bincode::config::standard())
                     .map_err(|e| format!("undecodable group state: {e}"))?
                     .0
             }
+            Some((&STATE_FORMAT_V3, rest)) => bincode::serde::decode_from_slice::<GroupStateV3, _>(
+                rest,
+                bincode::config::standard(),
+            )
+            .map_err(|e| format!("undecodable group state (version 3): {e}"))?
+            .0
+            .into(),
             Some((&STATE_FORMAT_V2, rest)) => bincode::serde::decode_from_slice::<GroupStateV2, _>(
                 rest,
                 bincode::config::standard(),
@@ -402,6 +446,7 @@ impl GroupState {
         };
         state.producers.rebuild_index();
         state.users.refresh_version();
+        state.leases.rebuild_index();
         Ok(state)
     }
 }

@@ -7,6 +7,8 @@
 //!   the `io::Error` openraft takes).
 //! * [`proposal`] — typed proposals: each command with the answer apply gives it.
 //! * [`group_state`] — the replicated metadata (topics, offsets, producers).
+//! * [`leases`] — the lease table of receive and ack (cursors, messages in
+//!   flight), and the ops that change it.
 //! * [`state_machine`] — applies entries to the store; [`apply_send`] — the sends
 //!   of an entry, decided one by one and stored in one append.
 //! * [`snapshot`] — snapshot files, the staging of received bytes, and installing
@@ -20,6 +22,7 @@ pub mod apply_send;
 pub mod command;
 pub mod error;
 pub mod group_state;
+pub mod leases;
 pub mod network;
 pub mod poll_waiters;
 pub mod proposal;

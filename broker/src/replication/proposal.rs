@@ -17,6 +17,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use super::command::{
     Command, CommandResponse, DeliverCommand, OffsetCommit, Rejection, SendCommand, SendResult,
 };
+use super::leases::{LeaseCommand, LeaseOutcome};
 use super::type_config::Raft;
 use crate::auth::users::{MergeOutcome, UserRecord};
 use crate::error::BrokerError;
@@ -217,6 +218,22 @@ impl Proposal for PutUsers {
         match response {
             CommandResponse::UsersMerged(outcome) => outcome,
             other => wrong_answer("user change", &other),
+        }
+    }
+}
+
+impl Proposal for LeaseCommand {
+    /// One outcome per op, in order.
+    type Answer = Vec<LeaseOutcome>;
+
+    fn into_command(self) -> Command {
+        Command::Lease(self)
+    }
+
+    fn answer(response: CommandResponse) -> Self::Answer {
+        match response {
+            CommandResponse::Leased(outcomes) => outcomes,
+            other => wrong_answer("lease change", &other),
         }
     }
 }

@@ -26,6 +26,7 @@ use super::command::{
 };
 use super::error::StateMachineError;
 use super::group_state::GroupState;
+use super::leases::{LeaseCommand, LeaseOp, LeaseOutcome, LeaseUpdate};
 use super::poll_waiters::PollWaiters;
 use super::snapshot::{CommitLogSnapshot, SnapshotFiles};
 use super::type_config::{log_ref, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
@@ -178,6 +179,16 @@ impl BrokerStateMachine {
                         .map(|m| (m.message.topic.as_str(), m.message.queue_id)),
                 ),
                 Command::DeleteTopic { .. } => true,
+                // Dead letters go to the group's DLQ topic (one queue).
+                Command::Lease(lease) => any_new_queue(
+                    store,
+                    lease.ops.iter().filter_map(|op| match op {
+                        LeaseOp::DeadLetter { copy, .. } => {
+                            Some((copy.topic.as_str(), copy.queue_id))
+                        }
+                        _ => None,
+                    }),
+                ),
                 Command::UpsertTopic(_) | Command::CommitOffset(_) | Command::PutUsers(_) => false,
             },
         }
@@ -272,7 +283,76 @@ impl BrokerStateMachine {
                 let outcome = self.shared.state_mut().users.merge(records);
                 Ok(CommandResponse::UsersMerged(outcome))
             }
+            Command::Lease(lease) => self.apply_lease(raft, lease),
         }
+    }
+
+    /// Decides a lease command against the lease table (each op compares and
+    /// sets: see `leases`), stores the accepted changes as one control record
+    /// with the dead letters they store, in one append, then folds them.
+    fn apply_lease(&self, raft: RaftLogRef, command: &LeaseCommand) -> io::Result<CommandResponse> {
+        let (outcomes, changes) = {
+            let state = self.shared.state();
+            if !state.topics.contains_key(&command.topic) {
+                let n = command.ops.len();
+                drop(state);
+                self.write_control(raft, &ControlRecord::Noop)?;
+                // The topic is gone, and its leases with it.
+                return Ok(CommandResponse::Leased(vec![LeaseOutcome::Invalid; n]));
+            }
+            // A dead letter needs its topic and queue, as a send would.
+            state.leases.decide(command, |copy| {
+                state
+                    .topics
+                    .get(&copy.topic)
+                    .is_some_and(|config| copy.queue_id.0 < config.write_queue_nums)
+            })
+        };
+        let dead_letters: Vec<&MessageDraft> = command
+            .ops
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(op, outcome)| match (op, outcome) {
+                (LeaseOp::DeadLetter { copy, .. }, LeaseOutcome::Done) => Some(&**copy),
+                _ => None,
+            })
+            .collect();
+        let update = ControlRecord::Leases(LeaseUpdate {
+            group: command.group.clone(),
+            topic: command.topic.clone(),
+            changes,
+        });
+        let payload = update.encode();
+        let mut records = Vec::with_capacity(dead_letters.len() + 1);
+        records.push(RecordInput::Control {
+            payload: &payload,
+            // As `write_control`: the previous record's store time.
+            store_timestamp_ms: 0,
+        });
+        records.extend(dead_letters.iter().map(|m| RecordInput::Message(m)));
+        self.shared
+            .store
+            .append_entry(raft, &records)
+            .map_err(StateMachineError::Store)?;
+        self.shared.state_mut().apply_control(&update);
+        // Receives held on these queues look again: a message given back (a
+        // nack) or, in fifo order, the end of a queue's leased run lets them
+        // deliver.
+        let mut woken = Vec::new();
+        for (op, outcome) in command.ops.iter().zip(&outcomes) {
+            let wakes = matches!(
+                op,
+                LeaseOp::Ack { .. } | LeaseOp::Change { .. } | LeaseOp::DeadLetter { .. }
+            );
+            if wakes && *outcome == LeaseOutcome::Done && !woken.contains(&op.queue_id()) {
+                woken.push(op.queue_id());
+                self.shared.waiters.wake(&command.topic, op.queue_id());
+            }
+        }
+        for message in &dead_letters {
+            self.shared.waiters.wake(&message.topic, message.queue_id);
+        }
+        Ok(CommandResponse::Leased(outcomes))
     }
 
     /// Moves due scheduled messages to their topics and advances the schedule
@@ -675,6 +755,91 @@ mod tests {
                 DedupCheck::New
             ));
             assert!(state.topics.contains_key("auto"));
+        };
+        check(&sm);
+        drop(sm);
+        check(&open(dir.path()));
+    }
+
+    /// Lease ops are decided at apply (a stale one changes nothing), a dead letter
+    /// is stored in the same entry, and recovery folds the CommitLog back into
+    /// the same lease table.
+    #[test]
+    fn leases_are_applied_once_and_recovered_from_the_commit_log() {
+        use crate::replication::leases::{Lease, LeaseCommand, LeaseKey, LeaseOp, LeaseOutcome};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sm = open(dir.path());
+        apply(
+            &sm,
+            1,
+            &Command::UpsertTopic(TopicConfig::with_defaults("t")),
+        );
+        apply(
+            &sm,
+            2,
+            &Command::UpsertTopic(TopicConfig::for_consumer_group_topic("%DLQ%g")),
+        );
+        apply(
+            &sm,
+            3,
+            &Command::Send(send(
+                "t",
+                vec![message("t", 1, None, 10), message("t", 2, None, 10)],
+                false,
+            )),
+        );
+        let lease = |ops| {
+            Command::Lease(LeaseCommand {
+                group: "g".into(),
+                topic: "t".into(),
+                now_ms: 5_000,
+                ops,
+            })
+        };
+        let deliver = LeaseOp::Deliver {
+            queue_id: QueueId(0),
+            from: QueueOffset(0),
+            to: QueueOffset(2),
+            offsets: vec![0, 1],
+            until_ms: 4_000,
+        };
+        let answer = apply(&sm, 4, &lease(vec![deliver.clone()]));
+        assert_eq!(answer, CommandResponse::Leased(vec![LeaseOutcome::Done]));
+        let again = apply(&sm, 5, &lease(vec![deliver]));
+        assert_eq!(again, CommandResponse::Leased(vec![LeaseOutcome::Stale]));
+        let mut copy = message("%DLQ%g", 9, None, 10);
+        copy.topic = "%DLQ%g".into();
+        let ended = Lease {
+            attempt: 1,
+            until_ms: 4_000,
+        };
+        let answer = apply(
+            &sm,
+            6,
+            &lease(vec![LeaseOp::DeadLetter {
+                queue_id: QueueId(0),
+                offset: 1,
+                expect: ended,
+                copy: Box::new(copy),
+            }]),
+        );
+        assert_eq!(answer, CommandResponse::Leased(vec![LeaseOutcome::Done]));
+        assert_eq!(
+            sm.shared.store.queue_offsets("%DLQ%g", QueueId(0)),
+            Some((QueueOffset(0), QueueOffset(1))),
+            "the dead letter is stored"
+        );
+        let key = LeaseKey {
+            group: "g".into(),
+            topic: "t".into(),
+            queue_id: QueueId(0),
+        };
+        let check = |sm: &BrokerStateMachine| {
+            let state = sm.shared.state();
+            let queue = state.leases.queue(&key).expect("the queue's leases");
+            assert_eq!(queue.cursor, QueueOffset(2));
+            assert_eq!(queue.in_order().collect::<Vec<_>>(), [(0, ended)]);
+            assert_eq!(queue.next_expiry(), Some(4_000), "the index is rebuilt");
         };
         check(&sm);
         drop(sm);

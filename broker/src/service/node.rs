@@ -57,6 +57,8 @@ pub struct Node {
     pub coordinator: Coordinator,
     /// Nodes being added to this group while this node leads.
     pub joins: JoinTable,
+    /// The queues receives are planning while this node leads.
+    pub leases: crate::service::consumer::receive::LeaseDesk,
     /// Topic quotas (`[limits]`), enforced while this node leads.
     pub topic_limits: crate::service::topic_limits::TopicLimits,
     /// The configured initial members: URLs of peers before membership is known.
@@ -102,6 +104,7 @@ impl Node {
             routes,
             coordinator: Coordinator::default(),
             joins: JoinTable::default(),
+            leases: Default::default(),
             topic_limits: crate::service::topic_limits::TopicLimits::new(config.limits.clone()),
             config,
             raft,

@@ -10,9 +10,12 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+
+use crate::api::MessageView;
 use crate::error::{BrokerError, QueueKind};
 use crate::service::node::Node;
-use crate::storage::{PullResult, PullStatus, QueueId, QueueOffset, TagFilter};
+use crate::storage::{PullResult, PullStatus, QueueId, QueueOffset, StoredMessage, TagFilter};
 
 /// A pull, its limits checked by the caller (the protocol's bounds).
 #[derive(Debug)]
@@ -97,5 +100,40 @@ pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, BrokerError> {
         if !node.shared.state().topics.contains_key(&topic) {
             return Err(BrokerError::topic_not_found(&topic));
         }
+    }
+}
+
+/// Converts a stored message to its API form.
+pub fn message_view(message: StoredMessage) -> MessageView {
+    let (body, body_base64) = if message.binary_body {
+        (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(&message.body)),
+        )
+    } else {
+        match String::from_utf8(message.body) {
+            Ok(text) => (Some(text), None),
+            Err(e) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+            ),
+        }
+    };
+    MessageView {
+        msg_id: message.msg_id.to_string(),
+        topic: message.topic,
+        queue_id: message.queue_id.0,
+        queue_offset: message.queue_offset.0,
+        commit_log_offset: message.commit_log_offset.0,
+        body,
+        body_base64,
+        tags: (!message.tags.is_empty()).then_some(message.tags),
+        keys: message.keys,
+        properties: message.properties,
+        born_timestamp: message.born_timestamp_ms,
+        store_timestamp: message.store_timestamp_ms,
+        reconsume_times: message.reconsume_times,
+        producer_id: message.producer.as_ref().map(|p| p.producer_id.clone()),
+        sequence: message.producer.map(|p| p.sequence),
     }
 }

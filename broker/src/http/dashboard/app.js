@@ -241,6 +241,8 @@ function renderGroups(groups) {
     el("td", {}, g.broker_groups.join(", ")),
     el("td", {}, g.queues),
     el("td", { class: "lag" }, g.lag),
+    el("td", { class: "leased" }, g.leased ?? 0),
+    el("td", { class: "redelivered" }, (g.redelivered ?? 0) + " / " + (g.awaiting_redelivery ?? 0)),
     el("td", {}, el("button", { type: "button", onclick: () => selectGroup(g.group) }, "offsets"))));
   fill(document.querySelector("#groups-table tbody"), rows);
 }

@@ -5,11 +5,16 @@
 //! * [`coordinator`] — group members by heartbeat and their queue assignments.
 //! * [`delay`] — delay levels and the schedule topic's message format.
 //! * [`scheduler`] — the leader's task that delivers delayed messages when due.
+//! * [`receive`] — receive at a group's leader: lease messages, redeliver those
+//!   whose lease ended, dead-letter after the last attempt; [`ack`] — acks and
+//!   lease changes.
 //! * [`retry`] — a message given back: to the retry topic, or the dead-letter topic;
 //!   [`give_back`] — the operation at the leader (read, plan, store).
 
+pub mod ack;
 pub mod coordinator;
 pub mod delay;
 pub mod give_back;
+pub mod receive;
 pub mod retry;
 pub mod scheduler;
