@@ -7,12 +7,16 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::broker_client::{BrokerClient, Call};
-use super::error::Result;
+use super::error::{ClientError, Result};
 use crate::api::{
     ClusterResponse, CommitOffsetRequest, CommitOffsetResponse, GroupOffsetsResponse,
     HeartbeatRequest, HeartbeatResponse, MessageView, MessagesResponse, OffsetResponse,
     PullResponse, QueuesResponse, ResetOffsetsRequest, RetryRequest, RetryResponse, RouteResponse,
     SendRequest, SendResponse, TopicRequest, TopicView, TopicsResponse,
+};
+use broker_proto::receive::{
+    AckRequest, AckResponse, ChangeInvisibleRequest, ChangeInvisibleResponse, ReceiveRequest,
+    ReceiveResponse, MAX_ACK_HANDLES,
 };
 
 /// `GET /ready`: the node is a member of a group with a known leader.
@@ -555,6 +559,91 @@ impl BrokerClient {
         let body = ResetOffsetsRequest {
             topic: topic.to_string(),
             timestamp: timestamp_ms,
+        };
+        let call = Call::write(Method::POST, &segments, Some(&body))?;
+        self.execute(&call).await?.json()
+    }
+}
+
+/// Receive and ack (shared/API.md "Receive and ack"): leases on messages of a
+/// topic for a consumer group. Any node takes these and forwards them to the
+/// broker group that holds the lease, so they go where writes go (leader first,
+/// failover on connect errors) and are not resent beyond that here: see
+/// [`super::SimpleConsumer`] for a consumer that retries them.
+impl BrokerClient {
+    /// `POST /v1/groups/{group}/topics/{topic}/receive`: leases up to
+    /// `request.max_messages` messages of `topic` to `consumer_group` for
+    /// `request.invisible_ms`, waiting up to `request.max_wait_ms` while there are
+    /// none (the request's timeout grows by that wait). An empty answer means the
+    /// wait is over.
+    ///
+    /// # Errors
+    /// `TOPIC_NOT_FOUND` (receives never create topics), `BAD_REQUEST` for a bad
+    /// name or a limit out of range, `NO_PERMISSION` without `sub`, transport
+    /// failures. After an outcome-unknown failure the messages may have been
+    /// leased: they come again once the lease runs out.
+    pub async fn receive(
+        &self,
+        consumer_group: &str,
+        topic: &str,
+        request: &ReceiveRequest,
+    ) -> Result<ReceiveResponse> {
+        let segments = ["v1", "groups", consumer_group, "topics", topic, "receive"];
+        let mut call = Call::write(Method::POST, &segments, Some(request))?;
+        call.extra_timeout = Duration::from_millis(request.max_wait_ms.unwrap_or(0));
+        self.execute(&call).await?.json()
+    }
+
+    /// `POST /v1/groups/{group}/ack`: acks the leases `receipt_handles` name; the
+    /// answer has one status per handle, in order: `OK` (the group never receives
+    /// the message again), `EXPIRED` or `INVALID` ([`broker_proto::receive`]).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] for no handle or more than
+    /// [`MAX_ACK_HANDLES`] (nothing is sent); `BAD_REQUEST`, `NO_PERMISSION`,
+    /// transport failures. Acking a handle twice is harmless, so a retry after an
+    /// outcome-unknown failure is safe: a handle the first attempt acked answers
+    /// `OK` again while its lease runs, `EXPIRED` after.
+    pub async fn ack(
+        &self,
+        consumer_group: &str,
+        receipt_handles: &[String],
+    ) -> Result<AckResponse> {
+        if receipt_handles.is_empty() || receipt_handles.len() > MAX_ACK_HANDLES {
+            return Err(ClientError::InvalidArgument(format!(
+                "an ack names 1..={MAX_ACK_HANDLES} receipt handles, not {}",
+                receipt_handles.len()
+            )));
+        }
+        let segments = ["v1", "groups", consumer_group, "ack"];
+        let body = AckRequest {
+            receipt_handles: receipt_handles.to_vec(),
+        };
+        let call = Call::write(Method::POST, &segments, Some(&body))?;
+        self.execute(&call).await?.json()
+    }
+
+    /// `POST /v1/groups/{group}/change-invisible`: replaces the lease
+    /// `receipt_handle` names with one of `invisible_ms` from now (0 or
+    /// 1000..=43200000); 0 gives the message back at once (a nack: it is delivered
+    /// again, its `delivery_attempt` one higher). Answers the new lease's handle:
+    /// the old one is spent.
+    ///
+    /// # Errors
+    /// `EXPIRED` (409) when the lease ran out, `BAD_REQUEST` for a malformed handle
+    /// or a duration out of range, `NO_PERMISSION`, transport failures. Not safe to
+    /// resend after an outcome-unknown failure: if the first attempt took effect,
+    /// the handle is spent and the retry is refused.
+    pub async fn change_invisible(
+        &self,
+        consumer_group: &str,
+        receipt_handle: &str,
+        invisible_ms: u64,
+    ) -> Result<ChangeInvisibleResponse> {
+        let segments = ["v1", "groups", consumer_group, "change-invisible"];
+        let body = ChangeInvisibleRequest {
+            receipt_handle: receipt_handle.to_string(),
+            invisible_ms,
         };
         let call = Call::write(Method::POST, &segments, Some(&body))?;
         self.execute(&call).await?.json()

@@ -38,6 +38,8 @@ pub mod codes {
     pub const USER_NOT_FOUND: &str = "USER_NOT_FOUND";
     /// The broker failed in a way it did not expect.
     pub const INTERNAL: &str = "INTERNAL";
+    /// A receipt handle whose lease ran out (or was replaced by a change).
+    pub const EXPIRED: &str = "EXPIRED";
 }
 
 /// A failed client call.
@@ -139,6 +141,12 @@ impl ClientError {
     /// `UNAVAILABLE` (HTTP 503): no quorum, shutting down, or a commit timeout.
     pub fn is_unavailable(&self) -> bool {
         self.code() == Some(codes::UNAVAILABLE)
+    }
+
+    /// `EXPIRED` (HTTP 409): a change-invisible named a lease that ran out; the
+    /// message may be delivered again.
+    pub fn is_expired(&self) -> bool {
+        self.code() == Some(codes::EXPIRED)
     }
 
     /// A resource the request names does not exist: `TOPIC_NOT_FOUND`,
@@ -298,6 +306,10 @@ mod tests {
             assert!(missing.is_not_found(), "{code}");
             assert!(!missing.is_retryable(), "{code}");
         }
+        // A lease that ran out is final: the message comes again anyway.
+        let expired = api(409, codes::EXPIRED, None);
+        assert!(expired.is_expired() && !expired.is_retryable());
+        assert!(!expired.is_outcome_unknown() && !expired.is_not_found());
         // An unknown route is the caller's mistake, not a missing resource.
         assert!(!api(404, "NOT_FOUND", None).is_not_found());
     }

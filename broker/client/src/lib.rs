@@ -16,6 +16,9 @@
 //! * [`consumer`] — [`PushConsumer`]: a consumer-group member (heartbeat,
 //!   assigned queues, long polling, offset commits, clean hand-over, retries
 //!   through the retry topic; or broadcasting with its own offsets).
+//! * [`simple_consumer`] — [`SimpleConsumer`]: lease-based consumption (receive,
+//!   ack, change-invisible) with a handler: batched acks, give-backs with a retry
+//!   delay, lease extension for slow handlers, FIFO runs.
 //! * [`error`] — [`ClientError`], classified as retryable and outcome-unknown.
 //! * [`options`] — [`ClientOptions`]: timeouts, pool, hops, read preference, the
 //!   bearer token and the CA file of a secured cluster, the user agent.
@@ -56,6 +59,7 @@ pub mod membership;
 pub mod nodes;
 pub mod options;
 pub mod producer;
+pub mod simple_consumer;
 pub mod users;
 
 pub use batching::{BatchingOptions, BatchingProducer, BatchingStats};
@@ -65,3 +69,4 @@ pub use endpoints::{CommitMode, GroupQueue, PullOptions, Readiness};
 pub use error::{ClientError, Result};
 pub use options::{ClientOptions, ReadPreference};
 pub use producer::{Idempotence, Producer, ProducerOptions, ProducerStats, DEDUP_WINDOW};
+pub use simple_consumer::{SimpleConsumer, SimpleConsumerOptions, SimpleConsumerStats};

@@ -4,9 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use broker_proto::acl::{Action, Permission, ResourcePattern};
+use broker_proto::receive::{
+    MAX_INVISIBLE_MS, MAX_RECEIVE_MESSAGES, MAX_RECEIVE_WAIT_MS, MIN_INVISIBLE_MS,
+};
 use broker_proto::units::{parse_bytes, parse_duration};
 
 /// The default node: the first node of `scripts/cluster.sh start`.
@@ -71,6 +75,15 @@ pub enum Command {
     /// Consumer group offsets: show, commit, reset by time.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Receive messages leased to a consumer group (lease-based consumption): they
+    /// stay invisible to the group's other receivers until acked or the lease ends.
+    Receive(ReceiveArgs),
+    /// Ack received messages by their receipt handles: the group never receives them
+    /// again. Exits 1 unless every handle is OK.
+    Ack(AckArgs),
+    /// Give a received message back (change-invisible): at once (the default), or
+    /// after --invisible-ms. Prints the new receipt handle.
+    Nack(NackArgs),
     /// Find messages by id or by key.
     #[command(subcommand)]
     Query(QueryCommand),
@@ -220,6 +233,79 @@ pub struct TailArgs {
     /// Long polling wait of each request while following, in ms (max 30000).
     #[arg(long, default_value_t = 10_000)]
     pub wait_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ReceiveArgs {
+    /// The consumer group.
+    pub group: String,
+    pub topic: String,
+    /// Most messages (1..=256).
+    #[arg(
+        long,
+        default_value_t = 16,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_RECEIVE_MESSAGES as u64)
+    )]
+    pub max: usize,
+    /// How long the messages stay leased, in ms (1000..=43200000); unacked, they
+    /// are delivered again after it.
+    #[arg(
+        long,
+        default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(MIN_INVISIBLE_MS..=MAX_INVISIBLE_MS)
+    )]
+    pub invisible_ms: u64,
+    /// Long polling: how long the broker may wait for a message, in ms (max 30000).
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(..=MAX_RECEIVE_WAIT_MS)
+    )]
+    pub wait_ms: u64,
+    /// Tag filter: `TagA` or `TagA||TagB`.
+    #[arg(long)]
+    pub tags: Option<String>,
+    /// Each queue's messages in order, one leased run of a queue at a time.
+    #[arg(long)]
+    pub fifo: bool,
+    /// Ack the messages once printed (exits 1 unless every ack is OK).
+    #[arg(long)]
+    pub ack: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AckArgs {
+    /// The consumer group.
+    pub group: String,
+    /// Receipt handles, as `receive` printed them.
+    #[arg(required = true, value_name = "HANDLE")]
+    pub handles: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NackArgs {
+    /// The consumer group.
+    pub group: String,
+    /// The receipt handle, as `receive` printed it.
+    pub handle: String,
+    /// Deliver the message again after this many ms: 0 (at once) or
+    /// 1000..=43200000 (until then the new handle can still ack it).
+    #[arg(long, default_value_t = 0, value_parser = parse_invisible_change_ms)]
+    pub invisible_ms: u64,
+}
+
+/// Parses a change-invisible duration: 0 or a lease's bounds.
+fn parse_invisible_change_ms(text: &str) -> Result<u64, String> {
+    let ms: u64 = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a number of ms: {e}"))?;
+    if ms == 0 || (MIN_INVISIBLE_MS..=MAX_INVISIBLE_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(format!(
+            "{ms} is neither 0 nor {MIN_INVISIBLE_MS}..={MAX_INVISIBLE_MS}"
+        ))
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,13 +1,14 @@
 //! `mqctl`, the command line client of the HTTP/JSON API (shared/API.md): topics,
 //! sends (one, a file, bulk), pulls and `tail -f`, consumer offsets and resets by
-//! time, queries, routes, cluster membership, and users with their permissions.
+//! time, receive / ack / nack (lease-based consumption), queries, routes, cluster
+//! membership, and users with their permissions.
 //!
 //! # Layout
 //! * [`args`] — the command line (clap): global flags and every subcommand.
 //! * [`output`] — aligned tables, JSON, timestamps; writing that survives a closed
 //!   pipe (`mqctl tail -f | head`).
-//! * [`topics`], [`send`], [`pull`], [`offsets`], [`query`], [`cluster`], [`users`] —
-//!   one module per command family.
+//! * [`topics`], [`send`], [`pull`], [`offsets`], [`receive`], [`query`],
+//!   [`cluster`], [`users`] — one module per command family.
 //! * [`error`] — [`CliError`] and how it is printed: `error: CODE: message`, with a
 //!   hint on 401 and 403.
 //!
@@ -25,6 +26,7 @@ pub mod offsets;
 pub mod output;
 pub mod pull;
 pub mod query;
+pub mod receive;
 pub mod send;
 pub mod topics;
 pub mod users;
@@ -87,6 +89,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Pull(args) => pull::pull(&ctx, args).await,
         Command::Tail(args) => pull::tail(&ctx, args).await,
         Command::Group(command) => offsets::run(&ctx, command).await,
+        Command::Receive(args) => receive::receive(&ctx, args).await,
+        Command::Ack(args) => receive::ack(&ctx, args).await,
+        Command::Nack(args) => receive::nack(&ctx, args).await,
         Command::Query(command) => query::run(&ctx, command).await,
         Command::Cluster(command) => cluster::run(&ctx, command).await,
         Command::User(command) => users::run(&ctx, command).await,
