@@ -2,6 +2,10 @@
 //! (`scripts/cluster.sh`), or re-check a recorded history. See the README's
 //! "Fault testing" section; `scripts/jepsen.sh` wraps this binary.
 //!
+//! Two workloads: `--workload pull` (the default: pull consumers committing
+//! offsets) and `--workload receive` (lease-based receivers that ack, nack and
+//! let leases expire, with poison messages that must reach the dead-letter topic).
+//!
 //! Exit status: 0 clean, 1 anomalies found, 2 inconclusive (too little work, or a
 //! fault that could not be injected), 3 the run itself failed.
 
@@ -11,14 +15,24 @@ use std::time::Duration;
 
 use clap::Parser;
 use cluster_tests::harness::Security;
-use cluster_tests::jepsen::checker::{self, CheckOptions, Verdict};
+use cluster_tests::jepsen::checker::{self, CheckOptions, Verdict, DEFAULT_MAX_DELIVERY_ATTEMPTS};
 use cluster_tests::jepsen::history;
 use cluster_tests::jepsen::nemesis::{FaultSet, Schedule};
 use cluster_tests::jepsen::report::Report;
+use cluster_tests::jepsen::workload::{Mode, ReceiveLoad};
 use cluster_tests::jepsen::{run, RunOptions};
 
 #[derive(Parser, Debug)]
-#[command(about = "Jepsen-style fault-injection test of a local broker cluster")]
+#[command(
+    about = "Jepsen-style fault-injection test of a local broker cluster",
+    after_help = "Workloads:\n  \
+        pull     one consumer per queue pulls from any node and commits offsets (default)\n  \
+        receive  receivers take leases (receive), ack most messages, nack some\n           \
+        (change-invisible 0), let some leases expire; poison messages are always\n           \
+        nacked and must reach %DLQ%{group}; after the final heal a drain acks\n           \
+        everything and the dead-letter topic is read on every node.\n\n\
+        Example: jepsen --workload receive --duration 5m --nemesis mixed --lease-time 2s..5s"
+)]
 struct Args {
     /// How long the workload and the nemesis run, e.g. 300s, 5m.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -70,6 +84,40 @@ struct Args {
     /// client tokens) instead of secured, its default.
     #[arg(long)]
     insecure: bool,
+    /// How the topic is consumed: pull (consumers pull and commit offsets) or
+    /// receive (lease-based receive/ack/nack with a dead-letter topic).
+    #[arg(long, default_value_t = Mode::Pull)]
+    workload: Mode,
+    /// Receive workload: concurrent receivers.
+    #[arg(long, default_value_t = ReceiveLoad::default().receivers)]
+    receivers: usize,
+    /// Receive workload: shortest and longest lease a receive asks for
+    /// (invisible_ms, at least 1s); short leases make expiries happen.
+    #[arg(long, default_value = "2s..5s", value_parser = parse_lease_range)]
+    lease_time: (Duration, Duration),
+    /// Receive workload: how long a receive waits for messages (long polling).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    receive_wait: Duration,
+    /// Receive workload: fraction of delivered messages nacked (change-invisible 0).
+    #[arg(long, default_value_t = ReceiveLoad::default().nack_fraction, value_parser = parse_fraction)]
+    nack_fraction: f64,
+    /// Receive workload: fraction of delivered messages left unacked until their
+    /// lease expires.
+    #[arg(long, default_value_t = ReceiveLoad::default().expire_fraction, value_parser = parse_fraction)]
+    expire_fraction: f64,
+    /// Receive workload: fraction of delivered messages whose lease is renewed
+    /// (change-invisible) before the ack.
+    #[arg(long, default_value_t = ReceiveLoad::default().extend_fraction, value_parser = parse_fraction)]
+    extend_fraction: f64,
+    /// Receive workload: fraction of sends that are poison messages (always
+    /// nacked, so they must end in the dead-letter topic).
+    #[arg(long, default_value_t = ReceiveLoad::default().poison_fraction, value_parser = parse_fraction)]
+    poison_fraction: f64,
+    /// The nodes' consumer.max_delivery_attempts (passed to them as
+    /// BROKER_CONSUMER_MAX_DELIVERY_ATTEMPTS), and what the checker holds dead
+    /// letters to; without it the broker's default, 16. Also applies to --check.
+    #[arg(long)]
+    max_delivery_attempts: Option<u32>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -100,6 +148,21 @@ fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
     Ok((low, high))
 }
 
+fn parse_lease_range(text: &str) -> Result<(Duration, Duration), String> {
+    let (low, high) = parse_range(text)?;
+    if low < Duration::from_secs(1) || high > Duration::from_secs(12 * 3600) {
+        return Err(format!("`{text}`: a lease is 1s ..= 12h"));
+    }
+    Ok((low, high))
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("`{text}` is not a fraction between 0 and 1")),
+    }
+}
+
 fn exit_code(verdict: Verdict) -> ExitCode {
     match verdict {
         Verdict::Clean => ExitCode::SUCCESS,
@@ -110,10 +173,17 @@ fn exit_code(verdict: Verdict) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let max_delivery_attempts = args
+        .max_delivery_attempts
+        .unwrap_or(DEFAULT_MAX_DELIVERY_ATTEMPTS);
     if let Some(path) = &args.check {
         return match history::load(path) {
             Ok(ops) => {
-                let check = checker::check(&ops, CheckOptions::default());
+                let options = CheckOptions {
+                    max_delivery_attempts,
+                    ..CheckOptions::default()
+                };
+                let check = checker::check(&ops, options);
                 let report = Report::build(&ops, check, Default::default(), Vec::new());
                 print!("{}", report.text());
                 exit_code(report.verdict)
@@ -123,6 +193,10 @@ fn main() -> ExitCode {
                 ExitCode::from(3)
             }
         };
+    }
+    if args.nack_fraction + args.expire_fraction + args.extend_fraction > 1.0 {
+        eprintln!("jepsen: --nack-fraction, --expire-fraction and --extend-fraction add up to more than 1");
+        return ExitCode::from(3);
     }
     let millis = |d: Duration| d.as_millis() as u64;
     let options = RunOptions {
@@ -146,6 +220,17 @@ fn main() -> ExitCode {
         } else {
             Security::Secured
         },
+        workload: args.workload,
+        receive: ReceiveLoad {
+            receivers: args.receivers.max(1),
+            invisible_ms: (millis(args.lease_time.0), millis(args.lease_time.1)),
+            max_wait_ms: millis(args.receive_wait),
+            nack_fraction: args.nack_fraction,
+            expire_fraction: args.expire_fraction,
+            extend_fraction: args.extend_fraction,
+            poison_fraction: args.poison_fraction,
+        },
+        max_delivery_attempts: args.max_delivery_attempts,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

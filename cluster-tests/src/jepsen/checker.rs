@@ -12,12 +12,23 @@
 //! reads of failed sends, replica divergence, consumer offsets going backwards.
 //! Unknown-outcome sends may appear or not. A history with too little in it to
 //! judge is [`Verdict::Inconclusive`], never a pass.
+//!
+//! A history with `receive` operations comes from the receive workload
+//! (lease-based consumption): its deliveries count as reads of the topic (so
+//! phantoms, reads of failed sends and inconsistent offsets cover them), the
+//! pull-only expectations (every acknowledged send polled) give way to the
+//! lease checks of [`leases`] (`acked_redelivered`, `never_delivered`,
+//! `leased_twice`, the dead-letter classes, …).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
 use super::history::{Body, FinalReadValue, Kind, Op, PollValue};
+
+mod leases;
+
+pub use leases::{ReceiveSummary, LEASE_CLOCK_TOLERANCE_MS};
 
 /// One kind of anomaly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -46,10 +57,47 @@ pub enum AnomalyKind {
     ReplicaDivergence,
     /// A committed consumer offset moved backwards.
     OffsetBackwards,
+    // Receive and ack (lease-based consumption).
+    /// A message delivered by a receive invoked after an ack of it had been
+    /// answered `OK` (after `OK` the group never receives it again).
+    AckedRedelivered,
+    /// An acknowledged send that no completed receive delivered and that is not
+    /// in the dead-letter topic after a complete drain.
+    NeverDelivered,
+    /// A delivery answered while an earlier delivery's lease of the same message
+    /// still held: before its `invisible_until` (as the last change of it
+    /// answered it) and before any nack or change of it that may have ended it
+    /// was invoked. An ack does not end a lease here: after an ack that applied
+    /// the message must never come again (deliveries by receives invoked after
+    /// an `OK` ack are `acked_redelivered` instead), and one that did not apply
+    /// left the lease in force.
+    LeasedTwice,
+    /// A dead-letter copy whose `DELIVERY_ATTEMPTS` is missing or below the
+    /// maximum, or below a `delivery_attempt` a receive delivered the message with.
+    DlqWithoutAttempts,
+    /// A message acked `OK` that is also in the dead-letter topic.
+    AckedAndDeadLettered,
+    /// A later delivery of a message (its receive invoked after the earlier one's
+    /// answer) with a `delivery_attempt` not above the earlier one's, or 0.
+    AttemptNotIncreasing,
+    /// A delivery with a `delivery_attempt` above the maximum: the message should
+    /// have gone to the dead-letter topic instead.
+    DeliveredPastMaxAttempts,
+    /// One message at two places of the dead-letter topic.
+    DeadLetteredTwice,
+    /// A dead-letter copy whose `ORIGIN_TOPIC`, `ORIGIN_QUEUE_ID`,
+    /// `ORIGIN_QUEUE_OFFSET`, `ORIGIN_MESSAGE_ID` or `CONSUMER_GROUP` does not name
+    /// the message and the group.
+    DlqWrongOrigin,
+    /// A delivered message that after a complete drain was neither acked (nor
+    /// possibly acked by an ack whose answer was lost) nor dead-lettered: the
+    /// group stopped getting it. Poison messages land here when they never reach
+    /// the dead-letter topic.
+    UnresolvedAfterDrain,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 10] = [
+    pub const ALL: [AnomalyKind; 20] = [
         AnomalyKind::LostWrite,
         AnomalyKind::UnseenWrite,
         AnomalyKind::Duplicate,
@@ -60,7 +108,42 @@ impl AnomalyKind {
         AnomalyKind::ReadOfFailedSend,
         AnomalyKind::ReplicaDivergence,
         AnomalyKind::OffsetBackwards,
+        AnomalyKind::AckedRedelivered,
+        AnomalyKind::NeverDelivered,
+        AnomalyKind::LeasedTwice,
+        AnomalyKind::DlqWithoutAttempts,
+        AnomalyKind::AckedAndDeadLettered,
+        AnomalyKind::AttemptNotIncreasing,
+        AnomalyKind::DeliveredPastMaxAttempts,
+        AnomalyKind::DeadLetteredTwice,
+        AnomalyKind::DlqWrongOrigin,
+        AnomalyKind::UnresolvedAfterDrain,
     ];
+
+    /// Whether only a receive-workload history can show this kind.
+    pub fn is_receive_only(self) -> bool {
+        matches!(
+            self,
+            AnomalyKind::AckedRedelivered
+                | AnomalyKind::NeverDelivered
+                | AnomalyKind::LeasedTwice
+                | AnomalyKind::DlqWithoutAttempts
+                | AnomalyKind::AckedAndDeadLettered
+                | AnomalyKind::AttemptNotIncreasing
+                | AnomalyKind::DeliveredPastMaxAttempts
+                | AnomalyKind::DeadLetteredTwice
+                | AnomalyKind::DlqWrongOrigin
+                | AnomalyKind::UnresolvedAfterDrain
+        )
+    }
+
+    /// Whether only a pull-workload history can show this kind.
+    pub fn is_pull_only(self) -> bool {
+        matches!(
+            self,
+            AnomalyKind::UnseenWrite | AnomalyKind::NonMonotonicPoll | AnomalyKind::OffsetBackwards
+        )
+    }
 
     /// The snake_case name used in reports.
     pub fn name(self) -> &'static str {
@@ -75,6 +158,16 @@ impl AnomalyKind {
             AnomalyKind::ReadOfFailedSend => "read_of_failed_send",
             AnomalyKind::ReplicaDivergence => "replica_divergence",
             AnomalyKind::OffsetBackwards => "offset_backwards",
+            AnomalyKind::AckedRedelivered => "acked_redelivered",
+            AnomalyKind::NeverDelivered => "never_delivered",
+            AnomalyKind::LeasedTwice => "leased_twice",
+            AnomalyKind::DlqWithoutAttempts => "dlq_without_attempts",
+            AnomalyKind::AckedAndDeadLettered => "acked_and_dead_lettered",
+            AnomalyKind::AttemptNotIncreasing => "attempt_not_increasing",
+            AnomalyKind::DeliveredPastMaxAttempts => "delivered_past_max_attempts",
+            AnomalyKind::DeadLetteredTwice => "dead_lettered_twice",
+            AnomalyKind::DlqWrongOrigin => "dlq_wrong_origin",
+            AnomalyKind::UnresolvedAfterDrain => "unresolved_after_drain",
         }
     }
 }
@@ -125,13 +218,20 @@ pub struct CheckOptions {
     pub min_acknowledged: u64,
     /// Nodes whose final copies must all be present (0: whatever was read).
     pub expected_nodes: usize,
+    /// The broker's `consumer.max_delivery_attempts`: deliveries a message gets
+    /// before it goes to the dead-letter topic (receive workload).
+    pub max_delivery_attempts: u32,
 }
+
+/// The contract's default `consumer.max_delivery_attempts`.
+pub const DEFAULT_MAX_DELIVERY_ATTEMPTS: u32 = 16;
 
 impl Default for CheckOptions {
     fn default() -> Self {
         Self {
             min_acknowledged: 20,
             expected_nodes: 0,
+            max_delivery_attempts: DEFAULT_MAX_DELIVERY_ATTEMPTS,
         }
     }
 }
@@ -150,6 +250,9 @@ pub struct CheckResult {
     pub commits: OpCounts,
     pub offset_reads: OpCounts,
     pub queues: BTreeMap<u32, QueueSummary>,
+    /// Receive-workload totals (a history with receives only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive: Option<ReceiveSummary>,
 }
 
 impl CheckResult {
@@ -219,6 +322,8 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
     let mut committed: BTreeMap<u32, (u64, f64)> = BTreeMap::new();
     let mut commit_invoked: HashMap<String, f64> = HashMap::new();
     let mut final_offset_reads = Vec::new();
+    // A receive-workload history: deliveries replace polls.
+    let receive_mode = ops.iter().any(|op| matches!(op.body, Body::Receive(_)));
 
     for op in ops {
         let slot = match &op.body {
@@ -354,6 +459,26 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
                     last_read.retain(|(n, _), _| n != node);
                 }
             }
+            Body::Receive(v) if op.kind == Kind::Ok => {
+                // A delivery is a read of the message at its place in the topic.
+                for m in v.messages.iter().filter(|m| m.topic == v.topic) {
+                    observe(
+                        &mut checker,
+                        &mut observed,
+                        &mut offsets_of,
+                        m.queue_id,
+                        m.queue_offset,
+                        &m.body,
+                        &format!("receive op {} on node {}", op.index, v.node),
+                    );
+                }
+            }
+            // The lease checks (leases::check) read these.
+            Body::Receive(_)
+            | Body::Ack(_)
+            | Body::ChangeInvisible(_)
+            | Body::DlqRead(_)
+            | Body::ReceiveDrain(_) => {}
         }
     }
 
@@ -421,6 +546,7 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
 
     // Acknowledged sends: present, at the acknowledged offset, and polled.
     let drained = !finals.is_empty();
+    let mut lost: BTreeSet<String> = BTreeSet::new();
     let mut acked_per_queue: BTreeMap<u32, u64> = BTreeMap::new();
     let mut acked: Vec<(&String, &SendFacts)> = sends.iter().filter(|(_, f)| f.ok).collect();
     acked.sort_by(|a, b| a.0.cmp(b.0));
@@ -433,6 +559,7 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
         });
         // Without any final read, absence proves nothing (the run is inconclusive).
         if !in_final && drained {
+            lost.insert(body.clone());
             checker.flag(
                 AnomalyKind::LostWrite,
                 Some(facts.queue),
@@ -467,7 +594,8 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
                 ),
             }
         }
-        if drained && !polled.contains(body) {
+        // The receive workload checks delivery instead (never_delivered).
+        if drained && !receive_mode && !polled.contains(body) {
             checker.flag(
                 AnomalyKind::UnseenWrite,
                 Some(facts.queue),
@@ -488,11 +616,12 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
             .inconclusive
             .push("no final read of any node: lost writes and divergence unchecked".into());
     }
-    if polled.is_empty() {
+    if polled.is_empty() && !receive_mode {
         checker
             .inconclusive
             .push("no consumer poll returned a message".into());
     }
+    let receive = receive_mode.then(|| leases::check(&mut checker, ops, &sends, &lost, options));
 
     let mut result = CheckResult {
         verdict: Verdict::Clean,
@@ -504,6 +633,7 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
         commits: counts[2],
         offset_reads: counts[3],
         queues: BTreeMap::new(),
+        receive,
     };
     let queues: BTreeSet<u32> = acked_per_queue
         .keys()

@@ -16,13 +16,21 @@
 //! The nemesis records `invoke` when a fault starts and `ok` when it is healed,
 //! under the process `nemesis`; final reads of every node's local copy are `ok`
 //! lines of the process `final`.
+//!
+//! The receive workload (lease-based consumption) adds `receive`, `ack` and
+//! `change_invisible` operations of the receivers `r0..`, and, from the process
+//! `final`, one `receive_drain` line saying whether the final drain went quiet and
+//! one `dlq_read` line per node with the group's whole dead-letter topic. A
+//! receive's completion carries `unix_ms`, the wall clock when its answer came
+//! back, because leases end at the broker's `invisible_until` (Unix ms); `time_ms`
+//! is monotonic time since the start of the run and orders operations.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -139,6 +147,143 @@ pub struct NemesisValue {
     pub nodes: Vec<u64>,
 }
 
+/// A body ending with this marker is a poison message: the receive workload never
+/// acks it (it nacks every delivery), so it must end in the dead-letter topic.
+pub const POISON_MARKER: &str = "-poison";
+
+/// Whether a body is a poison message ([`POISON_MARKER`]).
+pub fn is_poison(body: &str) -> bool {
+    body.ends_with(POISON_MARKER)
+}
+
+/// The wall clock in Unix milliseconds: the broker's `invisible_until` is on this
+/// clock (client and broker run on one machine).
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One message a receive delivered: the message, and the lease it came with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryValue {
+    /// The producer's unique body: the message's identity in the checker.
+    pub body: String,
+    #[serde(default)]
+    pub msg_id: String,
+    pub topic: String,
+    #[serde(default)]
+    pub broker_group: String,
+    pub queue_id: u32,
+    pub queue_offset: u64,
+    pub receipt_handle: String,
+    pub delivery_attempt: u32,
+    /// Unix ms, the broker's clock.
+    pub invisible_until: u64,
+}
+
+/// One receive of a topic for a consumer group, from one node. The invoke has no
+/// messages; the `ok` completion has what was delivered (an `info` or `fail`
+/// receive may have leased messages the history never learns of).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiveValue {
+    pub group: String,
+    pub topic: String,
+    pub node: u64,
+    pub invisible_ms: u64,
+    pub max_wait_ms: u64,
+    /// Unix ms when this event was recorded (for the completion: after the answer
+    /// was read, so not before the broker delivered).
+    pub unix_ms: u64,
+    /// Part of the final drain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drain: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<DeliveryValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer for one receipt handle of an ack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckStatusValue {
+    pub receipt_handle: String,
+    /// `OK`, `EXPIRED` or `INVALID`.
+    pub status: String,
+}
+
+/// One ack of a batch of receipt handles; `results` only on `ok`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckValue {
+    pub group: String,
+    pub node: u64,
+    pub receipt_handles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<AckStatusValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One change of a lease: `invisible_ms` 0 is a nack (the message goes back at
+/// once); an expired handle is a `fail` with the `EXPIRED` error.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeInvisibleValue {
+    pub group: String,
+    pub node: u64,
+    pub receipt_handle: String,
+    pub invisible_ms: u64,
+    /// The handle of the new lease (ok only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_receipt_handle: Option<String>,
+    /// The new lease's end, Unix ms (ok only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invisible_until: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One message of a dead-letter topic, with the properties the broker set on it
+/// (`ORIGIN_TOPIC`, `ORIGIN_QUEUE_ID`, `ORIGIN_QUEUE_OFFSET`, `ORIGIN_MESSAGE_ID`,
+/// `CONSUMER_GROUP`, `DELIVERY_ATTEMPTS`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlqMessageValue {
+    pub queue: u32,
+    pub offset: u64,
+    #[serde(default)]
+    pub msg_id: String,
+    pub body: String,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The whole dead-letter topic of a group as one node serves it, read after the
+/// drain: `ok` when every queue was read to its end (a topic that does not exist
+/// is an empty one), `fail` otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlqReadValue {
+    pub group: String,
+    /// The topic the group received from (what `ORIGIN_TOPIC` must say).
+    pub source_topic: String,
+    pub node: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<DlqMessageValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The end of the receive workload's final drain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiveDrainValue {
+    pub group: String,
+    /// Receives went `quiet_ms` without delivering anything or failing: every
+    /// lease taken before had ended, so every message not acked or dead-lettered
+    /// would have been delivered again.
+    pub complete: bool,
+    pub quiet_ms: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
 /// The operation, by function.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "f", content = "value", rename_all = "snake_case")]
@@ -149,6 +294,11 @@ pub enum Body {
     ReadOffsets(ReadOffsetsValue),
     FinalRead(FinalReadValue),
     Nemesis(NemesisValue),
+    Receive(ReceiveValue),
+    Ack(AckValue),
+    ChangeInvisible(ChangeInvisibleValue),
+    DlqRead(DlqReadValue),
+    ReceiveDrain(ReceiveDrainValue),
 }
 
 /// One line of the history.

@@ -6,7 +6,8 @@
 //! # Layout
 //! * [`history`] — the recorded operations (JSON lines) and their types.
 //! * [`cluster`] — cluster.sh as a subprocess, and status calls.
-//! * [`workload`] — producers, consumers, offset commits, final reads.
+//! * [`workload`] — producers, consumers, offset commits, final reads; in the
+//!   receive mode, receivers (leases, acks, nacks) and the dead-letter read.
 //! * [`nemesis`] — the faults and their schedule.
 //! * [`checker`] — anomalies in a history.
 //! * [`report`] — text, JSON and SVG reports.
@@ -15,6 +16,10 @@
 //! heal every fault → wait until the group is writable (recovery time) and every
 //! node serves the same queue ends (convergence) → consumers drain → final read of
 //! every node's copy and committed offsets → check → report.
+//!
+//! With `--workload receive` the consumers are receivers and the drain is theirs
+//! (receive until quiet, ack everything but poison); the committed offsets give
+//! way to a read of the group's dead-letter topic on every node.
 
 pub mod checker;
 pub mod cluster;
@@ -31,12 +36,12 @@ use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use checker::{CheckOptions, Verdict};
+use checker::{CheckOptions, Verdict, DEFAULT_MAX_DELIVERY_ATTEMPTS};
 use cluster::Cluster;
 use history::Recorder;
 use nemesis::{Fault, FaultSet, Nemesis, Schedule};
 use report::Report;
-use workload::{Load, Target, Workload, TOPIC};
+use workload::{Load, Mode, ReceiveLoad, Target, Workload, TOPIC};
 
 /// Everything a run needs.
 #[derive(Clone, Debug)]
@@ -56,6 +61,13 @@ pub struct RunOptions {
     pub schedule: Schedule,
     /// Secured (cluster.sh's default) or `--insecure`.
     pub security: crate::harness::Security,
+    /// Pull consumers or lease-based receivers.
+    pub workload: Mode,
+    /// The receivers' behaviour (receive mode).
+    pub receive: ReceiveLoad,
+    /// `consumer.max_delivery_attempts` for the nodes (`None`: the broker's
+    /// default, 16); the checker holds dead letters to it.
+    pub max_delivery_attempts: Option<u32>,
 }
 
 /// The outcome of a run, for the exit code.
@@ -86,6 +98,12 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         env.push((
             "BROKER_RAFT_MAX_IN_SNAPSHOT_LOG_TO_KEEP".into(),
             "20".into(),
+        ));
+    }
+    if let Some(attempts) = options.max_delivery_attempts {
+        env.push((
+            "BROKER_CONSUMER_MAX_DELIVERY_ATTEMPTS".into(),
+            attempts.to_string(),
         ));
     }
     match &options.fault_switch {
@@ -134,8 +152,9 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
     };
     let started = Instant::now();
     eprintln!(
-        "jepsen: running {}s of workload with nemesis {}",
+        "jepsen: running {}s of the {} workload with nemesis {}",
         options.duration.as_secs(),
+        options.workload,
         options.nemesis.label()
     );
     let mut workload = Workload::start(
@@ -144,6 +163,8 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             rate: options.rate,
             producers: options.concurrency,
             seed: options.seed,
+            mode: options.workload,
+            receive: options.receive,
         },
     );
     let mut nemesis = Nemesis::new(
@@ -187,10 +208,35 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             longest_ends(&cluster).await
         }
     };
-    eprintln!("jepsen: draining consumers to {ends:?}");
-    let drained = workload.drain(ends, Duration::from_secs(60)).await;
-    if !drained {
-        notes.push("consumers did not reach the queue ends within 60 s".into());
+    match options.workload {
+        Mode::Pull => {
+            eprintln!("jepsen: draining consumers to {ends:?}");
+            let drained = workload.drain(ends, Duration::from_secs(60)).await;
+            if !drained {
+                notes.push("consumers did not reach the queue ends within 60 s".into());
+            }
+        }
+        Mode::Receive => {
+            let quiet = options.receive.drain_quiet();
+            eprintln!(
+                "jepsen: draining receivers until {} ms without a delivery",
+                quiet.as_millis()
+            );
+            let started = Instant::now();
+            let quieted = workload
+                .drain_receivers(quiet, Duration::from_secs(180))
+                .await;
+            if quieted {
+                notes.push(format!(
+                    "the receivers' drain went quiet after {} ms",
+                    started.elapsed().as_millis()
+                ));
+            } else {
+                notes.push(
+                    "the receivers still got messages (or errors) 180 s into the drain".into(),
+                );
+            }
+        }
     }
     eprintln!("jepsen: final reads of every node");
     let http = cluster.client(Duration::from_secs(5))?;
@@ -201,14 +247,33 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             }
         }
     }
-    // The consumers' last commits may still be applying on followers: the final
-    // offset reads are taken once every node shows the same offsets (or after
-    // 30 s, when a node still behind is what the checker must see).
-    if let Err(e) = wait_offsets_converged(&cluster, Duration::from_secs(30)).await {
-        notes.push(format!("committed offsets did not converge: {e:#}"));
-    }
-    for id in cluster.ids() {
-        workload::read_offsets(&target, &http, "final", id, true).await;
+    match options.workload {
+        Mode::Pull => {
+            // The consumers' last commits may still be applying on followers: the
+            // final offset reads are taken once every node shows the same offsets
+            // (or after 30 s, when a node still behind is what the checker must see).
+            if let Err(e) = wait_offsets_converged(&cluster, Duration::from_secs(30)).await {
+                notes.push(format!("committed offsets did not converge: {e:#}"));
+            }
+            for id in cluster.ids() {
+                workload::read_offsets(&target, &http, "final", id, true).await;
+            }
+        }
+        Mode::Receive => {
+            // The drain's last dead letters may still be applying on followers.
+            eprintln!("jepsen: reading the dead-letter topic on every node");
+            if let Err(e) =
+                workload::receive::wait_dlq_converged(&target, Duration::from_secs(30)).await
+            {
+                notes.push(format!("the dead-letter topic did not converge: {e}"));
+            }
+            for id in cluster.ids() {
+                let read = workload::receive::read_dlq(&target, id).await;
+                if let Some(e) = read.error {
+                    notes.push(e);
+                }
+            }
+        }
     }
     let ops = recorder.finish()?;
 
@@ -218,6 +283,9 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             min_acknowledged: (options.duration.as_secs_f64() * options.rate * 0.2).max(20.0)
                 as u64,
             expected_nodes: options.nodes,
+            max_delivery_attempts: options
+                .max_delivery_attempts
+                .unwrap_or(DEFAULT_MAX_DELIVERY_ATTEMPTS),
         },
     );
     // A fault this build cannot do is said loudly in the report; when it leaves
@@ -244,6 +312,27 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
     run.insert("duration_s".into(), options.duration.as_secs().to_string());
     run.insert("rate".into(), options.rate.to_string());
     run.insert("concurrency".into(), options.concurrency.to_string());
+    run.insert("workload".into(), options.workload.to_string());
+    if options.workload == Mode::Receive {
+        let r = &options.receive;
+        run.insert(
+            "receive".into(),
+            format!(
+                "{} receivers, leases {}..{} ms, wait {} ms, nack {}, expire {}, extend {}, poison {}, max delivery attempts {}",
+                r.receivers,
+                r.invisible_ms.0,
+                r.invisible_ms.1,
+                r.max_wait_ms,
+                r.nack_fraction,
+                r.expire_fraction,
+                r.extend_fraction,
+                r.poison_fraction,
+                options
+                    .max_delivery_attempts
+                    .unwrap_or(DEFAULT_MAX_DELIVERY_ATTEMPTS)
+            ),
+        );
+    }
     run.insert("seed".into(), options.seed.to_string());
     run.insert("nodes".into(), options.nodes.to_string());
     run.insert("queues".into(), options.queues.to_string());

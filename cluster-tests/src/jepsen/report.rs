@@ -193,21 +193,67 @@ impl Report {
             out,
             "\nOperations        attempted        ok    failed   unknown"
         );
-        for (name, counts) in [
-            ("sends", c.sends),
-            ("polls", c.polls),
-            ("offset commits", c.commits),
-            ("offset reads", c.offset_reads),
-        ] {
+        let rows = match &c.receive {
+            None => vec![
+                ("sends", c.sends),
+                ("polls", c.polls),
+                ("offset commits", c.commits),
+                ("offset reads", c.offset_reads),
+            ],
+            Some(r) => vec![
+                ("sends", c.sends),
+                ("receives", r.receives),
+                ("acks", r.acks),
+                ("nacks", r.nacks),
+                ("lease changes", r.lease_changes),
+            ],
+        };
+        for (name, counts) in rows {
             let _ = writeln!(
                 out,
                 "  {name:<16}{:>9} {:>9} {:>9} {:>9}",
                 counts.attempted, counts.ok, counts.failed, counts.unknown
             );
         }
+        if let Some(r) = &c.receive {
+            let _ = writeln!(out, "\nReceive and ack");
+            let _ = writeln!(
+                out,
+                "  deliveries {} of {} messages, redeliveries (attempt > 1) {}",
+                r.deliveries, r.messages_delivered, r.redeliveries
+            );
+            let _ = writeln!(
+                out,
+                "  ack handles: OK {}  EXPIRED {}  INVALID {}  unanswered {}",
+                r.acks_ok, r.acks_expired, r.acks_invalid, r.acks_unanswered
+            );
+            let _ = writeln!(
+                out,
+                "  dead-letter topic: {} messages ({} copies, {} poison) of {} poison sent; max delivery attempts {}",
+                r.dlq_messages, r.dlq_copies, r.dlq_poison, r.poison_sent, r.max_delivery_attempts
+            );
+            let _ = writeln!(
+                out,
+                "  final drain: {}; complete dead-letter reads: {} node(s)",
+                match r.drain_complete {
+                    Some(true) => "went quiet",
+                    Some(false) => "did NOT go quiet",
+                    None => "not recorded",
+                },
+                r.dlq_reads_complete
+            );
+        }
+        let receive_mode = c.receive.is_some();
+        let shown = |kind: &AnomalyKind| {
+            if receive_mode {
+                !kind.is_pull_only()
+            } else {
+                !kind.is_receive_only()
+            }
+        };
         let _ = writeln!(out, "\nAnomalies");
-        for kind in AnomalyKind::ALL {
-            let _ = writeln!(out, "  {:<22}{:>6}", kind.name(), c.count(kind));
+        for kind in AnomalyKind::ALL.iter().filter(|k| shown(k)) {
+            let _ = writeln!(out, "  {:<28}{:>6}", kind.name(), c.count(*kind));
         }
         if !c.inconclusive_reasons.is_empty() {
             let _ = writeln!(out, "\nInconclusive because");

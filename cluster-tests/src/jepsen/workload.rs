@@ -11,8 +11,14 @@
 //! Consumers `c<queue>` pull their queue from one node until it errs, then from
 //! another, commit the position they reached to group [`GROUP`], and now and then
 //! read the group's offsets from a random node.
+//!
+//! In the receive mode ([`Mode::Receive`]) receivers `r0..` take the consumers'
+//! place: lease-based consumption for group [`RECEIVE_GROUP`] (see [`receive`]),
+//! and producers mark a small fraction of their bodies as poison.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,12 +30,55 @@ use tokio::task::JoinHandle;
 
 use super::history::{
     Body, CommitValue, FinalReadValue, Kind, PollValue, ReadOffsetsValue, Recorder, SendValue,
+    POISON_MARKER,
 };
+
+pub mod receive;
+
+pub use receive::{ReceiveLoad, RECEIVE_GROUP};
 
 /// The topic every run writes.
 pub const TOPIC: &str = "jepsen";
 /// The consumer group whose offsets the consumers commit.
 pub const GROUP: &str = "jepsen-consumers";
+
+/// How the workload consumes the topic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// One consumer per queue pulls it and commits offsets (`--workload pull`).
+    #[default]
+    Pull,
+    /// Receivers take leases, ack, nack and let leases expire; poison messages
+    /// go to the dead-letter topic (`--workload receive`).
+    Receive,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Pull => "pull",
+            Mode::Receive => "receive",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "pull" => Ok(Mode::Pull),
+            "receive" => Ok(Mode::Receive),
+            _ => Err(format!("`{text}`: the workload is pull or receive")),
+        }
+    }
+}
 
 /// How long a producer waits for a send's answer. Shorter than the broker's write
 /// timeout (10 s) on purpose: a producer whose request hangs on a paused or
@@ -58,15 +107,19 @@ pub struct Load {
     pub rate: f64,
     pub producers: usize,
     pub seed: u64,
+    pub mode: Mode,
+    /// The receivers' behaviour (receive mode only).
+    pub receive: ReceiveLoad,
 }
 
-/// Running producers and consumers.
+/// Running producers and consumers (or receivers).
 pub struct Workload {
     stop_producers: watch::Sender<bool>,
     drain_to: watch::Sender<Option<BTreeMap<u32, u64>>>,
     stop_consumers: watch::Sender<bool>,
     producers: Vec<JoinHandle<()>>,
     consumers: Vec<JoinHandle<bool>>,
+    receivers: receive::Receivers,
 }
 
 #[derive(Deserialize)]
@@ -194,15 +247,30 @@ impl Workload {
         } else {
             Duration::from_millis(100)
         };
+        let poison_fraction = match load.mode {
+            Mode::Pull => 0.0,
+            Mode::Receive => load.receive.poison_fraction,
+        };
         let producers = (0..load.producers)
             .map(|i| {
                 let target = Arc::clone(&target);
                 let stop = producers_stopped.clone();
                 let seed = load.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
-                tokio::spawn(produce(target, i, per_producer, seed, stop))
+                tokio::spawn(produce(
+                    target,
+                    i,
+                    per_producer,
+                    poison_fraction,
+                    seed,
+                    stop,
+                ))
             })
             .collect();
-        let consumers = (0..target.queues)
+        let pull_consumers = match load.mode {
+            Mode::Pull => target.queues,
+            Mode::Receive => 0,
+        };
+        let consumers = (0..pull_consumers)
             .map(|queue| {
                 let target = Arc::clone(&target);
                 let seed = load
@@ -218,12 +286,17 @@ impl Workload {
                 ))
             })
             .collect();
+        let receivers = match load.mode {
+            Mode::Pull => receive::Receivers::none(),
+            Mode::Receive => receive::Receivers::start(&target, load.receive, load.seed),
+        };
         Self {
             stop_producers,
             drain_to,
             stop_consumers,
             producers,
             consumers,
+            receivers,
         }
     }
 
@@ -247,12 +320,20 @@ impl Workload {
         let _ = self.stop_consumers.send(true);
         drained
     }
+
+    /// Receive mode: lets the receivers drain (ack everything but poison) until
+    /// no receive delivered anything or failed for `quiet`, or `timeout` passed;
+    /// records the drain's end and returns whether it went quiet.
+    pub async fn drain_receivers(&mut self, quiet: Duration, timeout: Duration) -> bool {
+        self.receivers.drain(quiet, timeout).await
+    }
 }
 
 async fn produce(
     target: Arc<Target>,
     index: usize,
     interval: Duration,
+    poison_fraction: f64,
     seed: u64,
     stop: watch::Receiver<bool>,
 ) {
@@ -269,7 +350,14 @@ async fn produce(
     while !*stop.borrow() {
         ticker.tick().await;
         sequence += 1;
-        let body = format!("{process}-{sequence}");
+        // Only a poison-making run draws for it, so the pull workload's choices
+        // for a seed stay those of earlier runs.
+        let poison = poison_fraction > 0.0 && rng.random::<f64>() < poison_fraction;
+        let body = if poison {
+            format!("{process}-{sequence}{POISON_MARKER}")
+        } else {
+            format!("{process}-{sequence}")
+        };
         let queue = rng.random_range(0..target.queues);
         let attempts = if idempotent {
             1 + IDEMPOTENT_RETRIES
