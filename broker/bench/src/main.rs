@@ -9,7 +9,20 @@
 //!   (or latest) offset, for a duration or until every queue is empty; reports
 //!   messages/s, MB/s, end-to-end latency (receive time minus the send time the
 //!   producer put in the `bench_send_us` property), and checks what it read:
-//!   duplicates and gaps per (`producer_id`, `sequence`), offsets that skip.
+//!   duplicates and gaps per (`producer_id`, `sequence`), offsets that skip. With
+//!   `--commit-group G` each pull that returned messages is followed by a commit of
+//!   G's offset of that queue (`PUT /v1/groups/G/offsets/...`) before the next pull,
+//!   so the run measures pull + commit.
+//! * `receive` — lease-based consumption (shared/API.md "Receive and ack"):
+//!   `consumers` tasks each receive up to `max-messages` messages of the topic for
+//!   the consumer group `--group`, leased for `--invisible`, then ack all of them in
+//!   one request, for a duration or until a receive finds nothing after its wait.
+//!   Reports messages/s, MB/s and end-to-end latency as `consume` does, receive and
+//!   ack request latency, the ack statuses (`OK`, `EXPIRED`, `INVALID`), and checks:
+//!   duplicates (a first delivery of a message already received), redeliveries
+//!   (`delivery_attempt` > 1), messages received again after an `OK` ack, gaps.
+//!   `--no-ack` leaves every message leased (to see what a broker holding many
+//!   leases costs).
 //!
 //! With `--batching`, each producer task is one [`BatchingProducer`] instead and
 //! `in-flight` counts messages: each is sent alone by the caller, and the batching
@@ -22,7 +35,12 @@
 //! batches would outrun. Failures never end a run: they are counted by kind
 //! (`UNAVAILABLE`, `NOT_LEADER`, `connect`, `timeout`, …) and the lane carries on.
 
-use std::collections::{BTreeMap, HashMap};
+mod consume;
+mod ledger;
+mod produce;
+mod receive;
+
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,15 +48,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use broker_client::{
-    BatchingOptions, BatchingProducer, BatchingStats, BrokerClient, ClientError, ClientOptions,
-    Idempotence, Producer, ProducerOptions, ReadPreference, DEDUP_WINDOW,
+use broker_client::{BrokerClient, ClientOptions, ReadPreference};
+use broker_proto::receive::{
+    DEFAULT_RECEIVE_MESSAGES, MAX_INVISIBLE_MS, MAX_RECEIVE_MESSAGES, MAX_RECEIVE_WAIT_MS,
+    MIN_INVISIBLE_MS,
 };
-use broker_proto::api::{MessageInput, MessageView, TopicRequest};
 use broker_proto::units::{parse_bytes, parse_duration};
 
 /// The load generator shares the cores with the brokers it measures: glibc's
@@ -63,7 +80,7 @@ const MB: f64 = 1_000_000.0;
 #[command(
     name = "broker-bench",
     version,
-    about = "Load tool: produce to or consume from a broker cluster and report throughput and latency"
+    about = "Load tool: produce to, consume from or receive from a broker cluster and report throughput and latency"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -76,6 +93,8 @@ enum Mode {
     Produce(ProduceArgs),
     /// Pull every queue of a topic and measure end-to-end latency.
     Consume(ConsumeArgs),
+    /// Receive leased messages of a topic for a consumer group and ack them.
+    Receive(ReceiveArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -202,12 +221,92 @@ struct ConsumeArgs {
     /// Long-polling wait of each pull.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     max_wait: Duration,
+    /// After each pull that returned messages, commit this consumer group's offset
+    /// of the queue (the pull's `next_offset`) before pulling again. The run still
+    /// starts at `--from`, not at the group's committed offsets.
+    #[arg(long, value_name = "GROUP")]
+    commit_group: Option<String>,
     /// Print a progress line this often (0 for none).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     progress: Duration,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ReceiveArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Topic to receive from.
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Consumer group the leases and acks belong to.
+    #[arg(long, default_value = "bench-receive")]
+    group: String,
+    /// Receiving tasks, each one receive (then its ack) at a time.
+    #[arg(long, default_value_t = 4)]
+    consumers: usize,
+    /// Messages per receive (1..=256).
+    #[arg(long, default_value_t = DEFAULT_RECEIVE_MESSAGES)]
+    max_messages: usize,
+    /// How long each received message stays leased (1s..=12h).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    invisible: Duration,
+    /// How long a receive may wait while nothing is deliverable (0..=30s).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    max_wait: Duration,
+    /// Receive in FIFO mode: a queue's messages in order, one leased run at a time.
+    #[arg(long)]
+    fifo: bool,
+    /// Stop after this long (default: when a receive finds nothing).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Stop each consumer when a receive answers nothing after waiting `--max-wait`
+    /// (the default without `--duration`; with it, whichever comes first).
+    #[arg(long)]
+    until_empty: bool,
+    /// Also stop once this many messages were received (the receives then in
+    /// flight still count: up to `consumers` × `max-messages` more).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Never ack: every received message stays leased until its lease runs out.
+    #[arg(long)]
+    no_ack: bool,
+    /// Print a progress line this often (0 for none).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    progress: Duration,
+    /// Write the JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+impl ReceiveArgs {
+    /// Checks the limits of shared/API.md before the first request.
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.consumers > 0, "--consumers must be at least 1");
+        anyhow::ensure!(
+            (1..=MAX_RECEIVE_MESSAGES).contains(&self.max_messages),
+            "--max-messages must be in 1..={MAX_RECEIVE_MESSAGES}"
+        );
+        anyhow::ensure!(
+            (MIN_INVISIBLE_MS..=MAX_INVISIBLE_MS).contains(&self.invisible_ms()),
+            "--invisible must be in {MIN_INVISIBLE_MS}ms..={MAX_INVISIBLE_MS}ms"
+        );
+        anyhow::ensure!(
+            self.max_wait_ms() <= MAX_RECEIVE_WAIT_MS,
+            "--max-wait must be at most {MAX_RECEIVE_WAIT_MS}ms"
+        );
+        Ok(())
+    }
+
+    fn invisible_ms(&self) -> u64 {
+        u64::try_from(self.invisible.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn max_wait_ms(&self) -> u64 {
+        u64::try_from(self.max_wait.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 fn main() {
@@ -224,8 +323,9 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Mode::Produce(args) => produce(args).await,
-            Mode::Consume(args) => consume(args).await,
+            Mode::Produce(args) => produce::produce(args).await,
+            Mode::Consume(args) => consume::consume(args).await,
+            Mode::Receive(args) => receive::receive(args).await,
         }
     });
     if let Err(e) = result {
@@ -390,757 +490,9 @@ fn spawn_progress(
     }))
 }
 
-// ----------------------------------------------------------------------------------
-// produce
-
-/// What one producer task measured.
-struct ProduceStats {
-    latency_us: Histogram<u64>,
-    acked_requests: u64,
-    acked_messages: u64,
-    /// Messages acked during the warmup or after the window closed.
-    unmeasured_messages: u64,
-    errors: BTreeMap<String, u64>,
-    /// Failed requests that may nevertheless have been stored.
-    failed_outcome_unknown: u64,
-    retries: u64,
-    /// With `--batching`: what the batching producers' requests carried.
-    batching: BatchingStats,
-}
-
-impl ProduceStats {
-    fn new() -> Self {
-        Self {
-            latency_us: new_histogram(),
-            acked_requests: 0,
-            acked_messages: 0,
-            unmeasured_messages: 0,
-            errors: BTreeMap::new(),
-            failed_outcome_unknown: 0,
-            retries: 0,
-            batching: BatchingStats::default(),
-        }
-    }
-
-    fn merge(&mut self, other: ProduceStats) {
-        // Both histograms have the same bounds, so adding cannot fail.
-        let _ = self.latency_us.add(&other.latency_us);
-        self.acked_requests += other.acked_requests;
-        self.acked_messages += other.acked_messages;
-        self.unmeasured_messages += other.unmeasured_messages;
-        merge_counts(&mut self.errors, other.errors);
-        self.failed_outcome_unknown += other.failed_outcome_unknown;
-        self.retries += other.retries;
-        self.batching.requests += other.batching.requests;
-        self.batching.messages += other.batching.messages;
-        self.batching.largest_batch = self
-            .batching
-            .largest_batch
-            .max(other.batching.largest_batch);
-        self.batching.split_batches += other.batching.split_batches;
-        self.batching.retries += other.batching.retries;
-    }
-}
-
-/// Shared by the producer tasks of a run.
-struct ProduceRun {
-    args: ProduceArgs,
-    body: String,
-    measure_from: Instant,
-    stop: Arc<StopSignal>,
-    acked: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-}
-
-impl ProduceRun {
-    fn batch(&self) -> Vec<MessageInput> {
-        let sent_us = now_us().to_string();
-        (0..self.args.batch)
-            .map(|_| self.message(sent_us.clone()))
-            .collect()
-    }
-
-    fn message(&self, sent_us: String) -> MessageInput {
-        MessageInput {
-            body: Some(self.body.clone()),
-            tags: Some(BENCH_TAG.into()),
-            properties: BTreeMap::from([(SEND_TIME_PROPERTY.to_string(), sent_us)]),
-            ..MessageInput::default()
-        }
-    }
-}
-
-/// How a producer task sends: `in_flight` lanes of batches, or single messages
-/// through a batching producer.
-enum Sender {
-    Lanes(Vec<Producer>),
-    Batching(BatchingProducer),
-}
-
-impl Sender {
-    fn new(run: &ProduceRun, client: BrokerClient) -> Result<Self, ClientError> {
-        let options = ProducerOptions {
-            retries: run.args.retries,
-            backoff_initial: run.args.retry_backoff,
-            idempotence: match run.args.producer_id {
-                OnOff::On => Idempotence::On,
-                OnOff::Off => Idempotence::Off,
-            },
-            ..ProducerOptions::default()
-        };
-        if run.args.batching {
-            let batching = BatchingOptions {
-                max_requests: run.args.max_requests,
-                max_batch_messages: run.args.batch_max,
-                ..BatchingOptions::default()
-            };
-            return BatchingProducer::new(client, options, batching).map(Self::Batching);
-        }
-        Ok(Self::Lanes(
-            (0..run.args.in_flight)
-                .map(|_| Producer::new(client.clone(), options.clone()))
-                .collect(),
-        ))
-    }
-
-    /// Sends lane `lane`'s next batch (or message); answers how many were acked.
-    async fn send(&self, run: &ProduceRun, lane: usize) -> Result<u64, ClientError> {
-        let topic = run.args.topic.as_str();
-        match self {
-            Self::Lanes(lanes) => {
-                let response = lanes[lane].send_messages(topic, run.batch()).await?;
-                Ok(response.results.len() as u64)
-            }
-            Self::Batching(producer) => {
-                let message = run.message(now_us().to_string());
-                producer.send(topic, message).await.map(|_| 1)
-            }
-        }
-    }
-
-    fn retries(&self) -> u64 {
-        match self {
-            Self::Lanes(lanes) => lanes.iter().map(|p| p.stats().retries).sum(),
-            Self::Batching(producer) => producer.stats().retries,
-        }
-    }
-}
-
-/// One producer: `in_flight` lanes (each its own [`Producer`], or each a message
-/// at a time on one [`BatchingProducer`]), driven from one task.
-async fn run_producer(run: Arc<ProduceRun>, client: BrokerClient) -> ProduceStats {
-    let mut stats = ProduceStats::new();
-    let sender = match Sender::new(&run, client) {
-        Ok(sender) => sender,
-        Err(error) => {
-            *stats.errors.entry(error.to_string()).or_default() += 1;
-            return stats;
-        }
-    };
-    // A lane that failed pauses before its next send (in its own future: a pause
-    // in this loop would hold up every other lane's answers and refills).
-    let send = |lane: usize, pause: bool| {
-        let sender = &sender;
-        let run = &run;
-        async move {
-            if pause {
-                tokio::time::sleep(ERROR_PAUSE).await;
-            }
-            let started = Instant::now();
-            let result = sender.send(run, lane).await;
-            (lane, started, result)
-        }
-    };
-    let mut pending = FuturesUnordered::new();
-    for lane in 0..run.args.in_flight {
-        pending.push(send(lane, false));
-    }
-    while let Some((lane, started, result)) = pending.next().await {
-        let finished = Instant::now();
-        let measured = finished >= run.measure_from && !run.stop.is_stopped();
-        let failed = result.is_err();
-        match result {
-            Ok(messages) => {
-                let acked = run.acked.fetch_add(messages, Ordering::Relaxed) + messages;
-                if run
-                    .args
-                    .bytes
-                    .is_some_and(|bytes| acked.saturating_mul(run.args.size) >= bytes)
-                {
-                    run.stop.stop();
-                }
-                if measured {
-                    let us = u64::try_from(finished.duration_since(started).as_micros())
-                        .unwrap_or(u64::MAX);
-                    stats.latency_us.saturating_record(us.max(1));
-                    stats.acked_requests += 1;
-                    stats.acked_messages += messages;
-                } else {
-                    stats.unmeasured_messages += messages;
-                }
-            }
-            Err(error) => {
-                run.failed.fetch_add(1, Ordering::Relaxed);
-                *stats.errors.entry(error.kind()).or_default() += 1;
-                if error.is_outcome_unknown() {
-                    stats.failed_outcome_unknown += 1;
-                }
-            }
-        }
-        if !run.stop.is_stopped() {
-            pending.push(send(lane, failed));
-        }
-    }
-    stats.retries = sender.retries();
-    if let Sender::Batching(producer) = &sender {
-        stats.batching = producer.stats();
-    }
-    stats
-}
-
-async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
-    anyhow::ensure!(args.in_flight > 0, "--in-flight must be at least 1");
-    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
-    anyhow::ensure!(
-        !args.batching || args.batch == 1,
-        "--batching sends one message per call: leave --batch at 1 (use --batch-max)"
-    );
-    anyhow::ensure!(
-        !args.batching || args.producer_id == OnOff::Off || args.batch_max as u64 <= DEDUP_WINDOW,
-        "--batch-max is at most {DEDUP_WINDOW} with producer ids (the broker's dedup window)"
-    );
-    anyhow::ensure!(!args.duration.is_zero(), "--duration must be positive");
-    let client = client(&args.connection)?;
-    if args.create_topic {
-        let request = TopicRequest::with_queues(args.queues);
-        let view = client
-            .create_topic(&args.topic, &request)
-            .await
-            .with_context(|| format!("creating topic `{}`", args.topic))?;
-        println!(
-            "topic `{}`: {} write / {} read queues",
-            view.topic, view.write_queue_nums, view.read_queue_nums
-        );
-    }
-    if client.discover_leader().await.is_none() {
-        eprintln!("warning: no node named a leader yet; sends will follow NOT_LEADER answers");
-    }
-    let size = usize::try_from(args.size).context("--size does not fit in memory")?;
-    let started = Instant::now();
-    let run = Arc::new(ProduceRun {
-        body: "x".repeat(size),
-        measure_from: started + args.warmup,
-        stop: Arc::new(StopSignal::default()),
-        acked: Arc::new(AtomicU64::new(0)),
-        failed: Arc::new(AtomicU64::new(0)),
-        args,
-    });
-    let args = &run.args;
-    println!(
-        "produce: topic={} producers={} in-flight={} batch={} size={}B producer-id={:?} retries={} warmup={:?} duration={:?} leader={}",
-        args.topic,
-        args.producers,
-        args.in_flight,
-        if args.batching {
-            format!("batching(max-requests={}, batch-max={})", args.max_requests, args.batch_max)
-        } else {
-            args.batch.to_string()
-        },
-        args.size,
-        args.producer_id,
-        args.retries,
-        args.warmup,
-        args.duration,
-        client.leader().unwrap_or_else(|| "unknown".into())
-    );
-    let stopper = spawn_stopper(Arc::clone(&run.stop), Some(args.warmup + args.duration));
-    let progress = spawn_progress(
-        args.progress,
-        started,
-        Arc::clone(&run.acked),
-        Arc::clone(&run.failed),
-        Arc::clone(&run.stop),
-        "acked",
-    );
-    let tasks: Vec<_> = (0..args.producers)
-        .map(|_| tokio::spawn(run_producer(Arc::clone(&run), client.clone())))
-        .collect();
-    let mut total = ProduceStats::new();
-    for task in tasks {
-        match task.await {
-            Ok(stats) => total.merge(stats),
-            Err(e) => *total.errors.entry(format!("task failed: {e}")).or_default() += 1,
-        }
-    }
-    let drained = Instant::now();
-    stopper.abort();
-    if let Some(progress) = progress {
-        progress.abort();
-    }
-    let window_end = run.stop.at().unwrap_or(drained);
-    let measured_s = window_end
-        .saturating_duration_since(run.measure_from)
-        .as_secs_f64();
-    let payload_bytes = total.acked_messages * args.size;
-    let msgs_per_s = total.acked_messages as f64 / measured_s.max(f64::EPSILON);
-    let mb_per_s = payload_bytes as f64 / MB / measured_s.max(f64::EPSILON);
-    let errors_total: u64 = total.errors.values().sum();
-    println!(
-        "acked:     {} msgs in {} {} over {measured_s:.2} s (+{} msgs in warmup/drain)",
-        total.acked_messages,
-        total.acked_requests,
-        if args.batching {
-            "send calls"
-        } else {
-            "requests"
-        },
-        total.unmeasured_messages
-    );
-    println!("rate:      {msgs_per_s:.0} msgs/s, {mb_per_s:.2} MB/s of payload");
-    if args.batching {
-        let b = &total.batching;
-        println!(
-            "batching:  {} requests carried {} msgs (mean {:.1}, largest {}, {} split), warmup included",
-            b.requests,
-            b.messages,
-            b.messages as f64 / (b.requests.max(1)) as f64,
-            b.largest_batch,
-            b.split_batches
-        );
-        println!(
-            "latency:   {} (per message)",
-            latency_line(&total.latency_us)
-        );
-    } else {
-        println!("latency:   {}", latency_line(&total.latency_us));
-    }
-    println!(
-        "errors:    {} ({errors_total} failed requests, {} of them possibly stored; {} retries)",
-        errors_line(&total.errors),
-        total.failed_outcome_unknown,
-        total.retries
-    );
-    println!(
-        "drain:     {:.2} s after the window closed",
-        drained.saturating_duration_since(window_end).as_secs_f64()
-    );
-    let report = json!({
-        "mode": "produce",
-        "config": {
-            "urls": args.connection.urls,
-            "token": args.connection.token.is_some(),
-            "ca_file": args.connection.ca_file.is_some(),
-            "topic": args.topic,
-            "producers": args.producers,
-            "in_flight": args.in_flight,
-            "batch": args.batch,
-            "batching": args.batching.then(|| json!({
-                "max_requests": args.max_requests,
-                "batch_max": args.batch_max,
-            })),
-            "size_bytes": args.size,
-            "producer_id": args.producer_id == OnOff::On,
-            "retries": args.retries,
-            "retry_backoff_ms": args.retry_backoff.as_millis() as u64,
-            "warmup_s": args.warmup.as_secs_f64(),
-            "duration_s": args.duration.as_secs_f64(),
-            "request_timeout_s": args.connection.request_timeout.as_secs_f64(),
-        },
-        "leader": client.leader(),
-        "measured_s": measured_s,
-        "acked_messages": total.acked_messages,
-        "acked_requests": total.acked_requests,
-        "acked_payload_bytes": payload_bytes,
-        "unmeasured_acked_messages": total.unmeasured_messages,
-        "msgs_per_s": msgs_per_s,
-        "mb_per_s": mb_per_s,
-        "latency_ms": latency_json(&total.latency_us),
-        // With --batching, "requests" are send calls: one message each.
-        "failed_requests": errors_total,
-        "errors": total.errors,
-        "failed_outcome_unknown": total.failed_outcome_unknown,
-        "retries": total.retries,
-        "batching": args.batching.then(|| json!({
-            "requests": total.batching.requests,
-            "messages": total.batching.messages,
-            "largest_batch": total.batching.largest_batch,
-            "split_batches": total.batching.split_batches,
-        })),
-    });
-    write_report(&args.report, &report)
-}
-
-// ----------------------------------------------------------------------------------
-// consume
-
-/// Which sequences of which producers were read: duplicates and gaps.
-#[derive(Default)]
-struct SequenceLedger {
-    /// producer_id → bit per sequence seen.
-    seen: HashMap<String, Vec<u64>>,
-    duplicates: u64,
-}
-
-impl SequenceLedger {
-    fn record(&mut self, producer_id: &str, sequence: u64) {
-        let Ok(index) = usize::try_from(sequence / 64) else {
-            return;
-        };
-        let bits = self.seen.entry(producer_id.to_string()).or_default();
-        if bits.len() <= index {
-            bits.resize(index + 1, 0);
-        }
-        let mask = 1u64 << (sequence % 64);
-        if bits[index] & mask != 0 {
-            self.duplicates += 1;
-        }
-        bits[index] |= mask;
-    }
-
-    /// Sequences missing between each producer's lowest and highest sequence read.
-    fn gaps(&self) -> u64 {
-        self.seen
-            .values()
-            .map(|bits| {
-                let first = bits.iter().position(|w| *w != 0);
-                let last = bits.iter().rposition(|w| *w != 0);
-                let (Some(first), Some(last)) = (first, last) else {
-                    return 0;
-                };
-                let low = first as u64 * 64 + u64::from(bits[first].trailing_zeros());
-                let high = last as u64 * 64 + 63 - u64::from(bits[last].leading_zeros());
-                let set: u64 = bits.iter().map(|w| u64::from(w.count_ones())).sum();
-                high - low + 1 - set
-            })
-            .sum()
-    }
-}
-
-/// What one queue's reader measured.
-struct QueueStats {
-    queue_id: u32,
-    start_offset: u64,
-    next_offset: u64,
-    messages: u64,
-    payload_bytes: u64,
-    e2e_us: Histogram<u64>,
-    without_send_time: u64,
-    /// A FOUND answer whose messages did not start at the requested offset or were
-    /// not consecutive, or whose `next_offset` did not follow the last message.
-    offset_anomalies: u64,
-    /// Messages skipped because the offset fell below the queue's min (retention).
-    skipped_too_small: u64,
-    statuses: BTreeMap<String, u64>,
-    errors: BTreeMap<String, u64>,
-    last_message_at: Option<Instant>,
-}
-
-struct ConsumeRun {
-    args: ConsumeArgs,
-    stop: Arc<StopSignal>,
-    ledger: Mutex<SequenceLedger>,
-    received: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-}
-
-fn check_offsets(requested: u64, messages: &[MessageView], next_offset: u64) -> bool {
-    let consecutive = messages
-        .iter()
-        .zip(requested..)
-        .all(|(m, expected)| m.queue_offset == expected);
-    let follows = messages
-        .last()
-        .is_none_or(|m| next_offset == m.queue_offset + 1);
-    consecutive && follows
-}
-
-async fn read_queue(
-    run: Arc<ConsumeRun>,
-    client: BrokerClient,
-    queue_id: u32,
-    start_offset: u64,
-) -> QueueStats {
-    let args = &run.args;
-    let until_empty = args.until_empty || args.duration.is_none();
-    let max_wait_ms = u64::try_from(args.max_wait.as_millis()).unwrap_or(u64::MAX);
-    let mut stats = QueueStats {
-        queue_id,
-        start_offset,
-        next_offset: start_offset,
-        messages: 0,
-        payload_bytes: 0,
-        e2e_us: new_histogram(),
-        without_send_time: 0,
-        offset_anomalies: 0,
-        skipped_too_small: 0,
-        statuses: BTreeMap::new(),
-        errors: BTreeMap::new(),
-        last_message_at: None,
-    };
-    while !run.stop.is_stopped() {
-        let pulled = client
-            .pull(
-                &args.topic,
-                queue_id,
-                stats.next_offset,
-                args.max_messages,
-                max_wait_ms,
-                None,
-            )
-            .await;
-        let response = match pulled {
-            Ok(response) => response,
-            Err(error) => {
-                run.failed.fetch_add(1, Ordering::Relaxed);
-                *stats.errors.entry(error.kind()).or_default() += 1;
-                tokio::time::sleep(ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        let received_us = now_us();
-        *stats.statuses.entry(response.status.clone()).or_default() += 1;
-        match response.status.as_str() {
-            "FOUND" => {
-                if !check_offsets(stats.next_offset, &response.messages, response.next_offset) {
-                    stats.offset_anomalies += 1;
-                }
-                let count = response.messages.len() as u64;
-                stats.messages += count;
-                run.received.fetch_add(count, Ordering::Relaxed);
-                stats.last_message_at = Some(Instant::now());
-                {
-                    let mut ledger = run.ledger.lock().unwrap_or_else(|e| e.into_inner());
-                    for m in &response.messages {
-                        if let (Some(id), Some(seq)) = (&m.producer_id, m.sequence) {
-                            ledger.record(id, seq);
-                        }
-                    }
-                }
-                for m in &response.messages {
-                    stats.payload_bytes += m
-                        .body
-                        .as_ref()
-                        .or(m.body_base64.as_ref())
-                        .map_or(0, |b| b.len() as u64);
-                    match m
-                        .properties
-                        .get(SEND_TIME_PROPERTY)
-                        .and_then(|v| v.parse::<u64>().ok())
-                    {
-                        Some(sent_us) => stats
-                            .e2e_us
-                            .saturating_record(received_us.saturating_sub(sent_us).max(1)),
-                        None => stats.without_send_time += 1,
-                    }
-                }
-                stats.next_offset = response.next_offset;
-            }
-            "NO_MATCHED_MSG" => stats.next_offset = response.next_offset,
-            "NO_NEW_MSG" if until_empty => break,
-            "NO_NEW_MSG" => {}
-            "OFFSET_TOO_SMALL" => {
-                stats.skipped_too_small += response.min_offset.saturating_sub(stats.next_offset);
-                stats.next_offset = response.min_offset;
-            }
-            // Beyond the answering node's end (a lagging replica): wait, do not rewind.
-            _ => tokio::time::sleep(ERROR_PAUSE).await,
-        }
-    }
-    stats
-}
-
-async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (1..=1024).contains(&args.max_messages),
-        "--max-messages must be in 1..=1024"
-    );
-    let client = client(&args.connection)?;
-    let queues = client
-        .queues(&args.topic)
-        .await
-        .with_context(|| format!("listing the queues of `{}`", args.topic))?;
-    let started = Instant::now();
-    let run = Arc::new(ConsumeRun {
-        stop: Arc::new(StopSignal::default()),
-        ledger: Mutex::new(SequenceLedger::default()),
-        received: Arc::new(AtomicU64::new(0)),
-        failed: Arc::new(AtomicU64::new(0)),
-        args,
-    });
-    let args = &run.args;
-    println!(
-        "consume: topic={} queues={} from={:?} max-messages={} max-wait={:?} until={}",
-        args.topic,
-        queues.queues.len(),
-        args.from,
-        args.max_messages,
-        args.max_wait,
-        match args.duration {
-            Some(d) if args.until_empty => format!("empty or {d:?}"),
-            Some(d) => format!("{d:?}"),
-            None => "empty".into(),
-        }
-    );
-    let stopper = spawn_stopper(Arc::clone(&run.stop), args.duration);
-    let progress = spawn_progress(
-        args.progress,
-        started,
-        Arc::clone(&run.received),
-        Arc::clone(&run.failed),
-        Arc::clone(&run.stop),
-        "received",
-    );
-    let tasks: Vec<_> = queues
-        .queues
-        .iter()
-        .map(|q| {
-            let start = match args.from {
-                StartFrom::Earliest => q.min_offset,
-                StartFrom::Latest => q.max_offset,
-            };
-            tokio::spawn(read_queue(
-                Arc::clone(&run),
-                client.clone(),
-                q.queue_id,
-                start,
-            ))
-        })
-        .collect();
-    let mut per_queue = Vec::new();
-    let mut errors = BTreeMap::new();
-    for task in tasks {
-        match task.await {
-            Ok(stats) => per_queue.push(stats),
-            Err(e) => *errors.entry(format!("task failed: {e}")).or_default() += 1,
-        }
-    }
-    let finished = Instant::now();
-    run.stop.stop();
-    stopper.abort();
-    if let Some(progress) = progress {
-        progress.abort();
-    }
-    let mut e2e = new_histogram();
-    let mut statuses = BTreeMap::new();
-    let (mut messages, mut payload_bytes, mut without_time, mut anomalies, mut skipped) =
-        (0, 0, 0, 0, 0);
-    let mut last_message_at = None;
-    for q in &per_queue {
-        // Same bounds everywhere, so adding cannot fail.
-        let _ = e2e.add(&q.e2e_us);
-        messages += q.messages;
-        payload_bytes += q.payload_bytes;
-        without_time += q.without_send_time;
-        anomalies += q.offset_anomalies;
-        skipped += q.skipped_too_small;
-        merge_counts(&mut statuses, q.statuses.clone());
-        merge_counts(&mut errors, q.errors.clone());
-        last_message_at = last_message_at.max(q.last_message_at);
-    }
-    // Throughput over the time messages were flowing: an until-empty run's final
-    // empty long polls are not reading time.
-    let end = if args.duration.is_some() && !args.until_empty {
-        run.stop.at().unwrap_or(finished)
-    } else {
-        last_message_at.unwrap_or(finished)
-    };
-    let elapsed_s = end.saturating_duration_since(started).as_secs_f64();
-    let msgs_per_s = messages as f64 / elapsed_s.max(f64::EPSILON);
-    let mb_per_s = payload_bytes as f64 / MB / elapsed_s.max(f64::EPSILON);
-    let (duplicates, gaps, producers) = {
-        let ledger = run.ledger.lock().unwrap_or_else(|e| e.into_inner());
-        (ledger.duplicates, ledger.gaps(), ledger.seen.len())
-    };
-    println!(
-        "received:  {messages} msgs over {elapsed_s:.2} s from {} queues",
-        per_queue.len()
-    );
-    println!("rate:      {msgs_per_s:.0} msgs/s, {mb_per_s:.2} MB/s of payload");
-    println!("e2e:       {}", latency_line(&e2e));
-    println!(
-        "checks:    {duplicates} duplicates, {gaps} sequence gaps over {producers} producer ids, {anomalies} offset anomalies, {skipped} skipped below min offset, {without_time} without send time"
-    );
-    println!("statuses:  {}", errors_line(&statuses));
-    println!("errors:    {}", errors_line(&errors));
-    let report = json!({
-        "mode": "consume",
-        "config": {
-            "urls": args.connection.urls,
-            "token": args.connection.token.is_some(),
-            "ca_file": args.connection.ca_file.is_some(),
-            "topic": args.topic,
-            "from": format!("{:?}", args.from).to_lowercase(),
-            "duration_s": args.duration.map(|d| d.as_secs_f64()),
-            "until_empty": args.until_empty || args.duration.is_none(),
-            "max_messages": args.max_messages,
-            "max_wait_ms": args.max_wait.as_millis() as u64,
-        },
-        "elapsed_s": elapsed_s,
-        "messages": messages,
-        "payload_bytes": payload_bytes,
-        "msgs_per_s": msgs_per_s,
-        "mb_per_s": mb_per_s,
-        "e2e_latency_ms": latency_json(&e2e),
-        "messages_without_send_time": without_time,
-        "duplicates": duplicates,
-        "sequence_gaps": gaps,
-        "producer_ids": producers,
-        "offset_anomalies": anomalies,
-        "skipped_below_min_offset": skipped,
-        "statuses": statuses,
-        "errors": errors,
-        "queues": per_queue.iter().map(|q| json!({
-            "queue_id": q.queue_id,
-            "start_offset": q.start_offset,
-            "end_offset": q.next_offset,
-            "messages": q.messages,
-        })).collect::<Vec<_>>(),
-    });
-    write_report(&args.report, &report)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_ledger_counts_duplicates_and_gaps() {
-        let mut ledger = SequenceLedger::default();
-        for seq in [5, 6, 8, 70, 6] {
-            ledger.record("a", seq);
-        }
-        ledger.record("b", 0);
-        assert_eq!(ledger.duplicates, 1);
-        // a: 5..=70 is 66 sequences, 4 distinct seen → 62 missing; b: none.
-        assert_eq!(ledger.gaps(), 62);
-    }
-
-    #[test]
-    fn offsets_must_be_consecutive() {
-        let message = |offset| MessageView {
-            msg_id: String::new(),
-            topic: "t".into(),
-            queue_id: 0,
-            queue_offset: offset,
-            commit_log_offset: 0,
-            body: None,
-            body_base64: None,
-            tags: None,
-            keys: Vec::new(),
-            properties: BTreeMap::new(),
-            born_timestamp: 0,
-            store_timestamp: 0,
-            reconsume_times: 0,
-            producer_id: None,
-            sequence: None,
-        };
-        assert!(check_offsets(3, &[message(3), message(4)], 5));
-        assert!(!check_offsets(3, &[message(4)], 5));
-        assert!(!check_offsets(3, &[message(3), message(5)], 6));
-        assert!(!check_offsets(3, &[message(3)], 7));
-        assert!(check_offsets(3, &[], 3));
-    }
 
     #[test]
     fn flags_parse() {
@@ -1169,6 +521,79 @@ mod tests {
         assert!(
             Cli::try_parse_from(["broker-bench", "consume"]).is_err(),
             "--url required"
+        );
+    }
+
+    #[test]
+    fn receive_flags_default_to_the_contract() {
+        let cli = Cli::try_parse_from(["broker-bench", "receive", "--url", "http://a:1"])
+            .expect("valid flags");
+        let Mode::Receive(args) = cli.command else {
+            panic!("receive expected");
+        };
+        assert_eq!(args.group, "bench-receive");
+        assert_eq!(args.consumers, 4);
+        assert_eq!(args.max_messages, DEFAULT_RECEIVE_MESSAGES);
+        assert_eq!(
+            args.invisible_ms(),
+            broker_proto::receive::DEFAULT_INVISIBLE_MS
+        );
+        assert_eq!(args.max_wait, Duration::from_secs(1));
+        assert!(!args.no_ack);
+        args.validate().expect("the defaults are in range");
+
+        let cli = Cli::try_parse_from([
+            "broker-bench",
+            "receive",
+            "--url",
+            "http://a:1",
+            "--invisible",
+            "12h",
+            "--max-messages",
+            "256",
+            "--no-ack",
+            "--messages",
+            "250000",
+        ])
+        .expect("valid flags");
+        let Mode::Receive(args) = cli.command else {
+            panic!("receive expected");
+        };
+        assert_eq!(args.invisible_ms(), MAX_INVISIBLE_MS);
+        assert_eq!(args.messages, Some(250_000));
+        assert!(args.no_ack);
+        args.validate().expect("12 h and 256 are the limits");
+        for (flag, value) in [
+            ("--max-messages", "257"),
+            ("--max-messages", "0"),
+            ("--invisible", "999ms"),
+            ("--invisible", "13h"),
+            ("--max-wait", "31s"),
+            ("--consumers", "0"),
+        ] {
+            let cli = Cli::try_parse_from(["broker-bench", "receive", "--url", "u", flag, value])
+                .expect("parses");
+            let Mode::Receive(args) = cli.command else {
+                panic!("receive expected");
+            };
+            assert!(args.validate().is_err(), "{flag} {value} is out of range");
+        }
+    }
+
+    #[test]
+    fn consume_commits_only_when_asked() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["broker-bench", "consume", "--url", "http://a:1"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).expect("valid flags").command {
+                Mode::Consume(args) => args,
+                _ => panic!("consume expected"),
+            }
+        };
+        assert_eq!(parse(&[]).commit_group, None);
+        assert_eq!(
+            parse(&["--commit-group", "g1"]).commit_group.as_deref(),
+            Some("g1")
         );
     }
 }
