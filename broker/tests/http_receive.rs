@@ -328,6 +328,47 @@ async fn the_last_attempt_goes_to_the_dead_letter_topic() {
     node.stop().await;
 }
 
+/// With topics created only by admins, a dead letter waits for its topic: not
+/// delivered again, not lost, and moved once an admin creates the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_waits_for_its_topic_when_topics_are_not_created_by_use() {
+    let node = TestNode::start_with(|config| {
+        config.auto_create_topics = false;
+        config.consumer.max_delivery_attempts = 1;
+    })
+    .await;
+    node.create_topic(
+        "strict",
+        json!({"read_queue_nums": 1, "write_queue_nums": 1}),
+    )
+    .await;
+    send(&node, "strict", 1).await;
+    let got = receive(&node, "strict", json!({})).await;
+    let (status, body) = change(&node, handle(&got[0]), 0).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        receive(&node, "strict", json!({})).await.is_empty(),
+        "its attempts are used up: not delivered again"
+    );
+    let dlq = format!("%DLQ%{GROUP}");
+    node.create_topic(
+        &encode(&dlq),
+        json!({"read_queue_nums": 1, "write_queue_nums": 1}),
+    )
+    .await;
+    assert!(receive(&node, "strict", json!({})).await.is_empty());
+    let pulled = node
+        .pull_ok(&format!(
+            "/v1/topics/{}/queues/0/messages?offset=0",
+            encode(&dlq)
+        ))
+        .await;
+    let messages = as_array(&pulled["messages"], "messages");
+    assert_eq!(messages.len(), 1, "moved once the topic exists: {pulled}");
+    assert_eq!(messages[0]["properties"]["DELIVERY_ATTEMPTS"], "1");
+    node.stop().await;
+}
+
 /// `fifo`: a run of consecutive messages from the first un-acked one, and
 /// nothing more of the queue while any of the run is leased.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

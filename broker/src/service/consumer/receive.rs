@@ -20,7 +20,7 @@
 //! order, then new ones).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -453,10 +453,20 @@ async fn ensure_dead_letter_topic(
         crate::service::topics::upsert(node, TopicConfig::for_consumer_group_topic(&topic)).await?;
         return Ok(());
     }
-    warn!(
-        group,
-        topic, "messages are due for the dead-letter topic, which does not exist and auto_create_topics is off: they wait until an admin creates it"
-    );
+    // Every round that meets such a message would say it: once a minute is enough.
+    static LAST_WARNED_MS: AtomicU64 = AtomicU64::new(0);
+    let now = now_ms();
+    let last = LAST_WARNED_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60_000
+        && LAST_WARNED_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        warn!(
+            group,
+            topic, "messages are due for the dead-letter topic, which does not exist and auto_create_topics is off: they wait until an admin creates it"
+        );
+    }
     let mut kept = ops.drain(..).zip(planned.drain(..)).collect::<Vec<_>>();
     kept.retain(|(op, _)| !matches!(op, LeaseOp::DeadLetter { .. }));
     for (op, plan) in kept {
