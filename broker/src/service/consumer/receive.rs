@@ -223,6 +223,9 @@ async fn round(
         return Ok((Vec::new(), next_expiry));
     }
     ensure_dead_letter_topic(node, &receive.group, &mut ops, &mut planned).await?;
+    if ops.is_empty() {
+        return Ok((Vec::new(), next_expiry));
+    }
     let command = LeaseCommand {
         group: receive.group.clone(),
         topic: receive.topic.clone(),
@@ -429,10 +432,11 @@ fn dead_letter_copy(
     message.into_draft(dlq_topic(group), QueueId(0), properties, now)
 }
 
-/// Makes sure the group's dead-letter topic exists before a round stores in it:
-/// created on first use when topics may be created by use; otherwise the dead
-/// letters wait (their messages are not delivered again either) until an admin
-/// creates it.
+/// Makes sure a round can store its dead letters: their topic exists — created
+/// on first use when topics may be created by use — and the disk has room.
+/// Otherwise the dead letters wait (their messages are not delivered again
+/// either) until an admin creates the topic or room is made; a later round
+/// moves them.
 async fn ensure_dead_letter_topic(
     node: &Node,
     group: &str,
@@ -446,13 +450,21 @@ async fn ensure_dead_letter_topic(
         return Ok(());
     }
     let topic = dlq_topic(group);
-    if node.shared.state().topics.contains_key(&topic) {
+    let why = if let Err(full) = node.health.check_room() {
+        full.to_string()
+    } else if node.shared.state().topics.contains_key(&topic) {
         return Ok(());
-    }
-    if node.config.auto_create_topics {
-        crate::service::topics::upsert(node, TopicConfig::for_consumer_group_topic(&topic)).await?;
-        return Ok(());
-    }
+    } else if !node.config.auto_create_topics {
+        "it does not exist and auto_create_topics is off: an admin creates it".to_string()
+    } else {
+        let config = TopicConfig::for_consumer_group_topic(&topic);
+        match crate::service::topics::upsert(node, config).await {
+            Ok(_) => return Ok(()),
+            // Leadership moved: the receive goes to the new leader.
+            Err(e @ BrokerError::NotLeader { .. }) => return Err(e),
+            Err(e) => format!("creating it failed: {e}"),
+        }
+    };
     // Every round that meets such a message would say it: once a minute is enough.
     static LAST_WARNED_MS: AtomicU64 = AtomicU64::new(0);
     let now = now_ms();
@@ -462,10 +474,7 @@ async fn ensure_dead_letter_topic(
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {
-        warn!(
-            group,
-            topic, "messages are due for the dead-letter topic, which does not exist and auto_create_topics is off: they wait until an admin creates it"
-        );
+        warn!(group, topic, reason = %why, "messages are due for the dead-letter topic, which cannot take them now: they wait");
     }
     let mut kept = ops.drain(..).zip(planned.drain(..)).collect::<Vec<_>>();
     kept.retain(|(op, _)| !matches!(op, LeaseOp::DeadLetter { .. }));
