@@ -44,6 +44,9 @@ use crate::topic::validate_name;
 /// looking at the others again.
 const MULTI_GROUP_WAIT: Duration = Duration::from_secs(1);
 
+/// The pause after the group a multi-group receive waits at failed.
+const FAILED_GROUP_PAUSE: Duration = Duration::from_millis(200);
+
 static ROTATION: AtomicUsize = AtomicUsize::new(0);
 
 /// The query parameter that names the broker group a forwarded part is for.
@@ -215,10 +218,11 @@ async fn across_groups(
             receive.max_messages,
             left.min(MULTI_GROUP_WAIT),
         );
-        if let Ok(answer) =
-            ask_group::<ReceiveResponse>(node, &request, &groups[turn % n], part).await
-        {
-            messages.extend(answer.messages);
+        match ask_group::<ReceiveResponse>(node, &request, &groups[turn % n], part).await {
+            Ok(answer) => messages.extend(answer.messages),
+            // That group cannot wait now (unreachable, no leader): do not ask
+            // the others again at once.
+            Err(_) => tokio::time::sleep(left.min(FAILED_GROUP_PAUSE)).await,
         }
         if !messages.is_empty() {
             return Json(ReceiveResponse { messages }).into_response();
