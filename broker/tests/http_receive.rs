@@ -281,8 +281,14 @@ async fn a_change_replaces_the_lease_and_zero_gives_the_message_back() {
     );
     assert_error(
         change(&node, "not-a-handle", 5000).await,
-        StatusCode::BAD_REQUEST,
-        "BAD_REQUEST",
+        StatusCode::NOT_FOUND,
+        "MESSAGE_NOT_FOUND",
+    );
+    let other_group = handle(&back[0]).replace(&format!(":{GROUP}"), ":others");
+    assert_error(
+        change(&node, &other_group, 5000).await,
+        StatusCode::NOT_FOUND,
+        "MESSAGE_NOT_FOUND",
     );
     assert_eq!(node.metric("broker_lease_nacked_total").await, 1.0);
     node.stop().await;
@@ -607,6 +613,8 @@ async fn bad_receives_are_refused() {
     for body in [
         json!({"receipt_handles": []}),
         json!({"receipt_handles": too_many}),
+        json!({"receipt_handles": [""]}),
+        json!({"receipt_handles": ["x".repeat(513)]}),
     ] {
         assert_error(
             node.request(Method::POST, &ack_uri, Some(body)).await,

@@ -630,8 +630,9 @@ impl BrokerClient {
     /// the old one is spent.
     ///
     /// # Errors
-    /// `EXPIRED` (409) when the lease ran out, `BAD_REQUEST` for a malformed handle
-    /// or a duration out of range, `NO_PERMISSION`, transport failures. Not safe to
+    /// `EXPIRED` (409) when the lease ran out, `MESSAGE_NOT_FOUND` (404) for a
+    /// handle naming no lease of the group, `BAD_REQUEST` for a duration out of
+    /// range, `NO_PERMISSION`, transport failures. Not safe to
     /// resend after an outcome-unknown failure: if the first attempt took effect,
     /// the handle is spent and the retry is refused.
     pub async fn change_invisible(

@@ -22,7 +22,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 
 use super::auth::Caller;
-use super::error::{parse_json, ApiError};
+use super::error::{parse_json, ApiError, ErrorCode};
 use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
 use super::groups::BrokerGroupParam;
@@ -31,8 +31,8 @@ use crate::auth::{Action, Resource};
 use crate::receive::{
     AckRequest, AckResponse, AckResult, ChangeInvisibleRequest, ChangeInvisibleResponse,
     ReceiptHandle, ReceiveRequest, ReceiveResponse, ACK_INVALID, DEFAULT_INVISIBLE_MS,
-    DEFAULT_RECEIVE_MESSAGES, MAX_INVISIBLE_MS, MAX_RECEIVE_MESSAGES, MAX_RECEIVE_WAIT_MS,
-    MIN_INVISIBLE_MS,
+    DEFAULT_RECEIVE_MESSAGES, MAX_INVISIBLE_MS, MAX_RECEIPT_HANDLE_LEN, MAX_RECEIVE_MESSAGES,
+    MAX_RECEIVE_WAIT_MS, MIN_INVISIBLE_MS,
 };
 use crate::service::consumer::{ack, receive as receiving};
 use crate::service::node::Node;
@@ -347,6 +347,9 @@ pub async fn ack(
         if body.receipt_handles.is_empty() {
             return Err(ApiError::bad_request("receipt_handles names no handle"));
         }
+        for handle in &body.receipt_handles {
+            check_handle_length(handle)?;
+        }
         for handle in body
             .receipt_handles
             .iter()
@@ -448,6 +451,7 @@ pub async fn change_invisible(
     let checked = (|| -> Result<(ReceiptHandle, Duration), ApiError> {
         validate_name("group", &group).map_err(ApiError::bad_request)?;
         let body: ChangeInvisibleRequest = parse_json(&request.body)?;
+        check_handle_length(&body.receipt_handle)?;
         if body.invisible_ms != 0
             && !(MIN_INVISIBLE_MS..=MAX_INVISIBLE_MS).contains(&body.invisible_ms)
         {
@@ -455,8 +459,14 @@ pub async fn change_invisible(
                 "invisible_ms must be 0 (give the message back now) or in {MIN_INVISIBLE_MS}..={MAX_INVISIBLE_MS}"
             )));
         }
-        let handle = ReceiptHandle::parse(&body.receipt_handle)
-            .ok_or_else(|| ApiError::bad_request("receipt_handle is not a receipt handle"))?;
+        let handle = ReceiptHandle::parse(&body.receipt_handle).ok_or_else(|| {
+            // Handles are opaque: one that is not the broker's names no lease,
+            // like an unknown message id (404, as for a handle naming nothing).
+            ApiError::new(
+                ErrorCode::MessageNotFound,
+                format!("receipt_handle names no message leased to consumer group `{group}`"),
+            )
+        })?;
         caller.require(Action::Sub, Resource::Topic(&handle.topic))?;
         Ok((handle, Duration::from_millis(body.invisible_ms)))
     })();
@@ -483,4 +493,17 @@ pub async fn change_invisible(
             .await
         }
     }
+}
+
+/// A receipt handle is 1..=[`MAX_RECEIPT_HANDLE_LEN`] characters (the broker
+/// writes none longer; the document says so, counting characters as JSON
+/// Schema does).
+fn check_handle_length(handle: &str) -> Result<(), ApiError> {
+    let chars = handle.chars().count();
+    if !(1..=MAX_RECEIPT_HANDLE_LEN).contains(&chars) {
+        return Err(ApiError::bad_request(format!(
+            "a receipt handle is 1..={MAX_RECEIPT_HANDLE_LEN} characters, got {chars}"
+        )));
+    }
+    Ok(())
 }

@@ -90,8 +90,9 @@ pub async fn ack(
 /// the new lease.
 ///
 /// # Errors
-/// `LeaseExpired` when the handle's lease ended; `Invalid` when it names no
-/// message the group was delivered; the write's errors.
+/// `LeaseExpired` when the handle's lease ended; `MessageNotFound` when it
+/// names no message the group was delivered (a lease is a resource: a handle
+/// naming none is like an unknown id); the write's errors.
 pub async fn change_invisible(
     node: &Node,
     group: &str,
@@ -99,8 +100,8 @@ pub async fn change_invisible(
     invisible: Duration,
 ) -> Result<Lease, BrokerError> {
     if handle.group != group {
-        return Err(BrokerError::invalid(format!(
-            "the receipt handle is consumer group `{}`'s, not `{group}`'s",
+        return Err(BrokerError::MessageNotFound(format!(
+            "the receipt handle names a lease of consumer group `{}`, not of `{group}`",
             handle.group
         )));
     }
@@ -146,7 +147,7 @@ pub async fn change_invisible(
         }
         LeaseOutcome::Stale | LeaseOutcome::Invalid => {
             Metrics::add(&counters.ack_invalid, 1);
-            Err(BrokerError::invalid(format!(
+            Err(BrokerError::MessageNotFound(format!(
                 "the receipt handle names no message delivered to consumer group `{group}` ({}/{}/{}, delivery {})",
                 handle.topic, handle.queue_id, handle.queue_offset, handle.delivery_attempt
             )))
