@@ -588,6 +588,52 @@ mod tests {
         assert_eq!(state.commit_offset(&commit), QueueOffset(5));
     }
 
+    /// A state written by version 3 (no lease table) is read as version 4 with
+    /// no leases and everything else kept.
+    #[test]
+    fn a_version_3_state_is_read_with_no_leases() {
+        #[derive(Serialize)]
+        struct V3<'a> {
+            topics: &'a BTreeMap<String, TopicConfig>,
+            consumer_offsets: &'a BTreeMap<OffsetKey, QueueOffset>,
+            schedule_offsets: &'a BTreeMap<QueueId, QueueOffset>,
+            producers: &'a ProducerTable,
+            membership: &'a StoredMembership,
+            users: &'a UserTable,
+            last_applied: Option<LogId>,
+            commit_log_end: CommitLogOffset,
+        }
+        let mut state = GroupState::default();
+        state
+            .topics
+            .insert("t".into(), TopicConfig::with_defaults("t"));
+        state.producers.record("p", 1, result(1, 5));
+        state.commit_log_end = CommitLogOffset(77);
+        let mut bytes = vec![STATE_FORMAT_V3];
+        let v3 = V3 {
+            topics: &state.topics,
+            consumer_offsets: &state.consumer_offsets,
+            schedule_offsets: &state.schedule_offsets,
+            producers: &state.producers,
+            membership: &state.membership,
+            users: &state.users,
+            last_applied: state.last_applied,
+            commit_log_end: state.commit_log_end,
+        };
+        bincode::serde::encode_into_std_write(&v3, &mut bytes, bincode::config::standard())
+            .expect("encodes");
+        let decoded = GroupState::decode(&bytes).expect("a version 3 state decodes");
+        assert_eq!(decoded.topics, state.topics);
+        assert_eq!(decoded.commit_log_end, CommitLogOffset(77));
+        assert_eq!(decoded.leases.in_flight(), 0);
+        assert!(matches!(
+            decoded.producers.check("p", 1, 5),
+            DedupCheck::Duplicate(_)
+        ));
+        // And the current version writes 4.
+        assert_eq!(state.encode()[0], STATE_FORMAT_V4);
+    }
+
     #[test]
     fn state_round_trips_with_its_eviction_index() {
         let mut state = GroupState::default();
