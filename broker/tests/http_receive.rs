@@ -608,6 +608,17 @@ async fn bad_receives_are_refused() {
             "BAD_REQUEST",
         );
     }
+    let long_group = "g".repeat(123);
+    assert_error(
+        node.request(
+            Method::POST,
+            &format!("/v1/groups/{long_group}/topics/bounded/receive"),
+            Some(json!({})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+    );
     let ack_uri = format!("/v1/groups/{GROUP}/ack");
     let too_many: Vec<String> = (0..1025).map(|i| i.to_string()).collect();
     for body in [

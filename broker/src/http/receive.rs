@@ -38,7 +38,7 @@ use crate::service::consumer::{ack, receive as receiving};
 use crate::service::node::Node;
 use crate::service::routing::{self, Target};
 use crate::storage::TagFilter;
-use crate::topic::validate_name;
+use crate::topic::{dlq_topic, validate_name};
 
 /// How long a receive over several broker groups waits at one of them before
 /// looking at the others again.
@@ -62,6 +62,14 @@ pub async fn receive(
 ) -> Response {
     let checked = (|| -> Result<(ReceiveRequest, receiving::Receive), ApiError> {
         validate_name("group", &group).map_err(ApiError::bad_request)?;
+        // Its dead-letter topic's name must be a valid name too (as give-back
+        // checks the retry topic's): else its dead letters could never be stored.
+        validate_name("group", &dlq_topic(&group)).map_err(|_| {
+            ApiError::bad_request(format!(
+                "group `{group}` is too long for its dead-letter topic `{}`",
+                dlq_topic(&group)
+            ))
+        })?;
         validate_name("topic", &topic).map_err(ApiError::bad_request)?;
         caller.require(Action::Sub, Resource::Topic(&topic))?;
         let body: ReceiveRequest = parse_json(&request.body)?;

@@ -38,10 +38,7 @@ use crate::service::node::Node;
 use crate::storage::{now_ms, PullStatus, QueueId, QueueOffset, StoredMessage, TagFilter};
 use crate::topic::{dlq_topic, TopicConfig};
 
-use super::retry::{
-    PROPERTY_CONSUMER_GROUP, PROPERTY_ORIGIN_MESSAGE_ID, PROPERTY_ORIGIN_QUEUE_ID,
-    PROPERTY_ORIGIN_QUEUE_OFFSET, PROPERTY_ORIGIN_TOPIC,
-};
+use super::retry::{origin_properties, PROPERTY_CONSUMER_GROUP};
 use broker_proto::properties::PROPERTY_DELIVERY_ATTEMPTS;
 
 /// A receive, its bounds checked by the caller (the protocol's).
@@ -411,22 +408,7 @@ fn dead_letter_copy(
     attempts: u32,
     now: u64,
 ) -> crate::storage::MessageDraft {
-    let mut properties = std::mem::take(&mut message.properties);
-    if !properties.contains_key(PROPERTY_ORIGIN_TOPIC) {
-        properties.insert(PROPERTY_ORIGIN_TOPIC.into(), message.topic.clone());
-        properties.insert(
-            PROPERTY_ORIGIN_QUEUE_ID.into(),
-            message.queue_id.0.to_string(),
-        );
-        properties.insert(
-            PROPERTY_ORIGIN_QUEUE_OFFSET.into(),
-            message.queue_offset.0.to_string(),
-        );
-        properties.insert(
-            PROPERTY_ORIGIN_MESSAGE_ID.into(),
-            message.msg_id.to_string(),
-        );
-    }
+    let mut properties = origin_properties(&mut message);
     properties.insert(PROPERTY_CONSUMER_GROUP.into(), group.to_string());
     properties.insert(PROPERTY_DELIVERY_ATTEMPTS.into(), attempts.to_string());
     message.into_draft(dlq_topic(group), QueueId(0), properties, now)

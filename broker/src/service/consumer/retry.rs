@@ -9,6 +9,8 @@
 //! records where the message first came from, so a dead letter still says which
 //! topic, queue and offset it was and how often it was tried.
 
+use std::collections::BTreeMap;
+
 use super::delay::{self, DelayLevels};
 use crate::storage::{MessageDraft, QueueId, StoredMessage};
 use crate::topic::{dlq_topic, retry_topic};
@@ -41,15 +43,10 @@ pub struct GiveBack {
     pub due_ms: Option<u64>,
 }
 
-/// Decides where `message`, given back by `group`, goes, and builds its copy.
-pub fn give_back(
-    mut message: StoredMessage,
-    group: &str,
-    request: Request,
-    max_reconsume_times: u32,
-    levels: &DelayLevels,
-    now_ms: u64,
-) -> GiveBack {
+/// The message's properties, taken out of it, with where it was first stored
+/// (`ORIGIN_*`) added unless a copy of it already carries them: a retried,
+/// delayed or dead-lettered copy keeps its first origin.
+pub fn origin_properties(message: &mut StoredMessage) -> BTreeMap<String, String> {
     let mut properties = std::mem::take(&mut message.properties);
     if !properties.contains_key(PROPERTY_ORIGIN_TOPIC) {
         properties.insert(PROPERTY_ORIGIN_TOPIC.into(), message.topic.clone());
@@ -66,6 +63,19 @@ pub fn give_back(
             message.msg_id.to_string(),
         );
     }
+    properties
+}
+
+/// Decides where `message`, given back by `group`, goes, and builds its copy.
+pub fn give_back(
+    mut message: StoredMessage,
+    group: &str,
+    request: Request,
+    max_reconsume_times: u32,
+    levels: &DelayLevels,
+    now_ms: u64,
+) -> GiveBack {
+    let mut properties = origin_properties(&mut message);
     let origin = properties[PROPERTY_ORIGIN_TOPIC].clone();
     properties.insert(PROPERTY_RETRY_TOPIC.into(), origin);
     properties.insert(PROPERTY_CONSUMER_GROUP.into(), group.to_string());
