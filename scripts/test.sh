@@ -4,7 +4,8 @@
 # when a Docker engine is there), then the cluster script's own end-to-end test,
 # the README's examples against a real three-node cluster, the dashboard in
 # headless Chromium (with the OpenAPI and Grafana checks), schemathesis against
-# the OpenAPI document, and a short Jepsen-style fault-injection run.
+# the OpenAPI document, a short Jepsen-style fault-injection run, and the
+# cluster tests that need a node built with the test-only fault switches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,3 +38,5 @@ echo "--- the API against its OpenAPI document: schemathesis -c all (three-node 
 scripts/testing/api-fuzz.sh
 echo "--- Jepsen-style smoke run: 50 s, mixed faults, low rate (fails on any anomaly or an inconclusive run)"
 scripts/testing/jepsen-smoke.sh
+echo "--- cluster tests that need the broker's test-only fault switches (cargo feature fault-injection)"
+cargo test --release -p cluster-tests --features fault-injection --test lagging_leader

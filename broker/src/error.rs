@@ -151,6 +151,15 @@ impl BrokerError {
     pub fn is_not_leader(&self) -> bool {
         matches!(self, Self::NotLeader { .. })
     }
+
+    /// Whether what the request names (topic, queue, message) is not in this
+    /// node's store — which may only trail the group's.
+    pub fn is_missing(&self) -> bool {
+        matches!(
+            self,
+            Self::TopicNotFound { .. } | Self::QueueNotFound { .. } | Self::MessageNotFound(_)
+        )
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,11 @@
 //!   loss, not `kill -9`) turns this into lost writes.
 //! * `ignore-dedup` — the leader drops `producer_id`/`sequence` before proposing,
 //!   so a retried send is stored twice.
+//! * `lagging-apply` — the state machine waits [`APPLY_LAG`] before applying each
+//!   run of committed entries, so this node's store trails the group's. Not a bug
+//!   but a timing: as leader it answers reads the others already see, which is
+//!   how a test catches leader-side reads that do not wait for what was
+//!   committed (a new leader's usual state right after an election).
 //!
 //! The hooks in other modules are single `#[cfg(feature = "fault-injection")]`
 //! calls into this one.
@@ -43,14 +48,16 @@ pub enum Fault {
     AckBeforeCommit,
     SkipFsync,
     IgnoreDedup,
+    LaggingApply,
 }
 
 impl Fault {
     /// Every switch with its `BROKER_FAULT` spelling.
-    pub const ALL: [(Fault, &'static str); 3] = [
+    pub const ALL: [(Fault, &'static str); 4] = [
         (Fault::AckBeforeCommit, "ack-before-commit"),
         (Fault::SkipFsync, "skip-fsync"),
         (Fault::IgnoreDedup, "ignore-dedup"),
+        (Fault::LaggingApply, "lagging-apply"),
     ];
 
     fn parse(text: &str) -> Option<Fault> {
@@ -98,6 +105,16 @@ pub fn adjust_log_store(
 ) -> raft_log_store::LogStoreConfig {
     config.fault_skip_fsync = active(Fault::SkipFsync);
     config
+}
+
+/// How long `lagging-apply` holds each run of committed entries.
+pub const APPLY_LAG: std::time::Duration = std::time::Duration::from_millis(700);
+
+/// `lagging-apply`: wait before applying.
+pub async fn lag_apply() {
+    if active(Fault::LaggingApply) {
+        tokio::time::sleep(APPLY_LAG).await;
+    }
 }
 
 /// `ignore-dedup`: forget the idempotency keys of a send.

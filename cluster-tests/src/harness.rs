@@ -56,6 +56,10 @@ pub struct ClusterOptions {
     /// mounted before the node first starts and unmounted when the cluster is
     /// dropped, so a test can fill its disk (needs root, as `mount` does).
     pub tmpfs_data: Option<(u64, u64)>,
+    /// `(node id, switch)`: that node runs with `BROKER_FAULT=switch` (the node
+    /// binary must be built with the `fault-injection` feature: this package's
+    /// feature of that name).
+    pub fault: Option<(u64, &'static str)>,
 }
 
 impl Default for ClusterOptions {
@@ -68,6 +72,7 @@ impl Default for ClusterOptions {
             security: Security::Secured,
             tls: false,
             tmpfs_data: None,
+            fault: None,
         }
     }
 }
@@ -481,8 +486,12 @@ impl TestCluster {
             "BROKER_TLS_CERT_FILE",
             "BROKER_TLS_KEY_FILE",
             "BROKER_TLS_CA_FILE",
+            "BROKER_FAULT",
         ] {
             command.env_remove(variable);
+        }
+        if let Some((_, switch)) = self.options.fault.filter(|(node, _)| *node == id) {
+            command.env("BROKER_FAULT", switch);
         }
         if let Some(ca) = &self.ca {
             let (cert_file, key_file) = ca.node_files(id)?;

@@ -379,7 +379,7 @@ pub async fn commit_offset(
         }
         Err(e) => return e.into_response(),
     }
-    let prepared = (|| {
+    let prepared = async {
         validate_name("group", &group).map_err(ApiError::bad_request)?;
         offsets::queue(&node, &topic, queue_id)?;
         let body: CommitOffsetRequest = parse_json(&request.body)?;
@@ -387,15 +387,11 @@ pub async fn commit_offset(
             // Moving a group's offset backwards is a reset.
             caller.require(Action::Admin, Resource::Group(&group))?;
         }
-        Ok::<_, ApiError>(offsets::plan_commit(
-            &node,
-            &group,
-            &topic,
-            queue_id,
-            body.offset,
-            body.force,
-        )?)
-    })();
+        Ok::<_, ApiError>(
+            offsets::plan_commit(&node, &group, &topic, queue_id, body.offset, body.force).await?,
+        )
+    }
+    .await;
     let commit = match prepared {
         Ok(commit) => commit,
         Err(e) => return e.into_response(),

@@ -471,6 +471,8 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        #[cfg(feature = "fault-injection")]
+        crate::faults::lag_apply().await;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             // Appends are writes to the page cache (the CommitLog is flushed in the

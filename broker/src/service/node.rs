@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use openraft::error::{LinearizableReadError, RaftError};
 use openraft::type_config::async_runtime::{Instant as _, WatchReceiver};
-use openraft::{RaftMetrics, ServerState};
+use openraft::{RaftMetrics, ReadPolicy, ServerState};
 
 use crate::api::{GroupView, NodeView};
 use crate::auth::cluster_secret::{ClusterSecret, SECRET_HEADER};
@@ -224,6 +225,37 @@ impl Node {
             return Err(failure.to_error());
         }
         propose(&self.raft, self.config.http.write_timeout, proposal).await
+    }
+
+    /// Waits until this node, as leader, has applied everything the group committed
+    /// before the call (a read index: one heartbeat round to its quorum).
+    ///
+    /// Leader-side reads of the store — the message a give-back copies, the end a
+    /// commit is checked against — need it when they miss: a leader applies
+    /// asynchronously, and right after an election it may not yet have applied
+    /// entries its predecessor committed and a follower already serves. Without
+    /// it such a read answers "not there" for an acknowledged message.
+    ///
+    /// # Errors
+    /// `NotLeader`; `WriteTimeout` (no quorum answered in time); `Unavailable`.
+    pub async fn catch_up(&self) -> Result<(), BrokerError> {
+        let timeout = self.config.http.write_timeout;
+        let read = self.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+        match tokio::time::timeout(timeout.0, read).await {
+            Err(_) => Err(BrokerError::WriteTimeout { timeout }),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)))) => {
+                Err(BrokerError::NotLeader {
+                    leader: forward.leader_node.map(|node| node.url),
+                })
+            }
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e)))) => {
+                Err(BrokerError::unavailable(format!("no quorum: {e}")))
+            }
+            Ok(Err(RaftError::Fatal(fatal))) => {
+                Err(BrokerError::unavailable(format!("raft stopped: {fatal}")))
+            }
+        }
     }
 
     /// This group as this node sees it, for `/v1/cluster` and registrations.

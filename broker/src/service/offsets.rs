@@ -47,11 +47,15 @@ pub fn by_time(
 /// The commit of `offset` for consumer `group` on the queue, checked against the
 /// queue's end (on any node: nothing is written).
 ///
+/// A replica's end may trail the group's (a consumer can pull from a replica
+/// ahead of it): a leader applies what was committed before refusing, and a
+/// follower leaves the check to the leader it forwards the commit to.
+///
 /// # Errors
 /// As [`queue`]; `Conflict` past the queue's max offset — a well-formed request
 /// the queue's state refuses: once the queue holds that many messages, the same
-/// commit succeeds.
-pub fn plan_commit(
+/// commit succeeds. The leader's catch-up errors (`NotLeader`, …).
+pub async fn plan_commit(
     node: &Node,
     group: &str,
     topic: &str,
@@ -60,15 +64,20 @@ pub fn plan_commit(
     force: bool,
 ) -> Result<OffsetCommit, BrokerError> {
     let queue = queue(node, topic, queue_id)?;
-    let max = node
-        .shared
-        .store
-        .queue_offsets(topic, queue)
-        .map_or(0, |(_, max)| max.0);
-    if offset > max {
-        return Err(BrokerError::Conflict(format!(
-            "offset {offset} is beyond the queue's max offset {max}"
-        )));
+    let max = || {
+        node.shared
+            .store
+            .queue_offsets(topic, queue)
+            .map_or(0, |(_, max)| max.0)
+    };
+    if offset > max() && node.is_leader() {
+        node.catch_up().await?;
+        let max = max();
+        if offset > max {
+            return Err(BrokerError::Conflict(format!(
+                "offset {offset} is beyond the queue's max offset {max}"
+            )));
+        }
     }
     Ok(OffsetCommit {
         group: group.to_string(),

@@ -11,7 +11,7 @@ use crate::error::BrokerError;
 use crate::replication::command::SendCommand;
 use crate::service::node::Node;
 use crate::service::offsets;
-use crate::storage::{now_ms, PullStatus, QueueOffset, TagFilter};
+use crate::storage::{now_ms, PullStatus, QueueOffset, StoredMessage, TagFilter};
 use crate::topic::TopicConfig;
 
 /// Gives back the message `body` names for consumer `group` (this node leads the
@@ -30,7 +30,7 @@ pub async fn give_back(
 ) -> Result<RetryResponse, BrokerError> {
     // A give-back stores a new message (in the retry or dead-letter topic).
     node.health.check_room()?;
-    let command = give_back_command(node, group, body)?;
+    let command = give_back_command(node, group, body).await?;
     let topic = command.topic.clone();
     // The group's first give-back creates its retry or dead-letter topic: that
     // counts against the topic quota, holding the permit until applied (and
@@ -54,12 +54,11 @@ pub async fn give_back(
 }
 
 /// Reads the given-back message and builds the send of its copy.
-fn give_back_command(
+async fn give_back_command(
     node: &Node,
     group: &str,
     body: &RetryRequest,
 ) -> Result<SendCommand, BrokerError> {
-    let queue = offsets::queue(node, &body.topic, body.queue_id)?;
     let levels = node.sender.delay_levels();
     let request = match body.delay_level {
         0 => Request::Default,
@@ -72,31 +71,17 @@ fn give_back_command(
         }
         level => Request::Level(level as u32),
     };
-    let page = node
-        .shared
-        .store
-        .pull(
-            &body.topic,
-            queue,
-            QueueOffset(body.queue_offset),
-            1,
-            &TagFilter::All,
-        )
-        .map_err(|e| BrokerError::Internal(format!("reading the message: {e}")))?;
-    let message = page
-        .messages
-        .into_iter()
-        .find(|m| m.queue_offset.0 == body.queue_offset)
-        .ok_or_else(|| {
-            let why = match page.status {
-                PullStatus::OffsetTooSmall => "deleted by retention",
-                _ => "beyond the queue's end",
-            };
-            BrokerError::MessageNotFound(format!(
-                "no message at offset {} of {}/{}: {why}",
-                body.queue_offset, body.topic, body.queue_id
-            ))
-        })?;
+    let message = match locate(node, body) {
+        Ok(message) => message,
+        // Not on this node: as leader it may not yet have applied what the group
+        // committed (and the consumer saw on another replica), the message or even
+        // its queue — apply that first, then look again.
+        Err(e) if e.is_missing() => {
+            node.catch_up().await?;
+            locate(node, body)?
+        }
+        Err(e) => return Err(e),
+    };
     let plan = retry::give_back(
         message,
         group,
@@ -130,4 +115,38 @@ fn give_back_command(
         topic: plan.topic,
         messages: vec![plan.draft],
     })
+}
+
+/// The message the request names.
+///
+/// # Errors
+/// As [`offsets::queue`]; `MessageNotFound` (retention deleted it, or past the
+/// queue's end).
+fn locate(node: &Node, body: &RetryRequest) -> Result<StoredMessage, BrokerError> {
+    let queue = offsets::queue(node, &body.topic, body.queue_id)?;
+    let page = node
+        .shared
+        .store
+        .pull(
+            &body.topic,
+            queue,
+            QueueOffset(body.queue_offset),
+            1,
+            &TagFilter::All,
+        )
+        .map_err(|e| BrokerError::Internal(format!("reading the message: {e}")))?;
+    let status = page.status;
+    page.messages
+        .into_iter()
+        .find(|m| m.queue_offset.0 == body.queue_offset)
+        .ok_or_else(|| {
+            let why = match status {
+                PullStatus::OffsetTooSmall => "deleted by retention",
+                _ => "beyond the queue's end",
+            };
+            BrokerError::MessageNotFound(format!(
+                "no message at offset {} of {}/{}: {why}",
+                body.queue_offset, body.topic, body.queue_id
+            ))
+        })
 }
