@@ -190,6 +190,10 @@ pub struct TlsSection {
     pub ca_file: Option<PathBuf>,
 }
 
+/// The longest `consumer.max_delay` may be: timers wait in the CommitLog, which
+/// retention keeps for them (see `replication::timers`).
+pub const MAX_TIMER_DELAY_DAYS: u64 = 400;
+
 /// Retry, dead-letter and delayed delivery.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -206,8 +210,11 @@ pub struct ConsumerSection {
     /// to `%DLQ%{group}` when its last lease ends, instead of being delivered
     /// again (RocketMQ 5's `maxDeliveryAttempts`).
     pub max_delivery_attempts: u32,
-    /// How often the leader looks for delayed messages that are due.
+    /// How often the leader looks for delayed and timer messages that are due.
     pub delivery_interval: HumanDuration,
+    /// The longest a timer message (`deliver_at`, `delay_ms`) may wait; a send
+    /// asking for more is refused with 400.
+    pub max_delay: HumanDuration,
 }
 
 impl Default for ConsumerSection {
@@ -217,6 +224,7 @@ impl Default for ConsumerSection {
             max_reconsume_times: 16,
             max_delivery_attempts: 16,
             delivery_interval: HumanDuration(Duration::from_millis(100)),
+            max_delay: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }
@@ -846,6 +854,14 @@ impl NodeConfig {
         }
         if consumer.delivery_interval.0.is_zero() {
             return bad("consumer.delivery_interval", "must be positive");
+        }
+        if consumer.max_delay.0 < Duration::from_secs(1)
+            || consumer.max_delay.0 > Duration::from_secs(MAX_TIMER_DELAY_DAYS * 24 * 3600)
+        {
+            return bad(
+                "consumer.max_delay",
+                format!("must be 1s to {MAX_TIMER_DELAY_DAYS}d"),
+            );
         }
         self.store_config().validate().or_else(|e| match e {
             crate::storage::StoreError::Config { key, reason } => {

@@ -161,7 +161,17 @@ pub struct Metrics {
     pub producer_table_full_total: AtomicU64,
     /// Receive and ack, counted by the leader that decided.
     pub leases: LeaseCounters,
+    /// Timer messages moved to their topics by runs this node led.
+    pub timers_delivered_total: AtomicU64,
+    /// From a timer message's due time to its store in its topic (runs this node
+    /// led).
+    pub timer_lag: Histogram,
 }
+
+/// Buckets of [`Metrics::timer_lag`], in seconds: the promise is "within a second".
+pub const TIMER_LAG_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// Counters of lease-based consumption (receive, ack, change-invisible).
 #[derive(Default)]
@@ -206,6 +216,8 @@ impl Default for Metrics {
             topics: RwLock::new(HashMap::new()),
             producer_table_full_total: AtomicU64::new(0),
             leases: LeaseCounters::default(),
+            timers_delivered_total: AtomicU64::new(0),
+            timer_lag: Histogram::new(TIMER_LAG_BUCKETS),
         }
     }
 }
@@ -401,6 +413,11 @@ impl Metrics {
                 &self.append_stream_pipelined_requests_total,
             ),
             (
+                "broker_timers_delivered_total",
+                "Timer messages moved to their topics by runs this node led.",
+                &self.timers_delivered_total,
+            ),
+            (
                 "broker_producer_table_full_total",
                 "Sends refused because the idempotent-producer table was full (new producer ids wait until one expires).",
                 &self.producer_table_full_total,
@@ -438,6 +455,11 @@ impl Metrics {
             &mut out,
             "broker_pull_duration_seconds",
             "Time to answer a pull request, long-poll wait included.",
+        );
+        self.timer_lag.render(
+            &mut out,
+            "broker_timer_lag_seconds",
+            "From a timer message's due time until it is stored in its topic (runs this node led).",
         );
         for (name, help, histogram) in histograms {
             histogram.render(&mut out, name, help);

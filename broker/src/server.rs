@@ -170,6 +170,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
     tokio::spawn(crate::service::consumer::scheduler::run(Arc::downgrade(
         &node,
     )));
+    tokio::spawn(crate::service::consumer::timer_delivery::run(
+        Arc::downgrade(&node),
+    ));
     tokio::spawn(crate::service::health::watch(Arc::downgrade(&node)));
     Ok(node)
 }

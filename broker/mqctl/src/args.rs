@@ -172,8 +172,22 @@ pub struct SendArgs {
     #[arg(long)]
     pub group: Option<String>,
     /// Deliver later: delay level 1-18 (1s 5s 10s 30s 1m 2m ... 2h by default).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["deliver_at", "delay"])]
     pub delay_level: Option<u32>,
+    /// Timer message: visible at this time, in epoch milliseconds (up to the
+    /// broker's consumer.max_delay ahead, 7 days by default).
+    #[arg(long, conflicts_with = "delay")]
+    pub deliver_at: Option<u64>,
+    /// Timer message: visible this long after it is stored (`90s`, `15m`, `2h`,
+    /// `3d`; up to consumer.max_delay).
+    #[arg(long, value_parser = parse_delay)]
+    pub delay: Option<u64>,
+}
+
+/// Parses a duration into milliseconds.
+fn parse_delay(text: &str) -> Result<u64, String> {
+    let duration = parse_duration(text)?;
+    u64::try_from(duration.as_millis()).map_err(|_| format!("`{text}` is too long"))
 }
 
 /// Parses `KEY=VALUE`.

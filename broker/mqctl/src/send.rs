@@ -74,6 +74,8 @@ fn template(args: &SendArgs) -> MessageInput {
         queue_id: args.queue_id,
         sharding_key: args.sharding_key.clone(),
         delay_level: args.delay_level,
+        deliver_at: args.deliver_at,
+        delay_ms: args.delay,
         ..MessageInput::default()
     }
 }

@@ -211,6 +211,17 @@ pub struct MessageInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub delay_level: Option<u32>,
+    /// A timer message: visible in its topic at this time (epoch milliseconds),
+    /// at most `consumer.max_delay` (7 days by default) ahead; a time already
+    /// passed means now. Not with `delay_level` or `delay_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub deliver_at: Option<u64>,
+    /// A timer message: visible in its topic this many milliseconds after it is
+    /// stored, at most `consumer.max_delay`. Not with `delay_level` or `deliver_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub delay_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
@@ -232,8 +243,9 @@ pub struct SendResultView {
     pub queue_offset: u64,
     pub commit_log_offset: u64,
     pub store_timestamp: u64,
-    /// A delayed message: when it reaches `topic` (until then it waits in the
-    /// schedule topic, whose queue and offset the other fields give).
+    /// A delayed or timer message: when it reaches its topic (until then it waits
+    /// in the schedule or timer topic, named by `topic`, whose queue and offset
+    /// the other fields give).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub deliver_timestamp: Option<u64>,

@@ -21,6 +21,11 @@ pub const DLQ_PREFIX: &str = "%DLQ%";
 /// (RocketMQ's `SCHEDULE_TOPIC_XXXX`). It has no configuration: the broker writes
 /// it, and only the broker reads it.
 pub const SCHEDULE_TOPIC: &str = "%SCHEDULE%";
+/// The topic holding timer messages (`deliver_at` / `delay_ms` on send) until they
+/// are due: one queue, in arrival order, indexed by due time in each node's timer
+/// log (RocketMQ 5's `rmq_sys_wheel_timer`). Like the schedule topic it has no
+/// configuration, and only the broker writes and reads it.
+pub const TIMER_TOPIC: &str = "%TIMER%";
 /// Queues of a retry or dead-letter topic (RocketMQ: one per broker group).
 pub const RETRY_QUEUE_NUMS: u32 = 1;
 
@@ -63,12 +68,12 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
 /// As [`validate_name`], or a reserved prefix.
 pub fn validate_user_topic(name: &str) -> Result<(), String> {
     validate_name("topic", name)?;
-    if [RETRY_PREFIX, DLQ_PREFIX, SCHEDULE_TOPIC]
+    if [RETRY_PREFIX, DLQ_PREFIX, SCHEDULE_TOPIC, TIMER_TOPIC]
         .iter()
         .any(|reserved| name.starts_with(reserved))
     {
         return Err(format!(
-            "topic names starting with {RETRY_PREFIX}, {DLQ_PREFIX} or {SCHEDULE_TOPIC} are reserved for the broker"
+            "topic names starting with {RETRY_PREFIX}, {DLQ_PREFIX}, {SCHEDULE_TOPIC} or {TIMER_TOPIC} are reserved for the broker"
         ));
     }
     Ok(())

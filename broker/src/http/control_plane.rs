@@ -568,6 +568,16 @@ fn render_metrics(node: &Node, connections: &ConnectionRegistry) -> String {
             "Long polls held.",
             node.shared.waiters.held(node.config.http.max_held_polls) as f64,
         ),
+        GaugeFamily::single(
+            "broker_timers_pending",
+            "Timer messages stored and not yet moved to their topics (this replica's index).",
+            node.shared.timers.pending() as f64,
+        ),
+        GaugeFamily::single(
+            "broker_timer_log_bytes",
+            "Bytes of this replica's timer log on disk (32 per timer, in 8 MiB segments kept until all their timers are delivered).",
+            node.shared.timers.disk_bytes() as f64,
+        ),
     ]);
     // Consumer lag per queue, for the offsets this node's group keeps.
     let committed: Vec<_> = node

@@ -17,8 +17,9 @@ use super::command::{CommandResponse, ControlRecord, Rejection, SendCommand, Sen
 use super::error::StateMachineError;
 use super::group_state::{DedupCheck, GroupState};
 use super::state_machine::BrokerStateMachine;
+use super::timers::TIMER_QUEUE;
 use crate::storage::{Appended, MessageDraft, QueueId, RaftLogRef, RecordInput, StoreError};
-use crate::topic::{TopicConfig, SCHEDULE_TOPIC};
+use crate::topic::{TopicConfig, SCHEDULE_TOPIC, TIMER_TOPIC};
 use broker_proto::delay::MAX_DELAY_LEVELS;
 use broker_proto::properties::PROPERTY_REAL_TOPIC;
 
@@ -172,6 +173,7 @@ impl BrokerStateMachine {
             }
             Err(e) => return Err(StateMachineError::Store(e).into()),
         };
+        self.index_timers(&records, &appended)?;
         // The plan numbered its records as it laid them out (asserted there), so
         // a record that is not a stored message is a bug in this module.
         let stored = |record: usize| -> SendResult {
@@ -212,9 +214,11 @@ impl BrokerStateMachine {
                                 .producers
                                 .record(&stamp.producer_id, stamp.sequence, result);
                         }
-                        // Nobody long-polls the schedule topic.
+                        // Nobody long-polls the schedule and timer topics.
                         let queue = (message.topic.as_str(), message.queue_id);
-                        if message.topic != SCHEDULE_TOPIC && !woken.contains(&queue) {
+                        let internal =
+                            message.topic == SCHEDULE_TOPIC || message.topic == TIMER_TOPIC;
+                        if !internal && !woken.contains(&queue) {
                             woken.push(queue);
                         }
                         result
@@ -258,10 +262,14 @@ impl BrokerStateMachine {
                 send.topic
             )));
         }
-        // A message goes to the topic, or to the schedule topic on its way there.
+        // A message goes to the topic, or to the schedule or timer topic on its way
+        // there.
         let misplaced = |m: &MessageDraft| {
             if m.topic == SCHEDULE_TOPIC {
                 m.queue_id.0 as usize >= MAX_DELAY_LEVELS
+                    || m.properties.get(PROPERTY_REAL_TOPIC) != Some(&send.topic)
+            } else if m.topic == TIMER_TOPIC {
+                m.queue_id != TIMER_QUEUE
                     || m.properties.get(PROPERTY_REAL_TOPIC) != Some(&send.topic)
             } else {
                 m.topic != send.topic || m.queue_id.0 >= config.write_queue_nums
@@ -278,6 +286,9 @@ impl BrokerStateMachine {
                 .store
                 .check_message(message)
                 .map_err(|e| Rejection::Invalid(e.to_string()))?;
+            if let Some(reason) = Self::timer_passed(state.timers.delivered, message) {
+                return Err(Rejection::TimerPassed(reason));
+            }
         }
         let mut next_record = so_far.next_record + usize::from(creates.is_some());
         let mut new_stamps: HashMap<(&'a str, u64), usize> = HashMap::new();

@@ -12,6 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::leases::{LeaseCommand, LeaseOutcome, LeaseUpdate};
+use super::timers::{TimerKey, TimerState};
 use super::type_config::StoredMembership;
 use crate::auth::users::{MergeOutcome, UserRecord};
 use crate::storage::{MessageDraft, MessageId, QueueId, QueueOffset};
@@ -44,6 +45,26 @@ pub enum Command {
     /// Lease-based consumption: deliveries, redeliveries, acks, lease changes and
     /// dead letters of one consumer group and topic (see `replication::leases`).
     Lease(LeaseCommand),
+    /// Move due timer messages to their topics (see `replication::timers`).
+    DeliverTimers(DeliverTimersCommand),
+}
+
+/// Timer messages that are due, read by the leader from its timer index: every
+/// timer with a key after `from` up to `to`, in key order, and no other.
+///
+/// Apply accepts it only while the delivered key is still `from`, and only if no
+/// timer the index did not hold when it was read (queue offset `through` on) falls
+/// inside the run; it then stores the messages and makes `to` the delivered key,
+/// in one entry. Every timer is delivered exactly once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverTimersCommand {
+    pub from: TimerKey,
+    pub to: TimerKey,
+    /// The timer-topic queue offset the leader's index held every timer below.
+    pub through: u64,
+    /// The messages to store, each with the time it was due (apply refuses one
+    /// stored before it).
+    pub messages: Vec<DueMessage>,
 }
 
 /// Delayed messages that are due, read by the leader from one schedule-topic queue.
@@ -112,6 +133,10 @@ pub enum Rejection {
     /// The send's new producer ids do not fit in the dedup table (see
     /// `group_state::ProducerTable::admit`).
     ProducerTableFull(String),
+    /// A timer message of the send is due at or before the delivered key: timer
+    /// delivery has passed its time, so it would never be delivered. Nothing was
+    /// stored; the leader stores it again as an ordinary message.
+    TimerPassed(String),
 }
 
 /// A rejection from apply as the broker's error.
@@ -123,6 +148,9 @@ impl From<Rejection> for crate::error::BrokerError {
             Rejection::NoPermission(reason) => BrokerError::NoPermission(reason),
             Rejection::Invalid(reason) => BrokerError::Invalid(reason),
             Rejection::ProducerTableFull(reason) => BrokerError::Unavailable(reason),
+            // The send path stores such a send again; this is only what an
+            // unexpected second refusal looks like.
+            Rejection::TimerPassed(reason) => BrokerError::Unavailable(reason),
         }
     }
 }
@@ -181,6 +209,9 @@ pub enum ControlRecord {
     /// Lease changes apply accepted (written with the dead letters they store,
     /// in the same entry).
     Leases(LeaseUpdate),
+    /// Timer delivery's progress (written with the messages it delivered, in the
+    /// same entry).
+    Timers(TimerState),
 }
 
 /// Version byte in front of every control record payload.
@@ -245,6 +276,13 @@ impl fmt::Display for Command {
                 lease.ops.len(),
                 lease.group,
                 lease.topic
+            ),
+            Self::DeliverTimers(d) => write!(
+                f,
+                "deliver {} timer messages after {:?} up to {:?}",
+                d.messages.len(),
+                d.from,
+                d.to
             ),
         }
     }

@@ -17,6 +17,10 @@ pub enum StateMachineError {
     /// The message store failed (I/O, corruption, a full disk).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The timer index could not be written or rebuilt (it is derived: a restart
+    /// rebuilds it).
+    #[error("the timer index: {0}")]
+    TimerIndex(String),
     /// A snapshot's group state does not decode.
     #[error("damaged group state in a snapshot: {0}")]
     BadGroupState(String),

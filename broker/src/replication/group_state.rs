@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{ControlRecord, OffsetCommit, SendResult};
 use super::leases::LeaseTable;
+use super::timers::TimerState;
 use super::type_config::{log_id_of, LogId, StoredMembership};
 use crate::auth::users::UserTable;
 use crate::storage::record::{RecordKind, RecordView};
@@ -65,6 +66,8 @@ pub struct GroupState {
     pub users: UserTable,
     /// Receive cursors and messages in flight of lease-based consumption.
     pub leases: LeaseTable,
+    /// How far timer messages were delivered.
+    pub timers: TimerState,
     /// The last log id folded in.
     pub last_applied: Option<LogId>,
     /// Every CommitLog record below this offset is folded in.
@@ -260,10 +263,43 @@ impl ProducerTable {
 /// Version byte of an encoded [`GroupState`]. Version 1 (before schedule offsets)
 /// was never released; it is refused rather than guessed at. Version 2 had no
 /// user table; it is read as version 4 with no users and no leases. Version 3 had
-/// no lease table; it is read as version 4 with no leases.
+/// no lease table; it is read as version 4 with no leases. Version 4 had no timer
+/// progress; it is read as version 5 with no timer delivered.
 const STATE_FORMAT_V2: u8 = 2;
 const STATE_FORMAT_V3: u8 = 3;
 const STATE_FORMAT_V4: u8 = 4;
+const STATE_FORMAT_V5: u8 = 5;
+
+/// [`GroupState`] as version 4 wrote it.
+#[derive(Deserialize)]
+struct GroupStateV4 {
+    topics: BTreeMap<String, TopicConfig>,
+    consumer_offsets: BTreeMap<OffsetKey, QueueOffset>,
+    schedule_offsets: BTreeMap<QueueId, QueueOffset>,
+    producers: ProducerTable,
+    membership: StoredMembership,
+    users: UserTable,
+    leases: LeaseTable,
+    last_applied: Option<LogId>,
+    commit_log_end: CommitLogOffset,
+}
+
+impl From<GroupStateV4> for GroupState {
+    fn from(v4: GroupStateV4) -> Self {
+        Self {
+            topics: v4.topics,
+            consumer_offsets: v4.consumer_offsets,
+            schedule_offsets: v4.schedule_offsets,
+            producers: v4.producers,
+            membership: v4.membership,
+            users: v4.users,
+            leases: v4.leases,
+            timers: TimerState::default(),
+            last_applied: v4.last_applied,
+            commit_log_end: v4.commit_log_end,
+        }
+    }
+}
 
 /// [`GroupState`] as version 3 wrote it.
 #[derive(Deserialize)]
@@ -288,6 +324,7 @@ impl From<GroupStateV3> for GroupState {
             membership: v3.membership,
             users: v3.users,
             leases: LeaseTable::default(),
+            timers: TimerState::default(),
             last_applied: v3.last_applied,
             commit_log_end: v3.commit_log_end,
         }
@@ -317,6 +354,7 @@ impl From<GroupStateV2> for GroupState {
             membership: v2.membership,
             users: UserTable::default(),
             leases: LeaseTable::default(),
+            timers: TimerState::default(),
             last_applied: v2.last_applied,
             commit_log_end: v2.commit_log_end,
         }
@@ -371,6 +409,7 @@ impl GroupState {
                 self.users.merge(records);
             }
             ControlRecord::Leases(update) => self.leases.fold(update),
+            ControlRecord::Timers(timers) => self.timers = timers.clone(),
         }
     }
 
@@ -410,7 +449,7 @@ impl GroupState {
 
     /// Encodes the state: a version byte, then bincode (standard config).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![STATE_FORMAT_V4];
+        let mut out = vec![STATE_FORMAT_V5];
         bincode::serde::encode_into_std_write(self, &mut out, bincode::config::standard())
             .expect("encoding into a Vec cannot fail");
         out
@@ -422,11 +461,18 @@ impl GroupState {
     /// An unknown version or undecodable bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let mut state: Self = match bytes.split_first() {
-            Some((&STATE_FORMAT_V4, rest)) => {
+            Some((&STATE_FORMAT_V5, rest)) => {
                 bincode::serde::decode_from_slice(rest, bincode::config::standard())
                     .map_err(|e| format!("undecodable group state: {e}"))?
                     .0
             }
+            Some((&STATE_FORMAT_V4, rest)) => bincode::serde::decode_from_slice::<GroupStateV4, _>(
+                rest,
+                bincode::config::standard(),
+            )
+            .map_err(|e| format!("undecodable group state (version 4): {e}"))?
+            .0
+            .into(),
             Some((&STATE_FORMAT_V3, rest)) => bincode::serde::decode_from_slice::<GroupStateV3, _>(
                 rest,
                 bincode::config::standard(),
@@ -630,8 +676,56 @@ mod tests {
             decoded.producers.check("p", 1, 5),
             DedupCheck::Duplicate(_)
         ));
-        // And the current version writes 4.
-        assert_eq!(state.encode()[0], STATE_FORMAT_V4);
+        // And the current version writes 5.
+        assert_eq!(state.encode()[0], STATE_FORMAT_V5);
+    }
+
+    /// A state written by version 4 (no timer progress) is read as version 5
+    /// with no timer delivered and everything else kept.
+    #[test]
+    fn a_version_4_state_is_read_with_no_timer_progress() {
+        #[derive(Serialize)]
+        struct V4<'a> {
+            topics: &'a BTreeMap<String, TopicConfig>,
+            consumer_offsets: &'a BTreeMap<OffsetKey, QueueOffset>,
+            schedule_offsets: &'a BTreeMap<QueueId, QueueOffset>,
+            producers: &'a ProducerTable,
+            membership: &'a StoredMembership,
+            users: &'a UserTable,
+            leases: &'a LeaseTable,
+            last_applied: Option<LogId>,
+            commit_log_end: CommitLogOffset,
+        }
+        let mut state = GroupState::default();
+        state
+            .topics
+            .insert("t".into(), TopicConfig::with_defaults("t"));
+        state.commit_log_end = CommitLogOffset(91);
+        let mut bytes = vec![STATE_FORMAT_V4];
+        let v4 = V4 {
+            topics: &state.topics,
+            consumer_offsets: &state.consumer_offsets,
+            schedule_offsets: &state.schedule_offsets,
+            producers: &state.producers,
+            membership: &state.membership,
+            users: &state.users,
+            leases: &state.leases,
+            last_applied: state.last_applied,
+            commit_log_end: state.commit_log_end,
+        };
+        bincode::serde::encode_into_std_write(&v4, &mut bytes, bincode::config::standard())
+            .expect("encodes");
+        let decoded = GroupState::decode(&bytes).expect("a version 4 state decodes");
+        assert_eq!(decoded.topics, state.topics);
+        assert_eq!(decoded.commit_log_end, CommitLogOffset(91));
+        assert_eq!(decoded.timers, TimerState::default());
+        // A version 5 state keeps its timer progress.
+        state.timers.delivered = crate::replication::timers::TimerKey {
+            due_ms: 5,
+            offset: 7,
+        };
+        let round = GroupState::decode(&state.encode()).expect("decodes");
+        assert_eq!(round.timers, state.timers);
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //! * [`group_state`] — the replicated metadata (topics, offsets, producers).
 //! * [`leases`] — the lease table of receive and ack (cursors, messages in
 //!   flight), and the ops that change it.
+//! * [`timers`] — timer messages: the replicated delivery progress, and each
+//!   replica's timer log and time wheel.
 //! * [`state_machine`] — applies entries to the store; [`apply_send`] — the sends
-//!   of an entry, decided one by one and stored in one append.
+//!   of an entry, decided one by one and stored in one append; [`apply_timers`] —
+//!   timer messages indexed as they are stored, and moved when due.
 //! * [`snapshot`] — snapshot files, the staging of received bytes, and installing
 //!   them.
 //! * [`network`] — node-to-node RPC client.
@@ -19,6 +22,7 @@
 
 pub mod append_stream;
 pub mod apply_send;
+pub mod apply_timers;
 pub mod command;
 pub mod error;
 pub mod group_state;
@@ -28,4 +32,5 @@ pub mod poll_waiters;
 pub mod proposal;
 pub mod snapshot;
 pub mod state_machine;
+pub mod timers;
 pub mod type_config;

@@ -15,7 +15,8 @@
 use openraft::errors::{ClientWriteError, RaftError};
 
 use super::command::{
-    Command, CommandResponse, DeliverCommand, OffsetCommit, Rejection, SendCommand, SendResult,
+    Command, CommandResponse, DeliverCommand, DeliverTimersCommand, OffsetCommit, Rejection,
+    SendCommand, SendResult,
 };
 use super::leases::{LeaseCommand, LeaseOutcome};
 use super::type_config::Raft;
@@ -203,6 +204,26 @@ impl Proposal for DeliverCommand {
             }
             CommandResponse::Rejected(rejection) => Err(rejection),
             other => wrong_answer("delivery", &other),
+        }
+    }
+}
+
+impl Proposal for DeliverTimersCommand {
+    /// Refused when the delivered key moved first, or the run would pass over a
+    /// timer stored since it was read.
+    type Answer = Result<Delivered, Rejection>;
+
+    fn into_command(self) -> Command {
+        Command::DeliverTimers(self)
+    }
+
+    fn answer(response: CommandResponse) -> Self::Answer {
+        match response {
+            CommandResponse::Delivered { delivered, skipped } => {
+                Ok(Delivered { delivered, skipped })
+            }
+            CommandResponse::Rejected(rejection) => Err(rejection),
+            other => wrong_answer("timer delivery", &other),
         }
     }
 }

@@ -335,7 +335,17 @@ impl super::state_machine::BrokerStateMachine {
             .snapshots
             .save(meta, snapshot.commit_log_end, &snapshot.state)?;
         store.set_retention_floor(snapshot.commit_log_end);
+        // The installed bytes may hold timers the index never saw (and a reset
+        // store none of those it saw): read the timer topic again.
+        let delivered = state.timers.delivered;
         *self.shared.state_mut() = state;
+        let pending = self
+            .shared
+            .timers
+            .rebuild(store, delivered)
+            .map_err(|e| StateMachineError::TimerIndex(e.to_string()))?;
+        self.hold_for_timers();
+        info!(pending, "timer index rebuilt");
         self.shared.snapshots.finish_receive();
         self.shared.applied.send_modify(|n| *n = n.wrapping_add(1));
         self.shared.waiters.wake_all();

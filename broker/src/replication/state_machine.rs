@@ -29,6 +29,7 @@ use super::group_state::GroupState;
 use super::leases::{LeaseCommand, LeaseOp, LeaseOutcome, LeaseUpdate};
 use super::poll_waiters::PollWaiters;
 use super::snapshot::{CommitLogSnapshot, SnapshotFiles};
+use super::timers::TimerIndex;
 use super::type_config::{log_ref, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::storage::{
     CommitLogOffset, MessageDraft, MessageStore, QueueId, RaftLogRef, RecordInput, StoreError,
@@ -43,6 +44,8 @@ pub struct GroupShared {
     /// Held pulls, woken per queue when a batch lands in it.
     pub waiters: PollWaiters,
     pub snapshots: SnapshotFiles,
+    /// This replica's index of pending timer messages (see `timers`).
+    pub timers: TimerIndex,
 }
 
 impl GroupShared {
@@ -139,6 +142,13 @@ impl BrokerStateMachine {
             commit_log_end = end.0,
             "state machine recovered"
         );
+        let timers = TimerIndex::open(&store.config().root().join("timerlog"))
+            .map_err(|e| StateMachineError::TimerIndex(e.to_string()))?;
+        let pending = timers
+            .rebuild(&store, state.timers.delivered)
+            .map_err(|e| StateMachineError::TimerIndex(e.to_string()))?;
+        store.set_hold_floor(timers.retention_floor().map(CommitLogOffset));
+        info!(pending, "timer index rebuilt");
         let (applied, _) = watch::channel(0);
         let shared = Arc::new(GroupShared {
             store,
@@ -146,6 +156,7 @@ impl BrokerStateMachine {
             applied,
             waiters: PollWaiters::new(max_held_polls),
             snapshots,
+            timers,
         });
         Ok(Self { shared })
     }
@@ -172,6 +183,13 @@ impl BrokerStateMachine {
                 Command::Send(send) => creates(send),
                 Command::SendBatch(sends) => sends.iter().any(creates),
                 Command::Deliver(deliver) => any_new_queue(
+                    store,
+                    deliver
+                        .messages
+                        .iter()
+                        .map(|m| (m.message.topic.as_str(), m.message.queue_id)),
+                ),
+                Command::DeliverTimers(deliver) => any_new_queue(
                     store,
                     deliver
                         .messages
@@ -284,6 +302,7 @@ impl BrokerStateMachine {
                 Ok(CommandResponse::UsersMerged(outcome))
             }
             Command::Lease(lease) => self.apply_lease(raft, lease),
+            Command::DeliverTimers(deliver) => self.apply_deliver_timers(raft, deliver),
         }
     }
 

@@ -99,7 +99,8 @@ impl Node {
         let health = Arc::new(NodeHealth::new(&config));
         Ok(Self {
             health,
-            sender: SendPreparer::new(&config.group, config.node_id, config.delay_levels()),
+            sender: SendPreparer::new(&config.group, config.node_id, config.delay_levels())
+                .with_max_delay(config.consumer.max_delay.0),
             sends: SendBatcher::start(raft.clone(), config.http.write_timeout),
             configured_members,
             routes,

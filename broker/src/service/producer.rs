@@ -66,7 +66,12 @@ pub struct SendPreparer {
     ids: MessageIdGenerator,
     round_robin: AtomicU64,
     delay_levels: DelayLevels,
+    /// The longest a timer message may wait (`consumer.max_delay`).
+    max_delay_ms: u64,
 }
+
+/// `consumer.max_delay`'s default: 7 days.
+pub const DEFAULT_MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
 
 impl SendPreparer {
     pub fn new(group: &str, node_id: u64, delay_levels: DelayLevels) -> Self {
@@ -74,7 +79,15 @@ impl SendPreparer {
             ids: MessageIdGenerator::new(group, node_id),
             round_robin: AtomicU64::new(0),
             delay_levels,
+            max_delay_ms: DEFAULT_MAX_DELAY_MS,
         }
+    }
+
+    /// With timer messages waiting at most `max_delay`.
+    #[must_use]
+    pub fn with_max_delay(mut self, max_delay: std::time::Duration) -> Self {
+        self.max_delay_ms = u64::try_from(max_delay.as_millis()).unwrap_or(u64::MAX);
+        self
     }
 
     /// The delay of each level, as this node schedules them.
@@ -169,6 +182,28 @@ impl SendPreparer {
         })
     }
 
+    /// When a timer message is due (`deliver_at`, or `delay_ms` from `now`).
+    fn timer_due(
+        &self,
+        deliver_at: Option<u64>,
+        delay_ms: Option<u64>,
+        now: u64,
+    ) -> Result<Option<u64>, String> {
+        let max = self.max_delay_ms;
+        match (deliver_at, delay_ms) {
+            (Some(_), Some(_)) => Err("give `deliver_at` or `delay_ms`, not both".into()),
+            (None, Some(delay)) if delay > max => Err(format!(
+                "delay_ms must be at most {max} (consumer.max_delay), got {delay}"
+            )),
+            (None, Some(delay)) => Ok(Some(now + delay)),
+            (Some(at), None) if at > now.saturating_add(max) => Err(format!(
+                "deliver_at {at} is more than consumer.max_delay ({max} ms) after now ({now})"
+            )),
+            (Some(at), None) => Ok(Some(at)),
+            (None, None) => Ok(None),
+        }
+    }
+
     fn draft(
         &self,
         topic: &str,
@@ -225,6 +260,12 @@ impl SendPreparer {
                 self.delay_levels.max_level()
             ));
         }
+        let timer_due = self.timer_due(input.deliver_at, input.delay_ms, now)?;
+        if timer_due.is_some() && delay_level > 0 {
+            return Err(
+                "give `delay_level` or a timer (`deliver_at` or `delay_ms`), not both".into(),
+            );
+        }
         let producer = match (input.producer_id, input.sequence) {
             (Some(id), Some(sequence)) => {
                 if id.is_empty() || id.len() > MAX_SHORT_TEXT {
@@ -280,6 +321,10 @@ impl SendPreparer {
         };
         if delay_level > 0 {
             delay::schedule(&mut draft, delay_level, &self.delay_levels, now);
+        }
+        // A time already passed means now: an ordinary message.
+        if let Some(due) = timer_due.filter(|due| *due > now) {
+            delay::schedule_timer(&mut draft, due);
         }
         let size = record::encoded_len(&draft.record_content()).map_err(|e| e.to_string())?;
         if size as u64 > limits.max_message_size_bytes {

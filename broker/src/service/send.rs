@@ -11,10 +11,11 @@ use crate::api::{SendRequest, SendResponse, SendResultView};
 use crate::auth::Identity;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
+use crate::replication::command::SendResult;
 use crate::replication::command::{Rejection, SendCommand};
 use crate::service::consumer::delay;
 use crate::service::node::Node;
-use crate::topic::SCHEDULE_TOPIC;
+use crate::topic::{SCHEDULE_TOPIC, TIMER_TOPIC};
 
 /// The command that stores `request` in `topic` (this node leads its group).
 ///
@@ -66,10 +67,21 @@ pub async fn commit(
     // Where the send is decided, after it is known to be valid: a refused request
     // takes nothing from the quota and stores nothing.
     node.quotas.take(caller, count, body_bytes)?;
-    // Per message: when a delayed one is due (it waits in the schedule topic).
-    let due: Vec<Option<u64>> = command.messages.iter().map(delay::draft_due_ms).collect();
     let topic = command.topic.clone();
-    let results = match node.sends.send(command).await? {
+    // Per message: where a delayed or timer message waits, and until when.
+    let mut waits: Vec<Option<(&'static str, u64)>> = command
+        .messages
+        .iter()
+        .map(|m| {
+            let waits_in = if m.topic == TIMER_TOPIC {
+                TIMER_TOPIC
+            } else {
+                SCHEDULE_TOPIC
+            };
+            delay::draft_due_ms(m).map(|due| (waits_in, due))
+        })
+        .collect();
+    let results = match store(node, command, &mut waits).await? {
         Ok(results) => results,
         Err(rejection) => {
             if matches!(rejection, Rejection::ProducerTableFull(_)) {
@@ -82,21 +94,48 @@ pub async fn commit(
     Ok(SendResponse {
         results: results
             .into_iter()
-            .zip(due)
-            .map(|(r, due)| SendResultView {
+            .zip(waits)
+            .map(|(r, waits)| SendResultView {
                 msg_id: r.msg_id.to_string(),
-                topic: if due.is_some() {
-                    SCHEDULE_TOPIC.to_string()
-                } else {
-                    topic.clone()
-                },
+                topic: waits.map_or_else(|| topic.clone(), |(waits_in, _)| waits_in.to_string()),
                 queue_id: r.queue_id.0,
                 queue_offset: r.queue_offset.0,
                 commit_log_offset: r.commit_log_offset,
                 store_timestamp: r.store_timestamp_ms,
-                deliver_timestamp: due,
+                deliver_timestamp: waits.map(|(_, due)| due),
             })
             .collect(),
         group: node.group().to_string(),
     })
+}
+
+/// Replicates `command` and answers apply's results.
+///
+/// A timer message whose time timer delivery already passed when the send
+/// reached apply is refused there (it would never be delivered; nothing was
+/// stored): its time is past, so the send is stored again with such messages as
+/// ordinary ones (their `waits` cleared).
+async fn store(
+    node: &Node,
+    command: SendCommand,
+    waits: &mut [Option<(&'static str, u64)>],
+) -> Result<Result<Vec<SendResult>, Rejection>, BrokerError> {
+    let retry = command
+        .messages
+        .iter()
+        .any(|m| m.topic == TIMER_TOPIC)
+        .then(|| command.clone());
+    let rejection = match node.sends.send(command).await? {
+        Ok(results) => return Ok(Ok(results)),
+        Err(rejection) => rejection,
+    };
+    let (Rejection::TimerPassed(_), Some(mut command)) = (&rejection, retry) else {
+        return Ok(Err(rejection));
+    };
+    for (draft, waits) in command.messages.iter_mut().zip(waits.iter_mut()) {
+        if delay::unschedule_timer(draft) {
+            *waits = None;
+        }
+    }
+    node.sends.send(command).await
 }

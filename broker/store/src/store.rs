@@ -61,6 +61,9 @@ struct Inner {
     /// Retention never deletes records at or above this CommitLog offset (the layer
     /// above still needs to replay them).
     retention_floor: AtomicU64,
+    /// The layer above's second floor: the oldest record of a message it still
+    /// has to move (a pending timer); `u64::MAX` when there is none.
+    hold_floor: AtomicU64,
     /// Told the duration of every CommitLog flush (msync of dirty pages),
     /// background and group-commit alike: the server's `/metrics` histogram. The
     /// store keeps no metrics registry of its own.
@@ -244,6 +247,7 @@ impl MessageStore {
             flush_lock: Mutex::new(()),
             failed: AtomicBool::new(false),
             retention_floor: AtomicU64::new(u64::MAX),
+            hold_floor: AtomicU64::new(u64::MAX),
             flush_observer: OnceLock::new(),
             _lock_file: lock_file,
         });
@@ -832,6 +836,16 @@ impl MessageStore {
             .store(offset.0, Ordering::Release);
     }
 
+    /// Keeps retention from deleting records at or above `offset` — also under disk
+    /// pressure — for messages the layer above still has to read (pending timers);
+    /// `None` lifts it. Independent of [`MessageStore::set_retention_floor`]:
+    /// retention keeps everything above the lower of the two.
+    pub fn set_hold_floor(&self, offset: Option<CommitLogOffset>) {
+        self.inner
+            .hold_floor
+            .store(offset.map_or(u64::MAX, |o| o.0), Ordering::Release);
+    }
+
     /// Discards everything and restarts the store empty, its CommitLog beginning at
     /// `start` (a file boundary): a follower whose log ends below the leader's
     /// minimum before it receives the leader's retained log.
@@ -1011,7 +1025,12 @@ fn flush_and_checkpoint(inner: &Inner, clean_shutdown: bool) -> StoreResult<Comm
 }
 
 fn run_retention(inner: &Inner, now_ms: u64) -> StoreResult<RetentionReport> {
-    let floor = CommitLogOffset(inner.retention_floor.load(Ordering::Acquire));
+    let floor = CommitLogOffset(
+        inner
+            .retention_floor
+            .load(Ordering::Acquire)
+            .min(inner.hold_floor.load(Ordering::Acquire)),
+    );
     retention::run(
         &inner.config,
         &inner.commit_log,

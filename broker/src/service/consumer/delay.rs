@@ -3,12 +3,17 @@
 //! its real topic and queue in properties, and the leader moves it to the real topic
 //! when it is due (see [`super::scheduler`]).
 //!
+//! Timer messages (`deliver_at` / `delay_ms`) take the same shape in the timer
+//! topic ([`schedule_timer`]); their delivery is `replication::timers`' and
+//! [`super::timer_delivery`]'s.
+//!
 //! The due time is fixed in the message when it is scheduled (by the leader, from
 //! its clock and the delay table it has then), so delivery never depends on a
 //! configuration that could differ between replicas or change across a restart.
 
+use crate::replication::timers::TIMER_QUEUE;
 use crate::storage::{MessageDraft, QueueId, StoredMessage};
-use crate::topic::SCHEDULE_TOPIC;
+use crate::topic::{SCHEDULE_TOPIC, TIMER_TOPIC};
 
 pub use broker_proto::delay::{DelayLevels, MAX_DELAY_LEVELS, ROCKETMQ_DELAY_LEVELS};
 pub use broker_proto::properties::{
@@ -29,6 +34,40 @@ pub fn schedule(draft: &mut MessageDraft, level: u32, levels: &DelayLevels, now_
     draft.queue_id = schedule_queue(level);
 }
 
+/// Moves a draft into the timer topic: it will reach its topic and queue at
+/// `due_ms`.
+pub fn schedule_timer(draft: &mut MessageDraft, due_ms: u64) {
+    let properties = &mut draft.properties;
+    properties.insert(PROPERTY_REAL_TOPIC.into(), draft.topic.clone());
+    properties.insert(PROPERTY_REAL_QUEUE_ID.into(), draft.queue_id.0.to_string());
+    properties.insert(PROPERTY_DELIVER_TIME_MS.into(), due_ms.to_string());
+    draft.topic = TIMER_TOPIC.to_string();
+    draft.queue_id = TIMER_QUEUE;
+}
+
+/// Undoes [`schedule_timer`] (a timer whose time passed before it was stored goes
+/// to its topic at once); `false`, untouched, for any other draft.
+pub fn unschedule_timer(draft: &mut MessageDraft) -> bool {
+    if draft.topic != TIMER_TOPIC {
+        return false;
+    }
+    let properties = &mut draft.properties;
+    let (Some(topic), Some(queue)) = (
+        properties.get(PROPERTY_REAL_TOPIC).cloned(),
+        properties
+            .get(PROPERTY_REAL_QUEUE_ID)
+            .and_then(|q| q.parse::<u32>().ok()),
+    ) else {
+        return false;
+    };
+    properties.remove(PROPERTY_REAL_TOPIC);
+    properties.remove(PROPERTY_REAL_QUEUE_ID);
+    properties.remove(PROPERTY_DELIVER_TIME_MS);
+    draft.topic = topic;
+    draft.queue_id = QueueId(queue);
+    true
+}
+
 /// The schedule-topic queue of a delay level.
 pub fn schedule_queue(level: u32) -> QueueId {
     QueueId(level.max(1) - 1)
@@ -44,10 +83,10 @@ pub fn due_ms(message: &StoredMessage) -> Option<u64> {
         .ok()
 }
 
-/// When a draft [`schedule`] moved into the schedule topic is due; `None` for any
-/// other draft.
+/// When a draft [`schedule`] or [`schedule_timer`] moved into the schedule or
+/// timer topic is due; `None` for any other draft.
 pub fn draft_due_ms(draft: &MessageDraft) -> Option<u64> {
-    if draft.topic != SCHEDULE_TOPIC {
+    if draft.topic != SCHEDULE_TOPIC && draft.topic != TIMER_TOPIC {
         return None;
     }
     draft.properties.get(PROPERTY_DELIVER_TIME_MS)?.parse().ok()
@@ -70,6 +109,35 @@ mod tests {
     use super::*;
     use crate::storage::{CommitLogOffset, MessageId, QueueOffset, RaftLogRef};
     use std::time::Duration;
+
+    #[test]
+    fn a_timer_draft_goes_back_to_its_topic_unchanged() {
+        let mut draft = MessageDraft {
+            topic: "orders".into(),
+            queue_id: QueueId(3),
+            msg_id: MessageId([7; 16]),
+            body: b"hello".to_vec(),
+            binary_body: false,
+            tags: "TagA".into(),
+            keys: vec!["k".into()],
+            properties: [("user".to_string(), "v".to_string())].into(),
+            born_timestamp_ms: 1_000,
+            store_timestamp_ms: 1_000,
+            born_host: "h".into(),
+            reconsume_times: 0,
+            producer: None,
+        };
+        let original = draft.clone();
+        schedule_timer(&mut draft, 90_000);
+        assert_eq!(
+            (draft.topic.as_str(), draft.queue_id),
+            (TIMER_TOPIC, TIMER_QUEUE)
+        );
+        assert_eq!(draft_due_ms(&draft), Some(90_000));
+        assert!(unschedule_timer(&mut draft));
+        assert_eq!(draft, original);
+        assert!(!unschedule_timer(&mut draft), "not a timer any more");
+    }
 
     #[test]
     fn levels_parse_and_clamp() {

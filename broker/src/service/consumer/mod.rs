@@ -4,7 +4,8 @@
 //! # Layout
 //! * [`coordinator`] — group members by heartbeat and their queue assignments.
 //! * [`delay`] — delay levels and the schedule topic's message format.
-//! * [`scheduler`] — the leader's task that delivers delayed messages when due.
+//! * [`scheduler`] — the leader's task that delivers delayed messages when due;
+//!   [`timer_delivery`] — the one that delivers timer messages.
 //! * [`receive`] — receive at a group's leader: lease messages, redeliver those
 //!   whose lease ended, dead-letter after the last attempt; [`ack`] — acks and
 //!   lease changes.
@@ -18,3 +19,4 @@ pub mod give_back;
 pub mod receive;
 pub mod retry;
 pub mod scheduler;
+pub mod timer_delivery;
