@@ -133,10 +133,6 @@ pub enum Rejection {
     /// The send's new producer ids do not fit in the dedup table (see
     /// `group_state::ProducerTable::admit`).
     ProducerTableFull(String),
-    /// A timer message of the send is due at or before the delivered key: timer
-    /// delivery has passed its time, so it would never be delivered. Nothing was
-    /// stored; the leader stores it again as an ordinary message.
-    TimerPassed(String),
 }
 
 /// A rejection from apply as the broker's error.
@@ -148,9 +144,6 @@ impl From<Rejection> for crate::error::BrokerError {
             Rejection::NoPermission(reason) => BrokerError::NoPermission(reason),
             Rejection::Invalid(reason) => BrokerError::Invalid(reason),
             Rejection::ProducerTableFull(reason) => BrokerError::Unavailable(reason),
-            // The send path stores such a send again; this is only what an
-            // unexpected second refusal looks like.
-            Rejection::TimerPassed(reason) => BrokerError::Unavailable(reason),
         }
     }
 }

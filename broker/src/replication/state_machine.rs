@@ -240,7 +240,11 @@ impl BrokerStateMachine {
         Ok(response)
     }
 
-    fn apply_command(&self, raft: RaftLogRef, command: &Command) -> io::Result<CommandResponse> {
+    pub(super) fn apply_command(
+        &self,
+        raft: RaftLogRef,
+        command: &Command,
+    ) -> io::Result<CommandResponse> {
         match command {
             Command::Send(send) => {
                 let mut responses = self.apply_sends(raft, std::slice::from_ref(send))?;

@@ -34,9 +34,10 @@
 //! leader's stale plan changes nothing. A timer stored after the plan was read
 //! but before it applies, due inside the run, would be passed over: apply refuses
 //! such a run (`through`), and the leader reads again. A timer whose time the
-//! delivered key already passed when it reaches apply is refused at the send
-//! ([`crate::replication::command::Rejection::TimerPassed`]), which the leader
-//! then stores as an ordinary message.
+//! delivered key already passed when its send applies (it was in flight while a
+//! run was read and applied) would sort below the delivered key, where no run
+//! looks: apply stores it due at the delivered key's time instead, so the next
+//! run takes it — late by the time it spent in flight, never early.
 //!
 //! **Retention.** A pending timer's record is in the CommitLog; retention keeps
 //! every file from the oldest live timer-log segment's first record on

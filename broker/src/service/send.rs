@@ -11,7 +11,6 @@ use crate::api::{SendRequest, SendResponse, SendResultView};
 use crate::auth::Identity;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
-use crate::replication::command::SendResult;
 use crate::replication::command::{Rejection, SendCommand};
 use crate::service::consumer::delay;
 use crate::service::node::Node;
@@ -69,7 +68,7 @@ pub async fn commit(
     node.quotas.take(caller, count, body_bytes)?;
     let topic = command.topic.clone();
     // Per message: where a delayed or timer message waits, and until when.
-    let mut waits: Vec<Option<(&'static str, u64)>> = command
+    let waits: Vec<Option<(&'static str, u64)>> = command
         .messages
         .iter()
         .map(|m| {
@@ -81,7 +80,7 @@ pub async fn commit(
             delay::draft_due_ms(m).map(|due| (waits_in, due))
         })
         .collect();
-    let results = match store(node, command, &mut waits).await? {
+    let results = match node.sends.send(command).await? {
         Ok(results) => results,
         Err(rejection) => {
             if matches!(rejection, Rejection::ProducerTableFull(_)) {
@@ -107,35 +106,4 @@ pub async fn commit(
             .collect(),
         group: node.group().to_string(),
     })
-}
-
-/// Replicates `command` and answers apply's results.
-///
-/// A timer message whose time timer delivery already passed when the send
-/// reached apply is refused there (it would never be delivered; nothing was
-/// stored): its time is past, so the send is stored again with such messages as
-/// ordinary ones (their `waits` cleared).
-async fn store(
-    node: &Node,
-    command: SendCommand,
-    waits: &mut [Option<(&'static str, u64)>],
-) -> Result<Result<Vec<SendResult>, Rejection>, BrokerError> {
-    let retry = command
-        .messages
-        .iter()
-        .any(|m| m.topic == TIMER_TOPIC)
-        .then(|| command.clone());
-    let rejection = match node.sends.send(command).await? {
-        Ok(results) => return Ok(Ok(results)),
-        Err(rejection) => rejection,
-    };
-    let (Rejection::TimerPassed(_), Some(mut command)) = (&rejection, retry) else {
-        return Ok(Err(rejection));
-    };
-    for (draft, waits) in command.messages.iter_mut().zip(waits.iter_mut()) {
-        if delay::unschedule_timer(draft) {
-            *waits = None;
-        }
-    }
-    node.sends.send(command).await
 }

@@ -45,6 +45,13 @@ pub fn schedule_timer(draft: &mut MessageDraft, due_ms: u64) {
     draft.queue_id = TIMER_QUEUE;
 }
 
+/// Moves the due time of a draft [`schedule_timer`] made.
+pub fn schedule_timer_again(draft: &mut MessageDraft, due_ms: u64) {
+    draft
+        .properties
+        .insert(PROPERTY_DELIVER_TIME_MS.into(), due_ms.to_string());
+}
+
 /// Undoes [`schedule_timer`] (a timer whose time passed before it was stored goes
 /// to its topic at once); `false`, untouched, for any other draft.
 pub fn unschedule_timer(draft: &mut MessageDraft) -> bool {
