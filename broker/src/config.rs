@@ -122,6 +122,7 @@ pub struct NodeConfig {
     pub http: HttpSection,
     pub control: ControlSection,
     pub consumer: ConsumerSection,
+    pub transaction: TransactionSection,
     pub limits: LimitsSection,
     pub logging: LoggingSection,
     pub security: SecuritySection,
@@ -188,6 +189,31 @@ pub struct TlsSection {
     /// PEM CA certificate(s) this node trusts when it connects to other nodes
     /// (`https://` peers, seeds and forwarded requests). Unset: peers are plain HTTP.
     pub ca_file: Option<PathBuf>,
+}
+
+/// Transactional messages: when an open transaction is offered to its producer
+/// group's checks, and when the broker gives up and rolls it back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransactionSection {
+    /// An open transaction is first offered to its producer group's checks this
+    /// long after it was stored (RocketMQ's `transactionTimeOut`).
+    pub check_after: HumanDuration,
+    /// Then again this often while it stays open (`transactionCheckInterval`).
+    pub check_interval: HumanDuration,
+    /// After this many offers go unresolved, the broker rolls the transaction
+    /// back (`transactionCheckMax`).
+    pub max_checks: u32,
+}
+
+impl Default for TransactionSection {
+    fn default() -> Self {
+        Self {
+            check_after: HumanDuration(Duration::from_secs(60)),
+            check_interval: HumanDuration(Duration::from_secs(60)),
+            max_checks: 15,
+        }
+    }
 }
 
 /// The longest `consumer.max_delay` may be: timers wait in the CommitLog, which
@@ -420,6 +446,7 @@ impl Default for NodeConfig {
             http: HttpSection::default(),
             control: ControlSection::default(),
             consumer: ConsumerSection::default(),
+            transaction: TransactionSection::default(),
             limits: LimitsSection::default(),
             logging: LoggingSection::default(),
             security: SecuritySection::default(),
@@ -854,6 +881,18 @@ impl NodeConfig {
         }
         if consumer.delivery_interval.0.is_zero() {
             return bad("consumer.delivery_interval", "must be positive");
+        }
+        let transaction = &self.transaction;
+        if transaction.check_after.0 < Duration::from_millis(100)
+            || transaction.check_interval.0 < Duration::from_millis(100)
+        {
+            return bad(
+                "transaction.check_after",
+                "check_after and check_interval must be at least 100ms",
+            );
+        }
+        if !(1..=1000).contains(&transaction.max_checks) {
+            return bad("transaction.max_checks", "must be in 1..=1000");
         }
         if consumer.max_delay.0 < Duration::from_secs(1)
             || consumer.max_delay.0 > Duration::from_secs(MAX_TIMER_DELAY_DAYS * 24 * 3600)

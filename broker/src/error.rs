@@ -61,6 +61,10 @@ pub enum BrokerError {
     },
     #[error("{0}")]
     MessageNotFound(String),
+    /// No transaction has this id (never opened, or resolved so long ago it is
+    /// forgotten).
+    #[error("no transaction {0}")]
+    TransactionNotFound(String),
     /// The state refuses it now; the same request may succeed later.
     #[error("{0}")]
     Conflict(String),

@@ -110,11 +110,9 @@ pub fn adjust_log_store(
 /// How long `lagging-apply` holds each run of committed entries.
 pub const APPLY_LAG: std::time::Duration = std::time::Duration::from_millis(700);
 
-/// `lagging-apply`: wait before applying.
-pub async fn lag_apply() {
-    if active(Fault::LaggingApply) {
-        tokio::time::sleep(APPLY_LAG).await;
-    }
+/// `lagging-apply`: how long the state machine waits before applying.
+pub fn apply_lag() -> Option<std::time::Duration> {
+    active(Fault::LaggingApply).then_some(APPLY_LAG)
 }
 
 /// `ignore-dedup`: forget the idempotency keys of a send.
@@ -172,6 +170,7 @@ pub fn ack_before_commit(node: &Arc<Node>, command: SendCommand) -> Result<Respo
     Ok(Json(SendResponse {
         results,
         group: node.group().to_string(),
+        transaction_id: None,
     })
     .into_response())
 }

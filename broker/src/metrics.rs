@@ -163,9 +163,23 @@ pub struct Metrics {
     pub leases: LeaseCounters,
     /// Timer messages moved to their topics by runs this node led.
     pub timers_delivered_total: AtomicU64,
+    /// Transactions resolved and checks offered while this node led.
+    pub transactions: TransactionCounters,
     /// From a timer message's due time to its store in its topic (runs this node
     /// led).
     pub timer_lag: Histogram,
+}
+
+/// Counters of transactional messages, by the leader that decided.
+#[derive(Default)]
+pub struct TransactionCounters {
+    pub committed: AtomicU64,
+    /// Rolled back by their producer.
+    pub rolled_back: AtomicU64,
+    /// Rolled back by the broker after their last check.
+    pub timed_out: AtomicU64,
+    /// Checks offered to producer groups.
+    pub checks: AtomicU64,
 }
 
 /// Buckets of [`Metrics::timer_lag`], in seconds: the promise is "within a second".
@@ -217,6 +231,7 @@ impl Default for Metrics {
             producer_table_full_total: AtomicU64::new(0),
             leases: LeaseCounters::default(),
             timers_delivered_total: AtomicU64::new(0),
+            transactions: TransactionCounters::default(),
             timer_lag: Histogram::new(TIMER_LAG_BUCKETS),
         }
     }
@@ -416,6 +431,26 @@ impl Metrics {
                 "broker_timers_delivered_total",
                 "Timer messages moved to their topics by runs this node led.",
                 &self.timers_delivered_total,
+            ),
+            (
+                "broker_transactions_committed_total",
+                "Transactions committed (their messages made visible) while this node led.",
+                &self.transactions.committed,
+            ),
+            (
+                "broker_transactions_rolled_back_total",
+                "Transactions rolled back by their producer while this node led.",
+                &self.transactions.rolled_back,
+            ),
+            (
+                "broker_transactions_timed_out_total",
+                "Transactions rolled back by the broker after their last check went unanswered.",
+                &self.transactions.timed_out,
+            ),
+            (
+                "broker_transaction_checks_total",
+                "Checks of open transactions offered to their producer groups.",
+                &self.transactions.checks,
             ),
             (
                 "broker_producer_table_full_total",

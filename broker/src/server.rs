@@ -133,6 +133,12 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
     })
     .await?
     .context("recovering the state machine")?;
+    #[cfg(feature = "fault-injection")]
+    let state_machine = {
+        let mut state_machine = state_machine;
+        state_machine.set_apply_lag(crate::faults::apply_lag());
+        state_machine
+    };
     let shared = state_machine.shared();
     let log_config = config.log_store_config();
     #[cfg(feature = "fault-injection")]
@@ -173,6 +179,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
     tokio::spawn(crate::service::consumer::timer_delivery::run(
         Arc::downgrade(&node),
     ));
+    tokio::spawn(crate::service::transactions::run_checks(Arc::downgrade(
+        &node,
+    )));
     tokio::spawn(crate::service::health::watch(Arc::downgrade(&node)));
     Ok(node)
 }

@@ -354,6 +354,7 @@ async fn tls_serves_https_and_refuses_plain_http() {
                     queue_id: Some(0),
                     ..broker::api::MessageInput::default()
                 }],
+                transaction: None,
             },
         )
         .await

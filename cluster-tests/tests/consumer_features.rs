@@ -64,6 +64,7 @@ async fn send_bodies(
                 .iter()
                 .map(|b| message(b.clone(), None, None))
                 .collect(),
+            transaction: None,
         };
         let answer = client
             .send(topic, &request)
@@ -273,7 +274,15 @@ async fn phase_tags(cluster: &TestCluster, client: &BrokerClient, leader_url: &s
     let messages: Vec<MessageInput> = (0..40u64)
         .map(|i| message(format!("t{i:02}"), tag_of(i), Some(0)))
         .collect();
-    let sent = client.send("tagged", &SendRequest { messages }).await?;
+    let sent = client
+        .send(
+            "tagged",
+            &SendRequest {
+                messages,
+                transaction: None,
+            },
+        )
+        .await?;
     ensure!(
         sent.results
             .iter()

@@ -103,6 +103,7 @@ async fn delayed_messages_arrive_once_and_never_early_across_leader_kills() -> R
                     keys: vec!["order-early".into()],
                     ..MessageInput::default()
                 }],
+                transaction: None,
             },
         )
         .await?;
@@ -142,6 +143,7 @@ async fn delayed_messages_arrive_once_and_never_early_across_leader_kills() -> R
                     ..MessageInput::default()
                 })
                 .collect(),
+            transaction: None,
         };
         let sent_ms = now_ms();
         let answer = cluster.send(leader, TOPIC, &request).await?;

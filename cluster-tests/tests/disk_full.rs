@@ -57,6 +57,7 @@ impl Producer {
                 sequence: Some(sequence),
                 ..MessageInput::default()
             }],
+            transaction: None,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut attempt = 0usize;

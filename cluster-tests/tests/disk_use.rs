@@ -71,6 +71,7 @@ async fn a_wide_topic_costs_little_disk_and_delete_gives_it_back() -> Result<()>
                     ..MessageInput::default()
                 })
                 .collect(),
+            transaction: None,
         };
         cluster.send(leader, TOPIC, &request).await?;
     }
@@ -145,6 +146,7 @@ async fn a_wide_topic_costs_little_disk_and_delete_gives_it_back() -> Result<()>
                         ..MessageInput::default()
                     })
                     .collect(),
+                transaction: None,
             },
         )
         .await?;

@@ -16,6 +16,7 @@ fn batch(round: u32, size: usize) -> SendRequest {
                 ..MessageInput::default()
             })
             .collect(),
+        transaction: None,
     }
 }
 

@@ -32,6 +32,7 @@ async fn a_retry_after_a_leader_kill_is_stored_once() -> Result<()> {
                 ..MessageInput::default()
             })
             .collect(),
+        transaction: None,
     };
 
     eprintln!("--- send through leader {leader}");
@@ -55,6 +56,7 @@ async fn a_retry_after_a_leader_kill_is_stored_once() -> Result<()> {
             sequence: Some(5),
             ..MessageInput::default()
         }],
+        transaction: None,
     };
     let stored = cluster.send(new_leader, "payments", &fresh).await?;
     ensure!(

@@ -63,6 +63,7 @@ async fn sent_but_not_applied_by_the_leader(
             queue_id: Some(0),
             ..MessageInput::default()
         }],
+        transaction: None,
     };
     let send = tokio::spawn(async move {
         let response = http.post(url).json(&request).send().await?;

@@ -67,6 +67,7 @@ fn batch(prefix: &str, n: usize) -> SendRequest {
                 ..MessageInput::default()
             })
             .collect(),
+        transaction: None,
     }
 }
 

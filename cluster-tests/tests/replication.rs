@@ -54,6 +54,7 @@ async fn ten_thousand_messages_read_back_identically_from_every_node() -> Result
                         ..MessageInput::default()
                     })
                     .collect(),
+                transaction: None,
             };
             let response = cluster.send(target, "orders", &request).await?;
             anyhow::Ok((request, response))

@@ -44,7 +44,14 @@ async fn send(
             })
             .collect();
         let answer = cluster
-            .send(leader, TOPIC, &SendRequest { messages })
+            .send(
+                leader,
+                TOPIC,
+                &SendRequest {
+                    messages,
+                    transaction: None,
+                },
+            )
             .await?;
         for (i, result) in answer.results.iter().enumerate() {
             stored.insert(start + i, (result.queue_id, result.queue_offset));

@@ -90,6 +90,7 @@ async fn a_message_given_back_sixteen_times_lands_in_the_dlq_with_its_history() 
                         ..MessageInput::default()
                     })
                     .collect(),
+                transaction: None,
             },
         )
         .await?;

@@ -24,6 +24,7 @@ fn request(sequence: u64) -> SendRequest {
             sequence: Some(sequence / 6),
             ..MessageInput::default()
         }],
+        transaction: None,
     }
 }
 

@@ -41,6 +41,7 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() -> Result<()> {
                     body: Some("before".into()),
                     ..MessageInput::default()
                 }],
+                transaction: None,
             },
         )
         .await?;
@@ -55,6 +56,7 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() -> Result<()> {
                     ..MessageInput::default()
                 })
                 .collect(),
+            transaction: None,
         };
         cluster.send(leader, "audit", &request).await?;
     }
@@ -114,6 +116,7 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() -> Result<()> {
                     body: Some("after".into()),
                     ..MessageInput::default()
                 }],
+                transaction: None,
             },
         )
         .await?;

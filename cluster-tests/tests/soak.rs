@@ -55,6 +55,7 @@ async fn produce(cluster: &Arc<TestCluster>, leader: u64) -> Result<f64> {
                         keys: vec![format!("w{worker}")],
                         ..MessageInput::default()
                     }],
+                    transaction: None,
                 };
                 cluster.send(leader, "soak", &request).await?;
                 sent.fetch_add(1, Ordering::Relaxed);

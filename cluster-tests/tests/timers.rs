@@ -71,6 +71,7 @@ async fn send_timers(
                 ..MessageInput::default()
             })
             .collect(),
+        transaction: None,
     };
     let answer = cluster.send(node, TOPIC, &request).await?;
     let mut sent = BTreeMap::new();

@@ -19,6 +19,7 @@ fn batch(tag: &str, n: usize) -> SendRequest {
                 ..MessageInput::default()
             })
             .collect(),
+        transaction: None,
     }
 }
 

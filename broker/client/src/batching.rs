@@ -570,6 +570,7 @@ mod tests {
                 Ok(SendResponse {
                     results,
                     group: "g".into(),
+                    transaction_id: None,
                 })
             }
         }

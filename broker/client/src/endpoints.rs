@@ -18,6 +18,9 @@ use broker_proto::receive::{
     AckRequest, AckResponse, ChangeInvisibleRequest, ChangeInvisibleResponse, ReceiveRequest,
     ReceiveResponse, MAX_ACK_HANDLES,
 };
+use broker_proto::transaction::{
+    TransactionChecksResponse, TransactionInput, TransactionResolution,
+};
 
 /// `GET /ready`: the node is a member of a group with a known leader.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -647,6 +650,72 @@ impl BrokerClient {
             invisible_ms,
         };
         let call = Call::write(Method::POST, &segments, Some(&body))?;
+        self.execute(&call).await?.json()
+    }
+
+    /// `POST /v1/topics/{topic}/messages` with `transaction`: stores `messages` as
+    /// one transaction of `producer_group`, invisible until it is committed; the
+    /// answer's `transaction_id` names it.
+    ///
+    /// # Errors
+    /// As [`BrokerClient::send`]. Not safe to resend after an outcome-unknown
+    /// failure: the first attempt may have opened a transaction, which the
+    /// producer group's checks then offer (answer them by the messages' keys).
+    pub async fn send_transaction(
+        &self,
+        topic: &str,
+        producer_group: &str,
+        messages: Vec<crate::api::MessageInput>,
+    ) -> Result<SendResponse> {
+        let request = SendRequest {
+            messages,
+            transaction: Some(TransactionInput {
+                producer_group: producer_group.to_string(),
+            }),
+        };
+        self.send(topic, &request).await
+    }
+
+    /// `POST /v1/transactions/{id}/commit` (`commit`) or `…/rollback`: resolves a
+    /// transaction. Safe to repeat: a repeat answers as the first did.
+    ///
+    /// # Errors
+    /// `CONFLICT` (409) when it was resolved the other way (also by the broker
+    /// after its last check), `TRANSACTION_NOT_FOUND` (404), `NO_PERMISSION`
+    /// without `pub` on its topic, transport failures.
+    pub async fn resolve_transaction(
+        &self,
+        transaction_id: &str,
+        commit: bool,
+    ) -> Result<TransactionResolution> {
+        let action = if commit { "commit" } else { "rollback" };
+        let segments = ["v1", "transactions", transaction_id, action];
+        let call = Call::write(Method::POST, &segments, None::<&()>)?;
+        self.execute(&call).await?.json()
+    }
+
+    /// `GET /v1/producer-groups/{pg}/transaction-checks`: open transactions of
+    /// `producer_group` to resolve, waiting up to `max_wait` for one. Each offer
+    /// goes to one caller; resolve it with [`BrokerClient::resolve_transaction`].
+    ///
+    /// # Errors
+    /// `BAD_REQUEST` for a wait over 30 s or a bad name, transport failures.
+    pub async fn transaction_checks(
+        &self,
+        producer_group: &str,
+        max_wait: Duration,
+    ) -> Result<TransactionChecksResponse> {
+        let segments = [
+            "v1",
+            "producer-groups",
+            producer_group,
+            "transaction-checks",
+        ];
+        let mut call = Call::read(&segments);
+        call.target = super::broker_client::Target::Leader;
+        call.query
+            .push(("max_wait_ms", max_wait.as_millis().to_string()));
+        call.extra_timeout = max_wait;
         self.execute(&call).await?.json()
     }
 }

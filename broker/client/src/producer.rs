@@ -238,7 +238,10 @@ impl Producer {
                 message.queue_id = Some(*queue_id);
             }
         }
-        let request = SendRequest { messages };
+        let request = SendRequest {
+            messages,
+            transaction: None,
+        };
         let mut retry = 0;
         let mut outcome_unknown = false;
         loop {
@@ -273,7 +276,7 @@ impl Producer {
                     last: Box::new(error),
                 }
             };
-            let SendRequest { mut messages } = request;
+            let SendRequest { mut messages, .. } = request;
             if target.is_some() {
                 for message in &mut messages {
                     message.queue_id = None;

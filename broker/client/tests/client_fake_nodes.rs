@@ -90,6 +90,7 @@ fn sent(count: usize) -> serde_json::Value {
     serde_json::to_value(SendResponse {
         results: vec![result; count],
         group: "broker-a".into(),
+        transaction_id: None,
     })
     .unwrap_or_default()
 }
@@ -128,6 +129,7 @@ async fn not_leader_redirects_are_followed_and_remembered() -> anyhow::Result<()
     info!("--- the first write: refused by the follower, resent to the leader");
     let request = SendRequest {
         messages: vec![text("a")],
+        transaction: None,
     };
     client.send("t", &request).await?;
     assert_eq!(client.leader().as_deref(), Some(leader_url.as_str()));
@@ -155,6 +157,7 @@ async fn redirect_loops_are_bounded() -> anyhow::Result<()> {
             "t",
             &SendRequest {
                 messages: vec![text("a")],
+                transaction: None,
             },
         )
         .await

@@ -137,6 +137,7 @@ async fn every_endpoint_round_trips() -> anyhow::Result<()> {
             topic,
             &SendRequest {
                 messages: vec![keyed("one"), keyed("two")],
+                transaction: None,
             },
         )
         .await?;
@@ -201,7 +202,13 @@ async fn every_endpoint_round_trips() -> anyhow::Result<()> {
     assert_eq!(bad.code(), Some("BAD_REQUEST"));
     assert!(!bad.is_outcome_unknown());
     let empty_batch = client
-        .send(topic, &SendRequest { messages: vec![] })
+        .send(
+            topic,
+            &SendRequest {
+                messages: vec![],
+                transaction: None,
+            },
+        )
         .await
         .expect_err("empty batch");
     assert_eq!(empty_batch.code(), Some("BAD_REQUEST"));
@@ -237,6 +244,7 @@ async fn group_scoped_and_membership_calls_round_trip() -> anyhow::Result<()> {
             queue_id: Some(1),
             ..text("one")
         }],
+        transaction: None,
     };
     let sent = client.send_to_group(topic, &group, &batch).await?;
     assert_eq!(sent.group, group);
@@ -404,6 +412,7 @@ async fn idempotent_resends_store_once_and_dead_seeds_are_skipped() -> anyhow::R
             topic,
             &SendRequest {
                 messages: vec![resend(2, "m1a"), resend(3, "m1b")],
+                transaction: None,
             },
         )
         .await?;
@@ -425,6 +434,7 @@ async fn idempotent_resends_store_once_and_dead_seeds_are_skipped() -> anyhow::R
             topic,
             &SendRequest {
                 messages: vec![text("x")],
+                transaction: None,
             },
         )
         .await

@@ -93,6 +93,36 @@ pub enum Command {
     /// Users, their permissions, quotas and tokens (needs an admin token).
     #[command(subcommand, after_help = PERMISSION_HELP)]
     User(UserCommand),
+    /// Transactions: commit or roll back one by id, or take a producer group's
+    /// checks (open transactions offered for resolution). Send one with
+    /// `send --transaction PRODUCER_GROUP`.
+    #[command(subcommand)]
+    Tx(TxCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TxCommand {
+    /// Commit a transaction: its messages become visible in their topic, once.
+    Commit(TxIdArg),
+    /// Roll back a transaction: its messages are discarded.
+    Rollback(TxIdArg),
+    /// Take the checks offered to a producer group (each offer goes to one
+    /// caller: resolve what this prints with `tx commit` or `tx rollback`).
+    Checks(TxChecksArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TxIdArg {
+    /// The transaction id, as the send printed it.
+    pub transaction_id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TxChecksArgs {
+    pub producer_group: String,
+    /// Wait up to this long for a check (long polling; at most 30s).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub wait: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -182,6 +212,10 @@ pub struct SendArgs {
     /// `3d`; up to consumer.max_delay).
     #[arg(long, value_parser = parse_delay)]
     pub delay: Option<u64>,
+    /// Send the message (or the file's lines) as one transaction of this
+    /// producer group: invisible until `mqctl tx commit ID`. Prints the id.
+    #[arg(long, value_name = "PRODUCER_GROUP", conflicts_with_all = ["bulk", "delay_level", "deliver_at", "delay", "group"])]
+    pub transaction: Option<String>,
 }
 
 /// Parses a duration into milliseconds.

@@ -29,6 +29,7 @@ pub mod query;
 pub mod receive;
 pub mod send;
 pub mod topics;
+pub mod tx;
 pub mod users;
 
 use std::process::ExitCode;
@@ -95,6 +96,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Query(command) => query::run(&ctx, command).await,
         Command::Cluster(command) => cluster::run(&ctx, command).await,
         Command::User(command) => users::run(&ctx, command).await,
+        Command::Tx(command) => tx::run(&ctx, command).await,
     }
 }
 

@@ -54,6 +54,9 @@ pub async fn run(ctx: &Context, args: SendArgs) -> Result<(), CliError> {
     if bodies.is_empty() {
         return Err(CliError::Usage("the file holds no non-empty line".into()));
     }
+    if let Some(producer_group) = &args.transaction {
+        return transaction(ctx, &args, &template, producer_group, bodies).await;
+    }
     let mut lane = Lane::new(ctx, args.group.as_deref(), None);
     let mut sent = Vec::new();
     // Batches go one after another, so the file's order is the send order.
@@ -63,6 +66,40 @@ pub async fn run(ctx: &Context, args: SendArgs) -> Result<(), CliError> {
         sent.push(response);
     }
     print_results(ctx, &sent)
+}
+
+/// `send --transaction PG`: every body in one transaction (one request: no
+/// retry, which could open a second one).
+async fn transaction(
+    ctx: &Context,
+    args: &SendArgs,
+    template: &MessageInput,
+    producer_group: &str,
+    bodies: Vec<String>,
+) -> Result<(), CliError> {
+    let messages = bodies
+        .into_iter()
+        .map(|body| MessageInput {
+            body: Some(body),
+            ..template.clone()
+        })
+        .collect();
+    let sent = ctx
+        .client
+        .send_transaction(&args.topic, producer_group, messages)
+        .await?;
+    let id = sent.transaction_id.clone().unwrap_or_default();
+    if ctx.out.json {
+        return ctx.out.json(&json!({
+            "transaction_id": id,
+            "results": sent.results,
+            "group": sent.group,
+        }));
+    }
+    print_results(ctx, std::slice::from_ref(&sent))?;
+    // On stderr, so that stdout holds only the table.
+    eprintln!("transaction {id}: commit with `mqctl tx commit {id}`, or roll back");
+    Ok(())
 }
 
 /// The settings every message of this send shares.
@@ -186,7 +223,10 @@ impl Lane {
                 producer_id,
                 next_sequence,
             } => {
-                let mut batch = SendRequest { messages };
+                let mut batch = SendRequest {
+                    messages,
+                    transaction: None,
+                };
                 for message in &mut batch.messages {
                     message.producer_id = Some(producer_id.clone());
                     message.sequence = Some(*next_sequence);

@@ -27,6 +27,7 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
+use crate::transaction::TransactionInput;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -172,6 +173,11 @@ pub struct SendRequest {
     #[serde(deserialize_with = "objects")]
     #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub messages: Vec<MessageInput>,
+    /// Store the batch as one transaction's half messages, invisible until it is
+    /// committed (shared/API.md "Transactional messages").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub transaction: Option<TransactionInput>,
 }
 
 /// One message to send. Exactly one of `body` and `body_base64`.
@@ -257,6 +263,10 @@ pub struct SendResultView {
 pub struct SendResponse {
     pub results: Vec<SendResultView>,
     pub group: String,
+    /// A transactional send: the id to commit or roll back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub transaction_id: Option<String>,
 }
 
 /// A stored message as pulls and queries return it.

@@ -38,11 +38,13 @@ pub enum ErrorCode {
     QueueNotFound,
     /// A receipt handle whose lease ran out (the message may be delivered again).
     Expired,
+    /// An unknown transaction id.
+    TransactionNotFound,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics label them by [`Self::word`]).
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::TopicNotFound,
@@ -63,6 +65,7 @@ impl ErrorCode {
         Self::BrokerGroupNotFound,
         Self::QueueNotFound,
         Self::Expired,
+        Self::TransactionNotFound,
     ];
 
     pub fn word(self) -> &'static str {
@@ -87,6 +90,7 @@ impl ErrorCode {
             Self::BrokerGroupNotFound => "BROKER_GROUP_NOT_FOUND",
             Self::QueueNotFound => "QUEUE_NOT_FOUND",
             Self::Expired => "EXPIRED",
+            Self::TransactionNotFound => "TRANSACTION_NOT_FOUND",
         }
     }
 
@@ -105,7 +109,8 @@ impl ErrorCode {
             | Self::NotFound
             | Self::UserNotFound
             | Self::BrokerGroupNotFound
-            | Self::QueueNotFound => 404,
+            | Self::QueueNotFound
+            | Self::TransactionNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::Conflict | Self::Expired => 409,

@@ -24,4 +24,5 @@ pub mod openapi;
 pub mod properties;
 pub mod receive;
 pub mod topic;
+pub mod transaction;
 pub mod units;

@@ -26,6 +26,10 @@ pub const SCHEDULE_TOPIC: &str = "%SCHEDULE%";
 /// log (RocketMQ 5's `rmq_sys_wheel_timer`). Like the schedule topic it has no
 /// configuration, and only the broker writes and reads it.
 pub const TIMER_TOPIC: &str = "%TIMER%";
+/// The topic holding transactional messages until their transaction is
+/// committed or rolled back (RocketMQ's `RMQ_SYS_TRANS_HALF_TOPIC`): one queue,
+/// the broker's alone.
+pub const HALF_TOPIC: &str = "%HALF%";
 /// Queues of a retry or dead-letter topic (RocketMQ: one per broker group).
 pub const RETRY_QUEUE_NUMS: u32 = 1;
 
@@ -68,12 +72,18 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
 /// As [`validate_name`], or a reserved prefix.
 pub fn validate_user_topic(name: &str) -> Result<(), String> {
     validate_name("topic", name)?;
-    if [RETRY_PREFIX, DLQ_PREFIX, SCHEDULE_TOPIC, TIMER_TOPIC]
-        .iter()
-        .any(|reserved| name.starts_with(reserved))
+    if [
+        RETRY_PREFIX,
+        DLQ_PREFIX,
+        SCHEDULE_TOPIC,
+        TIMER_TOPIC,
+        HALF_TOPIC,
+    ]
+    .iter()
+    .any(|reserved| name.starts_with(reserved))
     {
         return Err(format!(
-            "topic names starting with {RETRY_PREFIX}, {DLQ_PREFIX}, {SCHEDULE_TOPIC} or {TIMER_TOPIC} are reserved for the broker"
+            "topic names starting with {RETRY_PREFIX}, {DLQ_PREFIX}, {SCHEDULE_TOPIC}, {TIMER_TOPIC} or {HALF_TOPIC} are reserved for the broker"
         ));
     }
     Ok(())

@@ -574,6 +574,11 @@ fn render_metrics(node: &Node, connections: &ConnectionRegistry) -> String {
             node.shared.timers.pending() as f64,
         ),
         GaugeFamily::single(
+            "broker_transactions_open",
+            "Transactions stored and not yet committed or rolled back (this replica's state).",
+            node.shared.state().transactions.open_count() as f64,
+        ),
+        GaugeFamily::single(
             "broker_timer_log_bytes",
             "Bytes of this replica's timer log on disk (32 per timer, in 8 MiB segments kept until all their timers are delivered).",
             node.shared.timers.disk_bytes() as f64,

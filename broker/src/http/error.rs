@@ -95,6 +95,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::QueueNotFound { .. } => ErrorCode::QueueNotFound,
             BrokerError::BrokerGroupNotFound { .. } => ErrorCode::BrokerGroupNotFound,
             BrokerError::MessageNotFound(_) => ErrorCode::MessageNotFound,
+            BrokerError::TransactionNotFound(_) => ErrorCode::TransactionNotFound,
             BrokerError::Conflict(_) => ErrorCode::Conflict,
             BrokerError::LeaseExpired(_) => ErrorCode::Expired,
             BrokerError::Unauthenticated(_) => ErrorCode::Unauthorized,
@@ -241,6 +242,11 @@ mod tests {
                 404,
             ),
             (BrokerError::Conflict("x".into()), ErrorCode::Conflict, 409),
+            (
+                BrokerError::TransactionNotFound("x".into()),
+                ErrorCode::TransactionNotFound,
+                404,
+            ),
             (
                 BrokerError::LeaseExpired("x".into()),
                 ErrorCode::Expired,

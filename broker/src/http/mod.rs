@@ -6,6 +6,7 @@
 //! * [`users`] — `/v1/users…` and the user table's fan-out to every group.
 //! * [`data_plane`] — send, pull, queues, queries, consumer offsets.
 //! * [`consumer_groups`] — consumer-group heartbeats and queue assignment.
+//! * [`transactions`] — commit, rollback, and a producer group's checks.
 //! * [`control_plane`] — topics, routes, cluster, health, readiness, metrics.
 //! * [`internal`] — Raft RPC and snapshot transfer, behind the cluster secret.
 //! * [`groups`] — which broker group a request is for.
@@ -38,6 +39,7 @@ pub mod receive;
 pub mod request_id;
 pub mod router;
 pub mod stream;
+pub mod transactions;
 pub mod users;
 
 pub use router::{router, router_with_connections};

@@ -41,6 +41,7 @@ use broker_proto::api;
 use broker_proto::delay::DelayLevels;
 use broker_proto::receive;
 use broker_proto::topic::NAME_PATTERN;
+use broker_proto::transaction;
 
 /// A query parameter: name, [`Kind`] of value, description; optional unless
 /// listed in [`Operation::required`].
@@ -430,7 +431,11 @@ pub fn schemas() -> Value {
         .add::<receive::AckResult>()
         .add::<receive::AckResponse>()
         .add::<receive::ChangeInvisibleRequest>()
-        .add::<receive::ChangeInvisibleResponse>();
+        .add::<receive::ChangeInvisibleResponse>()
+        .add::<transaction::TransactionInput>()
+        .add::<transaction::TransactionResolution>()
+        .add::<transaction::TransactionCheck>()
+        .add::<transaction::TransactionChecksResponse>();
     let Components { schemas, names } = components;
     let mut schemas = Value::Object(schemas);
     for_each_schema(&mut schemas, &mut |schema| {

@@ -18,7 +18,7 @@ use super::error::{ApiError, ErrorCode};
 use super::openapi::{op, q, Kind, Operation, BROKER_GROUP_Q, GROUP_Q};
 use super::{
     consumer_group_list, consumer_groups, control_plane, dashboard, data_plane, internal,
-    membership, openapi, receive, request_id, users,
+    membership, openapi, receive, request_id, transactions, users,
 };
 use crate::auth::Action::{Admin, Pub, Sub};
 use crate::service::node::Node;
@@ -324,6 +324,45 @@ pub fn public_routes() -> Vec<Route> {
             )
             .body("TransferLeaderRequest"),
             post(membership::transfer_leader),
+        ),
+        route(
+            op(
+                "post",
+                "/v1/transactions/{transaction_id}/commit",
+                "transactions",
+                "Commit a transaction: its messages become visible, once (a repeat answers the same; after a rollback 409)",
+                Access::Authenticated,
+            )
+            .answers("TransactionResolution"),
+            post(transactions::commit),
+        ),
+        route(
+            op(
+                "post",
+                "/v1/transactions/{transaction_id}/rollback",
+                "transactions",
+                "Roll back a transaction: its messages are discarded (a repeat answers the same; after a commit 409)",
+                Access::Authenticated,
+            )
+            .answers("TransactionResolution"),
+            post(transactions::rollback),
+        ),
+        route(
+            op(
+                "get",
+                "/v1/producer-groups/{producer_group}/transaction-checks",
+                "transactions",
+                "Open transactions of the producer group to resolve (on topics the caller may pub), with long polling",
+                Access::Authenticated,
+            )
+            .query(const {
+                &[
+                    q("max_wait_ms", Kind::WaitMs, "long polling: hold up to this long (max 30000)"),
+                    BROKER_GROUP_Q,
+                ]
+            })
+            .answers("TransactionChecksResponse"),
+            get(transactions::checks),
         ),
         route(
             op("post", "/v1/users", "users", "Create a user; answers its token (shown only here)", Access::Cluster)

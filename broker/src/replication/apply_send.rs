@@ -18,7 +18,12 @@ use super::error::StateMachineError;
 use super::group_state::{DedupCheck, GroupState};
 use super::state_machine::BrokerStateMachine;
 use super::timers::TIMER_QUEUE;
-use crate::storage::{Appended, MessageDraft, QueueId, RaftLogRef, RecordInput, StoreError};
+use super::transactions::{
+    HALF_QUEUE, HALF_TOPIC, PROPERTY_PRODUCER_GROUP, PROPERTY_TRANSACTION_ID,
+};
+use crate::storage::{
+    Appended, MessageDraft, MessageId, QueueId, RaftLogRef, RecordInput, StoreError,
+};
 use crate::topic::{TopicConfig, SCHEDULE_TOPIC, TIMER_TOPIC};
 use broker_proto::delay::MAX_DELAY_LEVELS;
 use broker_proto::properties::PROPERTY_REAL_TOPIC;
@@ -228,6 +233,15 @@ impl BrokerStateMachine {
                     Fate::SameAs { record } => stored(record),
                     Fate::New { record } => {
                         let result = stored(record);
+                        if let Some((id, producer_group)) = half_of(message) {
+                            state.transactions.add_half(
+                                id,
+                                producer_group,
+                                &plan.send.topic,
+                                result.queue_offset.0,
+                                result.store_timestamp_ms,
+                            );
+                        }
                         if let Some(stamp) = &message.producer {
                             state
                                 .producers
@@ -235,8 +249,9 @@ impl BrokerStateMachine {
                         }
                         // Nobody long-polls the schedule and timer topics.
                         let queue = (message.topic.as_str(), message.queue_id);
-                        let internal =
-                            message.topic == SCHEDULE_TOPIC || message.topic == TIMER_TOPIC;
+                        let internal = message.topic == SCHEDULE_TOPIC
+                            || message.topic == TIMER_TOPIC
+                            || message.topic == HALF_TOPIC;
                         if !internal && !woken.contains(&queue) {
                             woken.push(queue);
                         }
@@ -290,6 +305,10 @@ impl BrokerStateMachine {
             } else if m.topic == TIMER_TOPIC {
                 m.queue_id != TIMER_QUEUE
                     || m.properties.get(PROPERTY_REAL_TOPIC) != Some(&send.topic)
+            } else if m.topic == HALF_TOPIC {
+                m.queue_id != HALF_QUEUE
+                    || m.properties.get(PROPERTY_REAL_TOPIC) != Some(&send.topic)
+                    || half_of(m).is_none()
             } else {
                 m.topic != send.topic || m.queue_id.0 >= config.write_queue_nums
             }
@@ -305,6 +324,21 @@ impl BrokerStateMachine {
                 .store
                 .check_message(message)
                 .map_err(|e| Rejection::Invalid(e.to_string()))?;
+        }
+        // Transactions it opens (a send's half messages are one transaction).
+        let opens = send
+            .messages
+            .iter()
+            .filter_map(half_of)
+            .filter(|(id, _)| state.transactions.open_transaction(id).is_none())
+            .map(|(id, _)| id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if !state.transactions.has_room_for(opens) {
+            return Err(Rejection::TooManyTransactions(format!(
+                "{} transactions are open in this group, the most it holds: resolve some first",
+                state.transactions.open_count()
+            )));
         }
         let mut next_record = so_far.next_record + usize::from(creates.is_some());
         let mut new_stamps: HashMap<(&'a str, u64), usize> = HashMap::new();
@@ -369,6 +403,17 @@ impl BrokerStateMachine {
             fates,
         })
     }
+}
+
+/// The transaction (id, producer group) a half message belongs to; `None` for
+/// any other message.
+fn half_of(message: &MessageDraft) -> Option<(MessageId, &str)> {
+    if message.topic != HALF_TOPIC {
+        return None;
+    }
+    let id = MessageId::parse(message.properties.get(PROPERTY_TRANSACTION_ID)?)?;
+    let group = message.properties.get(PROPERTY_PRODUCER_GROUP)?;
+    Some((id, group.as_str()))
 }
 
 /// The draft message `at` (send, message) of an entry is stored as: itself, or

@@ -9,8 +9,9 @@ use tracing::warn;
 use super::command::{CommandResponse, ControlRecord, DeliverTimersCommand, Rejection};
 use super::error::StateMachineError;
 use super::state_machine::BrokerStateMachine;
-use super::timers::{TimerEntry, TimerKey, TimerState, TIMER_QUEUE};
-use crate::service::consumer::delay;
+use super::timers::{
+    reschedule_timer, stored_due_ms, timer_due_ms, TimerEntry, TimerKey, TimerState, TIMER_QUEUE,
+};
 use crate::storage::{
     Appended, CommitLogOffset, MessageDraft, QueueOffset, RaftLogRef, RecordInput, TagFilter,
 };
@@ -37,7 +38,7 @@ impl BrokerStateMachine {
             if message.topic != TIMER_TOPIC {
                 continue;
             }
-            let Some(due_ms) = delay::draft_due_ms(message) else {
+            let Some(due_ms) = timer_due_ms(message) else {
                 continue;
             };
             self.shared
@@ -66,12 +67,12 @@ impl BrokerStateMachine {
         if message.topic != TIMER_TOPIC {
             return None;
         }
-        let due = delay::draft_due_ms(message)?;
+        let due = timer_due_ms(message)?;
         if due >= delivered.due_ms {
             return None;
         }
         let mut late = message.clone();
-        delay::schedule_timer_again(&mut late, delivered.due_ms);
+        reschedule_timer(&mut late, delivered.due_ms);
         Some(late)
     }
 
@@ -195,7 +196,7 @@ impl BrokerStateMachine {
                 break;
             }
             for message in &page.messages {
-                let Some(due_ms) = delay::due_ms(message) else {
+                let Some(due_ms) = stored_due_ms(message) else {
                     continue;
                 };
                 let key = TimerKey {
@@ -272,7 +273,7 @@ mod tests {
     /// Sends timer `n` due at `due_ms`.
     fn send_timer(sm: &BrokerStateMachine, index: u64, n: u8, due_ms: u64) {
         let mut message = draft(n, 1_000);
-        delay::schedule_timer(&mut message, due_ms);
+        super::super::timers::schedule_timer(&mut message, due_ms);
         let command = Command::Send(SendCommand {
             topic: "t".into(),
             messages: vec![message],

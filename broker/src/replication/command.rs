@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::leases::{LeaseCommand, LeaseOutcome, LeaseUpdate};
 use super::timers::{TimerKey, TimerState};
+use super::transactions::{ResolveOutcome, TransactionUpdate};
 use super::type_config::StoredMembership;
 use crate::auth::users::{MergeOutcome, UserRecord};
 use crate::storage::{MessageDraft, MessageId, QueueId, QueueOffset};
@@ -47,6 +48,26 @@ pub enum Command {
     Lease(LeaseCommand),
     /// Move due timer messages to their topics (see `replication::timers`).
     DeliverTimers(DeliverTimersCommand),
+    /// Commit or roll back a transaction (see `replication::transactions`).
+    ResolveTransaction(ResolveTransaction),
+    /// Count a check of these open transactions as offered.
+    OfferChecks {
+        ids: Vec<MessageId>,
+        /// When the next check of each is offered.
+        next_ms: u64,
+    },
+}
+
+/// Commit (its half messages stored in their topic, stamped `at_ms`, the
+/// leader's time) or roll back a transaction — once: a repeat answers as the
+/// first did, the opposite is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveTransaction {
+    pub id: MessageId,
+    pub commit: bool,
+    /// The broker rolls it back after its last check.
+    pub by_timeout: bool,
+    pub at_ms: u64,
 }
 
 /// Timer messages that are due, read by the leader from its timer index: every
@@ -133,6 +154,8 @@ pub enum Rejection {
     /// The send's new producer ids do not fit in the dedup table (see
     /// `group_state::ProducerTable::admit`).
     ProducerTableFull(String),
+    /// The send would open more transactions than the group holds.
+    TooManyTransactions(String),
 }
 
 /// A rejection from apply as the broker's error.
@@ -143,7 +166,9 @@ impl From<Rejection> for crate::error::BrokerError {
             Rejection::TopicNotFound(topic) => BrokerError::TopicNotFound { topic },
             Rejection::NoPermission(reason) => BrokerError::NoPermission(reason),
             Rejection::Invalid(reason) => BrokerError::Invalid(reason),
-            Rejection::ProducerTableFull(reason) => BrokerError::Unavailable(reason),
+            Rejection::ProducerTableFull(reason) | Rejection::TooManyTransactions(reason) => {
+                BrokerError::Unavailable(reason)
+            }
         }
     }
 }
@@ -179,6 +204,8 @@ pub enum CommandResponse {
     UsersMerged(MergeOutcome),
     /// One outcome per op of a [`Command::Lease`], in order.
     Leased(Vec<LeaseOutcome>),
+    /// What a [`Command::ResolveTransaction`] did.
+    Transaction(ResolveOutcome),
 }
 
 /// The payload of a control record: the state changes that are not messages.
@@ -205,6 +232,9 @@ pub enum ControlRecord {
     /// Timer delivery's progress (written with the messages it delivered, in the
     /// same entry).
     Timers(TimerState),
+    /// A transaction resolved (written with the messages a commit makes visible,
+    /// in the same entry), or checks offered.
+    Transactions(TransactionUpdate),
 }
 
 /// Version byte in front of every control record payload.
@@ -270,6 +300,13 @@ impl fmt::Display for Command {
                 lease.group,
                 lease.topic
             ),
+            Self::ResolveTransaction(r) => write!(
+                f,
+                "{} transaction {}",
+                if r.commit { "commit" } else { "roll back" },
+                r.id
+            ),
+            Self::OfferChecks { ids, .. } => write!(f, "offer {} transaction checks", ids.len()),
             Self::DeliverTimers(d) => write!(
                 f,
                 "deliver {} timer messages after {:?} up to {:?}",
@@ -300,6 +337,7 @@ impl fmt::Display for CommandResponse {
                 outcome.applied, outcome.refused_full
             ),
             Self::Leased(outcomes) => write!(f, "{} lease outcomes", outcomes.len()),
+            Self::Transaction(outcome) => write!(f, "transaction: {outcome:?}"),
         }
     }
 }

@@ -35,10 +35,13 @@ use serde::{Deserialize, Serialize};
 use super::command::{ControlRecord, OffsetCommit, SendResult};
 use super::leases::LeaseTable;
 use super::timers::TimerState;
+use super::transactions::{
+    TransactionTable, HALF_TOPIC, PROPERTY_PRODUCER_GROUP, PROPERTY_TRANSACTION_ID,
+};
 use super::type_config::{log_id_of, LogId, StoredMembership};
 use crate::auth::users::UserTable;
 use crate::storage::record::{RecordKind, RecordView};
-use crate::storage::{CommitLogOffset, QueueId, QueueOffset};
+use crate::storage::{CommitLogOffset, MessageId, QueueId, QueueOffset};
 use crate::topic::TopicConfig;
 
 pub use broker_proto::limits::{DEDUP_WINDOW, MAX_PRODUCERS, PRODUCER_TTL_MS};
@@ -68,6 +71,8 @@ pub struct GroupState {
     pub leases: LeaseTable,
     /// How far timer messages were delivered.
     pub timers: TimerState,
+    /// Transactions: open ones (their half messages) and recent resolutions.
+    pub transactions: TransactionTable,
     /// The last log id folded in.
     pub last_applied: Option<LogId>,
     /// Every CommitLog record below this offset is folded in.
@@ -264,7 +269,7 @@ impl ProducerTable {
 /// was never released; it is refused rather than guessed at. Version 2 had no
 /// user table; it is read as version 4 with no users and no leases. Version 3 had
 /// no lease table; it is read as version 4 with no leases. Version 4 had no timer
-/// progress; it is read as version 5 with no timer delivered.
+/// progress and no transactions; it is read as version 5 with none.
 const STATE_FORMAT_V2: u8 = 2;
 const STATE_FORMAT_V3: u8 = 3;
 const STATE_FORMAT_V4: u8 = 4;
@@ -295,6 +300,7 @@ impl From<GroupStateV4> for GroupState {
             users: v4.users,
             leases: v4.leases,
             timers: TimerState::default(),
+            transactions: TransactionTable::default(),
             last_applied: v4.last_applied,
             commit_log_end: v4.commit_log_end,
         }
@@ -325,6 +331,7 @@ impl From<GroupStateV3> for GroupState {
             users: v3.users,
             leases: LeaseTable::default(),
             timers: TimerState::default(),
+            transactions: TransactionTable::default(),
             last_applied: v3.last_applied,
             commit_log_end: v3.commit_log_end,
         }
@@ -355,6 +362,7 @@ impl From<GroupStateV2> for GroupState {
             users: UserTable::default(),
             leases: LeaseTable::default(),
             timers: TimerState::default(),
+            transactions: TransactionTable::default(),
             last_applied: v2.last_applied,
             commit_log_end: v2.commit_log_end,
         }
@@ -410,6 +418,7 @@ impl GroupState {
             }
             ControlRecord::Leases(update) => self.leases.fold(update),
             ControlRecord::Timers(timers) => self.timers = timers.clone(),
+            ControlRecord::Transactions(update) => self.transactions.fold(update),
         }
     }
 
@@ -427,6 +436,9 @@ impl GroupState {
                 self.apply_control(&record);
             }
             RecordKind::Message => {
+                if view.topic == HALF_TOPIC {
+                    self.fold_half(view);
+                }
                 if let Some((producer_id, sequence)) = view.producer() {
                     self.producers.record(
                         producer_id,
@@ -445,6 +457,29 @@ impl GroupState {
         self.last_applied = Some(log_id_of(view.meta.raft));
         self.commit_log_end = view.end_offset();
         Ok(())
+    }
+
+    /// A half message opens or joins its transaction (as apply does when it
+    /// stores one).
+    fn fold_half(&mut self, view: &RecordView<'_>) {
+        let (mut id, mut group, mut topic) = (None, None, None);
+        for (key, value) in view.properties() {
+            match key {
+                PROPERTY_TRANSACTION_ID => id = MessageId::parse(value),
+                PROPERTY_PRODUCER_GROUP => group = Some(value),
+                broker_proto::properties::PROPERTY_REAL_TOPIC => topic = Some(value),
+                _ => {}
+            }
+        }
+        if let (Some(id), Some(group), Some(topic)) = (id, group, topic) {
+            self.transactions.add_half(
+                id,
+                group,
+                topic,
+                view.meta.queue_offset.0,
+                view.meta.store_timestamp_ms,
+            );
+        }
     }
 
     /// Encodes the state: a version byte, then bincode (standard config).
@@ -493,6 +528,7 @@ impl GroupState {
         state.producers.rebuild_index();
         state.users.refresh_version();
         state.leases.rebuild_index();
+        state.transactions.rebuild_index();
         Ok(state)
     }
 }

@@ -11,9 +11,12 @@
 //!   flight), and the ops that change it.
 //! * [`timers`] — timer messages: the replicated delivery progress, and each
 //!   replica's timer log and time wheel.
+//! * [`transactions`] — the table of transactions (open ones, recent
+//!   resolutions) and its changes.
 //! * [`state_machine`] — applies entries to the store; [`apply_send`] — the sends
 //!   of an entry, decided one by one and stored in one append; [`apply_timers`] —
-//!   timer messages indexed as they are stored, and moved when due.
+//!   timer messages indexed as they are stored, and moved when due;
+//!   [`apply_transactions`] — commits, rollbacks and offers of checks.
 //! * [`snapshot`] — snapshot files, the staging of received bytes, and installing
 //!   them.
 //! * [`network`] — node-to-node RPC client.
@@ -23,6 +26,7 @@
 pub mod append_stream;
 pub mod apply_send;
 pub mod apply_timers;
+pub mod apply_transactions;
 pub mod command;
 pub mod error;
 pub mod group_state;
@@ -33,4 +37,5 @@ pub mod proposal;
 pub mod snapshot;
 pub mod state_machine;
 pub mod timers;
+pub mod transactions;
 pub mod type_config;

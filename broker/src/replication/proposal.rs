@@ -16,13 +16,14 @@ use openraft::errors::{ClientWriteError, RaftError};
 
 use super::command::{
     Command, CommandResponse, DeliverCommand, DeliverTimersCommand, OffsetCommit, Rejection,
-    SendCommand, SendResult,
+    ResolveTransaction, SendCommand, SendResult,
 };
 use super::leases::{LeaseCommand, LeaseOutcome};
+use super::transactions::ResolveOutcome;
 use super::type_config::Raft;
 use crate::auth::users::{MergeOutcome, UserRecord};
 use crate::error::BrokerError;
-use crate::storage::QueueOffset;
+use crate::storage::{MessageId, QueueOffset};
 use crate::topic::TopicConfig;
 use crate::units::HumanDuration;
 
@@ -224,6 +225,47 @@ impl Proposal for DeliverTimersCommand {
             }
             CommandResponse::Rejected(rejection) => Err(rejection),
             other => wrong_answer("timer delivery", &other),
+        }
+    }
+}
+
+impl Proposal for ResolveTransaction {
+    type Answer = ResolveOutcome;
+
+    fn into_command(self) -> Command {
+        Command::ResolveTransaction(self)
+    }
+
+    fn answer(response: CommandResponse) -> Self::Answer {
+        match response {
+            CommandResponse::Transaction(outcome) => outcome,
+            other => wrong_answer("transaction resolution", &other),
+        }
+    }
+}
+
+/// Count a check of these open transactions as offered ([`Command::OfferChecks`]).
+#[derive(Clone, Debug)]
+pub struct OfferChecks {
+    pub ids: Vec<MessageId>,
+    /// When the next check of each is offered.
+    pub next_ms: u64,
+}
+
+impl Proposal for OfferChecks {
+    type Answer = ();
+
+    fn into_command(self) -> Command {
+        Command::OfferChecks {
+            ids: self.ids,
+            next_ms: self.next_ms,
+        }
+    }
+
+    fn answer(response: CommandResponse) -> Self::Answer {
+        match response {
+            CommandResponse::Applied => {}
+            other => wrong_answer("offer of checks", &other),
         }
     }
 }

@@ -67,6 +67,9 @@ impl GroupShared {
 /// The state machine handed to openraft.
 pub struct BrokerStateMachine {
     pub(super) shared: Arc<GroupShared>,
+    /// Test-only (fault switch `lagging-apply`): wait this long before applying
+    /// each run of committed entries. `None` in every release run.
+    apply_lag: Option<std::time::Duration>,
 }
 
 /// Builds a snapshot from a state captured when the builder was made.
@@ -158,7 +161,16 @@ impl BrokerStateMachine {
             snapshots,
             timers,
         });
-        Ok(Self { shared })
+        Ok(Self {
+            shared,
+            apply_lag: None,
+        })
+    }
+
+    /// Waits `lag` before applying each run of committed entries (the fault
+    /// switch `lagging-apply`; see `faults`).
+    pub fn set_apply_lag(&mut self, lag: Option<std::time::Duration>) {
+        self.apply_lag = lag;
     }
 
     /// The state shared with the HTTP layer.
@@ -197,6 +209,9 @@ impl BrokerStateMachine {
                         .map(|m| (m.message.topic.as_str(), m.message.queue_id)),
                 ),
                 Command::DeleteTopic { .. } => true,
+                // A commit stores into its topic's queues (perhaps a first time).
+                Command::ResolveTransaction(resolve) => resolve.commit,
+                Command::OfferChecks { .. } => false,
                 // Dead letters go to the group's DLQ topic (one queue).
                 Command::Lease(lease) => any_new_queue(
                     store,
@@ -307,6 +322,8 @@ impl BrokerStateMachine {
             }
             Command::Lease(lease) => self.apply_lease(raft, lease),
             Command::DeliverTimers(deliver) => self.apply_deliver_timers(raft, deliver),
+            Command::ResolveTransaction(resolve) => self.apply_resolve(raft, resolve),
+            Command::OfferChecks { ids, next_ms } => self.apply_offer(raft, ids, *next_ms),
         }
     }
 
@@ -494,8 +511,9 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        #[cfg(feature = "fault-injection")]
-        crate::faults::lag_apply().await;
+        if let Some(lag) = self.apply_lag {
+            tokio::time::sleep(lag).await;
+        }
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             // Appends are writes to the page cache (the CommitLog is flushed in the
@@ -530,6 +548,7 @@ impl RaftStateMachine<TypeConfig> for BrokerStateMachine {
     ) -> Result<(), io::Error> {
         let this = Self {
             shared: Arc::clone(&self.shared),
+            apply_lag: None,
         };
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || this.install(&meta, &snapshot))

@@ -54,9 +54,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use crate::service::consumer::delay;
-use crate::storage::{MessageStore, QueueId, QueueOffset, TagFilter};
+use crate::storage::{MessageDraft, MessageStore, QueueId, QueueOffset, StoredMessage, TagFilter};
 use crate::topic::TIMER_TOPIC;
+use broker_proto::properties::{
+    PROPERTY_DELIVER_TIME_MS, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC,
+};
 
 /// The timer topic's only queue.
 pub const TIMER_QUEUE: QueueId = QueueId(0);
@@ -70,6 +72,43 @@ const _: () = assert!(SEGMENT_BYTES.is_multiple_of(RECORD_BYTES));
 pub const SLOT_MS: u64 = 10_000;
 /// "No previous record" in a record's `previous`.
 const NONE: u64 = u64::MAX;
+
+/// Moves a draft into the timer topic: it will reach its topic and queue at
+/// `due_ms` (the schedule topic's format: real topic, queue and due time in
+/// properties).
+pub fn schedule_timer(draft: &mut MessageDraft, due_ms: u64) {
+    let properties = &mut draft.properties;
+    properties.insert(PROPERTY_REAL_TOPIC.into(), draft.topic.clone());
+    properties.insert(PROPERTY_REAL_QUEUE_ID.into(), draft.queue_id.0.to_string());
+    properties.insert(PROPERTY_DELIVER_TIME_MS.into(), due_ms.to_string());
+    draft.topic = TIMER_TOPIC.to_string();
+    draft.queue_id = TIMER_QUEUE;
+}
+
+/// Moves the due time of a draft [`schedule_timer`] made.
+pub fn reschedule_timer(draft: &mut MessageDraft, due_ms: u64) {
+    draft
+        .properties
+        .insert(PROPERTY_DELIVER_TIME_MS.into(), due_ms.to_string());
+}
+
+/// When a timer draft is due; `None` for any other draft.
+pub fn timer_due_ms(draft: &MessageDraft) -> Option<u64> {
+    if draft.topic != TIMER_TOPIC {
+        return None;
+    }
+    draft.properties.get(PROPERTY_DELIVER_TIME_MS)?.parse().ok()
+}
+
+/// When a stored scheduled (timer or delayed) message is due; `None` if it does
+/// not say.
+pub fn stored_due_ms(message: &StoredMessage) -> Option<u64> {
+    message
+        .properties
+        .get(PROPERTY_DELIVER_TIME_MS)?
+        .parse()
+        .ok()
+}
 
 /// A timer's place in delivery order.
 #[derive(
@@ -330,7 +369,7 @@ impl TimerIndex {
                 break;
             }
             for message in &page.messages {
-                let Some(due_ms) = delay::due_ms(message) else {
+                let Some(due_ms) = stored_due_ms(message) else {
                     continue;
                 };
                 let key = TimerKey {

@@ -10,7 +10,9 @@
 //!   validation, queues and message ids; [`send_batcher`] — group commit of
 //!   concurrent sends into one Raft entry.
 //! * [`consumer`] — consumer groups (coordinator, rebalancing), retries and the
-//!   dead-letter queue, delayed delivery and its scheduler.
+//!   dead-letter queue, delayed delivery and its scheduler, timer delivery.
+//! * [`transactions`] — transactional sends, commit and rollback, and the checks
+//!   offered to producer groups.
 //! * [`routing`] — which broker group a request is for: this node's, or another
 //!   through one of its nodes.
 //! * [`offsets`] — a consumer group's committed offsets: commits, offsets by
@@ -35,4 +37,5 @@ pub mod send;
 pub mod send_batcher;
 pub mod topic_limits;
 pub mod topics;
+pub mod transactions;
 pub mod users;

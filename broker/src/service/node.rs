@@ -60,6 +60,8 @@ pub struct Node {
     pub joins: JoinTable,
     /// The queues receives are planning while this node leads.
     pub leases: crate::service::consumer::receive::LeaseDesk,
+    /// Transaction checks offered to producer groups while this node leads.
+    pub check_offers: crate::service::transactions::CheckOffers,
     /// Topic quotas (`[limits]`), enforced while this node leads.
     pub topic_limits: crate::service::topic_limits::TopicLimits,
     /// The configured initial members: URLs of peers before membership is known.
@@ -107,6 +109,7 @@ impl Node {
             coordinator: Coordinator::default(),
             joins: JoinTable::default(),
             leases: Default::default(),
+            check_offers: Default::default(),
             topic_limits: crate::service::topic_limits::TopicLimits::new(config.limits.clone()),
             config,
             raft,

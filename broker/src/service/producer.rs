@@ -350,7 +350,10 @@ mod tests {
     }
 
     fn request(messages: Vec<MessageInput>) -> SendRequest {
-        SendRequest { messages }
+        SendRequest {
+            messages,
+            transaction: None,
+        }
     }
 
     fn body(text: &str) -> MessageInput {

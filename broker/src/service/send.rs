@@ -14,7 +14,8 @@ use crate::metrics::Metrics;
 use crate::replication::command::{Rejection, SendCommand};
 use crate::service::consumer::delay;
 use crate::service::node::Node;
-use crate::topic::{SCHEDULE_TOPIC, TIMER_TOPIC};
+use crate::service::transactions;
+use crate::topic::{HALF_TOPIC, SCHEDULE_TOPIC, TIMER_TOPIC};
 
 /// The command that stores `request` in `topic` (this node leads its group).
 ///
@@ -29,15 +30,21 @@ pub fn prepare(
     born_host: &str,
 ) -> Result<SendCommand, BrokerError> {
     node.health.check_room()?;
+    transactions::validate(&request)?;
+    let transaction = request.transaction.clone();
     let state = node.shared.state();
-    node.sender.prepare(
+    let mut command = node.sender.prepare(
         &state,
         node.config.auto_create_topics,
         topic,
         request,
         born_host,
         node.send_limits(),
-    )
+    )?;
+    if let Some(transaction) = transaction {
+        transactions::into_half_messages(&mut command, &transaction.producer_group);
+    }
+    Ok(command)
 }
 
 /// Stores a prepared send for `caller` and answers where each message went.
@@ -80,6 +87,8 @@ pub async fn commit(
             delay::draft_due_ms(m).map(|due| (waits_in, due))
         })
         .collect();
+    // A transaction's messages wait in the half topic until it is resolved.
+    let transaction_id = transactions::transaction_of(&command);
     let results = match node.sends.send(command).await? {
         Ok(results) => results,
         Err(rejection) => {
@@ -96,7 +105,11 @@ pub async fn commit(
             .zip(waits)
             .map(|(r, waits)| SendResultView {
                 msg_id: r.msg_id.to_string(),
-                topic: waits.map_or_else(|| topic.clone(), |(waits_in, _)| waits_in.to_string()),
+                topic: match (waits, &transaction_id) {
+                    (Some((waits_in, _)), _) => waits_in.to_string(),
+                    (None, Some(_)) => HALF_TOPIC.to_string(),
+                    (None, None) => topic.clone(),
+                },
                 queue_id: r.queue_id.0,
                 queue_offset: r.queue_offset.0,
                 commit_log_offset: r.commit_log_offset,
@@ -105,5 +118,6 @@ pub async fn commit(
             })
             .collect(),
         group: node.group().to_string(),
+        transaction_id,
     })
 }

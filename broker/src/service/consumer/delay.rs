@@ -4,14 +4,14 @@
 //! when it is due (see [`super::scheduler`]).
 //!
 //! Timer messages (`deliver_at` / `delay_ms`) take the same shape in the timer
-//! topic ([`schedule_timer`]); their delivery is `replication::timers`' and
+//! topic (`replication::timers::schedule_timer`); their delivery is `replication::timers`' and
 //! [`super::timer_delivery`]'s.
 //!
 //! The due time is fixed in the message when it is scheduled (by the leader, from
 //! its clock and the delay table it has then), so delivery never depends on a
 //! configuration that could differ between replicas or change across a restart.
 
-use crate::replication::timers::TIMER_QUEUE;
+pub use crate::replication::timers::schedule_timer;
 use crate::storage::{MessageDraft, QueueId, StoredMessage};
 use crate::topic::{SCHEDULE_TOPIC, TIMER_TOPIC};
 
@@ -32,47 +32,6 @@ pub fn schedule(draft: &mut MessageDraft, level: u32, levels: &DelayLevels, now_
     properties.insert(PROPERTY_DELIVER_TIME_MS.into(), due.to_string());
     draft.topic = SCHEDULE_TOPIC.to_string();
     draft.queue_id = schedule_queue(level);
-}
-
-/// Moves a draft into the timer topic: it will reach its topic and queue at
-/// `due_ms`.
-pub fn schedule_timer(draft: &mut MessageDraft, due_ms: u64) {
-    let properties = &mut draft.properties;
-    properties.insert(PROPERTY_REAL_TOPIC.into(), draft.topic.clone());
-    properties.insert(PROPERTY_REAL_QUEUE_ID.into(), draft.queue_id.0.to_string());
-    properties.insert(PROPERTY_DELIVER_TIME_MS.into(), due_ms.to_string());
-    draft.topic = TIMER_TOPIC.to_string();
-    draft.queue_id = TIMER_QUEUE;
-}
-
-/// Moves the due time of a draft [`schedule_timer`] made.
-pub fn schedule_timer_again(draft: &mut MessageDraft, due_ms: u64) {
-    draft
-        .properties
-        .insert(PROPERTY_DELIVER_TIME_MS.into(), due_ms.to_string());
-}
-
-/// Undoes [`schedule_timer`] (a timer whose time passed before it was stored goes
-/// to its topic at once); `false`, untouched, for any other draft.
-pub fn unschedule_timer(draft: &mut MessageDraft) -> bool {
-    if draft.topic != TIMER_TOPIC {
-        return false;
-    }
-    let properties = &mut draft.properties;
-    let (Some(topic), Some(queue)) = (
-        properties.get(PROPERTY_REAL_TOPIC).cloned(),
-        properties
-            .get(PROPERTY_REAL_QUEUE_ID)
-            .and_then(|q| q.parse::<u32>().ok()),
-    ) else {
-        return false;
-    };
-    properties.remove(PROPERTY_REAL_TOPIC);
-    properties.remove(PROPERTY_REAL_QUEUE_ID);
-    properties.remove(PROPERTY_DELIVER_TIME_MS);
-    draft.topic = topic;
-    draft.queue_id = QueueId(queue);
-    true
 }
 
 /// The schedule-topic queue of a delay level.
@@ -138,12 +97,36 @@ mod tests {
         schedule_timer(&mut draft, 90_000);
         assert_eq!(
             (draft.topic.as_str(), draft.queue_id),
-            (TIMER_TOPIC, TIMER_QUEUE)
+            (TIMER_TOPIC, crate::replication::timers::TIMER_QUEUE)
         );
         assert_eq!(draft_due_ms(&draft), Some(90_000));
-        assert!(unschedule_timer(&mut draft));
-        assert_eq!(draft, original);
-        assert!(!unschedule_timer(&mut draft), "not a timer any more");
+        let stored = StoredMessage {
+            topic: draft.topic.clone(),
+            queue_id: draft.queue_id,
+            queue_offset: QueueOffset(0),
+            commit_log_offset: CommitLogOffset(0),
+            size: 0,
+            msg_id: draft.msg_id,
+            body: draft.body.clone(),
+            binary_body: false,
+            tags: draft.tags.clone(),
+            keys: draft.keys.clone(),
+            properties: draft.properties.clone(),
+            born_timestamp_ms: 1_000,
+            store_timestamp_ms: 1_000,
+            born_host: "h".into(),
+            reconsume_times: 0,
+            producer: None,
+            raft: RaftLogRef::default(),
+        };
+        let delivered = delivery(stored, 90_000).expect("names its real topic");
+        assert_eq!(
+            delivered,
+            MessageDraft {
+                store_timestamp_ms: 90_000,
+                ..original
+            }
+        );
     }
 
     #[test]
