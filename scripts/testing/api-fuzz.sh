@@ -71,9 +71,13 @@ cd "$work"
 # The streaming pull (`…/stream`, server-sent events) is left out too: a valid
 # request is answered with a stream that lasts until the client closes it, so
 # every generated one would hang until the request timeout (its tests are in
-# broker/tests/http_stream.rs).
+# broker/tests/http_stream.rs). The hooks' own path filter may drop most values
+# generated for a pattern-free path parameter (`/dashboard/{file}`): with some
+# seeds schemathesis's health check then refuses the operation as "filtered too
+# much", which says nothing about the server; that one check is suppressed.
 if ! "$venv/bin/st" --config-file "$work/schemathesis.toml" --no-color run "$work/openapi.json" \
 	--url "$url" -c all -n "$examples" --request-timeout 45 --max-response-time 40 \
+	--suppress-health-check=filter_too_much \
 	--exclude-path-regex '/nodes|/transfer-leader|/stream$'  >"$work/st.log" 2>&1; then
 	cat "$work/st.log"
 	tail -n 30 "$work/cluster/node-1/broker.log" >&2 || true

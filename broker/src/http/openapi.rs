@@ -213,7 +213,8 @@ fn path_param_schema(name: &str) -> Value {
     match name {
         "queue_id" => json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
         "node_id" => json!({"type": "integer", "format": "int64", "minimum": 1}),
-        "msg_id" => json!({"type": "string", "pattern": MESSAGE_ID_PATTERN}),
+        // A transaction id is its first message's id.
+        "msg_id" | "transaction_id" => json!({"type": "string", "pattern": MESSAGE_ID_PATTERN}),
         "topic" | "group" | "name" => kind_schema(Kind::Name),
         _ => kind_schema(Kind::NonEmpty),
     }
@@ -457,12 +458,40 @@ pub fn schemas() -> Value {
         .insert("maximum".into(), json!(max_level));
     // `body` or `body_base64`; `producer_id` and `sequence` together or not at all
     // (utoipa 4 has no attribute for a struct's `allOf`).
+    // A delay level (above 0) or a timer (`deliver_at` or `delay_ms`), not two.
+    let delayed =
+        json!({"required": ["delay_level"], "properties": {"delay_level": {"minimum": 1}}});
     schemas["MessageInput"]["allOf"] = json!([
         {"oneOf": [{"required": ["body"]}, {"required": ["body_base64"]}]},
         {"oneOf": [
             {"required": ["producer_id", "sequence"]},
             {"not": {"anyOf": [{"required": ["producer_id"]}, {"required": ["sequence"]}]}},
         ]},
+        {"not": {"required": ["deliver_at", "delay_ms"]}},
+        {"not": {"allOf": [
+            delayed.clone(),
+            {"anyOf": [{"required": ["deliver_at"]}, {"required": ["delay_ms"]}]},
+        ]}},
+    ]);
+    // The configured default; `deliver_at` is bounded by the clock (now + the
+    // same), which a schema cannot say.
+    property(&mut schemas, "MessageInput", "delay_ms").insert(
+        "maximum".into(),
+        json!(crate::service::producer::DEFAULT_MAX_DELAY_MS),
+    );
+    // A transaction's messages carry no idempotency stamp, delay or timer.
+    schemas["SendRequest"]["oneOf"] = json!([
+        {"not": {"required": ["transaction"]}},
+        {
+            "required": ["transaction"],
+            "properties": {"messages": {"items": {"not": {"anyOf": [
+                {"required": ["producer_id"]},
+                {"required": ["sequence"]},
+                {"required": ["deliver_at"]},
+                {"required": ["delay_ms"]},
+                delayed,
+            ]}}}},
+        },
     ]);
     // A lease change is 0 (give the message back now) or a lease's length.
     let invisible = property(&mut schemas, "ChangeInvisibleRequest", "invisible_ms");
