@@ -28,7 +28,6 @@ use crate::auth::{Action, Resource};
 use crate::metrics::Metrics;
 use crate::service::node::Node;
 use crate::service::offsets;
-use crate::service::producer::{group_hash, group_hash_of};
 use crate::service::pull::Pull;
 use crate::service::routing::{self, Choice, Target};
 use crate::service::send;
@@ -261,21 +260,18 @@ pub async fn message_by_id(
                 .into_response()
         }
     };
-    let hash = group_hash_of(&id);
-    if hash != group_hash(node.group()) {
-        let owner = node
-            .routes
-            .remote_groups()
-            .into_iter()
-            .find(|route| group_hash(&route.group) == hash);
-        return match owner {
-            Some(route) => forward::to_group(&node, request, &route, "group").await,
-            None => ApiError::new(
+    match routing::by_id(&node, &id) {
+        Some(Target::Local) => {}
+        Some(Target::Forward(route)) => {
+            return forward::to_group(&node, request, &route, "group").await
+        }
+        None => {
+            return ApiError::new(
                 ErrorCode::MessageNotFound,
                 format!("no message with id {msg_id}: the group that stored it is not known here"),
             )
-            .into_response(),
-        };
+            .into_response()
+        }
     }
     let Some(message) = node.shared.store.message_by_id(&id) else {
         return ApiError::new(

@@ -17,7 +17,6 @@ use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
 use super::groups::BrokerGroupParam;
 use crate::service::node::Node;
-use crate::service::producer::{group_hash, group_hash_of};
 use crate::service::pull::message_view;
 use crate::service::routing::{self, Target};
 use crate::service::transactions;
@@ -78,21 +77,18 @@ async fn resolve(
             }
         }
     }
-    let hash = group_hash_of(&id);
-    if hash != group_hash(node.group()) {
-        let owner = node
-            .routes
-            .remote_groups()
-            .into_iter()
-            .find(|route| group_hash(&route.group) == hash);
-        return match owner {
-            Some(route) => forward::to_group(&node, request, &route, "group").await,
-            None => ApiError::new(
+    match routing::by_id(&node, &id) {
+        Some(Target::Local) => {}
+        Some(Target::Forward(route)) => {
+            return forward::to_group(&node, request, &route, "group").await
+        }
+        None => {
+            return ApiError::new(
                 ErrorCode::TransactionNotFound,
                 format!("no transaction {id}: the group that stored it is not known here"),
             )
-            .into_response(),
-        };
+            .into_response()
+        }
     }
     forward::at_leader(&node, request, || async {
         let resolution = transactions::resolve(&node, &caller.identity, id, commit).await?;

@@ -108,10 +108,10 @@ impl BrokerStateMachine {
     ) -> io::Result<Vec<CommandResponse>> {
         // Decide everything from the state first; the state machine is its only
         // writer.
-        let plans: Vec<SendPlan<'_>> = {
+        let (plans, delivered): (Vec<SendPlan<'_>>, _) = {
             let state = self.shared.state();
             let mut so_far = EntrySoFar::default();
-            sends
+            let plans = sends
                 .iter()
                 .map(|send| {
                     let decision = self.decide_send(&state, &mut so_far, send);
@@ -124,28 +124,26 @@ impl BrokerStateMachine {
                     }
                     SendPlan { send, decision }
                 })
-                .collect()
+                .collect();
+            (plans, state.timers.delivered)
         };
 
         // Timers a run already passed are stored due at the delivered time (rare:
         // only sends in flight while a run was read and applied).
-        let late: Vec<((usize, usize), MessageDraft)> = {
-            let delivered = self.shared.state().timers.delivered;
-            plans
-                .iter()
-                .enumerate()
-                .filter(|(_, plan)| plan.decision.is_ok())
-                .flat_map(|(p, plan)| {
-                    plan.send
-                        .messages
-                        .iter()
-                        .enumerate()
-                        .filter_map(move |(m, message)| {
-                            Self::late_timer(delivered, message).map(|late| ((p, m), late))
-                        })
-                })
-                .collect()
-        };
+        let late: Vec<((usize, usize), MessageDraft)> = plans
+            .iter()
+            .enumerate()
+            .filter(|(_, plan)| plan.decision.is_ok())
+            .flat_map(|(p, plan)| {
+                plan.send
+                    .messages
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(m, message)| {
+                        Self::late_timer(delivered, message).map(|late| ((p, m), late))
+                    })
+            })
+            .collect();
         let mut records: Vec<RecordInput<'_>> = Vec::new();
         // The leader's time, fixed in the command: deterministic on every replica.
         let mut noop_store_ms = 0;

@@ -48,7 +48,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -290,7 +290,6 @@ impl TimerIndex {
             }
         }
         entries.sort_unstable_by_key(|e| e.key);
-        entries.dedup_by_key(|e| e.key);
         entries.truncate(limit);
         Ok(DueTimers {
             entries,
@@ -402,7 +401,11 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        fs::create_dir_all(&self.dir)
+        // The broker's user alone: the records say which topics wait for what.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
     }
 
     fn add(&mut self, entry: TimerEntry) -> io::Result<()> {

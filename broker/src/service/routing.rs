@@ -108,3 +108,19 @@ pub fn serving(
         .filter(|route| route.topics.contains_key(topic))
         .collect())
 }
+
+/// The group that stored what `id` names (a message id, or a transaction id:
+/// its first message's), by the group hash the id carries; `None` when no
+/// known group has that hash.
+pub fn by_id(node: &Node, id: &crate::storage::MessageId) -> Option<Target> {
+    use crate::service::producer::{group_hash, group_hash_of};
+    let hash = group_hash_of(id);
+    if hash == group_hash(node.group()) {
+        return Some(Target::Local);
+    }
+    node.routes
+        .remote_groups()
+        .into_iter()
+        .find(|route| group_hash(&route.group) == hash)
+        .map(|route| Target::Forward(Box::new(route)))
+}
