@@ -550,8 +550,17 @@ impl Default for HttpSection {
 }
 
 /// Sections whose keys environment variables may address as `BROKER_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 10] = [
-    "raft_log", "raft", "storage", "http", "control", "consumer", "limits", "logging", "security",
+const SECTIONS: [&str; 11] = [
+    "raft_log",
+    "raft",
+    "storage",
+    "http",
+    "control",
+    "consumer",
+    "transaction",
+    "limits",
+    "logging",
+    "security",
     "tls",
 ];
 /// Keys holding lists, given comma-separated in the environment.
@@ -1252,6 +1261,31 @@ mod tests {
         assert_eq!(config.storage.flush_interval.0, Duration::from_secs(2));
         assert_eq!(config.storage.commit_log_file_size.0, 64 << 20);
         assert_eq!(config.store_config().flush_interval_ms, 2000);
+    }
+
+    #[test]
+    fn every_section_is_reachable_from_the_environment() {
+        let config = load(
+            "",
+            &[
+                ("BROKER_TRANSACTION_CHECK_AFTER", "2s"),
+                ("BROKER_TRANSACTION_MAX_CHECKS", "3"),
+            ],
+            CliArgs::default(),
+        )
+        .expect("valid");
+        assert_eq!(config.transaction.check_after.0, Duration::from_secs(2));
+        assert_eq!(config.transaction.max_checks, 3);
+        // Every table of the file format is a section the environment reaches.
+        let defaults = toml::Value::try_from(NodeConfig::default()).expect("serializes");
+        for (key, value) in defaults.as_table().expect("a table") {
+            if value.is_table() {
+                assert!(
+                    SECTIONS.contains(&key.as_str()),
+                    "section {key} is not in SECTIONS"
+                );
+            }
+        }
     }
 
     #[test]
