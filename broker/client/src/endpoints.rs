@@ -705,6 +705,23 @@ impl BrokerClient {
         producer_group: &str,
         max_wait: Duration,
     ) -> Result<TransactionChecksResponse> {
+        self.transaction_checks_in(producer_group, None, max_wait)
+            .await
+    }
+
+    /// [`BrokerClient::transaction_checks`] of the transactions `broker_group`
+    /// stores (`None`: the answering node's group). A cluster of several groups
+    /// keeps each transaction in the group that stored its messages: ask each.
+    ///
+    /// # Errors
+    /// As [`BrokerClient::transaction_checks`]; `BROKER_GROUP_NOT_FOUND` for a
+    /// group no node knows.
+    pub async fn transaction_checks_in(
+        &self,
+        producer_group: &str,
+        broker_group: Option<&str>,
+        max_wait: Duration,
+    ) -> Result<TransactionChecksResponse> {
         let segments = [
             "v1",
             "producer-groups",
@@ -715,6 +732,9 @@ impl BrokerClient {
         call.target = super::broker_client::Target::Leader;
         call.query
             .push(("max_wait_ms", max_wait.as_millis().to_string()));
+        if let Some(group) = broker_group {
+            call.query.push(("broker_group", group.to_string()));
+        }
         call.extra_timeout = max_wait;
         self.execute(&call).await?.json()
     }

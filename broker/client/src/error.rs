@@ -40,6 +40,11 @@ pub mod codes {
     pub const INTERNAL: &str = "INTERNAL";
     /// A receipt handle whose lease ran out (or was replaced by a change).
     pub const EXPIRED: &str = "EXPIRED";
+    /// The request contradicts the current state (e.g. committing a transaction
+    /// that was rolled back).
+    pub const CONFLICT: &str = "CONFLICT";
+    /// A transaction id no transaction has (or one resolved too long ago).
+    pub const TRANSACTION_NOT_FOUND: &str = "TRANSACTION_NOT_FOUND";
 }
 
 /// A failed client call.
@@ -149,10 +154,16 @@ impl ClientError {
         self.code() == Some(codes::EXPIRED)
     }
 
+    /// `CONFLICT` (HTTP 409): e.g. a commit of a transaction that was rolled
+    /// back (by its producer or by the broker after its last check).
+    pub fn is_conflict(&self) -> bool {
+        self.code() == Some(codes::CONFLICT)
+    }
+
     /// A resource the request names does not exist: `TOPIC_NOT_FOUND`,
-    /// `MESSAGE_NOT_FOUND`, `QUEUE_NOT_FOUND`, `BROKER_GROUP_NOT_FOUND` or
-    /// `USER_NOT_FOUND` (HTTP 404 with an API code; not `NOT_FOUND`, an unknown
-    /// route).
+    /// `MESSAGE_NOT_FOUND`, `QUEUE_NOT_FOUND`, `BROKER_GROUP_NOT_FOUND`,
+    /// `USER_NOT_FOUND` or `TRANSACTION_NOT_FOUND` (HTTP 404 with an API code;
+    /// not `NOT_FOUND`, an unknown route).
     pub fn is_not_found(&self) -> bool {
         matches!(
             self.code(),
@@ -162,6 +173,7 @@ impl ClientError {
                     | codes::QUEUE_NOT_FOUND
                     | codes::BROKER_GROUP_NOT_FOUND
                     | codes::USER_NOT_FOUND
+                    | codes::TRANSACTION_NOT_FOUND
             )
         )
     }
@@ -301,6 +313,7 @@ mod tests {
             codes::QUEUE_NOT_FOUND,
             codes::BROKER_GROUP_NOT_FOUND,
             codes::USER_NOT_FOUND,
+            codes::TRANSACTION_NOT_FOUND,
         ] {
             let missing = api(404, code, None);
             assert!(missing.is_not_found(), "{code}");
@@ -310,6 +323,10 @@ mod tests {
         let expired = api(409, codes::EXPIRED, None);
         assert!(expired.is_expired() && !expired.is_retryable());
         assert!(!expired.is_outcome_unknown() && !expired.is_not_found());
+        // A resolution the other way is final too.
+        let conflict = api(409, codes::CONFLICT, None);
+        assert!(conflict.is_conflict() && !conflict.is_retryable());
+        assert!(!conflict.is_outcome_unknown() && !expired.is_conflict());
         // An unknown route is the caller's mistake, not a missing resource.
         assert!(!api(404, "NOT_FOUND", None).is_not_found());
     }

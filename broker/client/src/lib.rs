@@ -19,6 +19,9 @@
 //! * [`simple_consumer`] — [`SimpleConsumer`]: lease-based consumption (receive,
 //!   ack, change-invisible) with a handler: batched acks, give-backs with a retry
 //!   delay, lease extension for slow handlers, FIFO runs.
+//! * [`transaction_producer`] — [`TransactionProducer`]: transactional messages
+//!   (half messages, the local transaction, commit or rollback) and the answers
+//!   to the producer group's transaction checks, through a callback.
 //! * [`error`] — [`ClientError`], classified as retryable and outcome-unknown.
 //! * [`options`] — [`ClientOptions`]: timeouts, pool, hops, read preference, the
 //!   bearer token and the CA file of a secured cluster, the user agent.
@@ -60,6 +63,7 @@ pub mod nodes;
 pub mod options;
 pub mod producer;
 pub mod simple_consumer;
+pub mod transaction_producer;
 pub mod users;
 
 pub use batching::{BatchingOptions, BatchingProducer, BatchingStats};
@@ -70,3 +74,7 @@ pub use error::{ClientError, Result};
 pub use options::{ClientOptions, ReadPreference};
 pub use producer::{Idempotence, Producer, ProducerOptions, ProducerStats, DEDUP_WINDOW};
 pub use simple_consumer::{SimpleConsumer, SimpleConsumerOptions, SimpleConsumerStats};
+pub use transaction_producer::{
+    LocalTransactionState, TransactionProducer, TransactionProducerOptions,
+    TransactionProducerStats, TransactionSendResult,
+};

@@ -123,6 +123,11 @@ pub struct TxChecksArgs {
     /// Wait up to this long for a check (long polling; at most 30s).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub wait: Duration,
+    /// The broker group whose transactions to check (default: the answering
+    /// node's). A cluster of several groups keeps each transaction in the group
+    /// that stored it.
+    #[arg(long, value_name = "GROUP")]
+    pub broker_group: Option<String>,
 }
 
 #[derive(Args, Debug)]

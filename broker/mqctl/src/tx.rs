@@ -20,7 +20,11 @@ pub async fn run(ctx: &Context, command: TxCommand) -> Result<(), CliError> {
         TxCommand::Checks(args) => {
             let answer = ctx
                 .client
-                .transaction_checks(&args.producer_group, args.wait)
+                .transaction_checks_in(
+                    &args.producer_group,
+                    args.broker_group.as_deref(),
+                    args.wait,
+                )
                 .await?;
             if ctx.out.json {
                 return ctx.out.json(&json!({ "checks": answer.checks }));
@@ -35,7 +39,8 @@ pub async fn run(ctx: &Context, command: TxCommand) -> Result<(), CliError> {
                 "CHECK",
                 "MESSAGES",
                 "STORED",
-                "FIRST BODY",
+                // The first message's, cut at 40 characters.
+                "BODY",
             ]);
             for check in &answer.checks {
                 let first = check.messages.first();
