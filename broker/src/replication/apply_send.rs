@@ -212,6 +212,8 @@ impl BrokerStateMachine {
         let mut woken: Vec<(&str, QueueId)> = Vec::new();
         let mut responses = Vec::with_capacity(plans.len());
         let mut state = self.shared.state_mut();
+        // Half messages stored: retention must keep them (retention_hold).
+        let mut opened_halves = false;
         for plan in &plans {
             let accepted = match &plan.decision {
                 Ok(accepted) => accepted,
@@ -232,6 +234,7 @@ impl BrokerStateMachine {
                     Fate::New { record } => {
                         let result = stored(record);
                         if let Some((id, producer_group)) = half_of(message) {
+                            opened_halves = true;
                             state.transactions.add_half(
                                 id,
                                 producer_group,
@@ -261,6 +264,9 @@ impl BrokerStateMachine {
             responses.push(CommandResponse::Sent(results));
         }
         drop(state);
+        if opened_halves {
+            self.hold_for_pending();
+        }
         for (topic, queue_id) in woken {
             self.shared.waiters.wake(topic, queue_id);
         }

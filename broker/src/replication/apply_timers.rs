@@ -12,9 +12,7 @@ use super::state_machine::BrokerStateMachine;
 use super::timers::{
     reschedule_timer, stored_due_ms, timer_due_ms, TimerEntry, TimerKey, TimerState, TIMER_QUEUE,
 };
-use crate::storage::{
-    Appended, CommitLogOffset, MessageDraft, QueueOffset, RaftLogRef, RecordInput, TagFilter,
-};
+use crate::storage::{Appended, MessageDraft, QueueOffset, RaftLogRef, RecordInput, TagFilter};
 use crate::topic::TIMER_TOPIC;
 
 /// Most timers stored between the leader reading its index and its run applying
@@ -54,7 +52,7 @@ impl BrokerStateMachine {
             added = true;
         }
         if added {
-            self.hold_for_timers();
+            self.hold_for_pending();
         }
         Ok(())
     }
@@ -158,7 +156,7 @@ impl BrokerStateMachine {
         {
             warn!(error = %e, "timer index: deleting a delivered segment failed");
         }
-        self.hold_for_timers();
+        self.hold_for_pending();
         Ok(CommandResponse::Delivered {
             delivered: deliverable.len(),
             skipped: deliver.messages.len() - deliverable.len(),
@@ -213,13 +211,6 @@ impl BrokerStateMachine {
             offset = page.next_offset.0.max(offset + 1);
         }
         Ok(None)
-    }
-
-    /// Retention keeps every CommitLog record a pending timer may need.
-    pub(super) fn hold_for_timers(&self) {
-        self.shared
-            .store
-            .set_hold_floor(self.shared.timers.retention_floor().map(CommitLogOffset));
     }
 }
 

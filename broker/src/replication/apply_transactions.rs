@@ -70,6 +70,7 @@ impl BrokerStateMachine {
             .append_entry(raft, &records)
             .map_err(StateMachineError::Store)?;
         self.shared.state_mut().apply_control(&update);
+        self.hold_for_pending();
         for draft in &drafts {
             self.shared.waiters.wake(&draft.topic, draft.queue_id);
         }
@@ -123,7 +124,7 @@ impl BrokerStateMachine {
         Ok(drafts)
     }
 
-    fn half_message(&self, offset: u64) -> io::Result<Option<StoredMessage>> {
+    pub(super) fn half_message(&self, offset: u64) -> io::Result<Option<StoredMessage>> {
         let page = self
             .shared
             .store
@@ -152,4 +153,185 @@ pub fn visible(mut half: StoredMessage, at_ms: u64) -> Option<MessageDraft> {
     properties.remove(PROPERTY_TRANSACTION_ID);
     properties.remove(PROPERTY_PRODUCER_GROUP);
     Some(half.into_draft(topic, QueueId(queue), properties, at_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::replication::command::{Command, SendCommand};
+    use crate::replication::snapshot::SnapshotFiles;
+    use crate::replication::type_config::log_id_of;
+    use crate::storage::{MessageStore, StoreConfig};
+    use crate::topic::TopicConfig;
+    use broker_proto::properties::PROPERTY_REAL_QUEUE_ID;
+
+    /// A state machine whose store deletes every CommitLog file but the newest at
+    /// each retention run (files of 64 KiB, kept no time at all), unless held.
+    fn open(dir: &std::path::Path) -> BrokerStateMachine {
+        let mut config = StoreConfig::for_test(dir.join("store"));
+        config.file_reserved_ms = 0;
+        config.disk_high_water_ratio = 1.0;
+        let (store, _) = MessageStore::open(config).expect("open store");
+        let snapshots = SnapshotFiles::open(&dir.join("snapshot")).expect("snapshots");
+        BrokerStateMachine::open(Arc::new(store), snapshots, 16).expect("open state machine")
+    }
+
+    fn apply(sm: &BrokerStateMachine, index: u64, command: &Command) -> CommandResponse {
+        let raft = RaftLogRef { term: 1, index };
+        let response = sm.apply_command(raft, command).expect("apply");
+        sm.shared.state_mut().last_applied = Some(log_id_of(raft));
+        response
+    }
+
+    /// Message `n` of 1 KiB for topic `t`; a half message of transaction `tx`
+    /// when given.
+    fn draft(n: u16, tx: Option<MessageId>) -> MessageDraft {
+        let mut id = [0u8; 16];
+        id[..2].copy_from_slice(&n.to_be_bytes());
+        let mut draft = MessageDraft {
+            topic: "t".into(),
+            queue_id: QueueId(0),
+            msg_id: MessageId(id),
+            body: vec![b'x'; 1024],
+            binary_body: false,
+            tags: String::new(),
+            keys: Vec::new(),
+            properties: BTreeMap::new(),
+            born_timestamp_ms: 1_000,
+            store_timestamp_ms: 1_000,
+            born_host: "127.0.0.1:1".into(),
+            reconsume_times: 0,
+            producer: None,
+        };
+        if let Some(tx) = tx {
+            let properties = &mut draft.properties;
+            properties.insert(PROPERTY_REAL_TOPIC.into(), "t".into());
+            properties.insert(PROPERTY_REAL_QUEUE_ID.into(), "0".into());
+            properties.insert(PROPERTY_TRANSACTION_ID.into(), tx.to_string());
+            properties.insert(PROPERTY_PRODUCER_GROUP.into(), "pg".into());
+            draft.topic = HALF_TOPIC.into();
+            draft.queue_id = HALF_QUEUE;
+        }
+        draft
+    }
+
+    /// A send to topic `t` (its half messages go to the half topic).
+    fn send(sm: &BrokerStateMachine, index: u64, messages: Vec<MessageDraft>) {
+        let command = Command::Send(SendCommand {
+            topic: "t".into(),
+            messages,
+            create_if_missing: None,
+        });
+        assert!(matches!(
+            apply(sm, index, &command),
+            CommandResponse::Sent(_)
+        ));
+    }
+
+    fn commit(sm: &BrokerStateMachine, index: u64, id: MessageId) -> CommandResponse {
+        let resolve = ResolveTransaction {
+            id,
+            commit: true,
+            by_timeout: false,
+            at_ms: 2_000,
+        };
+        apply(sm, index, &Command::ResolveTransaction(resolve))
+    }
+
+    /// The transaction's messages visible in `t` (their ids start ff ff).
+    fn visible(sm: &BrokerStateMachine) -> usize {
+        let page = sm
+            .shared
+            .store
+            .pull("t", QueueId(0), QueueOffset(0), 1_000, &TagFilter::All)
+            .expect("pull");
+        page.messages
+            .iter()
+            .filter(|m| m.msg_id.0[..2] == [0xff, 0xff])
+            .count()
+    }
+
+    #[test]
+    fn retention_keeps_the_half_messages_of_an_open_transaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sm = open(dir.path());
+        apply(
+            &sm,
+            1,
+            &Command::UpsertTopic(TopicConfig::with_defaults("t")),
+        );
+        let tx = MessageId([0xff; 16]);
+        let mut half = draft(0, Some(tx));
+        half.msg_id = tx;
+        send(&sm, 2, vec![half]);
+        // Enough plain messages to fill several CommitLog files after it.
+        for n in 1..=300u16 {
+            send(&sm, 2 + u64::from(n), vec![draft(n, None)]);
+        }
+        let report = sm
+            .shared
+            .store
+            .run_retention(u64::MAX / 2)
+            .expect("retention");
+        assert!(
+            report.commit_log_files_deleted.is_empty(),
+            "the open transaction's file went: {report:?}"
+        );
+        let CommandResponse::Transaction(ResolveOutcome::Resolved(resolution)) =
+            commit(&sm, 400, tx)
+        else {
+            panic!("the commit resolves");
+        };
+        assert_eq!(resolution.messages, 1);
+        assert_eq!(visible(&sm), 1, "the committed message is stored");
+
+        // Resolved: nothing holds the old files any more.
+        let report = sm
+            .shared
+            .store
+            .run_retention(u64::MAX / 2)
+            .expect("retention");
+        assert!(
+            !report.commit_log_files_deleted.is_empty(),
+            "the hold is lifted after the commit"
+        );
+    }
+
+    #[test]
+    fn the_hold_is_restored_when_the_state_machine_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tx = MessageId([0xff; 16]);
+        {
+            let sm = open(dir.path());
+            apply(
+                &sm,
+                1,
+                &Command::UpsertTopic(TopicConfig::with_defaults("t")),
+            );
+            let mut half = draft(0, Some(tx));
+            half.msg_id = tx;
+            send(&sm, 2, vec![half]);
+            for n in 1..=300u16 {
+                send(&sm, 2 + u64::from(n), vec![draft(n, None)]);
+            }
+        }
+        let sm = open(dir.path());
+        let report = sm
+            .shared
+            .store
+            .run_retention(u64::MAX / 2)
+            .expect("retention");
+        assert!(
+            report.commit_log_files_deleted.is_empty(),
+            "after a restart the open transaction's file went: {report:?}"
+        );
+        assert!(matches!(
+            commit(&sm, 400, tx),
+            CommandResponse::Transaction(ResolveOutcome::Resolved(_))
+        ));
+        assert_eq!(visible(&sm), 1);
+    }
 }

@@ -34,6 +34,7 @@ pub mod leases;
 pub mod network;
 pub mod poll_waiters;
 pub mod proposal;
+pub mod retention_hold;
 pub mod snapshot;
 pub mod state_machine;
 pub mod timers;

@@ -344,7 +344,7 @@ impl super::state_machine::BrokerStateMachine {
             .timers
             .rebuild(store, delivered)
             .map_err(|e| StateMachineError::TimerIndex(e.to_string()))?;
-        self.hold_for_timers();
+        self.hold_for_pending();
         info!(pending, "timer index rebuilt");
         self.shared.snapshots.finish_receive();
         self.shared.applied.send_modify(|n| *n = n.wrapping_add(1));

@@ -28,6 +28,7 @@ use super::error::StateMachineError;
 use super::group_state::GroupState;
 use super::leases::{LeaseCommand, LeaseOp, LeaseOutcome, LeaseUpdate};
 use super::poll_waiters::PollWaiters;
+use super::retention_hold::HalfHoldCache;
 use super::snapshot::{CommitLogSnapshot, SnapshotFiles};
 use super::timers::TimerIndex;
 use super::type_config::{log_ref, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
@@ -46,6 +47,8 @@ pub struct GroupShared {
     pub snapshots: SnapshotFiles,
     /// This replica's index of pending timer messages (see `timers`).
     pub timers: TimerIndex,
+    /// The oldest open transaction's record (see `retention_hold`).
+    pub(super) half_hold: HalfHoldCache,
 }
 
 impl GroupShared {
@@ -150,7 +153,6 @@ impl BrokerStateMachine {
         let pending = timers
             .rebuild(&store, state.timers.delivered)
             .map_err(|e| StateMachineError::TimerIndex(e.to_string()))?;
-        store.set_hold_floor(timers.retention_floor().map(CommitLogOffset));
         info!(pending, "timer index rebuilt");
         let (applied, _) = watch::channel(0);
         let shared = Arc::new(GroupShared {
@@ -160,11 +162,14 @@ impl BrokerStateMachine {
             waiters: PollWaiters::new(max_held_polls),
             snapshots,
             timers,
+            half_hold: HalfHoldCache::default(),
         });
-        Ok(Self {
+        let machine = Self {
             shared,
             apply_lag: None,
-        })
+        };
+        machine.hold_for_pending();
+        Ok(machine)
     }
 
     /// Waits `lag` before applying each run of committed entries (the fault

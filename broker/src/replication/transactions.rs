@@ -14,6 +14,9 @@
 //! checks ([`TransactionUpdate::Offered`], so the count of checks survives a
 //! leader change and the last one rolls back wherever it happens).
 //!
+//! Retention keeps the half messages of every open transaction, also under disk
+//! pressure (`super::retention_hold`): a commit reads them.
+//!
 //! Bounds: at most [`MAX_OPEN`] open transactions (a send past it is refused);
 //! the [`MAX_RESOLVED`] newest resolutions are remembered, so a repeated commit
 //! or rollback answers as the first did (older ones answer 404).
@@ -95,12 +98,27 @@ pub struct TransactionTable {
     /// (time, id) of every remembered resolution: eviction order. Derived.
     #[serde(skip)]
     by_age: BTreeSet<(u64, MessageId)>,
+    /// (first half-queue offset, id) of every open transaction: the oldest half
+    /// message retention must keep. Derived.
+    #[serde(skip)]
+    by_first_half: BTreeSet<(u64, MessageId)>,
 }
 
 impl TransactionTable {
     /// Rebuilds the derived eviction index (after decoding).
     pub fn rebuild_index(&mut self) {
         self.by_age = self.resolved.iter().map(|(id, r)| (r.at_ms, *id)).collect();
+        self.by_first_half = self
+            .open
+            .iter()
+            .filter_map(|(id, open)| Some((*open.offsets.first()?, *id)))
+            .collect();
+    }
+
+    /// The half-queue offset of the oldest half message an open transaction
+    /// holds: retention keeps it (and everything after) until it is resolved.
+    pub fn oldest_half(&self) -> Option<u64> {
+        self.by_first_half.first().map(|(offset, _)| *offset)
     }
 
     pub fn open_count(&self) -> usize {
@@ -138,18 +156,18 @@ impl TransactionTable {
         if self.resolved.contains_key(&id) {
             return;
         }
-        self.open
-            .entry(id)
-            .or_insert_with(|| OpenTransaction {
-                producer_group: producer_group.to_string(),
-                topic: topic.to_string(),
-                offsets: Vec::new(),
-                opened_ms: store_ms,
-                checks: 0,
-                next_check_ms: 0,
-            })
-            .offsets
-            .push(offset);
+        let open = self.open.entry(id).or_insert_with(|| OpenTransaction {
+            producer_group: producer_group.to_string(),
+            topic: topic.to_string(),
+            offsets: Vec::new(),
+            opened_ms: store_ms,
+            checks: 0,
+            next_check_ms: 0,
+        });
+        if open.offsets.is_empty() {
+            self.by_first_half.insert((offset, id));
+        }
+        open.offsets.push(offset);
     }
 
     /// What resolving `id` (`commit`, or roll back) would do, without doing it.
@@ -171,7 +189,11 @@ impl TransactionTable {
     pub fn fold(&mut self, update: &TransactionUpdate) {
         match update {
             TransactionUpdate::Resolved { id, resolution } => {
-                self.open.remove(id);
+                if let Some(open) = self.open.remove(id) {
+                    if let Some(&first) = open.offsets.first() {
+                        self.by_first_half.remove(&(first, *id));
+                    }
+                }
                 if let Some(old) = self.resolved.insert(*id, resolution.clone()) {
                     self.by_age.remove(&(old.at_ms, *id));
                 }
@@ -241,6 +263,35 @@ mod tests {
         // reopen it).
         table.add_half(id(1), "pg", "t", 2, 300);
         assert_eq!(table.open_count(), 0);
+    }
+
+    #[test]
+    fn the_oldest_open_half_message_is_known_also_after_decoding() {
+        let mut table = TransactionTable::default();
+        assert_eq!(table.oldest_half(), None);
+        table.add_half(id(1), "pg", "t", 4, 100);
+        table.add_half(id(2), "pg", "t", 5, 100);
+        table.add_half(id(1), "pg", "t", 6, 100);
+        assert_eq!(table.oldest_half(), Some(4));
+        table.fold(&TransactionUpdate::Resolved {
+            id: id(1),
+            resolution: resolution(true, 200),
+        });
+        assert_eq!(table.oldest_half(), Some(5), "the next open one's first");
+        let mut decoded: TransactionTable = bincode::serde::decode_from_slice(
+            &bincode::serde::encode_to_vec(&table, bincode::config::standard()).expect("encodes"),
+            bincode::config::standard(),
+        )
+        .expect("decodes")
+        .0;
+        assert_eq!(decoded.oldest_half(), None, "derived: not encoded");
+        decoded.rebuild_index();
+        assert_eq!(decoded.oldest_half(), Some(5));
+        decoded.fold(&TransactionUpdate::Resolved {
+            id: id(2),
+            resolution: resolution(false, 300),
+        });
+        assert_eq!(decoded.oldest_half(), None);
     }
 
     #[test]
