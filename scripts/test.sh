@@ -39,4 +39,4 @@ scripts/testing/api-fuzz.sh
 echo "--- Jepsen-style smoke run: 50 s, mixed faults, low rate (fails on any anomaly or an inconclusive run)"
 scripts/testing/jepsen-smoke.sh
 echo "--- cluster tests that need the broker's test-only fault switches (cargo feature fault-injection)"
-cargo test --release -p cluster-tests --features fault-injection --test lagging_leader
+cargo test --release -p cluster-tests --features fault-injection --test lagging_leader --test offset_reads

@@ -16,7 +16,7 @@ use tracing::info;
 const SECRET: &str = "s3cret-of-the-cluster";
 
 /// Every internal route with the method it takes.
-const INTERNAL_ROUTES: [(&str, &str); 12] = [
+const INTERNAL_ROUTES: [(&str, &str); 13] = [
     ("POST", "/internal/routes/register"),
     ("GET", "/internal/users"),
     ("POST", "/internal/users"),
@@ -25,6 +25,7 @@ const INTERNAL_ROUTES: [(&str, &str); 12] = [
     ("POST", "/internal/raft/append"),
     ("POST", "/internal/raft/vote"),
     ("POST", "/internal/raft/pre-vote"),
+    ("GET", "/internal/raft/read-index"),
     ("POST", "/internal/raft/transfer-leader"),
     ("GET", "/internal/raft/snapshot/offer"),
     ("POST", "/internal/raft/snapshot/chunk"),

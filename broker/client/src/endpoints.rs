@@ -239,19 +239,39 @@ impl BrokerClient {
     }
 
     /// `GET /v1/groups/{group}/offsets?topic=T`: a group's committed offsets and
-    /// lags, for one topic or (`None`) all.
+    /// lags, for one topic or (`None`) all: at least every commit acknowledged
+    /// before the call, from whichever node answers.
     ///
     /// # Errors
-    /// `BAD_REQUEST` for a bad name, transport failures.
+    /// `BAD_REQUEST` for a bad name, `UNAVAILABLE` from a node that cannot
+    /// reach its leader, transport failures.
     pub async fn group_offsets(
         &self,
         group: &str,
         topic: Option<&str>,
     ) -> Result<GroupOffsetsResponse> {
+        self.group_offsets_with(group, topic, false).await
+    }
+
+    /// [`BrokerClient::group_offsets`]; with `stale`, each node's own copy
+    /// (`stale=true`: answered also by a node cut off from its leader, and maybe
+    /// behind recent commits).
+    ///
+    /// # Errors
+    /// As [`BrokerClient::group_offsets`].
+    pub async fn group_offsets_with(
+        &self,
+        group: &str,
+        topic: Option<&str>,
+        stale: bool,
+    ) -> Result<GroupOffsetsResponse> {
         let segments = ["v1", "groups", group, "offsets"];
         let mut call = Call::read(&segments);
         if let Some(topic) = topic {
             call.query.push(("topic", topic.to_string()));
+        }
+        if stale {
+            call.query.push(("stale", "true".into()));
         }
         self.execute(&call).await?.json()
     }

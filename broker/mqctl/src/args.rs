@@ -401,6 +401,11 @@ pub struct GroupOffsetsArgs {
     /// Only this topic.
     #[arg(long)]
     pub topic: Option<String>,
+    /// The answering node's own copy, without confirming with its leader that it
+    /// is up to date (works on a node cut off from its leader; may miss recent
+    /// commits).
+    #[arg(long)]
+    pub stale: bool,
 }
 
 #[derive(Args, Debug)]

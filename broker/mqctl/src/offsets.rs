@@ -24,7 +24,7 @@ pub async fn run(ctx: &Context, command: GroupCommand) -> Result<(), CliError> {
         GroupCommand::Offsets(args) => {
             let offsets = ctx
                 .client
-                .group_offsets(&args.group, args.topic.as_deref())
+                .group_offsets_with(&args.group, args.topic.as_deref(), args.stale)
                 .await?;
             ctx.out.either(&offsets, || offsets_table(&offsets))
         }

@@ -111,6 +111,13 @@ async fn reset_by_timestamp_moves_the_group_back() -> anyhow::Result<()> {
         .ok()
         .table();
     assert_eq!(table[0]["LAG"], "0");
+    // The node's own copy: on a single node the same.
+    let stale = node
+        .mqctl(&["group", "offsets", "billing-app", "--stale"])
+        .await
+        .ok()
+        .table();
+    assert_eq!(stale, table);
 
     node.stop().await;
     Ok(())

@@ -408,12 +408,18 @@ pub async fn commit_offset(
 #[derive(Deserialize)]
 pub struct GroupOffsetsQuery {
     topic: Option<String>,
+    /// Answer from this node's (and each group's nearest node's) own copy.
+    #[serde(default)]
+    stale: bool,
 }
 
 /// `GET /v1/groups/{group}/offsets?topic=T`
 ///
 /// Every broker group's offsets of the consumer group (or the one `?broker_group=`
-/// names).
+/// names): at least every commit acknowledged before the request began (each
+/// group's answering node first applies its leader's read index,
+/// `Node::linearize`), or with `stale=true` whatever each answering node has
+/// applied, also when it is cut off from its leader.
 pub async fn group_offsets(
     State(node): State<Arc<Node>>,
     ApiPath(group): ApiPath<String>,
@@ -436,6 +442,9 @@ pub async fn group_offsets(
     let mut offsets = Vec::new();
     for route in routes {
         if route.is_local() {
+            if !query.stale {
+                node.linearize().await?;
+            }
             offsets.extend(local_group_offsets(&node, &group, query.topic.as_deref()));
             continue;
         }
@@ -446,6 +455,9 @@ pub async fn group_offsets(
         );
         if let Some(topic) = &query.topic {
             path.push_str(&format!("&topic={}", encode(topic)));
+        }
+        if query.stale {
+            path.push_str("&stale=true");
         }
         let answer: GroupOffsetsResponse = groups::fetch(&node, &caller, &route, &path).await?;
         offsets.extend(answer.offsets);

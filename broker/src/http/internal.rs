@@ -44,6 +44,12 @@ pub async fn require_secret(
     next.run(request).await
 }
 
+/// `GET /internal/raft/read-index`: this leader's read index, for a follower's
+/// linearizable read (`Node::linearize`).
+pub async fn read_index(State(node): State<Arc<Node>>) -> Response {
+    answer(node.read_index().await.map_err(|e| e.to_string()))
+}
+
 /// Encodes an internal answer: bincode `Result<T, String>`.
 fn answer<T: Serialize>(result: Result<T, String>) -> Response {
     match bincode::serde::encode_to_vec(&result, bincode::config::standard()) {

@@ -69,6 +69,8 @@ pub enum Kind {
     WaitMs,
     /// A pull's tag filter: `*` or tags joined by `||`.
     TagFilter,
+    /// `true` or `false`.
+    Flag,
 }
 
 /// Shorthand for a [`Query`].
@@ -205,6 +207,7 @@ pub fn kind_schema(kind: Kind) -> Value {
         }
         // At most 64 tags: not expressible here.
         Kind::TagFilter => json!({"type": "string", "pattern": tag_filter_pattern()}),
+        Kind::Flag => json!({"type": "boolean"}),
     }
 }
 

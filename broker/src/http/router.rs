@@ -142,7 +142,17 @@ pub fn public_routes() -> Vec<Route> {
         ),
         route(
             op("get", "/v1/groups/{group}/offsets", "groups", "A consumer group's offsets with lag", Access::Group(Sub))
-                .query(const { &[q("topic", Kind::Name, "only this topic"), BROKER_GROUP_Q] })
+                .query(const {
+                    &[
+                        q("topic", Kind::Name, "only this topic"),
+                        BROKER_GROUP_Q,
+                        q(
+                            "stale",
+                            Kind::Flag,
+                            "answer from the nodes' own copies (also when cut off from their leader); by default every commit acknowledged before the request began is seen",
+                        ),
+                    ]
+                })
                 .answers("GroupOffsetsResponse"),
             get(data_plane::group_offsets),
         ),
@@ -491,6 +501,10 @@ pub fn router_with_connections(node: Arc<Node>, connections: Arc<ConnectionRegis
             get(internal::append_stream),
         )
         .route("/internal/raft/vote", post(internal::vote))
+        .route(
+            crate::service::node::READ_INDEX_PATH,
+            get(internal::read_index),
+        )
         .route("/internal/raft/pre-vote", post(internal::pre_vote))
         .route(
             "/internal/raft/transfer-leader",

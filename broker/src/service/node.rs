@@ -3,12 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{LinearizableReadError, RaftError};
 use openraft::type_config::async_runtime::{Instant as _, WatchReceiver};
 use openraft::{RaftMetrics, ReadPolicy, ServerState};
 
 use crate::api::{GroupView, NodeView};
+
+/// Where a leader serves its read index to its followers (behind the cluster
+/// secret): GET, answered with a bincode `Result<u64, String>`.
+pub const READ_INDEX_PATH: &str = "/internal/raft/read-index";
+
 use crate::auth::cluster_secret::{ClusterSecret, SECRET_HEADER};
 use crate::auth::quota::SendQuotas;
 use crate::auth::Authenticator;
@@ -260,6 +266,92 @@ impl Node {
                 Err(BrokerError::unavailable(format!("raft stopped: {fatal}")))
             }
         }
+    }
+
+    /// The leader's read index: the last log index committed when this node,
+    /// as leader, confirmed with a quorum that it still leads (one heartbeat
+    /// round). A node that applied it has seen every write acknowledged before
+    /// the call. Served to followers by `/internal/raft/read-index`.
+    ///
+    /// # Errors
+    /// As [`Node::catch_up`].
+    pub async fn read_index(&self) -> Result<u64, BrokerError> {
+        let timeout = self.config.http.write_timeout;
+        let read = self.raft.get_read_linearizer(ReadPolicy::ReadIndex);
+        match tokio::time::timeout(timeout.0, read).await {
+            Err(_) => Err(BrokerError::WriteTimeout { timeout }),
+            Ok(Ok(linearizer)) => Ok(linearizer.read_log_id().index()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)))) => {
+                Err(BrokerError::NotLeader {
+                    leader: forward.leader_node.map(|node| node.url),
+                })
+            }
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e)))) => {
+                Err(BrokerError::unavailable(format!("no quorum: {e}")))
+            }
+            Ok(Err(RaftError::Fatal(fatal))) => {
+                Err(BrokerError::unavailable(format!("raft stopped: {fatal}")))
+            }
+        }
+    }
+
+    /// Waits until this node has applied every entry its group committed
+    /// before the call, so that a read of its own state that follows answers at
+    /// least every write acknowledged before the call began — on any node: a
+    /// leader takes a read index itself ([`Node::catch_up`]), a follower asks its
+    /// leader for one and waits for its own apply to reach it (openraft's
+    /// follower read). The read itself stays local.
+    ///
+    /// # Errors
+    /// `Unavailable` when no leader is known or it does not answer (a node cut
+    /// off from its group: `stale=true` reads its own copy), `WriteTimeout` when
+    /// this node does not apply that far in time, `NotLeader` from a leader
+    /// deposed meanwhile.
+    pub async fn linearize(&self) -> Result<(), BrokerError> {
+        if self.is_leader() {
+            return self.catch_up().await;
+        }
+        let timeout = self.config.http.write_timeout;
+        let Some(leader) = self.leader_url() else {
+            return Err(BrokerError::unavailable(
+                "no leader known to confirm this node is up to date (stale=true reads its own copy)",
+            ));
+        };
+        let index = self.leader_read_index(&leader, timeout.0).await?;
+        let applied = self
+            .raft
+            .wait(Some(timeout.0))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await;
+        applied
+            .map(drop)
+            .map_err(|_| BrokerError::WriteTimeout { timeout })
+    }
+
+    /// Asks `leader` for its read index (`/internal/raft/read-index`).
+    async fn leader_read_index(&self, leader: &str, timeout: Duration) -> Result<u64, BrokerError> {
+        let unreachable = |reason: String| {
+            BrokerError::unavailable(format!(
+                "the leader {leader} did not give a read index ({reason}; stale=true reads this node's own copy)"
+            ))
+        };
+        let response = self
+            .peer_request(reqwest::Method::GET, leader, READ_INDEX_PATH)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(unreachable(format!("HTTP {}", response.status())));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (answer, _): (Result<u64, String>, _) =
+            bincode::serde::decode_from_slice(&body, bincode::config::standard())
+                .map_err(|e| unreachable(format!("undecodable answer: {e}")))?;
+        answer.map_err(unreachable)
     }
 
     /// This group as this node sees it, for `/v1/cluster` and registrations.
