@@ -76,8 +76,9 @@ commands:
   start [--nodes N] [--groups G]   build if needed (unless BROKER_BIN is set), start G
         [--port P] [--config FILE]  groups of N nodes (default 1x3; groups broker-a,
         [--tls | --insecure]        broker-b, ...; node ids 1..N*G, group a first),
-                                    wait until every group has a leader, print one base
-                                    URL per node, write DIR/cluster.json. On a stopped
+                                    wait until every group has a leader and every node
+                                    routes to every group, print one base URL per
+                                    node, write DIR/cluster.json. On a stopped
                                     cluster: start it again with its data, addresses,
                                     secrets and certificates. On a running one: print
                                     the URLs. Secured unless --insecure: the first start
@@ -788,6 +789,28 @@ wait_nodes() {
 	done
 }
 
+# wait_groups ID... — until every node lists every group of the cluster, each
+# with a leader, in GET /v1/cluster: the routes a topic creation spreads over. A
+# node learns the other groups from their registrations, which follow their
+# elections; a topic created before would land in the groups known so far only.
+wait_groups() {
+	local id known pending deadline=$((SECONDS + READY_TIMEOUT_S))
+	while :; do
+		pending=()
+		for id in "$@"; do
+			known=$(node_curl -f --max-time "$CURL_TIMEOUT_S" "${N_URL[$id]}/v1/cluster" 2>/dev/null |
+				jq '[.groups[]? | select(.leader != null)] | length' 2>/dev/null) || known=0
+			((${known:-0} >= NUM_GROUPS)) || pending+=("$id")
+		done
+		((${#pending[@]} > 0)) || return 0
+		if ((SECONDS >= deadline)); then
+			for id in "${pending[@]}"; do tail_log "$id"; done
+			die "timed out after ${READY_TIMEOUT_S}s waiting for node(s) ${pending[*]} to know all $NUM_GROUPS groups (CLUSTER_READY_TIMEOUT); the nodes are left running: see status, stop or clean"
+		fi
+		sleep 0.2
+	done
+}
+
 print_urls() { jq -r '.nodes[].url' "$STATE"; }
 
 # drop NS -s|-d IP — append "-s/-d IP -j DROP" to NS's chain unless already there.
@@ -880,6 +903,10 @@ cmd_start() {
 	unlock_dir
 	log "started node(s) ${started[*]}; waiting for a leader in every group (GET /ready)"
 	wait_nodes /ready "${NODE_IDS[@]}"
+	if ((NUM_GROUPS > 1)); then
+		log "waiting until every node routes to all $NUM_GROUPS groups (GET /v1/cluster)"
+		wait_groups "${NODE_IDS[@]}"
+	fi
 	print_access
 	print_urls
 }

@@ -5,7 +5,10 @@ It takes the broker's command-line flags and serves the three endpoints the
 script relies on: GET /health, GET /ready and GET /v1/cluster. There is no Raft:
 every 200 ms each node probes its group's peers' GET /internal/health from inside
 its own network namespace, and the smallest id among the nodes it can reach
-becomes the leader if they are a majority of the group. So a partition made with
+becomes the leader if they are a majority of the group. It also probes the seeds
+of the other groups: /v1/cluster lists a group of theirs REGISTRATION_DELAY_S
+after one of its nodes first answered with a leader, as the real broker lists a
+group once it registered. So a partition made with
 iptables shows up here as it would in the real broker (the isolated side loses its
 leader and /ready answers 503), and pause/kill show up as unreachable peers.
 
@@ -43,6 +46,10 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PROBE_INTERVAL_S = 0.2
+# A group is listed this long after one of its nodes first answered with a
+# leader: the real broker learns other groups from registrations, which come a
+# little after their elections (cluster.sh start must wait for them).
+REGISTRATION_DELAY_S = 1.5
 PROBE_TIMEOUT_S = 0.3
 MIN_SECRET_BYTES = 16
 CONFIG_ERROR = 2
@@ -137,6 +144,13 @@ class Node:
         self.url = args.advertise_url.rstrip("/")
         self.peers = parse_peers(args.peers)
         self.peers.setdefault(self.node_id, self.url)
+        own = set(self.peers.values())
+        self.seeds = [u.rstrip("/") for u in args.seeds.split(",")
+                      if u and u.rstrip("/") not in own]
+        # Other groups as their nodes last described them: name -> group view,
+        # and when each was first seen.
+        self.other_groups = {}
+        self.first_seen = {}
         self.state_file = os.path.join(args.data_dir, "fake-broker-state.json")
         self.lock = threading.Lock()
         self.reachable = {self.node_id}
@@ -165,18 +179,39 @@ class Node:
         os.replace(tmp, self.state_file)
 
     def _probe(self, url):
+        return self._health(url) is not None
+
+    def _health(self, url):
+        """A node's /internal/health answer, or None when it does not answer."""
         request = urllib.request.Request(url + "/internal/health",
                                          headers=self.security.peer_headers())
         try:
             with self.opener.open(request, timeout=PROBE_TIMEOUT_S) as response:
-                return response.status == 200
+                return json.load(response) if response.status == 200 else None
         except (OSError, ValueError):
-            return False
+            return None
+
+    def health(self):
+        with self.lock:
+            leader_id = self.leader_id
+        return {"status": "ok", "group": self.group, "leader_id": leader_id,
+                "leader": self.peers.get(leader_id)}
 
     def probe_forever(self, stop):
         others = {i: u for i, u in self.peers.items() if i != self.node_id}
-        with ThreadPoolExecutor(max_workers=max(1, len(others))) as pool:
+        workers = max(1, len(others) + len(self.seeds))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             while not stop.is_set():
+                seen = {}
+                for answer in pool.map(self._health, self.seeds):
+                    if answer and answer.get("leader_id") is not None:
+                        seen[answer["group"]] = {
+                            "group": answer["group"], "leader_id": answer["leader_id"],
+                            "leader": answer["leader"], "nodes": []}
+                with self.lock:
+                    self.other_groups.update(seen)
+                    for name in seen:
+                        self.first_seen.setdefault(name, time.monotonic())
                 results = dict(zip(others, pool.map(self._probe, others.values())))
                 reachable = {self.node_id} | {i for i, ok in results.items() if ok}
                 quorum = len(reachable) * 2 > len(self.peers)
@@ -195,6 +230,9 @@ class Node:
     def cluster_view(self):
         with self.lock:
             leader_id, term, reachable = self.leader_id, self.term, set(self.reachable)
+            registered = time.monotonic() - REGISTRATION_DELAY_S
+            others = [view for name, view in sorted(self.other_groups.items())
+                      if name != self.group and self.first_seen[name] <= registered]
         nodes = []
         for i, url in sorted(self.peers.items()):
             if i == leader_id:
@@ -208,7 +246,7 @@ class Node:
                           "reachable": i in reachable})
         return {"node_id": self.node_id, "group": self.group,
                 "groups": [{"group": self.group, "leader_id": leader_id,
-                            "leader": self.peers.get(leader_id), "nodes": nodes}]}
+                            "leader": self.peers.get(leader_id), "nodes": nodes}] + others}
 
 
 class Server(ThreadingHTTPServer):
@@ -238,8 +276,10 @@ def make_handler(node):
             if path.startswith("/internal/") and not node.security.peer_ok(self.headers):
                 self._send(401, {"code": "UNAUTHORIZED", "message": "cluster secret required",
                                  "leader": None})
-            elif path in ("/health", "/internal/health"):
+            elif path == "/health":
                 self._send(200, {"status": "ok"})
+            elif path == "/internal/health":
+                self._send(200, node.health())
             elif path == "/ready":
                 view = node.cluster_view()["groups"][0]
                 if view["leader_id"] is None:

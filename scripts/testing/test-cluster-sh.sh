@@ -343,6 +343,10 @@ check "no shared namespace or veth names" test -z "$(comm -12 \
 check "groups a=1..3, b=4..6" test "$(jq -c '[.nodes[] | .group[7:]] | join("")' "$D2/cluster.json")" == '"aaabbb"'
 check "node 5 reports group broker-b with members 4,5,6" test "$(curl -fsS --noproxy '*' --max-time 1 \
 	"$(field "$D2" 5 url)/v1/cluster" | jq -c '.groups[0] | [.group, [.nodes[].id]]')" == '["broker-b",[4,5,6]]'
+for id in 1 2 3 4 5 6; do
+	check "right after start node $id routes to both groups" test "$(curl -fsS --noproxy '*' --max-time 1 \
+		"$(field "$D2" "$id" url)/v1/cluster" | jq -c '[.groups[] | select(.leader != null) | .group] | sort')" == '["broker-a","broker-b"]'
+done
 check "node 1 got --peers of its group and --seeds of all" \
 	grep -q -- "--peers 1=http://10.77.$K2.11:18081,2=http://10.77.$K2.12:18081,3=http://10.77.$K2.13:18081 --seeds http://10.77.$K2.11:18081,.*,http://10.77.$K2.16:18081" \
 	"$D2/node-1/broker.log"
