@@ -95,7 +95,9 @@ commands:
                                     paused, dead), address, role, term, leader id (from
                                     the node's own GET /v1/cluster; '-' when it does not
                                     answer); then the partition rules in force
-  stop                              SIGTERM every node, SIGKILL after CLUSTER_STOP_TIMEOUT;
+  stop                              SIGTERM every node (a node drains first: readiness
+                                    off, polls answered, leadership handed over),
+                                    SIGKILL after CLUSTER_STOP_TIMEOUT;
                                     keeps namespaces, partitions and data
   clean                             stop, remove namespaces, bridge, iptables rules and
                                     the data (DIR/cluster.json, DIR/node-*, the secret,

@@ -78,6 +78,14 @@ pub async fn run_as(
     let registrar = tokio::spawn(crate::service::control::registrar::run(Arc::clone(&node)));
     let supervisor = (process == Process::Owned)
         .then(|| tokio::spawn(crate::service::health::supervise(Arc::clone(&node))));
+    // A stop drains first (readiness off, held polls answered, leadership handed
+    // over) while connections are still served: see `service::drain`.
+    let draining = Arc::clone(&node);
+    let shutdown = async move {
+        shutdown.await;
+        let report = crate::service::drain::drain(&draining).await;
+        info!(?report, "drained; stopping");
+    };
     let served = crate::http::connections::serve(listener, app, options, connections, shutdown)
         .await
         .context("HTTP server");

@@ -630,6 +630,23 @@ pub struct TransferLeaderRequest {
     pub to: u64,
 }
 
+/// `POST /v1/node/drain`: what draining the answering node did (readiness off,
+/// held requests answered, leadership handed over).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DrainResponse {
+    pub node_id: u64,
+    pub group: String,
+    /// Whether the node led its group when the drain began.
+    pub was_leader: bool,
+    /// The group's leader when the drain ended (`null`: none known, e.g. a
+    /// transfer that did not finish in time).
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub leader_id: Option<u64>,
+    /// Whether this call began the drain (a repeat reports the same state).
+    pub started: bool,
+}
+
 /// Where a node's join of a group stands.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -376,6 +376,12 @@ pub async fn ready(State(node): State<Arc<Node>>) -> Response {
         .membership()
         .get_node(&node.id())
         .is_some();
+    if node.drain.is_draining() {
+        return ApiError::unavailable(
+            "draining: this node is about to stop (its leadership was handed over); use another node",
+        )
+        .into_response();
+    }
     if node.leadership() == Leadership::StaleLeader {
         return ApiError::unavailable(
             "this node leads its group but has lost contact with a quorum",

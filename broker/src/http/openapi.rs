@@ -419,6 +419,7 @@ pub fn schemas() -> Value {
         .add::<api::ClusterResponse>()
         .add::<api::AddNodeRequest>()
         .add::<api::TransferLeaderRequest>()
+        .add::<api::DrainResponse>()
         .add::<api::JoinView>()
         .add::<Permission>()
         .add::<api::QuotasView>()

@@ -338,6 +338,17 @@ pub fn public_routes() -> Vec<Route> {
         route(
             op(
                 "post",
+                "/v1/node/drain",
+                "cluster",
+                "Drain the answering node before a planned stop: readiness off, held long polls answered, leadership handed over (SIGTERM does the same, then stops)",
+                Access::Cluster,
+            )
+            .answers("DrainResponse"),
+            post(membership::drain),
+        ),
+        route(
+            op(
+                "post",
                 "/v1/transactions/{transaction_id}/commit",
                 "transactions",
                 "Commit a transaction: its messages become visible, once (a repeat answers the same; after a rollback 409)",

@@ -212,6 +212,11 @@ impl Cursor {
                 tracing::debug!(topic = %self.topic, queue = self.queue.0, "Raft stopped: stream ends");
                 return None;
             }
+            if self.node.drain.is_draining() && result.messages.is_empty() {
+                // Its client reconnects to another node with Last-Event-ID.
+                tracing::debug!(topic = %self.topic, queue = self.queue.0, "node draining: stream ends");
+                return None;
+            }
             let before = self.offset;
             let events = self.advance(result);
             if !events.is_empty() {

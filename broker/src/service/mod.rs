@@ -22,11 +22,14 @@
 //! * [`users`] — user changes applied in every broker group, and anti-entropy.
 //! * [`control`] — route registration between groups (no NameServer), joins.
 //! * [`topics`] — creating, changing and deleting a topic of this group.
+//! * [`drain`] — readiness off, held requests answered and leadership moved
+//!   away before a planned stop.
 //! * [`topic_limits`] — topic and queue quotas; [`health`] — fail-stop after a
 //!   storage failure, the disk low-water mark.
 
 pub mod consumer;
 pub mod control;
+pub mod drain;
 pub mod health;
 pub mod node;
 pub mod offsets;

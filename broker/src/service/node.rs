@@ -68,6 +68,8 @@ pub struct Node {
     pub leases: crate::service::consumer::receive::LeaseDesk,
     /// Transaction checks offered to producer groups while this node leads.
     pub check_offers: crate::service::transactions::CheckOffers,
+    /// Set once the node drains before a planned stop (`service::drain`).
+    pub drain: crate::service::drain::DrainFlag,
     /// Topic quotas (`[limits]`), enforced while this node leads.
     pub topic_limits: crate::service::topic_limits::TopicLimits,
     /// The configured initial members: URLs of peers before membership is known.
@@ -116,6 +118,7 @@ impl Node {
             joins: JoinTable::default(),
             leases: Default::default(),
             check_offers: Default::default(),
+            drain: Default::default(),
             topic_limits: crate::service::topic_limits::TopicLimits::new(config.limits.clone()),
             config,
             raft,

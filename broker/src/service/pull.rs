@@ -78,8 +78,10 @@ pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, BrokerError> {
             .store
             .pull(&topic, queue, offset, max_messages, &filter)
             .map_err(|e| BrokerError::Internal(format!("reading queue {topic}/{queue}: {e}")))?;
-        let waiting =
-            result.status == PullStatus::NoNewMsg && tokio::time::Instant::now() < deadline;
+        // A draining node answers at once: the client's next pull goes elsewhere.
+        let waiting = result.status == PullStatus::NoNewMsg
+            && tokio::time::Instant::now() < deadline
+            && !node.drain.is_draining();
         if waiting && _held.is_none() {
             _held = node.shared.waiters.try_hold();
         }

@@ -198,6 +198,11 @@ pub struct CheckOffers {
 }
 
 impl CheckOffers {
+    /// Wakes every held checks request (they look again now).
+    pub fn wake_all(&self) {
+        self.offered.notify_waiters();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<MessageId, u32>>> {
         self.offers.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -290,7 +295,8 @@ pub async fn take_checks(
                 })
             })
             .collect();
-        if !checks.is_empty() || tokio::time::Instant::now() >= deadline {
+        if !checks.is_empty() || tokio::time::Instant::now() >= deadline || node.drain.is_draining()
+        {
             return Ok(checks);
         }
         // Woken by a new offer, or at the deadline; a second's nap bounds a

@@ -121,7 +121,7 @@ pub async fn receive(node: &Node, receive: Receive) -> Result<Vec<ReceivedMessag
         }
         let (found, next_expiry_ms) = round(node, &receive, &config).await?;
         let now = tokio::time::Instant::now();
-        if !found.is_empty() || now >= deadline {
+        if !found.is_empty() || now >= deadline || node.drain.is_draining() {
             return Ok(found);
         }
         if _held.is_none() {
