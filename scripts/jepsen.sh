@@ -8,14 +8,24 @@
 #   partition-bridge,partition-oneway,snapshot-catchup,torn-tail,membership|mixed
 #   --rate 50  --concurrency 6  --seed 1  --out DIR  --broker-bin PATH
 #
-# --workload pull|receive picks how the topic is consumed: `pull` (the default)
-# runs one pull consumer per queue committing offsets; `receive` runs lease-based
-# receivers (receive / ack / nack with change-invisible 0 / leases left to expire)
+# --workload pull|receive|transactions picks how the topic is used: `pull` (the
+# default) runs one pull consumer per queue committing offsets; `receive` runs
+# lease-based receivers (receive / ack / nack with change-invisible 0 / leases left to expire)
 # with poison messages that must reach the group's dead-letter topic, tuned by
 #   --receivers 4  --lease-time 2s..5s  --receive-wait 1s  --nack-fraction 0.01
 #   --expire-fraction 0.02  --extend-fraction 0.01  --poison-fraction 0.005
 #   --max-delivery-attempts N (also set on the nodes; default the broker's 16)
 # e.g. scripts/jepsen.sh --workload receive --duration 300s --nemesis mixed
+#
+# --workload transactions sends transactional messages instead (--rate is
+# transactions per second): each producer opens transactions of 1-3 messages and
+# commits (60%), rolls back (25%) or abandons (15%) them; check responders answer
+# the broker's transaction checks by a rule the messages carry (abandoned ones:
+# commit, rollback, or no answer so the broker rolls back after its last check);
+# pull consumers and the final read as in `pull`. The nodes get short check
+# settings, tuned by
+#   --responders 2  --txn-check-after 2s  --txn-check-interval 1s  --txn-max-checks 5
+# e.g. scripts/jepsen.sh --workload transactions --duration 300s --nemesis mixed
 #
 # With --fault SWITCH (ack-before-commit, skip-fsync, ignore-dedup) and no
 # --broker-bin it builds a deliberately broken broker with the cargo feature

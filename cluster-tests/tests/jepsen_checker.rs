@@ -1,7 +1,8 @@
 //! The checker is itself tested: hand-made histories with one anomaly each are
 //! flagged with exactly that anomaly, clean histories pass, and thin ones are
-//! inconclusive rather than clean. The second half does the same for the receive
-//! workload's histories (leases, acks, nacks, the dead-letter topic).
+//! inconclusive rather than clean. The second part does the same for the receive
+//! workload's histories (leases, acks, nacks, the dead-letter topic), the third
+//! for the transactions workload's (commits, rollbacks, checks, timeouts).
 
 use std::collections::BTreeMap;
 
@@ -1362,5 +1363,700 @@ mod receive {
             "{:?}",
             result.inconclusive_reasons
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The transactions workload: transactional sends, commits, rollbacks, checks,
+// timeouts and the final probe. Each history with one anomaly is flagged with
+// exactly that anomaly; the clean one passes (including a transaction whose send
+// answer was lost and that a check responder committed), and thin ones are
+// inconclusive rather than clean.
+// ---------------------------------------------------------------------------
+
+mod transactions {
+    use super::only;
+    use cluster_tests::jepsen::checker::{check, AnomalyKind, CheckOptions, CheckResult, Verdict};
+    use cluster_tests::jepsen::history::{
+        Body, CheckAnswer, FinalReadValue, Kind, Op, OrderedMs, PollValue, ResolveSource,
+        TxnAction, TxnCheckValue, TxnCheckedMessage, TxnChecksValue, TxnDecision, TxnMessageValue,
+        TxnResolveValue, TxnSendValue, TxnSettleValue,
+    };
+    use cluster_tests::jepsen::report::Report;
+
+    const TOPIC: &str = "jepsen";
+
+    /// Transaction ids (32 hex digits).
+    const A: &str = "0000000000000000000000000000000a";
+    const B: &str = "0000000000000000000000000000000b";
+    const C: &str = "0000000000000000000000000000000c";
+    const D: &str = "0000000000000000000000000000000d";
+    const E: &str = "0000000000000000000000000000000e";
+    const F: &str = "0000000000000000000000000000000f";
+    const G: &str = "00000000000000000000000000000010";
+
+    /// How a resolution attempt ended.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// 200 with this status (and `by_timeout`).
+        Status(&'static str, bool),
+        /// 200 with the right status but this message count.
+        StatusCount(&'static str, u64),
+        Conflict,
+        NotFound,
+        Unknown,
+    }
+
+    /// A transaction as sent: its messages (body, queue) and check answer.
+    struct Sent {
+        tx: String,
+        messages: Vec<(String, u32)>,
+        answer: CheckAnswer,
+    }
+
+    /// Builds histories event by event with increasing times.
+    #[derive(Default)]
+    struct T {
+        ops: Vec<Op>,
+        /// Every transaction sent, for answers and offers.
+        sent: Vec<Sent>,
+    }
+
+    impl T {
+        fn push(&mut self, process: &str, kind: Kind, body: Body) -> &mut Self {
+            let index = self.ops.len() as u64;
+            self.ops.push(Op {
+                index,
+                time_ms: OrderedMs(index as f64 * 10.0),
+                process: process.into(),
+                kind,
+                body,
+            });
+            self
+        }
+
+        fn messages_of(&self, tx: &str) -> Vec<(String, u32)> {
+            self.sent
+                .iter()
+                .find(|s| s.tx == tx)
+                .map(|s| s.messages.clone())
+                .unwrap_or_default()
+        }
+
+        fn answer_of(&self, tx: &str) -> CheckAnswer {
+            self.sent
+                .iter()
+                .find(|s| s.tx == tx)
+                .map_or(CheckAnswer::Commit, |s| s.answer)
+        }
+
+        /// A transactional send of `tx` (bodies `{tx}.{i}` to `queues[i]`) by the
+        /// process its name starts with; `id` on an `ok` outcome.
+        fn send(
+            &mut self,
+            tx: &str,
+            queues: &[u32],
+            decision: TxnDecision,
+            answer: CheckAnswer,
+            outcome: Kind,
+            id: Option<&str>,
+        ) -> &mut Self {
+            let process = tx.split('-').next().unwrap_or("p0").to_string();
+            let messages: Vec<(String, u32)> = queues
+                .iter()
+                .enumerate()
+                .map(|(i, q)| (format!("{tx}.{i}"), *q))
+                .collect();
+            self.sent.push(Sent {
+                tx: tx.into(),
+                messages: messages.clone(),
+                answer,
+            });
+            let v = TxnSendValue {
+                tx: tx.into(),
+                producer_group: "jepsen-producers".into(),
+                topic: TOPIC.into(),
+                node: 1,
+                decision,
+                check_answer: answer,
+                messages: messages
+                    .iter()
+                    .map(|(body, queue)| TxnMessageValue {
+                        body: body.clone(),
+                        queue: *queue,
+                    })
+                    .collect(),
+                transaction_id: None,
+                error: None,
+            };
+            self.push(&process, Kind::Invoke, Body::TxnSend(v.clone()));
+            let done = TxnSendValue {
+                transaction_id: id.map(str::to_string),
+                error: (outcome != Kind::Ok).then(|| "test".to_string()),
+                ..v
+            };
+            self.push(&process, outcome, Body::TxnSend(done))
+        }
+
+        /// One resolution attempt.
+        fn resolve(
+            &mut self,
+            source: ResolveSource,
+            id: &str,
+            tx: &str,
+            action: TxnAction,
+            answer: Answer,
+        ) -> &mut Self {
+            let process = match source {
+                ResolveSource::Producer => tx.split('-').next().unwrap_or("p0").to_string(),
+                ResolveSource::Check => "k0".into(),
+                ResolveSource::Probe => "v0".into(),
+            };
+            let v = TxnResolveValue {
+                transaction_id: id.into(),
+                tx: tx.into(),
+                action,
+                source,
+                node: 2,
+                attempt: 1,
+                ..TxnResolveValue::default()
+            };
+            self.push(&process, Kind::Invoke, Body::TxnResolve(v.clone()));
+            let size = self.messages_of(tx).len() as u64;
+            let (kind, done) = match answer {
+                Answer::Status(status, by_timeout) => (
+                    Kind::Ok,
+                    TxnResolveValue {
+                        status: Some(status.into()),
+                        by_timeout: Some(by_timeout),
+                        messages: Some(size),
+                        topic: Some(TOPIC.into()),
+                        answered_id: Some(id.into()),
+                        ..v
+                    },
+                ),
+                Answer::StatusCount(status, count) => (
+                    Kind::Ok,
+                    TxnResolveValue {
+                        status: Some(status.into()),
+                        by_timeout: Some(false),
+                        messages: Some(count),
+                        topic: Some(TOPIC.into()),
+                        answered_id: Some(id.into()),
+                        ..v
+                    },
+                ),
+                Answer::Conflict => (
+                    Kind::Fail,
+                    TxnResolveValue {
+                        http_status: Some(409),
+                        code: Some("CONFLICT".into()),
+                        error: Some("CONFLICT".into()),
+                        ..v
+                    },
+                ),
+                Answer::NotFound => (
+                    Kind::Fail,
+                    TxnResolveValue {
+                        http_status: Some(404),
+                        code: Some("TRANSACTION_NOT_FOUND".into()),
+                        error: Some("TRANSACTION_NOT_FOUND".into()),
+                        ..v
+                    },
+                ),
+                Answer::Unknown => (
+                    Kind::Info,
+                    TxnResolveValue {
+                        error: Some("timeout".into()),
+                        ..v
+                    },
+                ),
+            };
+            self.push(&process, kind, Body::TxnResolve(done))
+        }
+
+        /// A long poll of the checks that offered `id` with `bodies` of `tx` (all of
+        /// its messages when `bodies` is empty).
+        fn offered(&mut self, id: &str, tx: &str, bodies: &[&str], check_count: u32) -> &mut Self {
+            let answer = self.answer_of(tx);
+            let messages: Vec<TxnCheckedMessage> = self
+                .messages_of(tx)
+                .into_iter()
+                .filter(|(b, _)| bodies.is_empty() || bodies.contains(&b.as_str()))
+                .map(|(body, queue)| TxnCheckedMessage {
+                    body,
+                    topic: TOPIC.into(),
+                    queue,
+                    tx: Some(tx.into()),
+                    answer: Some(answer.name().into()),
+                })
+                .collect();
+            let v = TxnChecksValue {
+                producer_group: "jepsen-producers".into(),
+                node: 3,
+                max_wait_ms: 2000,
+                ..TxnChecksValue::default()
+            };
+            self.push("k0", Kind::Invoke, Body::TxnChecks(v.clone()));
+            self.push(
+                "k0",
+                Kind::Ok,
+                Body::TxnChecks(TxnChecksValue {
+                    checks: vec![TxnCheckValue {
+                        transaction_id: id.into(),
+                        topic: TOPIC.into(),
+                        check_count,
+                        messages,
+                        answer: Some(answer),
+                    }],
+                    ..v
+                }),
+            )
+        }
+
+        fn polled(&mut self, queue: u32, messages: &[(u64, &str)]) -> &mut Self {
+            let next = messages.last().map_or(0, |(o, _)| o + 1);
+            let v = PollValue {
+                queue,
+                node: 1,
+                from: 0,
+                status: Some("FOUND".into()),
+                next: Some(next),
+                messages: messages.iter().map(|(o, b)| (*o, b.to_string())).collect(),
+                error: None,
+            };
+            self.push("c0", Kind::Invoke, Body::Poll(v.clone()));
+            self.push("c0", Kind::Ok, Body::Poll(v))
+        }
+
+        fn final_on(&mut self, queue: u32, node: u64, messages: &[(u64, &str)]) -> &mut Self {
+            let max = messages.last().map_or(0, |(o, _)| o + 1);
+            self.push(
+                "final",
+                Kind::Ok,
+                Body::FinalRead(FinalReadValue {
+                    queue,
+                    node,
+                    min_offset: 0,
+                    max_offset: max,
+                    messages: messages.iter().map(|(o, b)| (*o, b.to_string())).collect(),
+                }),
+            )
+        }
+
+        /// Final copies of `queue` on nodes 1..=3, identical, and a poll of them.
+        fn visible(&mut self, queue: u32, messages: &[(u64, &str)]) -> &mut Self {
+            self.polled(queue, messages);
+            for node in 1..=3 {
+                self.final_on(queue, node, messages);
+            }
+            self
+        }
+
+        fn settled(&mut self, open: &[(u64, Option<u64>)]) -> &mut Self {
+            self.push(
+                "final",
+                Kind::Ok,
+                Body::TxnSettle(TxnSettleValue {
+                    settled: open.iter().all(|(_, n)| *n == Some(0)),
+                    waited_ms: 1234,
+                    open: open.to_vec(),
+                }),
+            )
+        }
+
+        /// The clean history's final copies ([`QUEUE_0`], [`QUEUE_1`]) with
+        /// `extra` bodies appended to their queues, polled and read on every node.
+        fn finish_with(&mut self, extra: &[(u32, &'static str)]) -> &mut Self {
+            let mut queues = [QUEUE_0.to_vec(), QUEUE_1.to_vec()];
+            for (queue, body) in extra {
+                let copy = &mut queues[*queue as usize];
+                copy.push((copy.len() as u64, body));
+            }
+            self.visible(0, &queues[0]).visible(1, &queues[1])
+        }
+
+        fn check(&self) -> CheckResult {
+            check(
+                &self.ops,
+                CheckOptions {
+                    min_acknowledged: 3,
+                    expected_nodes: 3,
+                    ..CheckOptions::default()
+                },
+            )
+        }
+    }
+
+    use Answer::{Conflict, NotFound, Status, StatusCount, Unknown};
+    use CheckAnswer as Ca;
+    use ResolveSource::{Check, Probe, Producer};
+    use TxnAction::{Commit, Rollback};
+    use TxnDecision as Td;
+
+    const COMMITTED: &str = "COMMITTED";
+    const ROLLED_BACK: &str = "ROLLED_BACK";
+
+    /// Sends, resolutions, checks and the probe of six transactions, up to (not
+    /// including) the final copies:
+    /// * p0-1 (2 messages, queues 0 and 1): committed by its producer;
+    /// * p0-2: rolled back by its producer;
+    /// * p0-3: its send certainly failed;
+    /// * p1-1: abandoned, committed by a check responder;
+    /// * p1-2: abandoned, ignored by the responder, rolled back by timeout;
+    /// * p1-3 (2 messages): its send's answer was lost; the responder committed it.
+    fn sends_and_resolutions() -> T {
+        let mut t = T::default();
+        t.send("p0-1", &[0, 1], Td::Commit, Ca::Commit, Kind::Ok, Some(A))
+            .resolve(Producer, A, "p0-1", Commit, Status(COMMITTED, false));
+        t.send("p0-2", &[0], Td::Rollback, Ca::Rollback, Kind::Ok, Some(B))
+            .resolve(Producer, B, "p0-2", Rollback, Status(ROLLED_BACK, false));
+        t.send("p0-3", &[1], Td::Commit, Ca::Commit, Kind::Fail, None);
+        t.send("p1-1", &[1], Td::Abandon, Ca::Commit, Kind::Ok, Some(C));
+        t.send("p1-2", &[0], Td::Abandon, Ca::Ignore, Kind::Ok, Some(D));
+        t.send("p1-3", &[0, 0], Td::Commit, Ca::Commit, Kind::Info, None);
+        t.offered(C, "p1-1", &[], 1)
+            .resolve(Check, C, "p1-1", Commit, Status(COMMITTED, false));
+        t.offered(D, "p1-2", &[], 1).offered(D, "p1-2", &[], 2);
+        t.offered(E, "p1-3", &[], 1)
+            .resolve(Check, E, "p1-3", Commit, Status(COMMITTED, false));
+        t.settled(&[(1, Some(0)), (2, Some(0)), (3, Some(0))]);
+        t.resolve(Probe, A, "p0-1", Rollback, Conflict)
+            .resolve(Probe, B, "p0-2", Rollback, Status(ROLLED_BACK, false))
+            .resolve(Probe, C, "p1-1", Rollback, Conflict)
+            .resolve(Probe, D, "p1-2", Rollback, Status(ROLLED_BACK, true))
+            .resolve(Probe, E, "p1-3", Rollback, Conflict);
+        t
+    }
+
+    /// What the clean history's nodes hold: the committed transactions' messages.
+    const QUEUE_0: [(u64, &str); 3] = [(0, "p0-1.0"), (1, "p1-3.0"), (2, "p1-3.1")];
+    const QUEUE_1: [(u64, &str); 2] = [(0, "p0-1.1"), (1, "p1-1.0")];
+
+    fn clean() -> T {
+        let mut t = sends_and_resolutions();
+        t.finish_with(&[]);
+        t
+    }
+
+    #[test]
+    fn a_clean_transaction_history_passes_and_is_counted() {
+        let result = clean().check();
+        assert_eq!(result.verdict, Verdict::Clean, "{result:#?}");
+        let t = result.transactions.expect("a transactions summary");
+        assert_eq!(t.opened, 6);
+        assert_eq!((t.decided_commit, t.decided_rollback), (3, 1));
+        assert_eq!((t.abandoned_commit, t.abandoned_ignore), (1, 1));
+        assert_eq!((t.send_unknown, t.send_unknown_offered), (1, 1));
+        assert_eq!(
+            (
+                t.committed,
+                t.committed_by_producer,
+                t.committed_by_check,
+                t.committed_otherwise
+            ),
+            (3, 1, 2, 0)
+        );
+        assert_eq!(
+            (
+                t.rolled_back,
+                t.rolled_back_by_producer,
+                t.rolled_back_by_timeout
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!(t.committed_messages, 5);
+        assert_eq!(t.visible_messages, 5);
+        assert_eq!(t.undetermined, 0);
+        assert_eq!((t.offers, t.offers_commit, t.offers_ignored), (4, 2, 2));
+        assert_eq!(t.probes.attempted, 5);
+        assert_eq!(t.resolutions.attempted, 4);
+        assert_eq!(t.settled, Some(true));
+        // The committed messages are the acknowledged ones per queue.
+        assert_eq!(result.queues[&0].acknowledged, 3);
+        assert_eq!(result.queues[&1].acknowledged, 2);
+    }
+
+    #[test]
+    fn a_committed_transaction_missing_from_the_final_copies_is_flagged() {
+        let mut t = sends_and_resolutions();
+        // p1-1 was committed by the responder; no node has it.
+        t.visible(0, &QUEUE_0).visible(1, &QUEUE_1[..1]);
+        only(&t.check(), AnomalyKind::CommittedMissing);
+    }
+
+    #[test]
+    fn a_rolled_back_transaction_visible_is_flagged() {
+        let mut t = sends_and_resolutions();
+        t.finish_with(&[(0, "p0-2.0")]);
+        only(&t.check(), AnomalyKind::RolledBackVisible);
+    }
+
+    #[test]
+    fn a_transaction_rolled_back_by_timeout_and_visible_is_flagged() {
+        let mut t = sends_and_resolutions();
+        t.finish_with(&[(0, "p1-2.0")]);
+        only(&t.check(), AnomalyKind::RolledBackVisible);
+    }
+
+    #[test]
+    fn a_commit_answered_409_is_a_rollback() {
+        let mut t = sends_and_resolutions();
+        t.send("p2-1", &[1], Td::Commit, Ca::Commit, Kind::Ok, Some(F))
+            .resolve(Producer, F, "p2-1", Commit, Conflict);
+        // Its message visible although the commit was refused: rolled back.
+        t.finish_with(&[(1, "p2-1.0")]);
+        only(&t.check(), AnomalyKind::RolledBackVisible);
+    }
+
+    #[test]
+    fn some_messages_of_a_transaction_visible_is_partial() {
+        let mut t = sends_and_resolutions();
+        // p2-1's commit answer was lost and the probe's too: it may have been
+        // committed or not, but not half.
+        t.send("p2-1", &[0, 1], Td::Commit, Ca::Commit, Kind::Ok, Some(F))
+            .resolve(Producer, F, "p2-1", Commit, Unknown)
+            .resolve(Probe, F, "p2-1", Rollback, Unknown);
+        t.finish_with(&[(0, "p2-1.0")]);
+        let result = t.check();
+        only(&result, AnomalyKind::Partial);
+        assert_eq!(result.transactions.expect("summary").undetermined, 1);
+    }
+
+    #[test]
+    fn a_committed_transaction_half_visible_is_partial_and_missing() {
+        let mut t = sends_and_resolutions();
+        // p0-1's second message (queue 1) is gone.
+        t.visible(0, &QUEUE_0);
+        t.polled(1, &[(1, "p1-1.0")]);
+        for node in 1..=3 {
+            t.final_on(1, node, &[(1, "p1-1.0")]);
+        }
+        let result = t.check();
+        assert!(result.count(AnomalyKind::Partial) > 0, "{result:#?}");
+        assert!(
+            result.count(AnomalyKind::CommittedMissing) > 0,
+            "{result:#?}"
+        );
+    }
+
+    #[test]
+    fn a_transaction_answered_both_ways_is_flagged() {
+        let mut t = sends_and_resolutions();
+        // The probe's rollback of the committed p0-1 answered 200 ROLLED_BACK.
+        t.ops.retain(
+        |op| !matches!(&op.body, Body::TxnResolve(v) if v.transaction_id == A && v.source == Probe),
+    );
+        t.resolve(Probe, A, "p0-1", Rollback, Status(ROLLED_BACK, false));
+        t.finish_with(&[]);
+        only(&t.check(), AnomalyKind::BothOutcomes);
+    }
+
+    #[test]
+    fn a_lost_send_visible_without_any_commit_is_flagged() {
+        let mut t = sends_and_resolutions();
+        // p2-1's send answer was lost; no check offered it, nobody committed it.
+        t.send("p2-1", &[1], Td::Commit, Ca::Commit, Kind::Info, None);
+        t.finish_with(&[(1, "p2-1.0")]);
+        only(&t.check(), AnomalyKind::UncommittedVisible);
+    }
+
+    #[test]
+    fn an_ignored_transaction_answered_committed_is_flagged() {
+        let mut t = sends_and_resolutions();
+        // p1-2 (the responder ignores it) rolled back by the probe → 409: the
+        // broker says committed, and it is visible; no commit was requested.
+        t.ops.retain(
+        |op| !matches!(&op.body, Body::TxnResolve(v) if v.transaction_id == D && v.source == Probe),
+    );
+        t.resolve(Probe, D, "p1-2", Rollback, Conflict);
+        t.finish_with(&[(0, "p1-2.0")]);
+        only(&t.check(), AnomalyKind::UncommittedVisible);
+    }
+
+    #[test]
+    fn a_lost_commit_answer_may_have_committed() {
+        let mut t = sends_and_resolutions();
+        // p2-1's commit and the probe both went unanswered: visible or not is fine.
+        t.send("p2-1", &[1], Td::Commit, Ca::Commit, Kind::Ok, Some(F))
+            .resolve(Producer, F, "p2-1", Commit, Unknown)
+            .resolve(Probe, F, "p2-1", Rollback, Unknown);
+        t.send("p2-2", &[1], Td::Commit, Ca::Commit, Kind::Ok, Some(G))
+            .resolve(Producer, G, "p2-2", Commit, Unknown)
+            .resolve(Probe, G, "p2-2", Rollback, Unknown);
+        t.finish_with(&[(1, "p2-1.0")]);
+        let result = t.check();
+        assert_eq!(result.verdict, Verdict::Clean, "{result:#?}");
+        assert_eq!(result.transactions.expect("summary").undetermined, 2);
+    }
+
+    #[test]
+    fn a_message_visible_twice_is_a_duplicate() {
+        let mut t = sends_and_resolutions();
+        t.finish_with(&[(0, "p0-1.0")]);
+        only(&t.check(), AnomalyKind::Duplicate);
+    }
+
+    #[test]
+    fn a_message_never_sent_is_a_phantom() {
+        let mut t = sends_and_resolutions();
+        t.finish_with(&[(0, "p9-9.0")]);
+        only(&t.check(), AnomalyKind::Phantom);
+    }
+
+    #[test]
+    fn a_stored_transaction_answered_not_found_is_a_wrong_answer() {
+        let mut t = sends_and_resolutions();
+        t.send("p2-1", &[1], Td::Commit, Ca::Commit, Kind::Ok, Some(F))
+            .resolve(Producer, F, "p2-1", Commit, NotFound)
+            .resolve(Probe, F, "p2-1", Rollback, Conflict);
+        t.finish_with(&[(1, "p2-1.0")]);
+        only(&t.check(), AnomalyKind::WrongAnswer);
+    }
+
+    #[test]
+    fn a_resolution_answering_another_message_count_is_a_wrong_answer() {
+        let mut t = sends_and_resolutions();
+        t.send("p2-1", &[1], Td::Rollback, Ca::Rollback, Kind::Ok, Some(F))
+            .resolve(Producer, F, "p2-1", Rollback, StatusCount(ROLLED_BACK, 3));
+        t.finish_with(&[]);
+        only(&t.check(), AnomalyKind::WrongAnswer);
+    }
+
+    #[test]
+    fn a_commit_answered_rolled_back_is_a_wrong_answer() {
+        let mut t = sends_and_resolutions();
+        t.send("p2-1", &[1], Td::Commit, Ca::Commit, Kind::Ok, Some(F))
+            .resolve(Producer, F, "p2-1", Commit, Status(ROLLED_BACK, false));
+        t.finish_with(&[]);
+        only(&t.check(), AnomalyKind::WrongAnswer);
+    }
+
+    #[test]
+    fn a_check_missing_a_message_is_a_mismatch() {
+        let mut t = sends_and_resolutions();
+        t.offered(E, "p1-3", &["p1-3.0"], 2);
+        t.finish_with(&[]);
+        only(&t.check(), AnomalyKind::CheckMismatch);
+    }
+
+    #[test]
+    fn a_check_of_a_failed_send_is_a_mismatch() {
+        let mut t = sends_and_resolutions();
+        // p0-3's send certainly failed, yet a check offers it.
+        t.offered(F, "p0-3", &[], 1);
+        t.finish_with(&[]);
+        only(&t.check(), AnomalyKind::CheckMismatch);
+    }
+
+    #[test]
+    fn one_send_under_two_transaction_ids_is_a_mismatch() {
+        let mut t = sends_and_resolutions();
+        // p0-1 was answered as A; a check offers its messages as F.
+        t.offered(F, "p0-1", &[], 1);
+        t.finish_with(&[]);
+        only(&t.check(), AnomalyKind::CheckMismatch);
+    }
+
+    #[test]
+    fn a_check_offered_after_its_resolution_is_counted_not_flagged() {
+        let mut t = sends_and_resolutions();
+        t.offered(A, "p0-1", &[], 1);
+        t.finish_with(&[]);
+        let result = t.check();
+        assert_eq!(result.verdict, Verdict::Clean, "{result:#?}");
+        assert_eq!(result.transactions.expect("summary").stale_offers, 1);
+    }
+
+    #[test]
+    fn transactions_open_after_the_heal_are_never_resolved() {
+        let mut t = sends_and_resolutions();
+        t.settled(&[(1, Some(0)), (2, Some(2)), (3, Some(0))]);
+        t.finish_with(&[]);
+        only(&t.check(), AnomalyKind::NeverResolved);
+    }
+
+    #[test]
+    fn without_the_settle_wait_or_checks_or_timeouts_it_is_inconclusive() {
+        let mut t = clean();
+        t.ops.retain(|op| !matches!(op.body, Body::TxnSettle(_)));
+        let result = t.check();
+        assert_eq!(result.verdict, Verdict::Inconclusive, "{result:#?}");
+        assert!(result.anomalies.is_empty());
+
+        let mut t = clean();
+        t.ops.retain(|op| !matches!(op.body, Body::TxnChecks(_)));
+        let result = t.check();
+        assert_eq!(result.verdict, Verdict::Inconclusive, "{result:#?}");
+        assert!(result
+            .inconclusive_reasons
+            .iter()
+            .any(|r| r.contains("offered")));
+
+        let mut t = clean();
+        t.ops
+            .retain(|op| !matches!(&op.body, Body::TxnResolve(v) if v.by_timeout == Some(true)));
+        let result = t.check();
+        assert_eq!(result.verdict, Verdict::Inconclusive, "{result:#?}");
+        assert!(result
+            .inconclusive_reasons
+            .iter()
+            .any(|r| r.contains("timeout")));
+    }
+
+    #[test]
+    fn too_few_committed_messages_are_inconclusive() {
+        // Five messages of committed transactions; six needed.
+        let result = check(
+            &clean().ops,
+            CheckOptions {
+                min_acknowledged: 6,
+                expected_nodes: 3,
+                ..CheckOptions::default()
+            },
+        );
+        assert_eq!(result.verdict, Verdict::Inconclusive, "{result:#?}");
+        assert!(result
+            .inconclusive_reasons
+            .iter()
+            .any(|r| r.contains("committed transactions")));
+    }
+
+    #[test]
+    fn the_report_shows_the_transaction_counts_and_classes() {
+        let result = clean().check();
+        let report = Report::build(&clean().ops, result, Default::default(), Vec::new());
+        let text = report.text();
+        assert!(text.contains("Transactions"), "{text}");
+        assert!(
+            text.contains("committed 3 (by producer 1, by check 2"),
+            "{text}"
+        );
+        assert!(text.contains("by timeout 1"), "{text}");
+        assert!(text.contains("txn sends"), "{text}");
+        for kind in [
+            "committed_missing",
+            "rolled_back_visible",
+            "partial",
+            "duplicate",
+        ] {
+            assert!(text.contains(kind), "{kind}: {text}");
+        }
+        assert!(!text.contains("leased_twice"), "{text}");
+    }
+
+    #[test]
+    fn a_transaction_history_round_trips_through_json_lines() {
+        let t = clean();
+        let text: String = t
+            .ops
+            .iter()
+            .map(|op| serde_json::to_string(op).expect("serialisable") + "\n")
+            .collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("history.jsonl");
+        std::fs::write(&path, text).expect("write");
+        let loaded = cluster_tests::jepsen::history::load(&path).expect("load");
+        assert_eq!(loaded, t.ops);
     }
 }

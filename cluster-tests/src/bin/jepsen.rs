@@ -2,9 +2,11 @@
 //! (`scripts/cluster.sh`), or re-check a recorded history. See the README's
 //! "Fault testing" section; `scripts/jepsen.sh` wraps this binary.
 //!
-//! Two workloads: `--workload pull` (the default: pull consumers committing
-//! offsets) and `--workload receive` (lease-based receivers that ack, nack and
-//! let leases expire, with poison messages that must reach the dead-letter topic).
+//! Three workloads: `--workload pull` (the default: pull consumers committing
+//! offsets), `--workload receive` (lease-based receivers that ack, nack and
+//! let leases expire, with poison messages that must reach the dead-letter topic)
+//! and `--workload transactions` (transactional messages committed, rolled back
+//! or abandoned, with check responders; pull consumers as in `pull`).
 //!
 //! Exit status: 0 clean, 1 anomalies found, 2 inconclusive (too little work, or a
 //! fault that could not be injected), 3 the run itself failed.
@@ -19,7 +21,7 @@ use cluster_tests::jepsen::checker::{self, CheckOptions, Verdict, DEFAULT_MAX_DE
 use cluster_tests::jepsen::history;
 use cluster_tests::jepsen::nemesis::{FaultSet, Schedule};
 use cluster_tests::jepsen::report::Report;
-use cluster_tests::jepsen::workload::{Mode, ReceiveLoad};
+use cluster_tests::jepsen::workload::{Mode, ReceiveLoad, TransactionLoad};
 use cluster_tests::jepsen::{run, RunOptions};
 
 #[derive(Parser, Debug)]
@@ -30,8 +32,14 @@ use cluster_tests::jepsen::{run, RunOptions};
         receive  receivers take leases (receive), ack most messages, nack some\n           \
         (change-invisible 0), let some leases expire; poison messages are always\n           \
         nacked and must reach %DLQ%{group}; after the final heal a drain acks\n           \
-        everything and the dead-letter topic is read on every node.\n\n\
-        Example: jepsen --workload receive --duration 5m --nemesis mixed --lease-time 2s..5s"
+        everything and the dead-letter topic is read on every node.\n  \
+        transactions  producers send transactions of 1-3 messages and commit (60%),\n           \
+        roll back (25%) or abandon (15%) them; check responders answer the\n           \
+        broker's transaction checks by a rule the messages carry (commit,\n           \
+        rollback, or ignore: the broker then rolls back after the last check);\n           \
+        pull consumers as in `pull`; --rate is transactions per second.\n\n\
+        Example: jepsen --workload receive --duration 5m --nemesis mixed --lease-time 2s..5s\n\
+        Example: jepsen --workload transactions --duration 5m --nemesis kill,partition-leader"
 )]
 struct Args {
     /// How long the workload and the nemesis run, e.g. 300s, 5m.
@@ -84,8 +92,9 @@ struct Args {
     /// client tokens) instead of secured, its default.
     #[arg(long)]
     insecure: bool,
-    /// How the topic is consumed: pull (consumers pull and commit offsets) or
-    /// receive (lease-based receive/ack/nack with a dead-letter topic).
+    /// How the topic is written and consumed: pull (consumers pull and commit
+    /// offsets), receive (lease-based receive/ack/nack with a dead-letter topic)
+    /// or transactions (transactional messages, check responders, pull consumers).
     #[arg(long, default_value_t = Mode::Pull)]
     workload: Mode,
     /// Receive workload: concurrent receivers.
@@ -118,6 +127,21 @@ struct Args {
     /// letters to; without it the broker's default, 16. Also applies to --check.
     #[arg(long)]
     max_delivery_attempts: Option<u32>,
+    /// Transactions workload: concurrent check responders.
+    #[arg(long, default_value_t = TransactionLoad::default().responders)]
+    responders: usize,
+    /// Transactions workload: the nodes' transaction.check_after (an open
+    /// transaction is first offered to the checks this long after it was stored).
+    #[arg(long, default_value = "2s", value_parser = parse_check_duration)]
+    txn_check_after: Duration,
+    /// Transactions workload: the nodes' transaction.check_interval.
+    #[arg(long, default_value = "1s", value_parser = parse_check_duration)]
+    txn_check_interval: Duration,
+    /// Transactions workload: the nodes' transaction.max_checks (offers before
+    /// the broker rolls an unanswered transaction back).
+    #[arg(long, default_value_t = TransactionLoad::default().max_checks,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    txn_max_checks: u32,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -154,6 +178,14 @@ fn parse_lease_range(text: &str) -> Result<(Duration, Duration), String> {
         return Err(format!("`{text}`: a lease is 1s ..= 12h"));
     }
     Ok((low, high))
+}
+
+fn parse_check_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_millis(100) {
+        return Err(format!("`{text}`: the broker takes at least 100ms"));
+    }
+    Ok(duration)
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
@@ -231,6 +263,12 @@ fn main() -> ExitCode {
             poison_fraction: args.poison_fraction,
         },
         max_delivery_attempts: args.max_delivery_attempts,
+        transactions: TransactionLoad {
+            responders: args.responders.max(1),
+            check_after: args.txn_check_after,
+            check_interval: args.txn_check_interval,
+            max_checks: args.txn_max_checks,
+        },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

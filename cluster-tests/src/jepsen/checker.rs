@@ -19,6 +19,13 @@
 //! pull-only expectations (every acknowledged send polled) give way to the
 //! lease checks of [`leases`] (`acked_redelivered`, `never_delivered`,
 //! `leased_twice`, the dead-letter classes, …).
+//!
+//! A history with `txn_send` operations comes from the transactions workload:
+//! its messages are sent as transactions, so a body counts as sent (no phantom)
+//! but not as acknowledged — whether it must be visible depends on how its
+//! transaction ended, which the checks of [`transactions`] judge
+//! (`committed_missing`, `rolled_back_visible`, `partial`, `both_outcomes`, …);
+//! the messages of committed transactions stand in for acknowledged sends.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -27,8 +34,10 @@ use serde::Serialize;
 use super::history::{Body, FinalReadValue, Kind, Op, PollValue};
 
 mod leases;
+mod transactions;
 
 pub use leases::{ReceiveSummary, LEASE_CLOCK_TOLERANCE_MS};
+pub use transactions::TransactionSummary;
 
 /// One kind of anomaly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -94,10 +103,36 @@ pub enum AnomalyKind {
     /// group stopped getting it. Poison messages land here when they never reach
     /// the dead-letter topic.
     UnresolvedAfterDrain,
+    // Transactional messages.
+    /// A transaction a definite answer said was committed (a commit answered 200
+    /// `COMMITTED`, or a rollback 409) lacks a message in a node's final copy.
+    CommittedMissing,
+    /// A transaction a definite answer said was rolled back (a rollback answered
+    /// 200, by its caller or by timeout, or a commit 409) has a message visible.
+    RolledBackVisible,
+    /// A node's final copy holds some but not all of a transaction's messages.
+    Partial,
+    /// One transaction answered committed by one resolution and rolled back by
+    /// another.
+    BothOutcomes,
+    /// A transaction no commit was ever requested for (not even one whose answer
+    /// was lost) has messages visible, or was answered committed.
+    UncommittedVisible,
+    /// An answer that contradicts the request or the send: a 200 whose status,
+    /// transaction id, message count or topic is not the transaction's; a 404
+    /// for a transaction that was stored; a send answered without an id.
+    WrongAnswer,
+    /// A check that offered messages that are not exactly one sent
+    /// transaction's (as sent: bodies, queues, topic, properties), one sent
+    /// transaction under two ids, or a transaction whose send certainly failed.
+    CheckMismatch,
+    /// After the final heal and longer than the checks and their timeout take,
+    /// a node still had open transactions.
+    NeverResolved,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 20] = [
+    pub const ALL: [AnomalyKind; 28] = [
         AnomalyKind::LostWrite,
         AnomalyKind::UnseenWrite,
         AnomalyKind::Duplicate,
@@ -118,6 +153,14 @@ impl AnomalyKind {
         AnomalyKind::DeadLetteredTwice,
         AnomalyKind::DlqWrongOrigin,
         AnomalyKind::UnresolvedAfterDrain,
+        AnomalyKind::CommittedMissing,
+        AnomalyKind::RolledBackVisible,
+        AnomalyKind::Partial,
+        AnomalyKind::BothOutcomes,
+        AnomalyKind::UncommittedVisible,
+        AnomalyKind::WrongAnswer,
+        AnomalyKind::CheckMismatch,
+        AnomalyKind::NeverResolved,
     ];
 
     /// Whether only a receive-workload history can show this kind.
@@ -137,11 +180,27 @@ impl AnomalyKind {
         )
     }
 
-    /// Whether only a pull-workload history can show this kind.
+    /// Whether only a history with pull consumers (the pull and transactions
+    /// workloads) can show this kind.
     pub fn is_pull_only(self) -> bool {
         matches!(
             self,
             AnomalyKind::UnseenWrite | AnomalyKind::NonMonotonicPoll | AnomalyKind::OffsetBackwards
+        )
+    }
+
+    /// Whether only a transactions-workload history can show this kind.
+    pub fn is_transaction_only(self) -> bool {
+        matches!(
+            self,
+            AnomalyKind::CommittedMissing
+                | AnomalyKind::RolledBackVisible
+                | AnomalyKind::Partial
+                | AnomalyKind::BothOutcomes
+                | AnomalyKind::UncommittedVisible
+                | AnomalyKind::WrongAnswer
+                | AnomalyKind::CheckMismatch
+                | AnomalyKind::NeverResolved
         )
     }
 
@@ -168,6 +227,14 @@ impl AnomalyKind {
             AnomalyKind::DeadLetteredTwice => "dead_lettered_twice",
             AnomalyKind::DlqWrongOrigin => "dlq_wrong_origin",
             AnomalyKind::UnresolvedAfterDrain => "unresolved_after_drain",
+            AnomalyKind::CommittedMissing => "committed_missing",
+            AnomalyKind::RolledBackVisible => "rolled_back_visible",
+            AnomalyKind::Partial => "partial",
+            AnomalyKind::BothOutcomes => "both_outcomes",
+            AnomalyKind::UncommittedVisible => "uncommitted_visible",
+            AnomalyKind::WrongAnswer => "wrong_answer",
+            AnomalyKind::CheckMismatch => "check_mismatch",
+            AnomalyKind::NeverResolved => "never_resolved",
         }
     }
 }
@@ -199,6 +266,18 @@ pub struct OpCounts {
     pub ok: u64,
     pub failed: u64,
     pub unknown: u64,
+}
+
+impl OpCounts {
+    /// Counts one event of an operation of this function.
+    fn tally(&mut self, kind: Kind) {
+        match kind {
+            Kind::Invoke => self.attempted += 1,
+            Kind::Ok => self.ok += 1,
+            Kind::Fail => self.failed += 1,
+            Kind::Info => self.unknown += 1,
+        }
+    }
 }
 
 /// Per-queue totals.
@@ -253,6 +332,9 @@ pub struct CheckResult {
     /// Receive-workload totals (a history with receives only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receive: Option<ReceiveSummary>,
+    /// Transactions-workload totals (a history with transactional sends only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<TransactionSummary>,
 }
 
 impl CheckResult {
@@ -324,23 +406,19 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
     let mut final_offset_reads = Vec::new();
     // A receive-workload history: deliveries replace polls.
     let receive_mode = ops.iter().any(|op| matches!(op.body, Body::Receive(_)));
+    // A transactions-workload history: transactional sends replace sends.
+    let transaction_mode = ops.iter().any(|op| matches!(op.body, Body::TxnSend(_)));
 
     for op in ops {
         let slot = match &op.body {
-            Body::Send(_) => Some(0),
+            Body::Send(_) | Body::TxnSend(_) => Some(0),
             Body::Poll(_) => Some(1),
             Body::Commit(_) => Some(2),
             Body::ReadOffsets(_) => Some(3),
             _ => None,
         };
         if let Some(slot) = slot {
-            let c = &mut counts[slot];
-            match op.kind {
-                Kind::Invoke => c.attempted += 1,
-                Kind::Ok => c.ok += 1,
-                Kind::Fail => c.failed += 1,
-                Kind::Info => c.unknown += 1,
-            }
+            counts[slot].tally(op.kind);
         }
         match &op.body {
             Body::Send(v) => {
@@ -368,6 +446,22 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
                     Kind::Info => {
                         facts.unknown = true;
                         *unknown_per_queue.entry(v.queue).or_default() += 1;
+                    }
+                }
+            }
+            Body::TxnSend(v) => {
+                for m in &v.messages {
+                    // Sent, never `ok` (acknowledged): whether it must be
+                    // visible is its transaction's outcome's business.
+                    let facts = sends.entry(m.body.clone()).or_default();
+                    facts.queue = m.queue;
+                    match op.kind {
+                        Kind::Invoke | Kind::Ok => {}
+                        Kind::Fail => facts.failed = true,
+                        Kind::Info => {
+                            facts.unknown = true;
+                            *unknown_per_queue.entry(m.queue).or_default() += 1;
+                        }
                     }
                 }
             }
@@ -479,6 +573,8 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
             | Body::ChangeInvisible(_)
             | Body::DlqRead(_)
             | Body::ReceiveDrain(_) => {}
+            // The transaction checks (transactions::check) read these.
+            Body::TxnResolve(_) | Body::TxnChecks(_) | Body::TxnSettle(_) => {}
         }
     }
 
@@ -604,10 +700,24 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
         }
     }
 
+    // Transactions: committed ones' messages are the acknowledged writes.
+    let transactions = transaction_mode.then(|| {
+        let (summary, committed_per_queue) =
+            transactions::check(&mut checker, ops, &finals, &polled);
+        for (queue, n) in committed_per_queue {
+            *acked_per_queue.entry(queue).or_default() += n;
+        }
+        summary
+    });
     let total_acked: u64 = acked_per_queue.values().sum();
     if total_acked < options.min_acknowledged {
         checker.inconclusive.push(format!(
-            "only {total_acked} acknowledged sends (need {})",
+            "only {total_acked} acknowledged {} (need {})",
+            if transaction_mode {
+                "messages of committed transactions"
+            } else {
+                "sends"
+            },
             options.min_acknowledged
         ));
     }
@@ -634,6 +744,7 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
         offset_reads: counts[3],
         queues: BTreeMap::new(),
         receive,
+        transactions,
     };
     let queues: BTreeSet<u32> = acked_per_queue
         .keys()

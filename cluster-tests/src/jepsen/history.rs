@@ -24,6 +24,15 @@
 //! receive's completion carries `unix_ms`, the wall clock when its answer came
 //! back, because leases end at the broker's `invisible_until` (Unix ms); `time_ms`
 //! is monotonic time since the start of the run and orders operations.
+//!
+//! The transactions workload adds `txn_send` (a transactional send of 1–3
+//! messages; its invoke carries the producer's decision, recorded before any
+//! resolution), `txn_resolve` (one commit or rollback attempt, from a producer,
+//! a check responder, or the final probe), `txn_checks` (one long poll of the
+//! producer group's transaction checks and what it offered) and, from the process
+//! `final`, one `txn_settle` line saying whether every node's open transactions
+//! reached zero once the faults were healed. A transaction is named by its
+//! producer (`tx`, e.g. `p3-17`); its bodies are `{tx}.{i}`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -284,6 +293,196 @@ pub struct ReceiveDrainValue {
     pub detail: String,
 }
 
+/// What a producer decided, before sending, to do with a transaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnDecision {
+    /// The producer commits it (retrying until a definite answer).
+    #[default]
+    Commit,
+    /// The producer rolls it back.
+    Rollback,
+    /// The producer never resolves it: a check responder (or the broker's
+    /// timeout) must.
+    Abandon,
+}
+
+/// What a check responder answers when a transaction is offered to it; carried
+/// by every message of the transaction (a property), so the responder decides
+/// from the message content alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckAnswer {
+    #[default]
+    Commit,
+    Rollback,
+    /// No answer: after `transaction.max_checks` offers the broker rolls it back.
+    Ignore,
+}
+
+impl CheckAnswer {
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckAnswer::Commit => "commit",
+            CheckAnswer::Rollback => "rollback",
+            CheckAnswer::Ignore => "ignore",
+        }
+    }
+
+    /// Reads [`CheckAnswer::name`] back.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "commit" => Some(CheckAnswer::Commit),
+            "rollback" => Some(CheckAnswer::Rollback),
+            "ignore" => Some(CheckAnswer::Ignore),
+            _ => None,
+        }
+    }
+}
+
+/// A resolution request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnAction {
+    #[default]
+    Commit,
+    Rollback,
+}
+
+impl TxnAction {
+    /// The path word (`/v1/transactions/{id}/{word}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnAction::Commit => "commit",
+            TxnAction::Rollback => "rollback",
+        }
+    }
+}
+
+/// Who asked for a resolution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveSource {
+    /// The producer that opened the transaction, as it decided.
+    #[default]
+    Producer,
+    /// A check responder, answering an offer by the rule in the messages.
+    Check,
+    /// The final probe: a rollback of every known transaction once none is open,
+    /// to learn how each ended (200 says rolled back, and whether by timeout; 409
+    /// says committed).
+    Probe,
+}
+
+/// One message of a transaction: its unique body and the queue it is sent to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnMessageValue {
+    pub body: String,
+    pub queue: u32,
+}
+
+/// A transactional send: one batch stored as one transaction's half messages.
+/// The invoke carries the decision; the `ok` completion the transaction id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnSendValue {
+    /// The producer's name of the transaction (`p3-17`).
+    pub tx: String,
+    pub producer_group: String,
+    pub topic: String,
+    pub node: u64,
+    pub decision: TxnDecision,
+    pub check_answer: CheckAnswer,
+    pub messages: Vec<TxnMessageValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One commit or rollback attempt. `ok` is a 200 (with the resolution it
+/// answered); `fail` is a definite refusal (`http_status` 409 CONFLICT: resolved
+/// the other way; 404 TRANSACTION_NOT_FOUND; or a request that never reached the
+/// broker); `info` an unknown outcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnResolveValue {
+    pub transaction_id: String,
+    /// The transaction's name when the caller knows it (empty otherwise).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tx: String,
+    pub action: TxnAction,
+    pub source: ResolveSource,
+    pub node: u64,
+    /// 1 for the first attempt of this resolution, 2.. for its retries.
+    pub attempt: u32,
+    /// The answer's `status` (`COMMITTED`, `ROLLED_BACK`), `by_timeout`, message
+    /// count, topic and transaction id (ok only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_timeout: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_id: Option<String>,
+    /// The HTTP status of a refusal, and its error `code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One message of an offered transaction, as the check showed it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnCheckedMessage {
+    pub body: String,
+    pub topic: String,
+    pub queue: u32,
+    /// The `jepsen-tx` and `jepsen-check-answer` properties it carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+}
+
+/// One offered transaction of a checks answer, and what the responder decided
+/// to answer (`None`: the messages did not say one answer).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnCheckValue {
+    pub transaction_id: String,
+    pub topic: String,
+    pub check_count: u32,
+    pub messages: Vec<TxnCheckedMessage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<CheckAnswer>,
+}
+
+/// One long poll of a producer group's transaction checks; `checks` only on `ok`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnChecksValue {
+    pub producer_group: String,
+    pub node: u64,
+    pub max_wait_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<TxnCheckValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The end of the wait for open transactions after the final heal: every node's
+/// `broker_transactions_open` (`None`: the node did not answer).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnSettleValue {
+    /// Every node answered 0 (twice in a row).
+    pub settled: bool,
+    pub waited_ms: u64,
+    /// `[[node, open], …]` at the end of the wait.
+    pub open: Vec<(u64, Option<u64>)>,
+}
+
 /// The operation, by function.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "f", content = "value", rename_all = "snake_case")]
@@ -299,6 +498,10 @@ pub enum Body {
     ChangeInvisible(ChangeInvisibleValue),
     DlqRead(DlqReadValue),
     ReceiveDrain(ReceiveDrainValue),
+    TxnSend(TxnSendValue),
+    TxnResolve(TxnResolveValue),
+    TxnChecks(TxnChecksValue),
+    TxnSettle(TxnSettleValue),
 }
 
 /// One line of the history.

@@ -7,7 +7,9 @@
 //! * [`history`] — the recorded operations (JSON lines) and their types.
 //! * [`cluster`] — cluster.sh as a subprocess, and status calls.
 //! * [`workload`] — producers, consumers, offset commits, final reads; in the
-//!   receive mode, receivers (leases, acks, nacks) and the dead-letter read.
+//!   receive mode, receivers (leases, acks, nacks) and the dead-letter read; in
+//!   the transactions mode, transactional producers, check responders and the
+//!   final probe of every transaction's outcome.
 //! * [`nemesis`] — the faults and their schedule.
 //! * [`checker`] — anomalies in a history.
 //! * [`report`] — text, JSON and SVG reports.
@@ -20,6 +22,14 @@
 //! With `--workload receive` the consumers are receivers and the drain is theirs
 //! (receive until quiet, ack everything but poison); the committed offsets give
 //! way to a read of the group's dead-letter topic on every node.
+//!
+//! With `--workload transactions` the producers send transactions (commit, roll
+//! back or abandon each) and check responders answer the broker's checks; the
+//! nodes get short check settings. After the heal the responders keep answering
+//! until every node reports no open transaction (the broker rolls back the
+//! unanswered ones after their last check), then every known transaction is
+//! probed for its outcome; the consumers' drain and the final reads are the pull
+//! mode's.
 
 pub mod checker;
 pub mod cluster;
@@ -38,10 +48,10 @@ use rand::SeedableRng;
 
 use checker::{CheckOptions, Verdict, DEFAULT_MAX_DELIVERY_ATTEMPTS};
 use cluster::Cluster;
-use history::Recorder;
+use history::{Body, Kind, Recorder, TxnSettleValue};
 use nemesis::{Fault, FaultSet, Nemesis, Schedule};
 use report::Report;
-use workload::{Load, Mode, ReceiveLoad, Target, Workload, TOPIC};
+use workload::{Load, Mode, ReceiveLoad, Target, TransactionLoad, Workload, TOPIC};
 
 /// Everything a run needs.
 #[derive(Clone, Debug)]
@@ -65,6 +75,8 @@ pub struct RunOptions {
     pub workload: Mode,
     /// The receivers' behaviour (receive mode).
     pub receive: ReceiveLoad,
+    /// The check responders and the nodes' check settings (transactions mode).
+    pub transactions: TransactionLoad,
     /// `consumer.max_delivery_attempts` for the nodes (`None`: the broker's
     /// default, 16); the checker holds dead letters to it.
     pub max_delivery_attempts: Option<u32>,
@@ -105,6 +117,9 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             "BROKER_CONSUMER_MAX_DELIVERY_ATTEMPTS".into(),
             attempts.to_string(),
         ));
+    }
+    if options.workload == Mode::Transactions {
+        env.extend(options.transactions.node_env());
     }
     match &options.fault_switch {
         Some(switch) => env.push(("BROKER_FAULT".into(), switch.clone())),
@@ -165,6 +180,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             seed: options.seed,
             mode: options.workload,
             receive: options.receive,
+            transactions: options.transactions,
         },
     );
     let mut nemesis = Nemesis::new(
@@ -194,6 +210,36 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         )),
         None => notes.push("the group took no write within 60 s of the final heal".into()),
     }
+    if options.workload == Mode::Transactions {
+        // The responders keep answering; unanswered transactions are rolled back
+        // after their last check. Thereafter nothing is open, and the probe only
+        // learns how each known transaction ended.
+        let timeout = options.transactions.longest_open() + Duration::from_secs(60);
+        eprintln!(
+            "jepsen: waiting up to {} s until no transaction is open",
+            timeout.as_secs()
+        );
+        let settle = wait_transactions_settled(&cluster, timeout).await;
+        notes.push(if settle.settled {
+            format!(
+                "every node reported no open transaction {} ms after the final heal",
+                heal_done.elapsed().as_millis()
+            )
+        } else {
+            format!(
+                "open transactions per node {} s after the final heal: {:?}",
+                settle.waited_ms / 1000,
+                settle.open
+            )
+        });
+        recorder.record("final", Kind::Ok, Body::TxnSettle(settle));
+        workload.stop_responders().await;
+        eprintln!("jepsen: probing every known transaction for its outcome");
+        let probed = workload.probe_transactions().await;
+        notes.push(format!(
+            "the final probe asked about {probed} transaction(s)"
+        ));
+    }
     let converged = wait_converged(&cluster, Duration::from_secs(90)).await;
     let ends = match &converged {
         Ok(ends) => {
@@ -209,7 +255,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         }
     };
     match options.workload {
-        Mode::Pull => {
+        Mode::Pull | Mode::Transactions => {
             eprintln!("jepsen: draining consumers to {ends:?}");
             let drained = workload.drain(ends, Duration::from_secs(60)).await;
             if !drained {
@@ -248,7 +294,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         }
     }
     match options.workload {
-        Mode::Pull => {
+        Mode::Pull | Mode::Transactions => {
             // The consumers' last commits may still be applying on followers: the
             // final offset reads are taken once every node shows the same offsets
             // (or after 30 s, when a node still behind is what the checker must see).
@@ -333,6 +379,19 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             ),
         );
     }
+    if options.workload == Mode::Transactions {
+        let t = &options.transactions;
+        run.insert(
+            "transactions".into(),
+            format!(
+                "{} check responders; nodes' check_after {} ms, check_interval {} ms, max_checks {}; decisions commit 60%, rollback 25%, abandon 15% (checks answer commit 5%, rollback 5%, ignore 5%)",
+                t.responders,
+                t.check_after.as_millis(),
+                t.check_interval.as_millis(),
+                t.max_checks
+            ),
+        );
+    }
     run.insert("seed".into(), options.seed.to_string());
     run.insert("nodes".into(), options.nodes.to_string());
     run.insert("queues".into(), options.queues.to_string());
@@ -398,6 +457,31 @@ async fn wait_writable(cluster: &Cluster, timeout: Duration) -> Option<Duration>
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     None
+}
+
+/// Waits until every node reports `broker_transactions_open` 0 twice in a row,
+/// or `timeout` passed; answers what the nodes said last.
+async fn wait_transactions_settled(cluster: &Cluster, timeout: Duration) -> TxnSettleValue {
+    let started = Instant::now();
+    let mut zero_before = false;
+    loop {
+        let mut open = Vec::new();
+        for id in cluster.ids() {
+            let value = cluster.metric(id, "broker_transactions_open").await.ok();
+            open.push((id, value.map(|v| v as u64)));
+        }
+        let zero = open.iter().all(|(_, n)| *n == Some(0));
+        let waited_ms = started.elapsed().as_millis() as u64;
+        if (zero && zero_before) || started.elapsed() > timeout {
+            return TxnSettleValue {
+                settled: zero && zero_before,
+                waited_ms,
+                open,
+            };
+        }
+        zero_before = zero;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Waits until every node answers the same queue ends twice in a row.

@@ -58,12 +58,12 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted.get(rank.min(sorted.len() - 1)).copied()
 }
 
-/// Completed sends: (invoke_ms, complete_ms, kind).
+/// Completed sends (plain or transactional): (invoke_ms, complete_ms, kind).
 fn send_completions(ops: &[Op]) -> Vec<(f64, f64, Kind)> {
     let mut pending: HashMap<&str, f64> = HashMap::new();
     let mut out = Vec::new();
     for op in ops {
-        if let Body::Send(_) = op.body {
+        if let Body::Send(_) | Body::TxnSend(_) = op.body {
             if op.kind == Kind::Invoke {
                 pending.insert(op.process.as_str(), op.time_ms.0);
             } else if let Some(start) = pending.remove(op.process.as_str()) {
@@ -193,14 +193,23 @@ impl Report {
             out,
             "\nOperations        attempted        ok    failed   unknown"
         );
-        let rows = match &c.receive {
-            None => vec![
+        let rows = match (&c.receive, &c.transactions) {
+            (None, Some(t)) => vec![
+                ("txn sends", c.sends),
+                ("resolutions", t.resolutions),
+                ("check polls", t.check_polls),
+                ("final probes", t.probes),
+                ("polls", c.polls),
+                ("offset commits", c.commits),
+                ("offset reads", c.offset_reads),
+            ],
+            (None, None) => vec![
                 ("sends", c.sends),
                 ("polls", c.polls),
                 ("offset commits", c.commits),
                 ("offset reads", c.offset_reads),
             ],
-            Some(r) => vec![
+            (Some(r), _) => vec![
                 ("sends", c.sends),
                 ("receives", r.receives),
                 ("acks", r.acks),
@@ -243,12 +252,76 @@ impl Report {
                 r.dlq_reads_complete
             );
         }
-        let receive_mode = c.receive.is_some();
+        if let Some(t) = &c.transactions {
+            let _ = writeln!(out, "\nTransactions");
+            let _ = writeln!(
+                out,
+                "  opened {}: decided commit {}, rollback {}, abandoned {} (checks to answer commit {}, rollback {}, ignore {})",
+                t.opened,
+                t.decided_commit,
+                t.decided_rollback,
+                t.abandoned_commit + t.abandoned_rollback + t.abandoned_ignore,
+                t.abandoned_commit,
+                t.abandoned_rollback,
+                t.abandoned_ignore
+            );
+            let _ = writeln!(
+                out,
+                "  sends with unknown outcome {} ({} of them later offered in a check)",
+                t.send_unknown, t.send_unknown_offered
+            );
+            let _ = writeln!(
+                out,
+                "  committed {} (by producer {}, by check {}, known otherwise {}); {} messages",
+                t.committed,
+                t.committed_by_producer,
+                t.committed_by_check,
+                t.committed_otherwise,
+                t.committed_messages
+            );
+            let _ = writeln!(
+                out,
+                "  rolled back {} (by producer {}, by check {}, by timeout {}, known otherwise {}); undetermined {}",
+                t.rolled_back,
+                t.rolled_back_by_producer,
+                t.rolled_back_by_check,
+                t.rolled_back_by_timeout,
+                t.rolled_back_otherwise,
+                t.undetermined
+            );
+            let _ = writeln!(
+                out,
+                "  resolution retries {}, answered 409 {}, 404 {}",
+                t.resolution_retries, t.conflicts, t.not_found
+            );
+            let _ = writeln!(
+                out,
+                "  checks offered {}: answered commit {}, rollback {}, ignored {}, unreadable {}; offered after being resolved {}",
+                t.offers,
+                t.offers_commit,
+                t.offers_rollback,
+                t.offers_ignored,
+                t.offers_unreadable,
+                t.stale_offers
+            );
+            let _ = writeln!(
+                out,
+                "  messages visible in the final copies {}; open transactions after the heal: {}",
+                t.visible_messages,
+                match t.settled {
+                    Some(true) => "none",
+                    Some(false) => "SOME LEFT",
+                    None => "not recorded",
+                }
+            );
+        }
         let shown = |kind: &AnomalyKind| {
-            if receive_mode {
-                !kind.is_pull_only()
-            } else {
+            if c.receive.is_some() {
+                !kind.is_pull_only() && !kind.is_transaction_only()
+            } else if c.transactions.is_some() {
                 !kind.is_receive_only()
+            } else {
+                !kind.is_receive_only() && !kind.is_transaction_only()
             }
         };
         let _ = writeln!(out, "\nAnomalies");

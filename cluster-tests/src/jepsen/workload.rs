@@ -15,6 +15,11 @@
 //! In the receive mode ([`Mode::Receive`]) receivers `r0..` take the consumers'
 //! place: lease-based consumption for group [`RECEIVE_GROUP`] (see [`receive`]),
 //! and producers mark a small fraction of their bodies as poison.
+//!
+//! In the transactions mode ([`Mode::Transactions`]) the producers send
+//! transactions instead (commit, roll back or abandon them; see
+//! [`transactions`]) and check responders `k0..` answer the broker's checks; the
+//! consumers, the drain and the final read are the pull mode's.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,8 +39,10 @@ use super::history::{
 };
 
 pub mod receive;
+pub mod transactions;
 
 pub use receive::{ReceiveLoad, RECEIVE_GROUP};
+pub use transactions::{TransactionLoad, PRODUCER_GROUP};
 
 /// The topic every run writes.
 pub const TOPIC: &str = "jepsen";
@@ -51,6 +58,10 @@ pub enum Mode {
     /// Receivers take leases, ack, nack and let leases expire; poison messages
     /// go to the dead-letter topic (`--workload receive`).
     Receive,
+    /// Producers send transactions and commit, roll back or abandon them; check
+    /// responders answer the broker's checks; consumers pull as in `pull`
+    /// (`--workload transactions`).
+    Transactions,
 }
 
 impl Mode {
@@ -58,6 +69,7 @@ impl Mode {
         match self {
             Mode::Pull => "pull",
             Mode::Receive => "receive",
+            Mode::Transactions => "transactions",
         }
     }
 }
@@ -75,7 +87,10 @@ impl FromStr for Mode {
         match text {
             "pull" => Ok(Mode::Pull),
             "receive" => Ok(Mode::Receive),
-            _ => Err(format!("`{text}`: the workload is pull or receive")),
+            "transactions" => Ok(Mode::Transactions),
+            _ => Err(format!(
+                "`{text}`: the workload is pull, receive or transactions"
+            )),
         }
     }
 }
@@ -110,6 +125,8 @@ pub struct Load {
     pub mode: Mode,
     /// The receivers' behaviour (receive mode only).
     pub receive: ReceiveLoad,
+    /// The responders and the nodes' check settings (transactions mode only).
+    pub transactions: TransactionLoad,
 }
 
 /// Running producers and consumers (or receivers).
@@ -120,6 +137,7 @@ pub struct Workload {
     producers: Vec<JoinHandle<()>>,
     consumers: Vec<JoinHandle<bool>>,
     receivers: receive::Receivers,
+    transactions: transactions::Transactions,
 }
 
 #[derive(Deserialize)]
@@ -248,10 +266,25 @@ impl Workload {
             Duration::from_millis(100)
         };
         let poison_fraction = match load.mode {
-            Mode::Pull => 0.0,
+            Mode::Pull | Mode::Transactions => 0.0,
             Mode::Receive => load.receive.poison_fraction,
         };
-        let producers = (0..load.producers)
+        let (transactions, transaction_producers) = match load.mode {
+            Mode::Transactions => transactions::Transactions::start(
+                &target,
+                load.transactions,
+                load.producers,
+                per_producer,
+                load.seed,
+                &producers_stopped,
+            ),
+            Mode::Pull | Mode::Receive => (transactions::Transactions::none(), Vec::new()),
+        };
+        let plain_producers = match load.mode {
+            Mode::Transactions => 0,
+            Mode::Pull | Mode::Receive => load.producers,
+        };
+        let mut producers: Vec<JoinHandle<()>> = (0..plain_producers)
             .map(|i| {
                 let target = Arc::clone(&target);
                 let stop = producers_stopped.clone();
@@ -266,8 +299,9 @@ impl Workload {
                 ))
             })
             .collect();
+        producers.extend(transaction_producers);
         let pull_consumers = match load.mode {
-            Mode::Pull => target.queues,
+            Mode::Pull | Mode::Transactions => target.queues,
             Mode::Receive => 0,
         };
         let consumers = (0..pull_consumers)
@@ -287,7 +321,7 @@ impl Workload {
             })
             .collect();
         let receivers = match load.mode {
-            Mode::Pull => receive::Receivers::none(),
+            Mode::Pull | Mode::Transactions => receive::Receivers::none(),
             Mode::Receive => receive::Receivers::start(&target, load.receive, load.seed),
         };
         Self {
@@ -297,6 +331,7 @@ impl Workload {
             producers,
             consumers,
             receivers,
+            transactions,
         }
     }
 
@@ -326,6 +361,18 @@ impl Workload {
     /// records the drain's end and returns whether it went quiet.
     pub async fn drain_receivers(&mut self, quiet: Duration, timeout: Duration) -> bool {
         self.receivers.drain(quiet, timeout).await
+    }
+
+    /// Transactions mode: stops the check responders and waits for their last
+    /// calls.
+    pub async fn stop_responders(&mut self) {
+        self.transactions.stop_responders().await;
+    }
+
+    /// Transactions mode: rolls back every transaction the workload learned of,
+    /// to learn how each ended (once none is open); answers how many.
+    pub async fn probe_transactions(&self) -> usize {
+        self.transactions.probe().await
     }
 }
 

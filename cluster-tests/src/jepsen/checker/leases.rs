@@ -180,7 +180,7 @@ pub(super) fn check(
         let now = op.time_ms.0;
         match &op.body {
             Body::Receive(v) => {
-                tally(&mut summary.receives, op.kind);
+                summary.receives.tally(op.kind);
                 match op.kind {
                     Kind::Invoke => {
                         receive_invoked.insert(process, now);
@@ -223,7 +223,7 @@ pub(super) fn check(
                 } else {
                     &mut summary.lease_changes
                 };
-                tally(counts, op.kind);
+                counts.tally(op.kind);
                 if op.kind == Kind::Invoke {
                     change_invoked.insert(process, now);
                     continue;
@@ -258,7 +258,7 @@ pub(super) fn check(
                 }
             }
             Body::Ack(v) => {
-                tally(&mut summary.acks, op.kind);
+                summary.acks.tally(op.kind);
                 if op.kind == Kind::Invoke {
                     ack_invoked.insert(process, v.receipt_handles.clone());
                     continue;
@@ -729,14 +729,5 @@ fn check_origin(
             None,
             format!("{place}: {}", wrong.join("; ")),
         );
-    }
-}
-
-fn tally(counts: &mut OpCounts, kind: Kind) {
-    match kind {
-        Kind::Invoke => counts.attempted += 1,
-        Kind::Ok => counts.ok += 1,
-        Kind::Fail => counts.failed += 1,
-        Kind::Info => counts.unknown += 1,
     }
 }
