@@ -66,6 +66,10 @@ pub enum AnomalyKind {
     ReplicaDivergence,
     /// A committed consumer offset moved backwards.
     OffsetBackwards,
+    /// A read of committed offsets, on any node, below a commit acknowledged
+    /// before the read began (the API promises every such commit, from any
+    /// node, unless the read asks for `stale=true`).
+    StaleOffsetRead,
     // Receive and ack (lease-based consumption).
     /// A message delivered by a receive invoked after an ack of it had been
     /// answered `OK` (after `OK` the group never receives it again).
@@ -132,7 +136,7 @@ pub enum AnomalyKind {
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 28] = [
+    pub const ALL: [AnomalyKind; 29] = [
         AnomalyKind::LostWrite,
         AnomalyKind::UnseenWrite,
         AnomalyKind::Duplicate,
@@ -143,6 +147,7 @@ impl AnomalyKind {
         AnomalyKind::ReadOfFailedSend,
         AnomalyKind::ReplicaDivergence,
         AnomalyKind::OffsetBackwards,
+        AnomalyKind::StaleOffsetRead,
         AnomalyKind::AckedRedelivered,
         AnomalyKind::NeverDelivered,
         AnomalyKind::LeasedTwice,
@@ -185,7 +190,10 @@ impl AnomalyKind {
     pub fn is_pull_only(self) -> bool {
         matches!(
             self,
-            AnomalyKind::UnseenWrite | AnomalyKind::NonMonotonicPoll | AnomalyKind::OffsetBackwards
+            AnomalyKind::UnseenWrite
+                | AnomalyKind::NonMonotonicPoll
+                | AnomalyKind::OffsetBackwards
+                | AnomalyKind::StaleOffsetRead
         )
     }
 
@@ -217,6 +225,7 @@ impl AnomalyKind {
             AnomalyKind::ReadOfFailedSend => "read_of_failed_send",
             AnomalyKind::ReplicaDivergence => "replica_divergence",
             AnomalyKind::OffsetBackwards => "offset_backwards",
+            AnomalyKind::StaleOffsetRead => "stale_offset_read",
             AnomalyKind::AckedRedelivered => "acked_redelivered",
             AnomalyKind::NeverDelivered => "never_delivered",
             AnomalyKind::LeasedTwice => "leased_twice",
@@ -403,6 +412,11 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
     let mut last_read: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
     let mut committed: BTreeMap<u32, (u64, f64)> = BTreeMap::new();
     let mut commit_invoked: HashMap<String, f64> = HashMap::new();
+    // Per queue, every acknowledged commit in completion order: (completed at,
+    // the highest offset stored by then). A read must answer at least the
+    // highest one completed before it was invoked.
+    let mut acknowledged_commits: BTreeMap<u32, Vec<(f64, u64)>> = BTreeMap::new();
+    let mut read_invoked: HashMap<String, f64> = HashMap::new();
     let mut final_offset_reads = Vec::new();
     // A receive-workload history: deliveries replace polls.
     let receive_mode = ops.iter().any(|op| matches!(op.body, Body::Receive(_)));
@@ -505,12 +519,45 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
                     if v.offset >= entry.0 {
                         *entry = (v.offset, op.time_ms.0);
                     }
+                    let history = acknowledged_commits.entry(v.queue).or_default();
+                    let highest = history.last().map_or(v.offset, |(_, h)| v.offset.max(*h));
+                    history.push((op.time_ms.0, highest));
                 }
                 _ => {
                     commit_invoked.remove(&op.process);
                 }
             },
+            Body::ReadOffsets(_) if op.kind == Kind::Invoke => {
+                read_invoked.insert(op.process.clone(), op.time_ms.0);
+            }
             Body::ReadOffsets(v) if op.kind == Kind::Ok => {
+                let invoked = read_invoked.remove(&op.process).unwrap_or(op.time_ms.0);
+                // Final reads have their own check below (every acknowledged
+                // commit, whenever it completed).
+                let promises = if v.is_final {
+                    None
+                } else {
+                    Some(&acknowledged_commits)
+                };
+                for (queue, history) in promises.into_iter().flatten() {
+                    // The highest offset of the commits that completed before
+                    // the read began.
+                    let before = history.partition_point(|(done, _)| *done < invoked);
+                    let Some((done, promised)) = before.checked_sub(1).map(|i| history[i]) else {
+                        continue;
+                    };
+                    let answered = v.offsets.get(queue).copied().unwrap_or(0);
+                    if answered < promised {
+                        checker.flag(
+                            AnomalyKind::StaleOffsetRead,
+                            Some(*queue),
+                            format!(
+                                "node {} answered committed offset {answered} (op {}, invoked at {invoked:.0} ms) although a commit of {promised} was acknowledged at {done:.0} ms",
+                                v.node, op.index
+                            ),
+                        );
+                    }
+                }
                 for (queue, offset) in &v.offsets {
                     let key = (v.node, *queue);
                     if let Some((prev, prev_index)) = last_read.get(&key).copied() {
@@ -531,7 +578,9 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
                     final_offset_reads.push((op.index, v.clone()));
                 }
             }
-            Body::ReadOffsets(_) => {}
+            Body::ReadOffsets(_) => {
+                read_invoked.remove(&op.process);
+            }
             Body::FinalRead(v) => {
                 if op.kind == Kind::Ok {
                     for (offset, body) in &v.messages {
