@@ -11,10 +11,6 @@ use openraft::{RaftMetrics, ReadPolicy, ServerState};
 
 use crate::api::{GroupView, NodeView};
 
-/// Where a leader serves its read index to its followers (behind the cluster
-/// secret): GET, answered with a bincode `Result<u64, String>`.
-pub const READ_INDEX_PATH: &str = "/internal/raft/read-index";
-
 use crate::auth::cluster_secret::{ClusterSecret, SECRET_HEADER};
 use crate::auth::quota::SendQuotas;
 use crate::auth::Authenticator;
@@ -30,6 +26,10 @@ use crate::service::control::{GroupRoute, Registration, RouteTable};
 use crate::service::health::NodeHealth;
 use crate::service::producer::{SendLimits, SendPreparer};
 use crate::service::send_batcher::SendBatcher;
+
+/// Where a leader serves its read index to its followers (behind the cluster
+/// secret): GET, answered with a bincode `Result<u64, String>`.
+pub const READ_INDEX_PATH: &str = "/internal/raft/read-index";
 
 /// How this node stands in its group.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
