@@ -394,6 +394,30 @@ fn a_committed_offset_read_lower_on_the_same_node_went_backwards() {
 }
 
 #[test]
+fn concurrent_reads_on_one_node_may_answer_out_of_order() {
+    let mut h = base_with_unanswered_commit();
+    let read = |offset| ReadOffsetsValue {
+        group: "g".into(),
+        node: 2,
+        offsets: BTreeMap::from([(0, offset)]),
+        is_final: false,
+        error: None,
+    };
+    // r1 is invoked first and answers last, with the older offset: it read
+    // before r2 did (as in run tx-kill-121: 3074, then 3073 from the earlier read).
+    h.push("r1", Kind::Invoke, Body::ReadOffsets(read(2)));
+    h.push("r2", Kind::Invoke, Body::ReadOffsets(read(3)));
+    h.push("r2", Kind::Ok, Body::ReadOffsets(read(3)));
+    h.push("r1", Kind::Ok, Body::ReadOffsets(read(2)));
+    h.finals(0, &[(0, "a"), (1, "b"), (2, "c")]);
+    let result = h.check();
+    assert_eq!(result.verdict, Verdict::Clean, "{result:#?}");
+    // A read invoked after both answered is held to the higher.
+    h.read_offsets(2, &[(0, 2)], false);
+    only(&h.check(), AnomalyKind::OffsetBackwards);
+}
+
+#[test]
 fn a_restarted_node_may_serve_an_older_offset_than_it_did_when_no_commit_promises_more() {
     let mut h = base_with_unanswered_commit();
     h.read_offsets(2, &[(0, 3)], false);

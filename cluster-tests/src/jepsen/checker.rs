@@ -409,7 +409,11 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
     // Offsets: per (node, queue) the last value read (reset when a fault touches the
     // node: a restarted node may serve its older applied state for a moment); per
     // queue the highest stored offset a completed commit answered.
-    let mut last_read: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
+    // Per (node, queue), the reads of committed offsets in completion order:
+    // (completed at, the highest offset answered by then, the op that answered
+    // it). A read is held only to reads that completed before it was invoked:
+    // two concurrent reads may answer in either order.
+    let mut last_read: HashMap<(u64, u32), Vec<(f64, u64, u64)>> = HashMap::new();
     let mut committed: BTreeMap<u32, (u64, f64)> = BTreeMap::new();
     let mut commit_invoked: HashMap<String, f64> = HashMap::new();
     // Per queue, every acknowledged commit in completion order: (completed at,
@@ -560,7 +564,11 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
                 }
                 for (queue, offset) in &v.offsets {
                     let key = (v.node, *queue);
-                    if let Some((prev, prev_index)) = last_read.get(&key).copied() {
+                    let earlier = last_read.get(&key).and_then(|reads| {
+                        let before = reads.partition_point(|(done, _, _)| *done < invoked);
+                        before.checked_sub(1).map(|i| reads[i])
+                    });
+                    if let Some((_, prev, prev_index)) = earlier {
                         if *offset < prev {
                             checker.flag(
                                 AnomalyKind::OffsetBackwards,
@@ -572,7 +580,12 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
                             );
                         }
                     }
-                    last_read.insert(key, (*offset, op.index));
+                    let reads = last_read.entry(key).or_default();
+                    let highest = match reads.last() {
+                        Some((_, high, high_index)) if high >= offset => (*high, *high_index),
+                        _ => (*offset, op.index),
+                    };
+                    reads.push((op.time_ms.0, highest.0, highest.1));
                 }
                 if v.is_final {
                     final_offset_reads.push((op.index, v.clone()));
