@@ -391,6 +391,10 @@ impl Checker {
     }
 }
 
+/// A node's read of a queue's committed offset: (completed at, the highest
+/// offset the node answered by then, the op that answered it).
+type ReadMark = (f64, u64, u64);
+
 /// Checks a history.
 pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
     let mut checker = Checker {
@@ -413,7 +417,7 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
     // (completed at, the highest offset answered by then, the op that answered
     // it). A read is held only to reads that completed before it was invoked:
     // two concurrent reads may answer in either order.
-    let mut last_read: HashMap<(u64, u32), Vec<(f64, u64, u64)>> = HashMap::new();
+    let mut last_read: HashMap<(u64, u32), Vec<ReadMark>> = HashMap::new();
     let mut committed: BTreeMap<u32, (u64, f64)> = BTreeMap::new();
     let mut commit_invoked: HashMap<String, f64> = HashMap::new();
     // Per queue, every acknowledged commit in completion order: (completed at,
