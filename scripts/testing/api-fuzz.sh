@@ -75,10 +75,13 @@ cd "$work"
 # generated for a pattern-free path parameter (`/dashboard/{file}`): with some
 # seeds schemathesis's health check then refuses the operation as "filtered too
 # much", which says nothing about the server; that one check is suppressed.
+# Membership, leadership and drain operations are left out as before: they
+# reconfigure the cluster under the fuzzer (a drained node stays out of
+# readiness until it restarts); broker/tests/http_drain.rs tests the drain.
 if ! "$venv/bin/st" --config-file "$work/schemathesis.toml" --no-color run "$work/openapi.json" \
 	--url "$url" -c all -n "$examples" --request-timeout 45 --max-response-time 40 \
 	--suppress-health-check=filter_too_much \
-	--exclude-path-regex '/nodes|/transfer-leader|/stream$'  >"$work/st.log" 2>&1; then
+	--exclude-path-regex '/nodes|/transfer-leader|/stream$|/drain$'  >"$work/st.log" 2>&1; then
 	cat "$work/st.log"
 	tail -n 30 "$work/cluster/node-1/broker.log" >&2 || true
 	fail "schemathesis found failures (above)"
