@@ -49,7 +49,7 @@ REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO
 readonly NET_PREFIX=${CLUSTER_NET:-10.77}
 readonly READY_TIMEOUT_S=${CLUSTER_READY_TIMEOUT:-30}
-readonly STOP_TIMEOUT_S=${CLUSTER_STOP_TIMEOUT:-10}
+readonly STOP_TIMEOUT_S=${CLUSTER_STOP_TIMEOUT:-20}
 readonly CURL_TIMEOUT_S=${CLUSTER_CURL_TIMEOUT:-1}
 readonly REGISTRY_DIR=/run/cluster-sh
 readonly REGISTRY=$REGISTRY_DIR/registry
@@ -131,7 +131,8 @@ environment:
                          restart reuses the one recorded at start
   CLUSTER_NET            first two octets of cluster subnets (default 10.77)
   CLUSTER_READY_TIMEOUT  seconds start/restart wait for nodes (default 30)
-  CLUSTER_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL (default 10)
+  CLUSTER_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL (default 20: a drain
+                         may wait 5 s for a handover, then the store is flushed)
   CLUSTER_CURL_TIMEOUT   seconds per HTTP probe (default 1)
   BROKER_CERTS_BIN       broker-certs executable for --tls (default: next to the
                          broker executable, else built with cargo)

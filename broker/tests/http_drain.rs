@@ -1,7 +1,8 @@
 //! `POST /v1/node/drain` on a real single-node broker: readiness goes off, a
 //! long poll held before the drain answers at once instead of at its deadline,
 //! a new one is not held, the node keeps taking writes; a repeat reports the
-//! same, a body with fields is a 400, and only a cluster admin may drain.
+//! same, a body with fields is a 400, and only a cluster admin may drain (401
+//! without a token, 403 for a user without admin on the cluster).
 
 mod common;
 
@@ -27,7 +28,12 @@ async fn a_drained_node_answers_held_polls_and_leaves_readiness() {
     let pull = format!("/v1/topics/jobs/queues/0/messages?offset=0&max_wait_ms={HOLD_MS}");
     let started = Instant::now();
     let (held, drained) = tokio::join!(node.get(&pull), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Drain only once the pull is held (the gauge counts it).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.metric("broker_held_polls").await < 1.0 {
+            assert!(Instant::now() < deadline, "the pull was never held");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         node.request(Method::POST, "/v1/node/drain", None).await
     });
     let held_for = started.elapsed();
@@ -87,5 +93,28 @@ async fn a_drained_node_answers_held_polls_and_leaves_readiness() {
         .call_anonymous(Method::POST, "/v1/node/drain", Body::empty(), &[])
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    // A user with every right on topics and groups, but not on the cluster.
+    let (status, user) = node
+        .request(
+            Method::POST,
+            "/v1/users",
+            Some(json!({"name": "ops", "permissions": [
+                {"resource": "topic:*", "actions": ["pub", "sub", "admin"]},
+                {"resource": "group:*", "actions": ["sub", "admin"]},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    let token = user["token"].as_str().expect("a token");
+    let refused = node
+        .call_with_token(
+            Method::POST,
+            "/v1/node/drain",
+            Body::empty(),
+            &[],
+            Some(token),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
     node.stop().await;
 }

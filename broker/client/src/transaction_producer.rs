@@ -381,9 +381,7 @@ impl TransactionProducer {
         }
         let shared = &self.shared;
         let group = &shared.options.producer_group;
-        if !lock(&shared.topics).contains(topic) {
-            lock(&shared.topics).insert(topic.to_string());
-        }
+        lock(&shared.topics).insert(topic.to_string());
         let mut attempt = 0;
         loop {
             let error = match shared
@@ -427,12 +425,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The broker groups whose checks to poll: every group of the cluster, or for a
-/// caller who may not list them, those serving the producer's topics; `None`
-/// when neither answers (`None` polls the answering node's group).
-async fn check_groups(shared: &Shared) -> Option<BTreeSet<String>> {
+/// The broker groups whose checks to poll: every group of the cluster (`Listed`),
+/// or for a caller who may not list them, those serving the producer's topics
+/// (`Routed`, a lower bound: groups polled already are kept); `None` when
+/// neither answers (`None` polls the answering node's group).
+enum CheckGroups {
+    Listed(BTreeSet<String>),
+    Routed(BTreeSet<String>),
+}
+
+async fn check_groups(shared: &Shared) -> Option<CheckGroups> {
     match shared.client.cluster().await {
-        Ok(cluster) => return Some(cluster.groups.into_iter().map(|g| g.group).collect()),
+        Ok(cluster) => {
+            return Some(CheckGroups::Listed(
+                cluster.groups.into_iter().map(|g| g.group).collect(),
+            ))
+        }
         Err(e) => debug!(error = %e, "cannot list the cluster's groups; using the topics' routes"),
     }
     let topics: Vec<String> = lock(&shared.topics).iter().cloned().collect();
@@ -447,7 +455,7 @@ async fn check_groups(shared: &Shared) -> Option<BTreeSet<String>> {
             Err(e) => debug!(topic, error = %e, "cannot read the topic's route"),
         }
     }
-    answered.then_some(groups)
+    answered.then_some(CheckGroups::Routed(groups))
 }
 
 /// The wait before retry `attempt` (0-based): doubling, capped.
@@ -531,8 +539,21 @@ async fn poll_checks(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
     let mut polls: BTreeMap<Option<String>, GroupPoll> = BTreeMap::new();
     let mut retired = Vec::new();
     loop {
-        let groups: Vec<Option<String>> = match check_groups(&shared).await {
-            Some(groups) if !groups.is_empty() => groups.into_iter().map(Some).collect(),
+        let found = tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => break,
+            found = check_groups(&shared) => found,
+        };
+        let groups: Vec<Option<String>> = match found {
+            Some(CheckGroups::Listed(groups)) if !groups.is_empty() => {
+                groups.into_iter().map(Some).collect()
+            }
+            // Routes name the groups this producer's topics use, not every
+            // group it polled (a listing that failed once must not stop polls).
+            Some(CheckGroups::Routed(groups)) if !groups.is_empty() => {
+                let mut all: BTreeSet<Option<String>> = groups.into_iter().map(Some).collect();
+                all.extend(polls.keys().filter(|g| g.is_some()).cloned());
+                all.into_iter().collect()
+            }
             // Nothing known yet: poll the answering node's own group meanwhile.
             _ if polls.is_empty() => vec![None],
             _ => polls.keys().cloned().collect(),
@@ -592,11 +613,24 @@ async fn poll_group(
             group.as_deref(),
             options.check_wait,
         );
+        let asked = tokio::time::Instant::now();
         let checks = tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => break,
             checks = poll => checks,
         };
         match checks {
+            Ok(response) if response.checks.is_empty() => {
+                failures = 0;
+                // Answered empty without being held (a draining node, a short
+                // `check_wait`): do not ask again at once.
+                let pause = options.backoff_initial.saturating_sub(asked.elapsed());
+                if !pause.is_zero() {
+                    tokio::select! {
+                        _ = stopped.wait_for(|stop| *stop) => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
             Ok(response) => {
                 failures = 0;
                 for check in response.checks {

@@ -378,7 +378,7 @@ pub async fn ready(State(node): State<Arc<Node>>) -> Response {
         .is_some();
     if node.drain.is_draining() {
         return ApiError::unavailable(
-            "draining: this node is about to stop (its leadership was handed over); use another node",
+            "draining: this node is about to stop and holds no long polls; use another node",
         )
         .into_response();
     }

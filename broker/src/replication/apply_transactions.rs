@@ -243,10 +243,16 @@ mod tests {
 
     /// The transaction's messages visible in `t` (their ids start ff ff).
     fn visible(sm: &BrokerStateMachine) -> usize {
+        // From the queue's first offset still stored (retention moves it).
+        let first = sm
+            .shared
+            .store
+            .queue_offsets("t", QueueId(0))
+            .map_or(QueueOffset(0), |(min, _)| min);
         let page = sm
             .shared
             .store
-            .pull("t", QueueId(0), QueueOffset(0), 1_000, &TagFilter::All)
+            .pull("t", QueueId(0), first, 1_000, &TagFilter::All)
             .expect("pull");
         page.messages
             .iter()
@@ -298,6 +304,59 @@ mod tests {
             !report.commit_log_files_deleted.is_empty(),
             "the hold is lifted after the commit"
         );
+    }
+
+    #[test]
+    fn a_lost_old_half_message_does_not_lift_the_hold_for_newer_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sm = open(dir.path());
+        apply(
+            &sm,
+            1,
+            &Command::UpsertTopic(TopicConfig::with_defaults("t")),
+        );
+        // Transaction A, then enough messages to fill files, then transaction B.
+        let old_tx = MessageId([0xee; 16]);
+        let mut half = draft(0, Some(old_tx));
+        half.msg_id = old_tx;
+        send(&sm, 2, vec![half]);
+        for n in 1..=300u16 {
+            send(&sm, 2 + u64::from(n), vec![draft(n, None)]);
+        }
+        let tx = MessageId([0xff; 16]);
+        let mut half = draft(301, Some(tx));
+        half.msg_id = tx;
+        send(&sm, 303, vec![half]);
+        // A's half message is lost as a build without the hold would lose it;
+        // then the hold is computed afresh, as a node started on this build
+        // does (its cache empty).
+        sm.shared.store.set_hold_floor(None);
+        let report = sm
+            .shared
+            .store
+            .run_retention(u64::MAX / 2)
+            .expect("retention");
+        assert!(!report.commit_log_files_deleted.is_empty());
+        sm.shared.half_hold.clear();
+        sm.hold_for_pending();
+        // More files after B: B's must stay.
+        for n in 302..=600u16 {
+            send(&sm, 2 + u64::from(n), vec![draft(n, None)]);
+        }
+        let report = sm
+            .shared
+            .store
+            .run_retention(u64::MAX / 2)
+            .expect("retention");
+        assert!(
+            report.commit_log_files_deleted.is_empty(),
+            "B's half message went with A's: {report:?}"
+        );
+        assert!(matches!(
+            commit(&sm, 700, tx),
+            CommandResponse::Transaction(ResolveOutcome::Resolved(_))
+        ));
+        assert_eq!(visible(&sm), 1, "B's message is stored");
     }
 
     #[test]

@@ -344,6 +344,7 @@ impl super::state_machine::BrokerStateMachine {
             .timers
             .rebuild(store, delivered)
             .map_err(|e| StateMachineError::TimerIndex(e.to_string()))?;
+        self.shared.half_hold.clear();
         self.hold_for_pending();
         info!(pending, "timer index rebuilt");
         self.shared.snapshots.finish_receive();

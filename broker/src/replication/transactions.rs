@@ -121,6 +121,14 @@ impl TransactionTable {
         self.by_first_half.first().map(|(offset, _)| *offset)
     }
 
+    /// The half-queue offsets of open transactions' first half messages, from
+    /// `from` on, oldest first.
+    pub fn first_halves_from(&self, from: u64) -> impl Iterator<Item = u64> + '_ {
+        self.by_first_half
+            .range((from, MessageId([0; 16]))..)
+            .map(|(offset, _)| *offset)
+    }
+
     pub fn open_count(&self) -> usize {
         self.open.len()
     }
