@@ -171,6 +171,29 @@ impl FromRequest<Arc<Node>> for WriteRequest {
 
 impl WriteRequest {
     /// Whether another node already forwarded this request here.
+    /// Refuses a body other than nothing (or whitespace) or `{}`, for an
+    /// operation that takes no fields; `what` names it in the message.
+    ///
+    /// # Errors
+    /// BAD_REQUEST naming the fields given, or why the body is not JSON.
+    pub fn expect_no_fields(&self, what: &str) -> Result<(), ApiError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&self.body) {
+            Ok(fields) if fields.is_empty() => Ok(()),
+            Ok(fields) => {
+                let names: Vec<&String> = fields.keys().collect();
+                Err(ApiError::bad_request(format!(
+                    "{what} takes no fields (the body may be empty or {{}}), got {names:?}"
+                )))
+            }
+            Err(e) => Err(ApiError::bad_request(format!(
+                "the body must be empty or {{}}: {e}"
+            ))),
+        }
+    }
+
     pub fn was_forwarded(&self) -> bool {
         self.forwarded
     }

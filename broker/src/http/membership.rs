@@ -258,11 +258,8 @@ pub async fn transfer_leader(
 /// `POST /v1/node/drain` (body empty or `{}`): drains this node — the one that
 /// answers, never forwarded — and answers what it did (`service::drain`).
 pub async fn drain(State(node): State<Arc<Node>>, request: WriteRequest) -> Response {
-    let body = String::from_utf8_lossy(&request.body);
-    let body = body.trim();
-    if !(body.is_empty() || body.replace(char::is_whitespace, "") == "{}") {
-        return ApiError::bad_request("a drain takes no fields: send no body or {}")
-            .into_response();
+    if let Err(e) = request.expect_no_fields("a drain") {
+        return e.into_response();
     }
     Json(crate::service::drain::drain(&node).await).into_response()
 }

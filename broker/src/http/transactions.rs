@@ -60,22 +60,8 @@ async fn resolve(
     let Some(id) = MessageId::parse(&id) else {
         return ApiError::bad_request("not a transaction id").into_response();
     };
-    // The body may be empty or `{}`: nothing else.
-    if !request.body.iter().all(u8::is_ascii_whitespace) {
-        match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&request.body) {
-            Ok(fields) if fields.is_empty() => {}
-            Ok(fields) => {
-                let names: Vec<&String> = fields.keys().collect();
-                return ApiError::bad_request(format!(
-                    "a commit or rollback takes no fields (the body may be empty or {{}}), got {names:?}"
-                ))
-                .into_response();
-            }
-            Err(e) => {
-                return ApiError::bad_request(format!("the body must be empty or {{}}: {e}"))
-                    .into_response()
-            }
-        }
+    if let Err(e) = request.expect_no_fields("a commit or rollback") {
+        return e.into_response();
     }
     match routing::by_id(&node, &id) {
         Some(Target::Local) => {}

@@ -260,6 +260,24 @@ mod tests {
             .count()
     }
 
+    /// Transaction `tx`'s half message (message `n`), then `fill` plain
+    /// messages after it (several CommitLog files); answers the next index.
+    fn half_then_files(
+        sm: &BrokerStateMachine,
+        index: u64,
+        n: u16,
+        tx: MessageId,
+        fill: u16,
+    ) -> u64 {
+        let mut half = draft(n, Some(tx));
+        half.msg_id = tx;
+        send(sm, index, vec![half]);
+        for i in 1..=fill {
+            send(sm, index + u64::from(i), vec![draft(n + i, None)]);
+        }
+        index + u64::from(fill) + 1
+    }
+
     #[test]
     fn retention_keeps_the_half_messages_of_an_open_transaction() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -270,13 +288,8 @@ mod tests {
             &Command::UpsertTopic(TopicConfig::with_defaults("t")),
         );
         let tx = MessageId([0xff; 16]);
-        let mut half = draft(0, Some(tx));
-        half.msg_id = tx;
-        send(&sm, 2, vec![half]);
         // Enough plain messages to fill several CommitLog files after it.
-        for n in 1..=300u16 {
-            send(&sm, 2 + u64::from(n), vec![draft(n, None)]);
-        }
+        half_then_files(&sm, 2, 0, tx, 300);
         let report = sm
             .shared
             .store
@@ -317,16 +330,9 @@ mod tests {
         );
         // Transaction A, then enough messages to fill files, then transaction B.
         let old_tx = MessageId([0xee; 16]);
-        let mut half = draft(0, Some(old_tx));
-        half.msg_id = old_tx;
-        send(&sm, 2, vec![half]);
-        for n in 1..=300u16 {
-            send(&sm, 2 + u64::from(n), vec![draft(n, None)]);
-        }
+        let next = half_then_files(&sm, 2, 0, old_tx, 300);
         let tx = MessageId([0xff; 16]);
-        let mut half = draft(301, Some(tx));
-        half.msg_id = tx;
-        send(&sm, 303, vec![half]);
+        let next = half_then_files(&sm, next, 301, tx, 0);
         // A's half message is lost as a build without the hold would lose it;
         // then the hold is computed afresh, as a node started on this build
         // does (its cache empty).
@@ -341,7 +347,7 @@ mod tests {
         sm.hold_for_pending();
         // More files after B: B's must stay.
         for n in 302..=600u16 {
-            send(&sm, 2 + u64::from(n), vec![draft(n, None)]);
+            send(&sm, next + u64::from(n), vec![draft(n, None)]);
         }
         let report = sm
             .shared
@@ -353,7 +359,7 @@ mod tests {
             "B's half message went with A's: {report:?}"
         );
         assert!(matches!(
-            commit(&sm, 700, tx),
+            commit(&sm, 2_000, tx),
             CommandResponse::Transaction(ResolveOutcome::Resolved(_))
         ));
         assert_eq!(visible(&sm), 1, "B's message is stored");
@@ -370,12 +376,7 @@ mod tests {
                 1,
                 &Command::UpsertTopic(TopicConfig::with_defaults("t")),
             );
-            let mut half = draft(0, Some(tx));
-            half.msg_id = tx;
-            send(&sm, 2, vec![half]);
-            for n in 1..=300u16 {
-                send(&sm, 2 + u64::from(n), vec![draft(n, None)]);
-            }
+            half_then_files(&sm, 2, 0, tx, 300);
         }
         let sm = open(dir.path());
         let report = sm
