@@ -29,6 +29,11 @@
 # DIR/node-I/data, DIR/node-I/broker.log (the node's stdout and stderr, appended
 # across restarts), DIR/.lock (serialises commands that change one directory).
 #
+# lazyfs (opt-in, CLUSTER_LAZYFS=/path/to/lazyfs at the first start; see the
+# lazyfs section below): DIR/node-I/data is then a FUSE mount of
+# DIR/node-I/backing that keeps unsynced file data in memory, so `power-loss I`
+# can lose exactly what a power cut loses. DIR/node-I/lazyfs.sock, lazyfs.log.
+#
 # Security (shared/API.md "Security"): a cluster is secured unless started with
 # --insecure. The first start writes DIR/secret (the cluster secret nodes present
 # to each other) and DIR/token (the bootstrap admin token clients send), 32 random
@@ -98,14 +103,25 @@ commands:
   stop                              SIGTERM every node (a node drains first: readiness
                                     off, polls answered, leadership handed over),
                                     SIGKILL after CLUSTER_STOP_TIMEOUT;
-                                    keeps namespaces, partitions and data
+                                    keeps namespaces, partitions and data (on lazyfs:
+                                    unsynced data is written to DIR/node-I/backing,
+                                    then the data dirs are unmounted, as a clean
+                                    shutdown syncs its disks)
   clean                             stop, remove namespaces, bridge, iptables rules and
                                     the data (DIR/cluster.json, DIR/node-*, the secret,
                                     the token, DIR/tls/); works after a failed start
   kill I | pause I | resume I       SIGKILL / SIGSTOP / SIGCONT node I
   restart I                         stop node I (SIGTERM, then SIGKILL) if running and
                                     start it again with the same flags and data; waits
-                                    for its /health
+                                    for its /health. On lazyfs: mounts its data dir
+                                    again first if a power loss unmounted it
+  power-loss I[,J...]               lazyfs clusters only: SIGKILL the nodes, then each
+                                    node's lazyfs drops every byte written since the
+                                    file's last fsync and unmounts; prints "node I:
+                                    dropped N unsynced bytes in M files" per node.
+                                    The nodes stay down: restart I brings one back.
+                                    (kill I loses nothing: the page cache survives a
+                                    crashed process)
   partition "1,2|3"                 drop every packet between nodes 1,2 and node 3, both
                                     directions; more sides isolate each from the others
                                     ("1|2|3")
@@ -134,6 +150,11 @@ environment:
   CLUSTER_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL (default 20: a drain
                          may wait 5 s for a handover, then the store is flushed)
   CLUSTER_CURL_TIMEOUT   seconds per HTTP probe (default 1)
+  CLUSTER_LAZYFS         lazyfs executable (cargo build --release -p lazyfs): at the
+                         first start, put every node's data dir on a lazyfs mount of
+                         DIR/node-I/backing (needs /dev/fuse), which power-loss needs;
+                         recorded in cluster.json, so later commands use it unset.
+                         Unset (the default): plain directories, no power-loss
   BROKER_CERTS_BIN       broker-certs executable for --tls (default: next to the
                          broker executable, else built with cargo)
 
@@ -222,14 +243,26 @@ resolve_certs_bin() {
 	[[ -x $CERTS_BIN ]] || die "broker-certs executable $CERTS_BIN not found"
 }
 
+# Sets LAZYFS_NEW to the absolute path of CLUSTER_LAZYFS (empty when unset), after
+# checking that it runs and that FUSE is there.
+resolve_lazyfs() {
+	LAZYFS_NEW=
+	[[ -n ${CLUSTER_LAZYFS:-} ]] || return 0
+	LAZYFS_NEW=$(command -v -- "$CLUSTER_LAZYFS") || die "CLUSTER_LAZYFS=$CLUSTER_LAZYFS is not an executable (build it: cargo build --release -p lazyfs)"
+	LAZYFS_NEW=$(realpath -- "$LAZYFS_NEW")
+	[[ -c /dev/fuse ]] || die "CLUSTER_LAZYFS needs /dev/fuse (modprobe fuse)"
+}
+
 # ---------------------------------------------------------------------------
 # cluster state: DIR/cluster.json, loaded into the globals below
 #   ABS STATE K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG
-#   SECURITY (secured | insecure) TLS (0 | 1)
+#   SECURITY (secured | insecure) TLS (0 | 1) LAZYFS (the lazyfs executable; empty
+#   when the data dirs are plain directories)
 #   NODE_IDS, and per node id: N_GROUP N_IP N_URL N_PID N_NS N_VETH N_DATA N_LOG
+#   N_LZPID (the node's lazyfs process; "-" for none)
 
 declare -a NODE_IDS=()
-declare -A N_GROUP=() N_IP=() N_URL=() N_PID=() N_NS=() N_VETH=() N_DATA=() N_LOG=()
+declare -A N_GROUP=() N_IP=() N_URL=() N_PID=() N_NS=() N_VETH=() N_DATA=() N_LOG=() N_LZPID=()
 
 set_dir() {
 	ABS=$(realpath -m -- "$DIR")
@@ -246,33 +279,35 @@ load_state() {
 	# A cluster.json from before security was recorded counts as secured.
 	fields=$(jq -r '[.net.index, .net.bridge, .net.host_ip, .port, .nodes_per_group, .groups,
 	                 (.broker_bin // "-"), (.config // "-"), (.security // "secured"),
-	                 (if .tls then 1 else 0 end)] | @tsv' "$STATE") ||
+	                 (if .tls then 1 else 0 end), (.lazyfs // "-")] | @tsv' "$STATE") ||
 		die "$STATE is not valid cluster state"
-	IFS=$'\t' read -r K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG SECURITY TLS <<<"$fields"
+	IFS=$'\t' read -r K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG SECURITY TLS LAZYFS <<<"$fields"
 	[[ $BIN_RECORDED == - ]] && BIN_RECORDED=
 	[[ $CONFIG == - ]] && CONFIG=
+	[[ $LAZYFS == - ]] && LAZYFS=
 	[[ $SECURITY == secured || $SECURITY == insecure ]] || die "$STATE: unknown security mode '$SECURITY'"
 	NODE_IDS=()
-	local id group ip url pid ns veth data logf
+	local id group ip url pid ns veth data logf lzpid
 	# Fields are never empty ("-" stands for null): read collapses runs of tabs.
-	while IFS=$'\t' read -r id group ip url pid ns veth data logf; do
+	while IFS=$'\t' read -r id group ip url pid ns veth data logf lzpid; do
 		NODE_IDS+=("$id")
 		N_GROUP[$id]=$group N_IP[$id]=$ip N_URL[$id]=$url N_PID[$id]=$pid
-		N_NS[$id]=$ns N_VETH[$id]=$veth N_DATA[$id]=$data N_LOG[$id]=$logf
+		N_NS[$id]=$ns N_VETH[$id]=$veth N_DATA[$id]=$data N_LOG[$id]=$logf N_LZPID[$id]=$lzpid
 	done < <(jq -r '.nodes[] | [.id, .group, .ip, .url, (.pid // "-" | tostring),
-	                            .netns, .veth, .data_dir, .log] | @tsv' "$STATE")
+	                            .netns, .veth, .data_dir, .log, (.lazyfs_pid // "-" | tostring)] | @tsv' "$STATE")
 	((${#NODE_IDS[@]} > 0)) || die "$STATE lists no nodes"
 }
 
 # Writes the whole layout of a new cluster (pids null) from K, NODES_PER_GROUP,
-# NUM_GROUPS, PORT, SECURITY and TLS. Files holding secrets are named, never copied.
+# NUM_GROUPS, PORT, SECURITY, TLS and LAZYFS. Files holding secrets are named,
+# never copied.
 write_new_state() {
 	mkdir -p -- "$ABS"
 	jq -n --arg net "$NET_PREFIX" --arg prefix "$NAME_PREFIX" --argjson k "$K" \
 		--argjson n "$NODES_PER_GROUP" --argjson g "$NUM_GROUPS" --argjson port "$PORT" \
 		--argjson first "$FIRST_HOST_OCTET" --arg dir "$ABS" --arg bin "$BIN" \
 		--arg config "$CONFIG" --arg security "$SECURITY" --argjson tls "$TLS" \
-		--arg token_file "$TOKEN_FILE" --arg ca_file "$CA_FILE" '
+		--arg token_file "$TOKEN_FILE" --arg ca_file "$CA_FILE" --arg lazyfs "$LAZYFS" '
 		def nullable: if . == "" then null else . end;
 		(if $tls == 1 then "https" else "http" end) as $scheme
 		| {dir: $dir,
@@ -283,12 +318,14 @@ write_new_state() {
 		 security: $security, tls: ($tls == 1),
 		 token_file: (if $security == "secured" then $token_file else null end),
 		 ca_file: (if $tls == 1 then $ca_file else null end),
+		 lazyfs: ($lazyfs | nullable),
 		 nodes: [range(1; $n * $g + 1) as $id
 		         | "\($net).\($k).\($first + $id)" as $ip
 		         | {id: $id,
 		            group: "broker-\([97 + (($id - 1) / $n | floor)] | implode)",
 		            url: "\($scheme)://\($ip):\($port)", pid: null,
 		            data_dir: "\($dir)/node-\($id)/data", log: "\($dir)/node-\($id)/broker.log",
+		            backing_dir: (if $lazyfs == "" then null else "\($dir)/node-\($id)/backing" end),
 		            ip: $ip, netns: "\($prefix)\($k)-n\($id)", veth: "\($prefix)\($k)n\($id)"}]}' \
 		>"$STATE.tmp"
 	mv -- "$STATE.tmp" "$STATE"
@@ -767,6 +804,134 @@ launch_node() {
 	record_pid "$id" "$pid"
 }
 
+# ---------------------------------------------------------------------------
+# lazyfs (CLUSTER_LAZYFS): node I's data dir DIR/node-I/data is a FUSE mount of
+# DIR/node-I/backing served by a lazyfs process (cluster-tests/lazyfs), which holds
+# file data written since the file's last fsync in memory. `power-loss I` drops
+# that data; `kill I` does not (a crashed process leaves the page cache, and so the
+# data, behind). The lazyfs process runs on the host, outside the node's network
+# namespace, detached like the nodes; its control socket is DIR/node-I/lazyfs.sock
+# and its log DIR/node-I/lazyfs.log. A mount made before a node starts is in the
+# node's mount namespace (ip netns exec copies the host's mounts).
+
+lz_dir() { printf '%s' "${N_DATA[$1]%/*}"; } # DIR/node-I
+lz_socket() { printf '%s/lazyfs.sock' "$(lz_dir "$1")"; }
+
+# is_mounted PATH — PATH is a mount point in this mount namespace (no escapes:
+# cluster directories with spaces are not supported on lazyfs).
+is_mounted() { awk -v p="$1" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+
+# lz_alive I — node I's recorded lazyfs process lives (and is that lazyfs: its
+# command line names the node's socket, which guards against pid reuse).
+lz_alive() {
+	local pid=${N_LZPID[$1]}
+	[[ $pid =~ ^[0-9]+$ ]] && ! pid_exited "$pid" && grep -qzF -- "$(lz_socket "$1")" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+record_lz_pid() { # record_lz_pid I PID|null
+	update_state '(.nodes[] | select(.id == $id) | .lazyfs_pid) = $pid' --argjson id "$1" --argjson pid "$2"
+	N_LZPID[$1]=$2
+	[[ $2 == null ]] && N_LZPID[$1]=-
+	return 0
+}
+
+# lz_wait_exit I SECONDS — until node I's lazyfs has exited; false on timeout.
+lz_wait_exit() {
+	local pid=${N_LZPID[$1]} deadline=$((SECONDS + $2))
+	[[ $pid =~ ^[0-9]+$ ]] || return 0
+	while ! pid_exited "$pid"; do
+		((SECONDS < deadline)) || return 1
+		sleep 0.05
+	done
+}
+
+# lz_detach PATH — lazily unmounts a mount left behind (its lazyfs died: every
+# access fails with ENOTCONN until it is gone).
+lz_detach() {
+	is_mounted "$1" || return 0
+	umount -l -- "$1" 2>/dev/null || fusermount3 -u -z -- "$1" 2>/dev/null ||
+		die "cannot unmount $1 (a lazyfs mount)"
+}
+
+# lz_up I — mounts node I's data dir unless its lazyfs already serves it.
+lz_up() {
+	local id=$1 data=${N_DATA[$1]} dir pid socket deadline
+	[[ -n $LAZYFS ]] || return 0
+	if lz_alive "$id" && is_mounted "$data"; then return 0; fi
+	[[ -x $LAZYFS ]] || die "lazyfs executable $LAZYFS (recorded at start) is gone; set CLUSTER_LAZYFS"
+	if lz_alive "$id"; then
+		log "node $id: lazyfs (pid ${N_LZPID[$id]}) runs without its mount: stopping it"
+		signal_pid KILL "${N_LZPID[$id]}"
+		lz_wait_exit "$id" 5 || die "node $id's lazyfs (pid ${N_LZPID[$id]}) survived SIGKILL"
+	fi
+	lz_detach "$data"
+	dir=$(lz_dir "$id")
+	socket=$(lz_socket "$id")
+	mkdir -p -- "$dir/backing" "$data"
+	[[ -z $(ls -A -- "$data") ]] || die "$data is not empty: a lazyfs mount point must be (its files belong in $dir/backing)"
+	rm -f -- "$socket"
+	printf '=== %s cluster.sh: mounting %s on %s\n' "$(date -Is)" "$dir/backing" "$data" >>"$dir/lazyfs.log"
+	setsid "$LAZYFS" --backing "$dir/backing" --mount "$data" --control "$socket" \
+		</dev/null >>"$dir/lazyfs.log" 2>&1 8>&- 9>&- &
+	pid=$!
+	# The socket appears once the mount is live.
+	deadline=$((SECONDS + 10))
+	until [[ -S $socket ]] && is_mounted "$data"; do
+		if pid_exited "$pid"; then
+			tail -n 5 -- "$dir/lazyfs.log" >&2 || true
+			die "node $id: lazyfs exited instead of mounting $data (log: $dir/lazyfs.log)"
+		fi
+		((SECONDS < deadline)) || die "node $id: lazyfs (pid $pid) did not mount $data within 10 s"
+		sleep 0.02
+	done
+	record_lz_pid "$id" "$pid"
+}
+
+# lz_down I — clean stop of node I's lazyfs (every unsynced byte applied), for a
+# stopped node. Falls back to SIGTERM (same, but detaches a busy mount).
+lz_down() {
+	local id=$1 data=${N_DATA[$1]}
+	[[ -n $LAZYFS ]] || return 0
+	if lz_alive "$id"; then
+		"$LAZYFS" ctl "$(lz_socket "$id")" stop >/dev/null 2>&1 || signal_pid TERM "${N_LZPID[$id]}"
+		if ! lz_wait_exit "$id" 20; then
+			log "node $id: lazyfs (pid ${N_LZPID[$id]}) still running 20 s after stop: SIGKILL (unsynced data lost)"
+			signal_pid KILL "${N_LZPID[$id]}"
+			lz_wait_exit "$id" 5 || die "node $id's lazyfs (pid ${N_LZPID[$id]}) survived SIGKILL"
+		fi
+	fi
+	lz_detach "$data"
+	[[ ${N_LZPID[$id]} == - ]] || record_lz_pid "$id" null
+}
+
+# lz_power_loss I — node I (already dead) loses every unsynced byte: its lazyfs
+# drops them, detaches the mount and exits. Prints what was dropped.
+lz_power_loss() {
+	local id=$1 answer
+	if ! lz_alive "$id"; then
+		lz_detach "${N_DATA[$id]}"
+		echo "node $id: no lazyfs running (already powered off)"
+		return 0
+	fi
+	answer=$("$LAZYFS" ctl "$(lz_socket "$id")" power-loss) ||
+		die "node $id: lazyfs did not take the power loss: $answer"
+	if ! lz_wait_exit "$id" 10; then
+		signal_pid KILL "${N_LZPID[$id]}"
+		lz_wait_exit "$id" 5 || die "node $id's lazyfs (pid ${N_LZPID[$id]}) survived SIGKILL"
+	fi
+	lz_detach "${N_DATA[$id]}"
+	record_lz_pid "$id" null
+	echo "node $id: ${answer#ok }"
+}
+
+# Mounts left under DIR/node-*/ by a cluster whose cluster.json is gone.
+lz_detach_all_under() {
+	local mount
+	while read -r mount; do
+		lz_detach "$mount"
+	done < <(awk -v p="$1/node-" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo)
+}
+
 http_ok() { node_curl -f -o /dev/null --max-time "$CURL_TIMEOUT_S" "$1" 2>/dev/null; }
 
 # wait_nodes PATH ID... — until every node answers PATH with 2xx; dies with the
@@ -851,6 +1016,9 @@ cmd_start() {
 		if ((OPT_TLS && !TLS)); then
 			die "$ABS holds a cluster without TLS; --tls cannot apply to it (clean it or use another --dir)"
 		fi
+		if [[ -n ${CLUSTER_LAZYFS:-} && -z $LAZYFS ]]; then
+			die "$ABS holds a cluster without lazyfs (its data is in plain directories); CLUSTER_LAZYFS cannot apply to it (clean it or use another --dir)"
+		fi
 		local all_up=1 id
 		for id in "${NODE_IDS[@]}"; do node_alive "$id" || all_up=0; done
 		if ((all_up)); then
@@ -862,10 +1030,15 @@ cmd_start() {
 	fi
 
 	resolve_bin
+	resolve_lazyfs
 	lock_dir
 	if [[ -f $STATE ]]; then
 		load_state
 		[[ -z $OPT_CONFIG ]] || CONFIG=$(realpath -- "$OPT_CONFIG")
+		if [[ -n $LAZYFS_NEW ]]; then
+			update_state '.lazyfs = $lazyfs' --arg lazyfs "$LAZYFS_NEW"
+			LAZYFS=$LAZYFS_NEW
+		fi
 		# A state file from an older cluster.sh may still hold a secret: drop it.
 		update_state '.broker_bin = $bin | .config = ($c | if . == "" then null else . end)
 		              | del(.cluster_secret) | .security = $security | .tls = ($tls == 1)
@@ -879,7 +1052,7 @@ cmd_start() {
 		((NUM_GROUPS <= 26)) || die "--groups is at most 26 (broker-a .. broker-z)"
 		((NODES_PER_GROUP * NUM_GROUPS <= MAX_NODES)) || die "at most $MAX_NODES nodes per cluster"
 		CONFIG=${OPT_CONFIG:+$(realpath -- "$OPT_CONFIG")}
-		SECURITY=secured TLS=$OPT_TLS
+		SECURITY=secured TLS=$OPT_TLS LAZYFS=$LAZYFS_NEW
 		((OPT_INSECURE)) && SECURITY=insecure
 		# The registry entry and cluster.json are written under the registry lock,
 		# so a concurrent start never mistakes this directory for a stale one.
@@ -900,6 +1073,7 @@ cmd_start() {
 	for id in "${NODE_IDS[@]}"; do
 		[[ -n $(partition_rules "$id") ]] && log "note: node $id has partition rules in force (heal removes them)"
 		node_alive "$id" && continue
+		lz_up "$id"
 		launch_node "$id" "$BIN"
 		started+=("$id")
 	done
@@ -980,6 +1154,22 @@ cmd_status() {
 		((${#to[@]} == 0)) || rule+=" to $(printf '%s\n' "${to[@]}" | sort -n | paste -sd,)"
 		echo "$rule"
 	done
+
+	[[ -n $LAZYFS ]] || return 0
+	local stats
+	echo "lazyfs (power-loss drops unsynced bytes):"
+	for id in "${NODE_IDS[@]}"; do
+		if lz_alive "$id" && is_mounted "${N_DATA[$id]}"; then
+			stats=$("$LAZYFS" ctl --timeout 2 "$(lz_socket "$id")" stats 2>/dev/null) || stats=
+			if [[ $stats =~ dirty_bytes=([0-9]+)\ dirty_files=([0-9]+) ]]; then
+				echo "  node $id: mounted, ${BASH_REMATCH[1]} unsynced bytes in ${BASH_REMATCH[2]} files"
+			else
+				echo "  node $id: mounted (lazyfs pid ${N_LZPID[$id]} did not answer)"
+			fi
+		else
+			echo "  node $id: not mounted (restart $id mounts it)"
+		fi
+	done
 }
 
 cmd_stop() {
@@ -989,6 +1179,8 @@ cmd_stop() {
 	load_state
 	lock_dir
 	stop_nodes "${NODE_IDS[@]}"
+	local id
+	for id in "${NODE_IDS[@]}"; do lz_down "$id"; done
 	log "stopped every node of $ABS (data, namespaces and partitions kept)"
 }
 
@@ -1001,10 +1193,14 @@ cmd_clean() {
 	if [[ -f $STATE ]]; then
 		load_state
 		stop_nodes "${NODE_IDS[@]}"
+		local id
+		for id in "${NODE_IDS[@]}"; do lz_down "$id"; done
 		k=$K
 	else
 		k=$(registry_index_of "$ABS" || true)
 	fi
+	# Never remove files through a mount (nor fail on a busy mount point).
+	lz_detach_all_under "$ABS"
 	if [[ -n $k ]]; then
 		registry_lock
 		owner=$(registry_owner "$k")
@@ -1081,6 +1277,7 @@ cmd_restart() {
 	fi
 	lock_dir
 	stop_nodes "$id"
+	lz_up "$id" # mounts again after a power loss
 	ensure_secrets
 	if ((TLS)); then
 		BIN=$bin # broker-certs is looked for next to it
@@ -1092,6 +1289,28 @@ cmd_restart() {
 	unlock_dir
 	wait_nodes /health "$id"
 	log "restarted node $id (pid ${N_PID[$id]})"
+}
+
+cmd_power_loss() { # cmd_power_loss I[,J...]
+	local spec=${1//[[:space:]]/} ids=() killed=() id
+	require_root
+	ensure_tools
+	set_dir
+	load_state
+	[[ -n $LAZYFS ]] || die "the cluster in $ABS does not run on lazyfs: clean it and start it with CLUSTER_LAZYFS=/path/to/lazyfs"
+	[[ $spec =~ ^[0-9]+(,[0-9]+)*$ ]] || die "bad node list '$1': expected e.g. 2 or 1,2,3"
+	IFS=, read -r -a ids <<<"$spec"
+	for id in "${ids[@]}"; do require_node "$id"; done
+	lock_dir
+	# Every node dies before any disk forgets: none outlives another's power loss.
+	for id in "${ids[@]}"; do
+		node_alive "$id" || continue
+		signal_pid KILL "${N_PID[$id]}"
+		killed+=("$id")
+	done
+	for id in "${killed[@]}"; do wait_gone "${N_NS[$id]}" "${N_PID[$id]}"; done
+	for id in "${ids[@]}"; do lz_power_loss "$id"; done
+	log "power loss on node(s) $spec: killed ${killed[*]:-none}; unsynced data dropped (restart I mounts again and starts the node)"
 }
 
 cmd_partition() {
@@ -1215,7 +1434,7 @@ main() {
 
 	local want
 	case $cmd in
-	kill | pause | resume | restart | partition) want=1 ;;
+	kill | pause | resume | restart | partition | power-loss) want=1 ;;
 	url) want=${#args[@]} && ((want <= 1)) || want=1 ;;
 	*) want=0 ;;
 	esac
@@ -1231,6 +1450,7 @@ main() {
 	clean) cmd_clean ;;
 	kill | pause | resume) cmd_signal "$cmd" "${args[0]}" ;;
 	restart) cmd_restart "${args[0]}" ;;
+	power-loss) cmd_power_loss "${args[0]}" ;;
 	partition) cmd_partition "${args[0]}" ;;
 	heal) cmd_heal ;;
 	url) cmd_url "${args[0]:-}" ;;

@@ -12,6 +12,9 @@
 # without any process's command line holding either, the stand-in answers 401
 # without the token), `--insecure` starts without them and says so, `--tls` serves
 # https with a CA under DIR/tls/ (keys 0600), and nodes get the open-file limit.
+# CLUSTER_LAZYFS (where /dev/fuse exists): data dirs on lazyfs mounts, seen from
+# the nodes' namespaces; power-loss drops unsynced data and restart mounts again,
+# kill loses nothing, stop applies everything and unmounts.
 #
 # Needs root. Runs in about a minute. Exits non-zero on any failure. --tls needs
 # broker-certs: BROKER_CERTS_BIN, else target/release/broker-certs (built if missing).
@@ -42,13 +45,14 @@ D1=$ROOT/one
 D2=$ROOT/two
 D3=$ROOT/broken
 D4=$ROOT/tls
+D5=$ROOT/lazyfs
 FAILURES=0
 PYTHON=$(python3 -c 'import sys; print(sys.executable)') # skips a pyenv shim, if any
 STARTED_AT=$SECONDS
 
 cleanup() {
 	local d
-	for d in "$D1" "$D2" "$D3" "$D4"; do
+	for d in "$D1" "$D2" "$D3" "$D4" "$D5"; do
 		if [[ -e $d ]]; then "$CLUSTER" clean --dir "$d" >/dev/null 2>&1 || true; fi
 	done
 	rm -rf -- "$ROOT"
@@ -411,6 +415,59 @@ check "restart keeps the certificates and rejoins" wait_for_leader_of_tls
 cs clean --dir "$D4"
 check "clean removes the TLS cluster, CA and keys included" test ! -e "$D4"
 check "... and its network" nothing_left_of_index "$K4"
+
+# ----------------------------------------------------------------------------
+step "CLUSTER_LAZYFS: data dirs on lazyfs, power-loss, restart, stop"
+# mounted_on PATH — PATH is a lazyfs mount point on the host.
+mounted_on() { awk -v p="$1" '$5 == p && $0 ~ / - fuse lazyfs:/ { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+# node_sees DIR ID — node ID's own mount namespace has its data dir mounted.
+node_sees() { awk -v p="$(field "$1" "$2" data_dir)" '$5 == p { found = 1 } END { exit !found }' "/proc/$(field "$1" "$2" pid)/mountinfo"; }
+lz_pids() { jq -r '.nodes[].lazyfs_pid // empty' "$1/cluster.json"; }
+plain_dirs() { ! grep -q " $1/node-" /proc/self/mountinfo && [[ $(jq -r .lazyfs "$1/cluster.json") == null ]]; }
+check "without CLUSTER_LAZYFS: plain data dirs, lazyfs null in cluster.json" plain_dirs "$D1"
+if [[ ! -c /dev/fuse ]]; then
+	echo "  skipped: no /dev/fuse"
+else
+	LAZYFS=${CARGO_TARGET_DIR:-$HERE/../../target}/release/lazyfs
+	[[ -x $LAZYFS ]] || (cd "$HERE/../.." && cargo build --quiet --release -p lazyfs)
+	LAZYFS=$(realpath -- "$LAZYFS")
+	CLUSTER_LAZYFS=$LAZYFS cs start --insecure --dir "$D5" >/dev/null 2>"$ROOT/lazyfs.err"
+	check "cluster.json records the lazyfs executable" test "$(jq -r .lazyfs "$D5/cluster.json")" == "$LAZYFS"
+	for i in 1 2 3; do
+		check "node $i's data dir is a lazyfs mount of node-$i/backing" mounted_on "$D5/node-$i/data"
+		check "node $i sees it from its own namespace" node_sees "$D5" "$i"
+	done
+	check "the stand-in's fsynced state reached node-1/backing" test -s "$D5/node-1/backing/fake-broker-state.json"
+	echo unsynced >"$D5/node-2/data/unsynced"
+	echo kept >"$D5/node-3/data/kept"
+	check "unsynced data is held in memory, not in backing/" test -e "$D5/node-2/backing/unsynced" -a ! -s "$D5/node-2/backing/unsynced"
+	check "status counts it" bash -c "'$CLUSTER' status --dir '$D5' | grep -q 'node 2: mounted, 9 unsynced bytes in 1 files'"
+	lost=$(cs power-loss 2 --dir "$D5" 2>/dev/null)
+	check "power-loss 2 says what it dropped" test "$lost" == "node 2: dropped 9 unsynced bytes in 1 files"
+	check "node 2 is dead" status_is "$D5" 2 4 dead
+	check "node 2's data dir is unmounted" not mounted_on "$D5/node-2/data"
+	check "the unsynced file is there (metadata) but empty (data lost)" test -e "$D5/node-2/backing/unsynced" -a ! -s "$D5/node-2/backing/unsynced"
+	cs kill 3 --dir "$D5" 2>/dev/null
+	cs restart 3 --dir "$D5" 2>/dev/null
+	check "kill + restart lose nothing (the page cache outlives a process)" test "$(cat "$D5/node-3/data/kept")" == kept
+	cs restart 2 --dir "$D5" 2>/dev/null
+	check "restart 2 mounts node 2 again" mounted_on "$D5/node-2/data"
+	check "... and its fsynced state survived" test -s "$D5/node-2/data/fake-broker-state.json"
+	check "power-loss on a cluster without lazyfs fails" not cs power-loss 1 --dir "$D1"
+	check "CLUSTER_LAZYFS on a cluster started without it fails" not env CLUSTER_LAZYFS="$LAZYFS" "$CLUSTER" start --dir "$D2"
+	lzpids=$(lz_pids "$D5")
+	cs stop --dir "$D5" 2>/dev/null
+	check "stop applies unsynced data to backing/" test "$(cat "$D5/node-3/backing/kept")" == kept
+	check "stop unmounts every data dir" not grep -q " $D5/node-" /proc/self/mountinfo
+	check "... and ends every lazyfs" test -z "$(for p in $lzpids; do pid_alive "$p" && echo "$p"; done)"
+	cs start --dir "$D5" >/dev/null 2>&1
+	check "start mounts again (lazyfs recorded, CLUSTER_LAZYFS unset)" mounted_on "$D5/node-1/data"
+	check "... with the data" test "$(cat "$D5/node-3/data/kept")" == kept
+	lzpids=$(lz_pids "$D5")
+	cs clean --dir "$D5"
+	check "clean unmounts and removes everything" test ! -e "$D5"
+	check "... and ends every lazyfs" test -z "$(for p in $lzpids; do pid_alive "$p" && echo "$p"; done)"
+fi
 
 # ----------------------------------------------------------------------------
 step "clean both clusters"

@@ -66,7 +66,7 @@ impl Mounted {
     /// Starts lazyfs on the backing directory and waits for its control socket.
     fn mount(&mut self) -> Result<(), String> {
         let _ = std::fs::remove_file(&self.socket);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lazyfs"))
+        let child = Command::new(env!("CARGO_BIN_EXE_lazyfs"))
             .arg("--backing")
             .arg(&self.backing)
             .arg("--mount")
@@ -78,6 +78,8 @@ impl Mounted {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn lazyfs");
+        // Owned by self from here on, so that a failed assertion still stops it.
+        let child = self.child.insert(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.socket.exists() {
             if let Some(status) = child.try_wait().expect("try_wait") {
@@ -85,6 +87,7 @@ impl Mounted {
                 if let Some(mut pipe) = child.stderr.take() {
                     let _ = pipe.read_to_string(&mut stderr);
                 }
+                self.child = None;
                 return Err(format!(
                     "lazyfs could not mount ({status}): {}",
                     stderr.trim()
@@ -97,7 +100,6 @@ impl Mounted {
             is_mounted(&self.mount),
             "the socket exists but nothing is mounted"
         );
-        self.child = Some(child);
         Ok(())
     }
 
