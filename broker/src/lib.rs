@@ -40,6 +40,7 @@ pub mod http;
 pub mod launch;
 pub mod metrics;
 pub mod peer_client;
+pub mod peer_protocol;
 pub mod replication;
 pub mod server;
 pub mod service;

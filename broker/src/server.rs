@@ -196,7 +196,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
 
 /// The node with the smallest id among the configured peers initializes a group that
 /// has never been initialized. Others wait to be replicated to.
-async fn bootstrap(node: &Node) -> anyhow::Result<()> {
+async fn bootstrap(node: &Arc<Node>) -> anyhow::Result<()> {
     let members = node.config.members()?;
     let Some(first) = members.keys().next() else {
         info!("no peers configured: waiting to be added to a group");
@@ -209,9 +209,11 @@ async fn bootstrap(node: &Node) -> anyhow::Result<()> {
         return Ok(());
     }
     info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping the group");
-    if let Err(e) = node.raft.initialize(members).await {
+    match node.raft.initialize(members).await {
+        // A fresh group: it starts with every feature of this build.
+        Ok(()) => crate::service::consumer::claims::enable_at_bootstrap(node),
         // Another incarnation of the cluster already initialized it: fine.
-        warn!(error = %e, "initialize refused");
+        Err(e) => warn!(error = %e, "initialize refused"),
     }
     Ok(())
 }

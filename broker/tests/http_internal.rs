@@ -177,6 +177,71 @@ async fn right_secret_reaches_the_rpc_handlers() {
     node.stop().await;
 }
 
+/// The internal protocol version (issue 22): every internal answer states this
+/// node's; a peer one version apart (or a build before versions, without the
+/// header) is served; a peer two versions apart is refused on every internal
+/// route with 409 CONFLICT naming both versions and what to do; a header that is
+/// no version is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_too_many_versions_apart_are_refused_with_both_versions() {
+    use broker::peer_protocol::{HEADER, VERSION};
+    let node = TestNode::start_with(|config| {
+        config.cluster_secret = Some(broker::config::Secret::new(SECRET))
+    })
+    .await;
+    let request = VoteRequest::<TypeConfig>::new(Vote::new(0, 2), None);
+    for version in [None, Some(VERSION - 1), Some(VERSION), Some(VERSION + 1)] {
+        info!("--- a vote from a peer of version {version:?}");
+        let text = version.map(|v| v.to_string());
+        let mut headers = vec![(SECRET_HEADER, SECRET)];
+        headers.extend(text.as_deref().map(|v| (HEADER, v)));
+        let answer = node
+            .call(
+                Method::POST,
+                "/internal/raft/vote",
+                bincode_body(&request),
+                &headers,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "version {version:?}");
+        assert_eq!(
+            answer.headers.get(HEADER).map(|v| v.as_bytes()),
+            Some(VERSION.to_string().as_bytes()),
+            "the answer states this node's version"
+        );
+    }
+    let skipped = (VERSION + 2).to_string();
+    for (name, uri) in INTERNAL_ROUTES {
+        let answer = node
+            .call(
+                method(name),
+                uri,
+                GARBAGE.to_vec(),
+                &[(SECRET_HEADER, SECRET), (HEADER, &skipped)],
+            )
+            .await;
+        let (status, body) = json(&answer);
+        assert_error((status, body.clone()), StatusCode::CONFLICT, "CONFLICT");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("version {skipped}"))
+                && message.contains(&format!("speaks {VERSION}"))
+                && message.contains("one version at a time"),
+            "{name} {uri}: {message}"
+        );
+    }
+    let answer = node
+        .call(
+            Method::POST,
+            "/internal/raft/vote",
+            bincode_body(&request),
+            &[(SECRET_HEADER, SECRET), (HEADER, "latest")],
+        )
+        .await;
+    assert_error(json(&answer), StatusCode::CONFLICT, "CONFLICT");
+    node.stop().await;
+}
+
 /// A node started `--insecure` without a secret takes internal requests without
 /// the header (garbage reaches the decoder: BAD_REQUEST, not UNAUTHORIZED).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

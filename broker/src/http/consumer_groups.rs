@@ -22,7 +22,7 @@ use crate::api::{GroupOffsetsResponse, HeartbeatRequest, ResetOffsetsRequest, Re
 use crate::auth::{Action, Resource};
 use crate::replication::command::OffsetCommit;
 use crate::service::consumer::coordinator::Serving;
-use crate::service::consumer::give_back;
+use crate::service::consumer::{claims, give_back};
 use crate::service::node::Node;
 use crate::service::producer::group_hash;
 use crate::service::routing::{self, Choice, Target};
@@ -80,17 +80,7 @@ pub async fn heartbeat(
                 forward::with_param(&request.path_and_query, "broker_group", node.group());
             forward::at_leader(&node, request, || async {
                 let serving = serving(&node, &body);
-                let term = node.raft_metrics().current_term;
-                let answer = node
-                    .coordinator
-                    .heartbeat(
-                        &group,
-                        term,
-                        node.config.control.member_expiry.0,
-                        &body,
-                        &serving,
-                    )
-                    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+                let answer = claims::heartbeat(&node, &group, &body, &serving).await?;
                 Ok(Json(answer).into_response())
             })
             .await

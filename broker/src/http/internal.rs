@@ -13,9 +13,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::connections::Connection;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::ApiQuery;
 use crate::auth::cluster_secret::SECRET_HEADER;
+use crate::peer_protocol;
 use crate::replication::append_stream;
 use crate::replication::network::{InstallRequest, SnapshotOffer};
 use crate::replication::snapshot::CommitLogSnapshot;
@@ -23,6 +24,28 @@ use crate::service::control::routes::RegistrationAck;
 use crate::service::control::Registration;
 use crate::service::node::Node;
 use crate::storage::CommitLogOffset;
+
+/// Speaks the internal protocol (see `peer_protocol`): refuses a peer more than
+/// one version apart with 409 CONFLICT naming both versions, and states this
+/// node's version on every answer, so the leader learns what each voter speaks.
+pub async fn speak_protocol(request: Request, next: Next) -> Response {
+    let checked = peer_protocol::of_headers(request.headers()).and_then(|version| {
+        peer_protocol::compatible(version)?;
+        Ok(version)
+    });
+    let mut response = match checked {
+        Ok(_) => next.run(request).await,
+        Err(refusal) => {
+            tracing::warn!(path = %request.uri().path(), "{refusal}");
+            ApiError::new(ErrorCode::Conflict, refusal).into_response()
+        }
+    };
+    response.headers_mut().insert(
+        peer_protocol::HEADER,
+        axum::http::HeaderValue::from(peer_protocol::VERSION),
+    );
+    response
+}
 
 /// Rejects internal requests without the cluster secret (open only on a node
 /// started `--insecure` without one). A connection that presents it is a peer's:

@@ -546,6 +546,9 @@ pub fn router_with_connections(node: Arc<Node>, connections: Arc<ConnectionRegis
             Arc::clone(&node),
             internal::require_secret,
         ))
+        // Before the secret: a peer of a version this node cannot talk to is told
+        // so even when the secret is right.
+        .route_layer(middleware::from_fn(internal::speak_protocol))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
     public
         .merge(internal)

@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::claims::{ClaimsChange, ClaimsRefusal};
 use super::leases::{LeaseCommand, LeaseOutcome, LeaseUpdate};
 use super::timers::{TimerKey, TimerState};
 use super::transactions::{ResolveOutcome, TransactionUpdate};
@@ -56,6 +57,10 @@ pub enum Command {
         /// When the next check of each is offered.
         next_ms: u64,
     },
+    /// Enable the claims table, or record a coordinator's grants and releases
+    /// (see `replication::claims`). Proposed only once every voter speaks
+    /// internal protocol 2: a node of the previous build cannot decode it.
+    Claims(ClaimsChange),
 }
 
 /// Commit (its half messages stored in their topic, stamped `at_ms`, the
@@ -206,6 +211,8 @@ pub enum CommandResponse {
     Leased(Vec<LeaseOutcome>),
     /// What a [`Command::ResolveTransaction`] did.
     Transaction(ResolveOutcome),
+    /// Whether a [`Command::Claims`] was applied.
+    Claims(Result<(), ClaimsRefusal>),
 }
 
 /// The payload of a control record: the state changes that are not messages.
@@ -235,6 +242,8 @@ pub enum ControlRecord {
     /// A transaction resolved (written with the messages a commit makes visible,
     /// in the same entry), or checks offered.
     Transactions(TransactionUpdate),
+    /// A claims change apply accepted.
+    Claims(ClaimsChange),
 }
 
 /// Version byte in front of every control record payload.
@@ -307,6 +316,14 @@ impl fmt::Display for Command {
                 r.id
             ),
             Self::OfferChecks { ids, .. } => write!(f, "offer {} transaction checks", ids.len()),
+            Self::Claims(ClaimsChange::Enable) => f.write_str("enable queue claims"),
+            Self::Claims(ClaimsChange::Update(u)) => write!(
+                f,
+                "{} queue grants and {} releases of {}",
+                u.grant.len(),
+                u.release.len(),
+                u.consumer_group
+            ),
             Self::DeliverTimers(d) => write!(
                 f,
                 "deliver {} timer messages after {:?} up to {:?}",
@@ -338,6 +355,8 @@ impl fmt::Display for CommandResponse {
             ),
             Self::Leased(outcomes) => write!(f, "{} lease outcomes", outcomes.len()),
             Self::Transaction(outcome) => write!(f, "transaction: {outcome:?}"),
+            Self::Claims(Ok(())) => f.write_str("claims applied"),
+            Self::Claims(Err(refusal)) => write!(f, "claims refused: {refusal}"),
         }
     }
 }

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::claims::{ClaimTable, ClaimsChange, ClaimsRefusal};
 use super::command::{ControlRecord, OffsetCommit, SendResult};
 use super::leases::LeaseTable;
 use super::timers::TimerState;
@@ -73,6 +74,11 @@ pub struct GroupState {
     pub timers: TimerState,
     /// Transactions: open ones (their half messages) and recent resolutions.
     pub transactions: TransactionTable,
+    /// Which member each queue was granted to, per consumer group; `None` until
+    /// the group enables claims (see `replication::claims`). Not in the derived
+    /// encoding: [`GroupState::encode`] appends it, in format 6, only when set.
+    #[serde(skip)]
+    pub claims: Option<ClaimTable>,
     /// The last log id folded in.
     pub last_applied: Option<LogId>,
     /// Every CommitLog record below this offset is folded in.
@@ -269,11 +275,14 @@ impl ProducerTable {
 /// was never released; it is refused rather than guessed at. Version 2 had no
 /// user table; it is read as version 4 with no users and no leases. Version 3 had
 /// no lease table; it is read as version 4 with no leases. Version 4 had no timer
-/// progress and no transactions; it is read as version 5 with none.
+/// progress and no transactions; it is read as version 5 with none. Version 6 is
+/// version 5 followed by the claims table, written only once claims are enabled
+/// (so that until then a node of the previous build reads the state).
 const STATE_FORMAT_V2: u8 = 2;
 const STATE_FORMAT_V3: u8 = 3;
 const STATE_FORMAT_V4: u8 = 4;
 const STATE_FORMAT_V5: u8 = 5;
+const STATE_FORMAT_V6: u8 = 6;
 
 /// [`GroupState`] as version 4 wrote it.
 #[derive(Deserialize)]
@@ -301,6 +310,7 @@ impl From<GroupStateV4> for GroupState {
             leases: v4.leases,
             timers: TimerState::default(),
             transactions: TransactionTable::default(),
+            claims: None,
             last_applied: v4.last_applied,
             commit_log_end: v4.commit_log_end,
         }
@@ -332,6 +342,7 @@ impl From<GroupStateV3> for GroupState {
             leases: LeaseTable::default(),
             timers: TimerState::default(),
             transactions: TransactionTable::default(),
+            claims: None,
             last_applied: v3.last_applied,
             commit_log_end: v3.commit_log_end,
         }
@@ -363,6 +374,7 @@ impl From<GroupStateV2> for GroupState {
             leases: LeaseTable::default(),
             timers: TimerState::default(),
             transactions: TransactionTable::default(),
+            claims: None,
             last_applied: v2.last_applied,
             commit_log_end: v2.commit_log_end,
         }
@@ -419,6 +431,33 @@ impl GroupState {
             ControlRecord::Leases(update) => self.leases.fold(update),
             ControlRecord::Timers(timers) => self.timers = timers.clone(),
             ControlRecord::Transactions(update) => self.transactions.fold(update),
+            ControlRecord::Claims(change) => self.apply_claims(change),
+        }
+    }
+
+    /// Applies a claims change apply accepted (see [`GroupState::check_claims`]).
+    pub fn apply_claims(&mut self, change: &ClaimsChange) {
+        match change {
+            ClaimsChange::Enable => {
+                self.claims.get_or_insert_with(ClaimTable::default);
+            }
+            ClaimsChange::Update(update) => {
+                if let Some(claims) = &mut self.claims {
+                    claims.apply(update);
+                }
+            }
+        }
+    }
+
+    /// Whether apply accepts a claims change.
+    ///
+    /// # Errors
+    /// Claims are not enabled, or the table would pass its cap.
+    pub fn check_claims(&self, change: &ClaimsChange) -> Result<(), ClaimsRefusal> {
+        match (change, &self.claims) {
+            (ClaimsChange::Enable, _) => Ok(()),
+            (ClaimsChange::Update(_), None) => Err(ClaimsRefusal::NotEnabled),
+            (ClaimsChange::Update(update), Some(claims)) => claims.check(update),
         }
     }
 
@@ -483,10 +522,20 @@ impl GroupState {
     }
 
     /// Encodes the state: a version byte, then bincode (standard config).
+    /// Format 5 while claims are off, format 6 (5 then the claims table) once on.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![STATE_FORMAT_V5];
+        let version = if self.claims.is_some() {
+            STATE_FORMAT_V6
+        } else {
+            STATE_FORMAT_V5
+        };
+        let mut out = vec![version];
         bincode::serde::encode_into_std_write(self, &mut out, bincode::config::standard())
             .expect("encoding into a Vec cannot fail");
+        if let Some(claims) = &self.claims {
+            bincode::serde::encode_into_std_write(claims, &mut out, bincode::config::standard())
+                .expect("encoding into a Vec cannot fail");
+        }
         out
     }
 
@@ -496,6 +545,17 @@ impl GroupState {
     /// An unknown version or undecodable bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let mut state: Self = match bytes.split_first() {
+            Some((&STATE_FORMAT_V6, rest)) => {
+                let (mut state, used): (Self, usize) =
+                    bincode::serde::decode_from_slice(rest, bincode::config::standard())
+                        .map_err(|e| format!("undecodable group state: {e}"))?;
+                let (mut claims, _): (ClaimTable, usize) =
+                    bincode::serde::decode_from_slice(&rest[used..], bincode::config::standard())
+                        .map_err(|e| format!("undecodable claims table: {e}"))?;
+                claims.rebuild();
+                state.claims = Some(claims);
+                state
+            }
             Some((&STATE_FORMAT_V5, rest)) => {
                 bincode::serde::decode_from_slice(rest, bincode::config::standard())
                     .map_err(|e| format!("undecodable group state: {e}"))?

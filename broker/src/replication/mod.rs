@@ -11,6 +11,8 @@
 //!   flight), and the ops that change it.
 //! * [`timers`] — timer messages: the replicated delivery progress, and each
 //!   replica's timer log and time wheel.
+//! * [`claims`] — which member each queue was granted to, per consumer group
+//!   (so a new coordinator knows its predecessor's grants).
 //! * [`transactions`] — the table of transactions (open ones, recent
 //!   resolutions) and its changes.
 //! * [`state_machine`] — applies entries to the store; [`apply_send`] — the sends
@@ -27,6 +29,7 @@ pub mod append_stream;
 pub mod apply_send;
 pub mod apply_timers;
 pub mod apply_transactions;
+pub mod claims;
 pub mod command;
 pub mod error;
 pub mod group_state;

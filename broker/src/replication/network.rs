@@ -33,6 +33,7 @@ use super::type_config::{NodeId, NodeInfo, Snapshot, SnapshotMeta, TypeConfig, V
 use crate::storage::CommitLogOffset;
 
 use crate::auth::cluster_secret::SECRET_HEADER;
+use crate::peer_protocol;
 /// Bytes per snapshot chunk request.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 << 20;
 
@@ -178,7 +179,16 @@ impl PeerClient {
         if let Some(secret) = &self.secret {
             request = request.header(SECRET_HEADER, secret.as_ref());
         }
-        Ok(request)
+        Ok(request.header(peer_protocol::HEADER, peer_protocol::VERSION))
+    }
+
+    /// Notes the protocol version the peer answered with (see `peer_protocol`):
+    /// the leader proposes what is new in a version only once every voter speaks
+    /// it.
+    fn note_version(&self, response: &reqwest::Response) {
+        if let Ok(version) = peer_protocol::of_answer(response.headers()) {
+            self.shared.peer_versions.record(self.target, version);
+        }
     }
 
     /// POSTs a bincode body and decodes a bincode `Result<Resp, String>` answer.
@@ -197,6 +207,7 @@ impl PeerClient {
             .send()
             .await
             .map_err(|e| classify(&self.url, &e))?;
+        self.note_version(&response);
         decode_answer(&self.url, response).await
     }
 
@@ -209,6 +220,7 @@ impl PeerClient {
             .send()
             .await
             .map_err(|e| classify(&self.url, &e))?;
+        self.note_version(&response);
         if matches!(
             response.status(),
             reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED

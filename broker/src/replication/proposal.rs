@@ -18,6 +18,7 @@ use super::command::{
     Command, CommandResponse, DeliverCommand, DeliverTimersCommand, OffsetCommit, Rejection,
     ResolveTransaction, SendCommand, SendResult,
 };
+use super::claims::{ClaimsChange, ClaimsRefusal};
 use super::leases::{LeaseCommand, LeaseOutcome};
 use super::transactions::ResolveOutcome;
 use super::type_config::Raft;
@@ -297,6 +298,22 @@ impl Proposal for LeaseCommand {
         match response {
             CommandResponse::Leased(outcomes) => outcomes,
             other => wrong_answer("lease change", &other),
+        }
+    }
+}
+
+impl Proposal for ClaimsChange {
+    /// Applied, or refused whole (claims off, or the table full).
+    type Answer = Result<(), ClaimsRefusal>;
+
+    fn into_command(self) -> Command {
+        Command::Claims(self)
+    }
+
+    fn answer(response: CommandResponse) -> Self::Answer {
+        match response {
+            CommandResponse::Claims(outcome) => outcome,
+            other => wrong_answer("claims change", &other),
         }
     }
 }

@@ -32,6 +32,7 @@ use super::retention_hold::HalfHoldCache;
 use super::snapshot::{CommitLogSnapshot, SnapshotFiles};
 use super::timers::TimerIndex;
 use super::type_config::{log_ref, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::peer_protocol::PeerVersions;
 use crate::storage::{
     CommitLogOffset, MessageDraft, MessageStore, QueueId, RaftLogRef, RecordInput, StoreError,
 };
@@ -49,6 +50,9 @@ pub struct GroupShared {
     pub timers: TimerIndex,
     /// The oldest open transaction's record (see `retention_hold`).
     pub(super) half_hold: HalfHoldCache,
+    /// The internal protocol version each peer answered with (see
+    /// `peer_protocol`).
+    pub peer_versions: PeerVersions,
 }
 
 impl GroupShared {
@@ -163,6 +167,7 @@ impl BrokerStateMachine {
             snapshots,
             timers,
             half_hold: HalfHoldCache::default(),
+            peer_versions: PeerVersions::default(),
         });
         let machine = Self {
             shared,
@@ -216,7 +221,7 @@ impl BrokerStateMachine {
                 Command::DeleteTopic { .. } => true,
                 // A commit stores into its topic's queues (perhaps a first time).
                 Command::ResolveTransaction(resolve) => resolve.commit,
-                Command::OfferChecks { .. } => false,
+                Command::OfferChecks { .. } | Command::Claims(_) => false,
                 // Dead letters go to the group's DLQ topic (one queue).
                 Command::Lease(lease) => any_new_queue(
                     store,
@@ -329,6 +334,17 @@ impl BrokerStateMachine {
             Command::DeliverTimers(deliver) => self.apply_deliver_timers(raft, deliver),
             Command::ResolveTransaction(resolve) => self.apply_resolve(raft, resolve),
             Command::OfferChecks { ids, next_ms } => self.apply_offer(raft, ids, *next_ms),
+            Command::Claims(change) => {
+                let checked = self.shared.state().check_claims(change);
+                if checked.is_err() {
+                    self.write_control(raft, &ControlRecord::Noop)?;
+                    return Ok(CommandResponse::Claims(checked));
+                }
+                let record = ControlRecord::Claims(change.clone());
+                self.write_control(raft, &record)?;
+                self.shared.state_mut().apply_control(&record);
+                Ok(CommandResponse::Claims(Ok(())))
+            }
         }
     }
 
@@ -657,8 +673,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::replication::claims::{ClaimedQueue, ClaimsChange, ClaimsRefusal, ClaimsUpdate};
     use crate::replication::command::SendResult;
-    use crate::replication::group_state::DedupCheck;
+    use crate::replication::group_state::{DedupCheck, GroupState};
     use crate::replication::type_config::log_id_of;
     use crate::storage::{MessageId, ProducerStamp, QueueOffset, StoreConfig};
     use crate::topic::TopicConfig;
@@ -996,5 +1013,61 @@ mod tests {
         assert_eq!(answer(&sm, 9, PutUsers(Vec::new())).applied, 0);
         assert!(answer(&sm, 10, DeleteTopic("t".into())));
         assert!(!answer(&sm, 11, DeleteTopic("t".into())));
+        assert_eq!(
+            answer(&sm, 12, ClaimsChange::Update(claim_update(&[(0, "a")]))),
+            Err(ClaimsRefusal::NotEnabled)
+        );
+        assert_eq!(answer(&sm, 13, ClaimsChange::Enable), Ok(()));
+    }
+
+    fn claim_update(grants: &[(u32, &str)]) -> ClaimsUpdate {
+        ClaimsUpdate {
+            consumer_group: "g".into(),
+            grant: grants
+                .iter()
+                .map(|(queue_id, member)| {
+                    let queue = ClaimedQueue {
+                        topic: "t".into(),
+                        group: "broker-a".into(),
+                        queue_id: *queue_id,
+                    };
+                    (queue, member.to_string())
+                })
+                .collect(),
+            release: Vec::new(),
+        }
+    }
+
+    /// Claims are refused until enabled, then recorded in the CommitLog: a
+    /// restarted node replays them, and the state's encoding keeps the previous
+    /// format until they are enabled.
+    #[test]
+    fn claims_are_gated_recorded_and_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sm = open(dir.path());
+        let update = |grants| Command::Claims(ClaimsChange::Update(claim_update(grants)));
+        assert!(matches!(
+            apply(&sm, 1, &update(&[(0, "a")])),
+            CommandResponse::Claims(Err(ClaimsRefusal::NotEnabled))
+        ));
+        assert!(sm.shared.state().claims.is_none());
+        assert_eq!(sm.shared.state().encode()[0], 5, "the previous format");
+
+        apply(&sm, 2, &Command::Claims(ClaimsChange::Enable));
+        apply(&sm, 3, &update(&[(0, "a"), (1, "b")]));
+        apply(&sm, 4, &update(&[(1, "c")]));
+        let encoded = sm.shared.state().encode();
+        assert_eq!(encoded[0], 6);
+        let decoded = GroupState::decode(&encoded).expect("decodes");
+        let claims = decoded.claims.expect("claims survive encoding");
+        assert_eq!(claims.len(), 2);
+        assert_eq!(claims.of("g").unwrap().values().collect::<Vec<_>>(), ["a", "c"]);
+        drop(sm);
+
+        let sm = open(dir.path());
+        let state = sm.shared.state();
+        let claims = state.claims.as_ref().expect("replayed from the CommitLog");
+        assert_eq!(claims.len(), 2);
+        assert_eq!(claims.of("g").unwrap().values().collect::<Vec<_>>(), ["a", "c"]);
     }
 }

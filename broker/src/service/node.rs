@@ -423,7 +423,8 @@ impl Node {
     ) -> reqwest::RequestBuilder {
         let request = self
             .http
-            .request(method, format!("{base_url}{path_and_query}"));
+            .request(method, format!("{base_url}{path_and_query}"))
+            .header(crate::peer_protocol::HEADER, crate::peer_protocol::VERSION);
         match &self.secret {
             Some(secret) if self.may_receive_secret(base_url) => {
                 request.header(SECRET_HEADER, secret.header_value())

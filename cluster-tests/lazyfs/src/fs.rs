@@ -376,16 +376,41 @@ impl Shared {
     }
 
     /// Power loss: every unsynced byte is dropped and every later operation fails.
-    pub fn power_loss(&self) -> Sweep {
+    /// Also says, per file, what was dropped ("path: N bytes in [a, b) …").
+    pub fn power_loss(&self) -> (Sweep, Vec<String>) {
         let mut state = self.state();
         state.dead = true;
         let mut sweep = Sweep::default();
-        for (_, mut dirty) in state.dirty.drain() {
-            sweep.bytes += dirty.overlay.drop_all();
+        let mut files = Vec::new();
+        let dirty: Vec<(u64, Dirty)> = state.dirty.drain().collect();
+        for (ino, mut dirty) in dirty {
+            let path = state
+                .nodes
+                .get(&ino)
+                .map_or_else(|| format!("inode {ino}"), |n| n.rel.display().to_string());
+            let ranges: Vec<String> = dirty
+                .overlay
+                .ranges()
+                .take(8)
+                .map(|(start, end)| format!("[{start}, {end})"))
+                .collect();
+            let more = dirty.overlay.extent_count().saturating_sub(ranges.len());
+            let bytes = dirty.overlay.drop_all();
+            files.push(format!(
+                "{path}: {bytes} bytes in {}{}",
+                ranges.join(" "),
+                if more > 0 {
+                    format!(" and {more} more ranges")
+                } else {
+                    String::new()
+                }
+            ));
+            sweep.bytes += bytes;
             sweep.files += 1;
         }
+        files.sort();
         state.dirty_total = 0;
-        sweep
+        (sweep, files)
     }
 
     /// Applies every file's unsynced data (a `sync`, or a clean stop).
@@ -829,6 +854,66 @@ impl LazyFs {
         Ok(())
     }
 
+    /// `SEEK_DATA` and `SEEK_HOLE` (the kernel answers the other whences itself):
+    /// the backing file's data regions and the dirty ranges are data; the broker's
+    /// recovery reads only data regions, so a dirty tail must count.
+    fn do_lseek(&self, ino: INodeNo, fh: FileHandle, offset: i64, whence: i32) -> Result<i64> {
+        const SEEK_DATA: i32 = 3;
+        const SEEK_HOLE: i32 = 4;
+        let state = self.live()?;
+        let file = state.file_for(self.root(), ino.0, Some(fh.0))?;
+        let backing_len = file.metadata().map_err(errno)?.len();
+        let overlay = state.dirty.get(&ino.0).map(|d| &d.overlay);
+        let size = overlay.map_or(backing_len, |o| o.size(backing_len));
+        let offset = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        let enxio = Errno::ENXIO;
+        if offset >= size {
+            return Err(enxio);
+        }
+        let found = match whence {
+            SEEK_DATA => {
+                let in_backing = if offset < backing_len {
+                    match rustix::fs::seek(&*file, rustix::fs::SeekFrom::Data(offset)) {
+                        Ok(at) => Some(at),
+                        Err(rustix::io::Errno::NXIO) => None,
+                        Err(e) => return Err(rustix_errno(e)),
+                    }
+                } else {
+                    None
+                };
+                let in_overlay = overlay.and_then(|o| o.next_data(offset));
+                match (in_backing, in_overlay) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (Some(a), None) | (None, Some(a)) => a,
+                    (None, None) => return Err(enxio),
+                }
+            }
+            SEEK_HOLE => {
+                let mut at = offset;
+                loop {
+                    if at >= size {
+                        break size;
+                    }
+                    if let Some(end) = overlay.and_then(|o| o.covering_end(at)) {
+                        at = end;
+                        continue;
+                    }
+                    if at < backing_len {
+                        let hole = rustix::fs::seek(&*file, rustix::fs::SeekFrom::Hole(at))
+                            .map_err(rustix_errno)?;
+                        if hole > at {
+                            at = hole;
+                            continue;
+                        }
+                    }
+                    break at;
+                }
+            }
+            _ => return Err(Errno::EINVAL),
+        };
+        i64::try_from(found).map_err(|_| Errno::EOVERFLOW)
+    }
+
     fn do_fallocate(
         &self,
         ino: INodeNo,
@@ -1129,6 +1214,21 @@ impl Filesystem for LazyFs {
                 s.f_frsize as u32,
             ),
             Err(e) => reply.error(rustix_errno(e)),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        match self.do_lseek(ino, fh, offset, whence) {
+            Ok(at) => reply.offset(at),
+            Err(e) => reply.error(e),
         }
     }
 

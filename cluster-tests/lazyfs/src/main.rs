@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+use fuser::{Config, MountOption, Session, SessionACL};
 use lazyfs::fs::{LazyFs, Options, Shared, Sweep};
 
 #[derive(Parser, Debug)]
@@ -102,17 +102,39 @@ struct Controller {
     shared: Arc<Shared>,
     mount: PathBuf,
     socket: Option<PathBuf>,
-    unmounter: Mutex<Option<SessionUnmounter>>,
+    /// Set once unmounted (or detached) by a stop.
+    stopping: Mutex<bool>,
+    /// Held while a command is carried out and answered: the main thread takes it
+    /// before exiting, so a `stop` is answered before the process ends.
+    busy: Mutex<()>,
+}
+
+/// Unmounts `mount`, retrying for a while when it is busy: a process forked
+/// elsewhere holds the mount's files (even mappings) until it execs.
+fn unmount(mount: &Path) -> rustix::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match rustix::mount::unmount(mount, rustix::mount::UnmountFlags::empty()) {
+            Err(rustix::io::Errno::BUSY) if tries < 30 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
 }
 
 impl Controller {
     /// Drops every unsynced byte; the caller then calls [`Controller::vanish`].
     fn power_loss(&self) -> Sweep {
-        let sweep = self.shared.power_loss();
+        let (sweep, files) = self.shared.power_loss();
         eprintln!(
             "lazyfs: POWER LOSS: dropped {} unsynced bytes of {} files",
             sweep.bytes, sweep.files
         );
+        for file in files {
+            eprintln!("lazyfs:   {file}");
+        }
         sweep
     }
 
@@ -140,12 +162,9 @@ impl Controller {
             .shared
             .sync_all()
             .map_err(|e| format!("applying unsynced data: {e}"))?;
-        let mut unmounter = self
-            .unmounter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(u) = unmounter.as_mut() {
-            if let Err(e) = u.unmount() {
+        let mut stopping = self.stopping.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*stopping {
+            if let Err(e) = unmount(&self.mount) {
                 if !detach_if_busy {
                     return Err(format!("unmounting {}: {e}", self.mount.display()));
                 }
@@ -155,7 +174,7 @@ impl Controller {
                 );
                 let _ = rustix::mount::unmount(&self.mount, rustix::mount::UnmountFlags::DETACH);
             }
-            *unmounter = None;
+            *stopping = true;
             // The session ends when the last copy of the mount goes, and a copy in
             // another mount namespace (a process started by `ip netns exec` while
             // mounted, where / is not shared) can outlive this one: do not wait
@@ -181,6 +200,7 @@ impl Controller {
     }
 
     fn serve_connection(&self, stream: UnixStream) {
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         let mut line = String::new();
         let Ok(reader) = stream.try_clone() else {
@@ -281,14 +301,15 @@ fn serve(args: Serve) -> Result<(), String> {
     // allow_other: the broker may run as another user than this process.
     config.acl = SessionACL::All;
     config.n_threads = Some(args.threads.max(1));
-    let mut session = Session::new(fs, &mount, &config)
+    let session = Session::new(fs, &mount, &config)
         .map_err(|e| format!("mounting {} on {}: {e}", backing.display(), mount.display()))?;
     let mount = mount.canonicalize().unwrap_or(mount);
     let controller = Arc::new(Controller {
         shared: shared.clone(),
         mount: mount.clone(),
         socket: args.control.clone(),
-        unmounter: Mutex::new(Some(session.unmount_callable())),
+        stopping: Mutex::new(false),
+        busy: Mutex::new(()),
     });
     if let Some(socket) = &args.control {
         // The socket appears once the mount is live: callers wait for it.
@@ -307,6 +328,10 @@ fn serve(args: Serve) -> Result<(), String> {
                         controller.power_loss();
                         controller.vanish();
                     }
+                    let _busy = controller
+                        .busy
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     if let Err(e) = controller.stop(true) {
                         eprintln!("lazyfs: stop on signal {signal}: {e}");
                     }
@@ -326,6 +351,11 @@ fn serve(args: Serve) -> Result<(), String> {
     if shared.is_dead() {
         std::process::exit(0);
     }
+    // A stop command is answered before this process ends.
+    let _busy = controller
+        .busy
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let applied = shared.sync_all();
     if let Some(socket) = &args.control {
         let _ = std::fs::remove_file(socket);

@@ -92,6 +92,32 @@ impl Overlay {
         self.extents.len()
     }
 
+    /// The dirty ranges, `[start, end)`, in order.
+    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.extents
+            .iter()
+            .map(|(start, bytes)| (*start, start + bytes.len() as u64))
+    }
+
+    /// Where the first dirty byte at or after `offset` is (`SEEK_DATA` over the
+    /// overlay alone).
+    pub fn next_data(&self, offset: u64) -> Option<u64> {
+        if let Some(end) = self.covering_end(offset) {
+            debug_assert!(end > offset);
+            return Some(offset);
+        }
+        self.extents.range(offset..).next().map(|(start, _)| *start)
+    }
+
+    /// The end of the dirty range holding `offset`, if one does.
+    pub fn covering_end(&self, offset: u64) -> Option<u64> {
+        self.extents
+            .range(..=offset)
+            .next_back()
+            .map(|(start, bytes)| start + bytes.len() as u64)
+            .filter(|end| *end > offset)
+    }
+
     /// End of the last dirty byte (0 when clean).
     pub fn end(&self) -> u64 {
         self.extents
@@ -401,6 +427,23 @@ mod tests {
         assert_eq!(overlay.dirty_bytes(), 3 + 24 + 1);
         overlay.apply(&backing).expect("apply");
         assert_eq!(backing.bytes(), model(&writes, b""));
+    }
+
+    #[test]
+    fn data_and_holes_of_the_overlay() {
+        let mut overlay = Overlay::new();
+        assert_eq!(overlay.next_data(0), None);
+        overlay.write(10, b"abc");
+        overlay.write(20, b"d");
+        assert_eq!(overlay.next_data(0), Some(10));
+        assert_eq!(overlay.next_data(11), Some(11));
+        assert_eq!(overlay.next_data(13), Some(20));
+        assert_eq!(overlay.next_data(21), None);
+        assert_eq!(overlay.covering_end(9), None);
+        assert_eq!(overlay.covering_end(10), Some(13));
+        assert_eq!(overlay.covering_end(12), Some(13));
+        assert_eq!(overlay.covering_end(13), None);
+        assert_eq!(overlay.ranges().collect::<Vec<_>>(), [(10, 13), (20, 21)]);
     }
 
     #[test]

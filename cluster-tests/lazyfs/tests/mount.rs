@@ -320,3 +320,30 @@ fn names_sizes_and_renames_apply_at_once() {
     assert!(stat.f_blocks > 0);
     assert!(fs.ctl("stats").starts_with("ok "));
 }
+
+#[test]
+fn seek_data_and_hole_count_unsynced_bytes_as_data() {
+    let Some(fs) = Mounted::start("seek_data_and_hole_count_unsynced_bytes_as_data") else {
+        return;
+    };
+    use rustix::fs::{seek, SeekFrom};
+    let file = create(&fs.at("sparse"), b"");
+    file.set_len(1 << 20).expect("set_len");
+    file.sync_all().expect("fsync");
+    let at = 512 * 1024;
+    std::os::unix::fs::FileExt::write_all_at(&file, b"x", at).expect("write");
+    for synced in [false, true] {
+        let data = seek(&file, SeekFrom::Data(0)).expect("SEEK_DATA");
+        assert!(
+            data <= at && at - data < 4096,
+            "synced {synced}: data at {data}"
+        );
+        let hole = seek(&file, SeekFrom::Hole(at)).expect("SEEK_HOLE");
+        assert!(hole > at, "synced {synced}: hole at {hole}");
+        assert_eq!(
+            seek(&file, SeekFrom::Data(1 << 20)).expect_err("past the end"),
+            rustix::io::Errno::NXIO
+        );
+        file.sync_data().expect("fdatasync");
+    }
+}

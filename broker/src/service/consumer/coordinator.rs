@@ -11,10 +11,18 @@
 //! members report the queues they still hold (with their committed offset), and a
 //! queue another live member holds is not granted. The new owner gets the previous
 //! owner's last reported offset as a hint, so it resumes where the other stopped
-//! even if it reads offsets from a replica that lags. A coordinator that has just
-//! taken over (new leader term) grants only what a member already holds until
-//! every live member had time to report (one `member_expiry`), so two members never
-//! hold a queue at once.
+//! even if it reads offsets from a replica that lags.
+//!
+//! # A new coordinator
+//! A coordinator that has just taken over (new leader term) has not heard from any
+//! member. With claims enabled in its broker group (`replication::claims`) every
+//! grant was committed before the member was told, so the replicated claims name
+//! every queue a member may hold: the new coordinator grants at once any queue
+//! nobody claims, and a queue claimed by a member that has not reported to it yet
+//! only once that member reports or one `member_expiry` has passed (the member
+//! drops its queues by then). Without claims it grants only what a member already
+//! holds until every live member had time to report (one `member_expiry`). Either
+//! way two members never hold a queue at once.
 //!
 //! # Bounds
 //! A heartbeat costs work in proportion to what it names, never to all route data:
@@ -30,8 +38,11 @@
 //! the rest wait for more members.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::replication::claims::{ClaimedQueue, ClaimsUpdate};
 
 use crate::api::{
     Assignment, HeartbeatRequest, HeartbeatResponse, MAX_CONSUMER_GROUPS, MAX_COORDINATOR_ENTRIES,
@@ -45,6 +56,50 @@ pub struct QueueRef {
     pub group: String,
     pub queue_id: u32,
 }
+
+impl From<&ClaimedQueue> for QueueRef {
+    fn from(q: &ClaimedQueue) -> Self {
+        Self {
+            topic: q.topic.clone(),
+            group: q.group.clone(),
+            queue_id: q.queue_id,
+        }
+    }
+}
+
+impl From<&QueueRef> for ClaimedQueue {
+    fn from(q: &QueueRef) -> Self {
+        Self {
+            topic: q.topic.clone(),
+            group: q.group.clone(),
+            queue_id: q.queue_id,
+        }
+    }
+}
+
+/// The replicated claims of the consumer group a heartbeat is for.
+#[derive(Clone, Copy, Debug)]
+pub enum Claims<'a> {
+    /// The broker group does not keep claims (not enabled yet): a new coordinator
+    /// waits one `member_expiry` before granting anything new.
+    Off,
+    /// Queue → member, every grant of this and earlier terms (and releases not
+    /// yet recorded).
+    On(Option<&'a BTreeMap<ClaimedQueue, String>>),
+}
+
+/// A heartbeat's answer, and the claims to record before it may be given.
+#[derive(Debug)]
+pub struct Beat {
+    pub response: HeartbeatResponse,
+    /// Grants this answer makes and releases seen (claims on only): commit them,
+    /// then answer; if they cannot be committed, answer an error instead.
+    pub record: Option<ClaimsUpdate>,
+}
+
+/// The most releases one heartbeat records (more wait for the next): bounds the
+/// entry a heartbeat proposes.
+const MAX_RELEASES_PER_BEAT: usize = MAX_OWNED_QUEUES;
 
 /// For each topic a heartbeat names (subscribed or held): the broker groups
 /// serving it readably, sorted by name, with their read queue counts.
@@ -166,6 +221,8 @@ impl Inner {
 /// The member tables of every consumer group this node coordinates.
 pub struct Coordinator {
     inner: Mutex<Inner>,
+    /// See [`Coordinator::synced_term`].
+    synced: AtomicU64,
 }
 
 impl Default for Coordinator {
@@ -177,6 +234,7 @@ impl Default for Coordinator {
                 groups: HashMap::new(),
                 entries: 0,
             }),
+            synced: AtomicU64::new(0),
         }
     }
 }
@@ -245,8 +303,11 @@ impl Coordinator {
         }
     }
 
-    /// Records a heartbeat and answers the members and this member's queues.
-    /// `serving` covers every topic the request subscribes to or holds.
+    /// Records a heartbeat and answers the members and this member's queues,
+    /// with the claims to commit before the answer is given. `serving` covers
+    /// every topic the request subscribes to or holds; `claims` are the consumer
+    /// group's replicated claims, read after this leader applied everything
+    /// committed before its term (see [`Coordinator::synced_term`]).
     ///
     /// # Errors
     /// A cap of the tables would be passed; nothing was changed.
@@ -257,7 +318,8 @@ impl Coordinator {
         member_expiry: Duration,
         request: &HeartbeatRequest,
         serving: &Serving,
-    ) -> Result<HeartbeatResponse, CoordinatorError> {
+        claims: Claims<'_>,
+    ) -> Result<Beat, CoordinatorError> {
         let now = Instant::now();
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *guard;
@@ -305,13 +367,37 @@ impl Coordinator {
             }
         }
         // Queues of these topics other members hold.
-        let held_by_others: HashSet<&QueueRef> = table
+        let mut held_by_others: HashSet<QueueRef> = table
             .members
             .iter()
             .filter(|(id, _)| **id != request.client_id)
             .flat_map(|(_, m)| m.held.keys())
             .filter(|queue| topics.contains(&queue.topic))
+            .cloned()
             .collect();
+        // With claims, a new coordinator need not wait: only a queue claimed by a
+        // member that has not reported yet waits for it (or its expiry). A member
+        // that reported speaks for itself through `held`.
+        let recorded = match claims {
+            Claims::Off => None,
+            Claims::On(recorded) => Some(recorded.unwrap_or(&EMPTY_CLAIMS)),
+        };
+        if let Some(recorded) = recorded {
+            if settling {
+                held_by_others.extend(
+                    recorded
+                        .iter()
+                        .filter(|(queue, member)| {
+                            **member != request.client_id
+                                && !table.members.contains_key(*member)
+                                && topics.contains(&queue.topic)
+                        })
+                        .map(|(queue, _)| QueueRef::from(queue)),
+                );
+            }
+        }
+        // Without claims, nothing new until every live member had time to report.
+        let wait_for_reports = settling && recorded.is_none();
         let mut assignments = Vec::new();
         'topics: for topic in &topics {
             let queues = queues_of(serving, topic);
@@ -329,7 +415,7 @@ impl Coordinator {
                     break 'topics;
                 }
                 let mine = held.contains_key(&queue);
-                if mine || (!held_by_others.contains(&queue) && !settling) {
+                if mine || (!held_by_others.contains(&queue) && !wait_for_reports) {
                     assignments.push(Assignment {
                         offset: table.handoff.get(&queue).copied(),
                         topic: queue.topic,
@@ -339,6 +425,17 @@ impl Coordinator {
                 }
             }
         }
+        let record = recorded.map(|recorded| {
+            claims_to_record(
+                consumer_group,
+                &request.client_id,
+                recorded,
+                &assignments,
+                &held,
+                |member| table.members.contains_key(member),
+                settling_since(inner.since, now, member_expiry),
+            )
+        });
         // A grant holds the queue for this member from now on, not from its next
         // heartbeat: another member asking in between must not get it too. The
         // member's next report replaces the set (a lost answer releases it then).
@@ -381,17 +478,81 @@ impl Coordinator {
             }
         }
         table.insert(&request.client_id, member);
-        Ok(HeartbeatResponse {
-            members: table.members.keys().cloned().collect(),
-            assignments,
+        Ok(Beat {
+            response: HeartbeatResponse {
+                members: table.members.keys().cloned().collect(),
+                assignments,
+            },
+            record: record.filter(|u| !u.grant.is_empty() || !u.release.is_empty()),
         })
     }
+
+    /// The term whose predecessors' claims this coordinator has read: a new
+    /// leader must apply everything committed before its term (a read index)
+    /// before it reads claims, then call [`Coordinator::mark_synced`].
+    pub fn synced_term(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub fn mark_synced(&self, term: u64) {
+        self.synced.fetch_max(term, Ordering::AcqRel);
+    }
+}
+
+static EMPTY_CLAIMS: BTreeMap<ClaimedQueue, String> = BTreeMap::new();
+
+/// Whether the term began less than one `member_expiry` ago.
+fn settling_since(since: Instant, now: Instant, member_expiry: Duration) -> bool {
+    now.duration_since(since) < member_expiry
+}
+
+/// What to record for one heartbeat: the queues granted to `member` that the
+/// claims do not give it yet; its claims on queues it neither holds nor gets
+/// (it let go); and, once the term settled, claims of members that are gone.
+fn claims_to_record(
+    consumer_group: &str,
+    member: &str,
+    recorded: &BTreeMap<ClaimedQueue, String>,
+    assignments: &[Assignment],
+    held: &BTreeMap<QueueRef, Option<u64>>,
+    is_live: impl Fn(&str) -> bool,
+    settling: bool,
+) -> ClaimsUpdate {
+    let mut update = ClaimsUpdate {
+        consumer_group: consumer_group.to_string(),
+        ..ClaimsUpdate::default()
+    };
+    let mut kept: HashSet<ClaimedQueue> = HashSet::new();
+    for a in assignments {
+        let queue = ClaimedQueue {
+            topic: a.topic.clone(),
+            group: a.group.clone(),
+            queue_id: a.queue_id,
+        };
+        if recorded.get(&queue).map(String::as_str) != Some(member) {
+            update.grant.push((queue.clone(), member.to_string()));
+        }
+        kept.insert(queue);
+    }
+    kept.extend(held.keys().map(ClaimedQueue::from));
+    for (queue, holder) in recorded {
+        if update.release.len() == MAX_RELEASES_PER_BEAT {
+            break;
+        }
+        let let_go = holder == member && !kept.contains(queue);
+        let gone = !settling && holder != member && !is_live(holder);
+        if let_go || gone {
+            update.release.push((queue.clone(), holder.clone()));
+        }
+    }
+    update
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::OwnedQueue;
+    use crate::replication::claims::ClaimedQueue;
 
     #[test]
     fn average_allocation_matches_rocketmq() {
@@ -418,8 +579,9 @@ mod tests {
         expiry: Duration,
         request: &HeartbeatRequest,
     ) -> HeartbeatResponse {
-        c.heartbeat("g", term, expiry, request, &serving())
+        c.heartbeat("g", term, expiry, request, &serving(), Claims::Off)
             .expect("within the caps")
+            .response
     }
 
     /// The entries counted from scratch (the running count must match it).
@@ -571,7 +733,14 @@ mod tests {
         };
         let mut refused = None;
         for i in 0..MAX_GROUP_MEMBERS {
-            match c.heartbeat("g", 1, expiry, &wide(&format!("m-{i}")), &serving()) {
+            match c.heartbeat(
+                "g",
+                1,
+                expiry,
+                &wide(&format!("m-{i}")),
+                &serving(),
+                Claims::Off,
+            ) {
                 Ok(_) => {}
                 Err(e) => {
                     refused = Some((i, e));
@@ -588,7 +757,14 @@ mod tests {
         assert_eq!(entries(&c), recount(&c));
         let before = entries(&c);
         assert!(c
-            .heartbeat("g", 1, expiry, &wide(&format!("m-{at}")), &serving())
+            .heartbeat(
+                "g",
+                1,
+                expiry,
+                &wide(&format!("m-{at}")),
+                &serving(),
+                Claims::Off
+            )
             .is_err());
         assert_eq!(entries(&c), before, "a refused heartbeat changes nothing");
         hb(&c, 1, expiry, &wide("m-0"));
@@ -606,8 +782,169 @@ mod tests {
             (0..5).map(|g| (format!("broker-{g}"), 1024)).collect(),
         )]);
         let a = c
-            .heartbeat("g", 1, Duration::from_secs(60), &beat("a", &[]), &wide)
-            .expect("within the caps");
+            .heartbeat(
+                "g",
+                1,
+                Duration::from_secs(60),
+                &beat("a", &[]),
+                &wide,
+                Claims::Off,
+            )
+            .expect("within the caps")
+            .response;
         assert_eq!(a.assignments.len(), MAX_OWNED_QUEUES);
+    }
+
+    /// Claims as apply would keep them: each beat's record applied in turn.
+    struct Recorded(crate::replication::claims::ClaimTable);
+
+    impl Recorded {
+        fn beat(
+            &mut self,
+            c: &Coordinator,
+            term: u64,
+            expiry: Duration,
+            request: &HeartbeatRequest,
+        ) -> HeartbeatResponse {
+            let beat = c
+                .heartbeat(
+                    "g",
+                    term,
+                    expiry,
+                    request,
+                    &serving(),
+                    Claims::On(self.0.of("g")),
+                )
+                .expect("within the caps");
+            if let Some(update) = &beat.record {
+                self.0.check(update).expect("fits");
+                self.0.apply(update);
+            }
+            // Every queue granted is claimed by its member before the answer.
+            for a in &beat.response.assignments {
+                let queue = ClaimedQueue {
+                    topic: a.topic.clone(),
+                    group: a.group.clone(),
+                    queue_id: a.queue_id,
+                };
+                assert_eq!(
+                    self.0.of("g").and_then(|c| c.get(&queue)),
+                    Some(&request.client_id),
+                    "queue {} answered before it was recorded",
+                    a.queue_id
+                );
+            }
+            beat.response
+        }
+
+        fn holders(&self) -> Vec<(u32, String)> {
+            self.0
+                .of("g")
+                .into_iter()
+                .flatten()
+                .map(|(q, m)| (q.queue_id, m.clone()))
+                .collect()
+        }
+    }
+
+    /// The acceptance case: a new coordinator (term 2) that inherits the claims of
+    /// three members grants a fourth member its share as soon as the holders
+    /// report letting go — not one `member_expiry` later — and no queue is ever
+    /// held by two members.
+    #[test]
+    fn a_new_coordinator_with_claims_grants_at_once_and_never_twice() {
+        let expiry = Duration::from_secs(60);
+        let eight = Serving::from([("t".to_string(), vec![("broker-a".to_string(), 8)])]);
+        let mut recorded = Recorded(Default::default());
+        // Members as the client runs them: each reports what it holds and then
+        // holds what it was answered.
+        let mut holding: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let round = |c: &Coordinator,
+                         term: u64,
+                         recorded: &mut Recorded,
+                         holding: &mut BTreeMap<String, Vec<u32>>,
+                         members: &[&str]| {
+            for id in members {
+                let held: Vec<(u32, u64)> = holding
+                    .get(*id)
+                    .into_iter()
+                    .flatten()
+                    .map(|q| (*q, 1))
+                    .collect();
+                let beat = c
+                    .heartbeat("g", term, expiry, &beat(id, &held), &eight, {
+                        Claims::On(recorded.0.of("g"))
+                    })
+                    .expect("within the caps");
+                if let Some(update) = &beat.record {
+                    recorded.0.apply(update);
+                }
+                holding.insert(id.to_string(), ids(&beat.response));
+                let mut all: Vec<u32> = holding.values().flatten().copied().collect();
+                let len = all.len();
+                all.sort_unstable();
+                all.dedup();
+                assert_eq!(all.len(), len, "a queue held twice: {holding:?}");
+            }
+        };
+        // Term 1: a, b, c come to share the 8 queues 3/3/2.
+        let old = Coordinator::default();
+        settled(&old, 1);
+        for _ in 0..4 {
+            round(&old, 1, &mut recorded, &mut holding, &["a", "b", "c"]);
+        }
+        let shares: Vec<usize> = holding.values().map(Vec::len).collect();
+        assert_eq!(shares, vec![3, 3, 2], "{holding:?}");
+        assert_eq!(recorded.holders().len(), 8);
+
+        // Term 2, a new coordinator: d joins first, before anyone reports; every
+        // queue is claimed by a member that has not reported yet.
+        let new = Coordinator::default();
+        round(&new, 2, &mut recorded, &mut holding, &["d"]);
+        assert!(holding["d"].is_empty(), "{holding:?}");
+        // Within three heartbeat rounds (each holder lets go once told, the next
+        // owner asks again) everyone has its share.
+        let mut rounds = 0;
+        while holding.values().map(Vec::len).collect::<Vec<_>>() != vec![2, 2, 2, 2] {
+            rounds += 1;
+            assert!(rounds <= 3, "after 3 rounds: {holding:?}");
+            round(&new, 2, &mut recorded, &mut holding, &["a", "b", "c", "d"]);
+        }
+        // One more round: the claims follow the holdings exactly.
+        round(&new, 2, &mut recorded, &mut holding, &["a", "b", "c", "d"]);
+        let mut claimed = recorded.holders();
+        claimed.sort();
+        let mut held: Vec<(u32, String)> = holding
+            .iter()
+            .flat_map(|(m, qs)| qs.iter().map(move |q| (*q, m.clone())))
+            .collect();
+        held.sort();
+        assert_eq!(claimed, held);
+    }
+
+    /// A queue claimed by a member that never reports to the new coordinator
+    /// waits one member_expiry, and the claims of a member gone past it are
+    /// released.
+    #[test]
+    fn an_unreported_claim_waits_for_its_expiry() {
+        let mut recorded = Recorded(Default::default());
+        let old = Coordinator::default();
+        settled(&old, 1);
+        let expiry = Duration::from_millis(300);
+        // z holds all four queues of t.
+        let z = recorded.beat(&old, 1, Duration::from_secs(60), &beat("z", &[]));
+        assert_eq!(ids(&z), vec![0, 1, 2, 3]);
+        // Term 2: y joins; z never reports again.
+        let new = Coordinator::default();
+        let y = recorded.beat(&new, 2, expiry, &beat("y", &[]));
+        assert_eq!(ids(&y), Vec::<u32>::new(), "z's claims wait");
+        std::thread::sleep(expiry + Duration::from_millis(50));
+        let y = recorded.beat(&new, 2, expiry, &beat("y", &[]));
+        assert_eq!(ids(&y), vec![0, 1, 2, 3], "z expired");
+        assert!(
+            recorded.holders().iter().all(|(_, m)| m == "y"),
+            "z's claims were released: {:?}",
+            recorded.holders()
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! and retries.
 //!
 //! # Layout
-//! * [`coordinator`] — group members by heartbeat and their queue assignments.
+//! * [`coordinator`] — group members by heartbeat and their queue assignments;
+//!   [`claims`] — a heartbeat at the leader, its grants recorded through Raft.
 //! * [`delay`] — delay levels and the schedule topic's message format.
 //! * [`scheduler`] — the leader's task that delivers delayed messages when due;
 //!   [`timer_delivery`] — the one that delivers timer messages.
@@ -13,6 +14,7 @@
 //!   [`give_back`] — the operation at the leader (read, plan, store).
 
 pub mod ack;
+pub mod claims;
 pub mod coordinator;
 pub mod delay;
 pub mod give_back;
