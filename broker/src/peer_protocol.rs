@@ -133,11 +133,11 @@ mod tests {
     fn a_missing_header_is_version_one_and_garbage_is_refused() {
         let mut headers = HeaderMap::new();
         assert_eq!(of_headers(&headers), Ok(UNVERSIONED));
-        headers.insert(HEADER, "2".parse().unwrap());
+        headers.insert(HEADER, "2".parse().expect("a valid header value"));
         assert_eq!(of_headers(&headers), Ok(2));
-        headers.insert(HEADER, "two".parse().unwrap());
-        assert!(of_headers(&headers).unwrap_err().contains("two"));
-        headers.insert(HEADER, "0".parse().unwrap());
+        headers.insert(HEADER, "two".parse().expect("a valid header value"));
+        assert!(of_headers(&headers).expect_err("refused").contains("two"));
+        headers.insert(HEADER, "0".parse().expect("a valid header value"));
         assert!(of_headers(&headers).is_err());
     }
 
@@ -146,8 +146,11 @@ mod tests {
         assert!(compatible(VERSION).is_ok());
         assert!(compatible(VERSION - 1).is_ok());
         assert!(compatible(VERSION + 1).is_ok());
-        let refusal = compatible(VERSION + 2).unwrap_err();
-        assert!(refusal.contains(&format!("version {}", VERSION + 2)), "{refusal}");
+        let refusal = compatible(VERSION + 2).expect_err("refused");
+        assert!(
+            refusal.contains(&format!("version {}", VERSION + 2)),
+            "{refusal}"
+        );
         assert!(refusal.contains("one version at a time"), "{refusal}");
     }
 

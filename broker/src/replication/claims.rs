@@ -70,7 +70,9 @@ pub struct ClaimsUpdate {
 pub enum ClaimsRefusal {
     #[error("queue claims are not enabled in this broker group")]
     NotEnabled,
-    #[error("the claims table holds {kept} of at most {MAX_CLAIMS} claims; {needed} more do not fit")]
+    #[error(
+        "the claims table holds {kept} of at most {MAX_CLAIMS} claims; {needed} more do not fit"
+    )]
     Full { kept: usize, needed: usize },
 }
 
@@ -113,9 +115,10 @@ impl ClaimTable {
         // The update's queues as they would be afterwards (None: released).
         let mut after: BTreeMap<&ClaimedQueue, Option<&str>> = BTreeMap::new();
         for (queue, member) in &update.release {
-            let holder = after.get(queue).copied().unwrap_or_else(|| {
-                current.and_then(|c| c.get(queue)).map(String::as_str)
-            });
+            let holder = after
+                .get(queue)
+                .copied()
+                .unwrap_or_else(|| current.and_then(|c| c.get(queue)).map(String::as_str));
             if holder == Some(member.as_str()) {
                 after.insert(queue, None);
             }
@@ -182,7 +185,10 @@ mod tests {
         ClaimsUpdate {
             consumer_group: "g".into(),
             grant: grant.iter().map(|(i, m)| (q(*i), m.to_string())).collect(),
-            release: release.iter().map(|(i, m)| (q(*i), m.to_string())).collect(),
+            release: release
+                .iter()
+                .map(|(i, m)| (q(*i), m.to_string()))
+                .collect(),
         }
     }
 
@@ -194,7 +200,14 @@ mod tests {
         // A release by a member that no longer holds the claim changes nothing.
         table.apply(&update(&[(1, "b")], &[]));
         table.apply(&update(&[], &[(1, "a")]));
-        assert_eq!(table.of("g").unwrap().get(&q(1)).unwrap(), "b");
+        assert_eq!(
+            table
+                .of("g")
+                .expect("g has claims")
+                .get(&q(1))
+                .expect("present"),
+            "b"
+        );
         table.apply(&update(&[], &[(0, "a"), (1, "b")]));
         assert!(table.is_empty());
         assert!(table.of("g").is_none(), "an empty group is dropped");
@@ -204,9 +217,11 @@ mod tests {
     fn the_count_survives_encoding() {
         let mut table = ClaimTable::default();
         table.apply(&update(&[(0, "a"), (1, "b"), (2, "c")], &[]));
-        let bytes = bincode::serde::encode_to_vec(&table, bincode::config::standard()).unwrap();
+        let bytes = bincode::serde::encode_to_vec(&table, bincode::config::standard())
+            .expect("bincode round trip");
         let (mut back, _): (ClaimTable, _) =
-            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+                .expect("present");
         back.rebuild();
         assert_eq!(back, table);
         assert_eq!(back.len(), 3);

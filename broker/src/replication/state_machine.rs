@@ -1061,13 +1061,27 @@ mod tests {
         let decoded = GroupState::decode(&encoded).expect("decodes");
         let claims = decoded.claims.expect("claims survive encoding");
         assert_eq!(claims.len(), 2);
-        assert_eq!(claims.of("g").unwrap().values().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(
+            claims
+                .of("g")
+                .expect("present")
+                .values()
+                .collect::<Vec<_>>(),
+            ["a", "c"]
+        );
         drop(sm);
 
         let sm = open(dir.path());
         let state = sm.shared.state();
         let claims = state.claims.as_ref().expect("replayed from the CommitLog");
         assert_eq!(claims.len(), 2);
-        assert_eq!(claims.of("g").unwrap().values().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(
+            claims
+                .of("g")
+                .expect("present")
+                .values()
+                .collect::<Vec<_>>(),
+            ["a", "c"]
+        );
     }
 }

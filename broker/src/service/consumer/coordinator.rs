@@ -860,10 +860,10 @@ mod tests {
         // holds what it was answered.
         let mut holding: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         let round = |c: &Coordinator,
-                         term: u64,
-                         recorded: &mut Recorded,
-                         holding: &mut BTreeMap<String, Vec<u32>>,
-                         members: &[&str]| {
+                     term: u64,
+                     recorded: &mut Recorded,
+                     holding: &mut BTreeMap<String, Vec<u32>>,
+                     members: &[&str]| {
             for id in members {
                 let held: Vec<(u32, u64)> = holding
                     .get(*id)
