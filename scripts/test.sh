@@ -8,16 +8,19 @@
 # cluster tests that need a node built with the test-only fault switches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each section's start, in seconds since this script began (where CI time goes).
+section() { echo "--- [${SECONDS}s] $*"; }
+trap 'echo "--- [${SECONDS}s] scripts/test.sh ends"' EXIT
 
-echo "--- cargo test --workspace --release"
+section "cargo test --workspace --release"
 cargo test --workspace --release
 
-echo "--- cargo build --release -p broker --bin broker"
+section "cargo build --release -p broker --bin broker"
 cargo build --release -p broker --bin broker
 
-echo "--- deploy/: Kubernetes manifests, systemd unit, compose file (offline checks)"
+section "deploy/: Kubernetes manifests, systemd unit, compose file (offline checks)"
 scripts/testing/deploy-validate.sh
-echo "--- deploy/: image and a three-node compose cluster"
+section "deploy/: image and a three-node compose cluster"
 if docker info >/dev/null 2>&1; then
 	scripts/testing/deploy-compose.sh
 else
@@ -28,15 +31,15 @@ if [[ $EUID -ne 0 ]]; then
 	echo "scripts/test.sh: the cluster tests need root (network namespaces); NOT RUN" >&2
 	exit 1
 fi
-echo "--- scripts/cluster.sh end to end (stand-in nodes)"
+section "scripts/cluster.sh end to end (stand-in nodes)"
 scripts/testing/test-cluster-sh.sh
-echo "--- README examples against a real cluster"
+section "README examples against a real cluster"
 scripts/testing/readme-examples.sh
-echo "--- dashboard in headless Chromium, OpenAPI validation, Grafana metric names (three-node cluster)"
+section "dashboard in headless Chromium, OpenAPI validation, Grafana metric names (three-node cluster)"
 scripts/testing/dashboard-browser.sh
-echo "--- the API against its OpenAPI document: schemathesis -c all (three-node cluster)"
+section "the API against its OpenAPI document: schemathesis -c all (three-node cluster)"
 scripts/testing/api-fuzz.sh
-echo "--- Jepsen-style smoke run: 50 s, mixed faults, low rate (fails on any anomaly or an inconclusive run)"
+section "Jepsen-style smoke run: 50 s, mixed faults, low rate (fails on any anomaly or an inconclusive run)"
 scripts/testing/jepsen-smoke.sh
-echo "--- cluster tests that need the broker's test-only fault switches (cargo feature fault-injection)"
+section "cluster tests that need the broker's test-only fault switches (cargo feature fault-injection)"
 cargo test --release -p cluster-tests --features fault-injection --test lagging_leader --test offset_reads

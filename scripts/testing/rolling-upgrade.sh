@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
-# Rolling upgrade under load: a secured three-node cluster runs the broker built
-# from OLD_REF (default: 4975f96, the first commit with the security the script
-# needs; the commit before the crate split that it was written against did not
-# land on main, see issue 19's note); a client sends one message per request to every node in turn the whole
-# time; each node is restarted in turn on the broker built from this checkout (the
-# next only once every node answers /ready again); then every acknowledged message
-# must read back from its queue and offset. Shows that nothing on disk or between
-# nodes changed format: old and new nodes share a group and each other's data.
-# Prints the difference between the old and the new /openapi.json, if any.
+# Rolling upgrade and downgrade under load: a secured three-node cluster runs the
+# broker built from OLD_REF (default: 9338bcf, the previous release of main: stop
+# 28, internal protocol 1); a client sends one message per request to every node
+# in turn the whole time, and a consumer group heartbeats through every node; each
+# node is restarted in turn on the broker built from this checkout (the next only
+# once every node answers /ready again), then each in turn back on the old one
+# (DOWNGRADE=0 skips that); then every acknowledged message must read back from
+# its queue and offset on every node. Shows that old and new nodes share a group
+# and each other's data both ways: a new node proposes nothing an old one cannot
+# decode (queue claims stay off in a group that was not bootstrapped by the new
+# build; see broker/src/peer_protocol.rs). Prints the difference between the old
+# and the new /openapi.json, if any.
 #
-# Not part of scripts/test.sh (it builds the broker twice, ~10 minutes here): run
-# it as root before changing anything nodes write or say to each other.
+# Not part of scripts/test.sh (it builds the broker twice, ~10 minutes here): the
+# longer suite to run as root before changing anything nodes write or say to each
+# other.
 #   scripts/testing/rolling-upgrade.sh            OLD_REF=<commit> to compare another
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-OLD_REF=${OLD_REF:-4975f96}
+OLD_REF=${OLD_REF:-9338bcf}
+DOWNGRADE=${DOWNGRADE:-1}
 LOAD_SECONDS_BETWEEN=${LOAD_SECONDS_BETWEEN:-8}
 target=${CARGO_TARGET_DIR:-$repo/target}
 work=$(mktemp -d)
 dir=$work/cluster
 load_pid=
+beat_pid=
 cleanup() {
 	[[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null
+	[[ -n $beat_pid ]] && kill "$beat_pid" 2>/dev/null
 	if [[ -n ${KEEP_UPGRADE_DIR:-} ]]; then
 		log "kept $work (KEEP_UPGRADE_DIR)"
 		return
@@ -90,22 +97,53 @@ log "load: one message per request, to every node in turn"
 python3 "$repo/scripts/testing/upgrade_load.py" send --urls "$urls" --token-file "$token_file" \
 	--out "$work/acked.jsonl" --stop-file "$work/stop" &
 load_pid=$!
+# A consumer-group member heartbeating through every node in turn: the
+# coordinator's grants are what a new leader could record in a format old nodes
+# cannot read. Counts the answers that were 200.
+(
+	ok=0
+	while [[ ! -e $work/stop ]]; do
+		for url in ${urls//,/ }; do
+			code=$(curl -sS -o /dev/null -w '%{http_code}' -m 5 -X POST -H @- -H 'Content-Type: application/json' \
+				-d '{"client_id": "upgrader", "topics": ["upgrade"], "owned": []}' \
+				"$url/v1/groups/upgraders/heartbeat" <<<"Authorization: Bearer $(head -n 1 -- "$token_file")" || true)
+			[[ $code == 200 ]] && ok=$((ok + 1))
+			sleep 0.3
+		done
+	done
+	echo "$ok" >"$work/heartbeats-ok"
+) &
+beat_pid=$!
 sleep "$LOAD_SECONDS_BETWEEN"
-for id in 1 2 3; do
-	log "node $id: old -> new ($(wc -l <"$work/acked.jsonl") acknowledged so far)"
-	BROKER_BIN=$work/broker-new "$repo/scripts/cluster.sh" restart "$id" --dir "$dir" >/dev/null
-	[[ $(node_exe "$id") == "$work/broker-new" ]] || { log "node $id does not run the new broker" >&2; exit 1; }
-	wait_ready
-	sleep "$LOAD_SECONDS_BETWEEN"
-done
+roll() { # roll FROM TO ID... — restart each node on TO's broker in turn
+	local from=$1 to=$2
+	shift 2
+	for id in "$@"; do
+		log "node $id: $from -> $to ($(wc -l <"$work/acked.jsonl") acknowledged so far)"
+		BROKER_BIN=$work/broker-$to "$repo/scripts/cluster.sh" restart "$id" --dir "$dir" >/dev/null
+		[[ $(node_exe "$id") == "$work/broker-$to" ]] || { log "node $id does not run the $to broker" >&2; exit 1; }
+		wait_ready
+		sleep "$LOAD_SECONDS_BETWEEN"
+	done
+}
+roll old new 1 2 3
+openapi "$work/openapi-new.json"
+final=new
+if [[ $DOWNGRADE == 1 ]]; then
+	roll new old 3 2 1
+	final=old
+fi
 touch "$work/stop"
 wait "$load_pid"
 load_pid=
+wait "$beat_pid"
+beat_pid=
+log "$(cat "$work/heartbeats-ok") heartbeats answered 200"
+[[ $(cat "$work/heartbeats-ok") -gt 0 ]] || { log "no heartbeat was answered" >&2; exit 1; }
 for id in 1 2 3; do
-	[[ $(node_exe "$id") == "$work/broker-new" ]] || { log "node $id does not run the new broker" >&2; exit 1; }
+	[[ $(node_exe "$id") == "$work/broker-$final" ]] || { log "node $id does not run the $final broker" >&2; exit 1; }
 done
 
-openapi "$work/openapi-new.json"
 if diff -u "$work/openapi-old.json" "$work/openapi-new.json" >"$work/openapi.diff"; then
 	log "/openapi.json: the same document before and after"
 else
