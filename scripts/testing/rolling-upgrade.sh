@@ -5,8 +5,10 @@
 # in turn the whole time, and a consumer group heartbeats through every node; each
 # node is restarted in turn on the broker built from this checkout (the next only
 # once every node answers /ready again), then each in turn back on the old one
-# (DOWNGRADE=0 skips that); then every acknowledged message must read back from
-# its queue and offset on every node. Shows that old and new nodes share a group
+# (DOWNGRADE=0 skips that), then up again and the upgrade finalized (queue
+# claims enabled; FINALIZE=0 skips that; finalizing with old voters must be
+# refused); then every acknowledged message must read back from its queue and
+# offset on every node. Shows that old and new nodes share a group
 # and each other's data both ways: a new node proposes nothing an old one cannot
 # decode (queue claims stay off in a group that was not bootstrapped by the new
 # build; see broker/src/peer_protocol.rs). Prints the difference between the old
@@ -126,12 +128,35 @@ roll() { # roll FROM TO ID... — restart each node on TO's broker in turn
 		sleep "$LOAD_SECONDS_BETWEEN"
 	done
 }
-roll old new 1 2 3
+finalize() { # finalize — POST finalize-upgrade through node 1; prints "STATUS BODY"
+	curl -sS -m 20 -X POST -H @- -w ' %{http_code}' "$first/v1/cluster/groups/broker-a/finalize-upgrade" \
+		<<<"Authorization: Bearer $(head -n 1 -- "$token_file")" || true
+}
+roll old new 1
+# Mixed versions: the group must not start using what node 1's build adds.
+answer=$(finalize)
+log "finalize-upgrade with nodes 2 and 3 old: ${answer}"
+[[ ${answer##* } == 409 || ${answer##* } == 404 ]] ||
+	{ log "finalize-upgrade was not refused while two voters run the old build" >&2; exit 1; }
+roll old new 2 3
 openapi "$work/openapi-new.json"
 final=new
 if [[ $DOWNGRADE == 1 ]]; then
 	roll new old 3 2 1
 	final=old
+	if [[ ${FINALIZE:-1} == 1 ]]; then
+		# Up again, and this time for good.
+		roll old new 1 2 3
+		final=new
+		answer=$(finalize)
+		log "finalize-upgrade with every node new: ${answer}"
+		[[ ${answer##* } == 200 && $answer == *'"enabled_now":true'* ]] ||
+			{ log "finalize-upgrade did not enable claims" >&2; exit 1; }
+		answer=$(finalize)
+		[[ ${answer##* } == 200 && $answer == *'"enabled_now":false'* ]] ||
+			{ log "a second finalize-upgrade was not a no-op: $answer" >&2; exit 1; }
+		sleep "$LOAD_SECONDS_BETWEEN"
+	fi
 fi
 touch "$work/stop"
 wait "$load_pid"

@@ -12,7 +12,9 @@ use reqwest::Method;
 
 use super::broker_client::{BrokerClient, Call};
 use super::error::Result;
-use crate::api::{AddNodeRequest, GroupView, JoinView, TransferLeaderRequest};
+use crate::api::{
+    AddNodeRequest, FinalizeUpgradeResponse, GroupView, JoinView, TransferLeaderRequest,
+};
 
 impl BrokerClient {
     /// `POST /v1/cluster/groups/{group}/nodes`: starts adding node `node_id`,
@@ -78,6 +80,20 @@ impl BrokerClient {
         let segments = ["v1", "cluster", "groups", group, "transfer-leader"];
         let body = TransferLeaderRequest { to };
         let call = Call::write(Method::POST, &segments, Some(&body))?;
+        self.execute(&call).await?.json()
+    }
+
+    /// `POST /v1/cluster/groups/{group}/finalize-upgrade`: after every node of
+    /// the group runs a new build, the group starts using what it adds (queue
+    /// claims). No node of an older build can join the group afterwards.
+    ///
+    /// # Errors
+    /// `CONFLICT` naming a voter that does not run the new build (yet),
+    /// `BROKER_GROUP_NOT_FOUND`, `UNAUTHORIZED` / `NO_PERMISSION` without an admin
+    /// token, transport failures.
+    pub async fn finalize_upgrade(&self, group: &str) -> Result<FinalizeUpgradeResponse> {
+        let segments = ["v1", "cluster", "groups", group, "finalize-upgrade"];
+        let call = Call::write(Method::POST, &segments, None::<&()>)?;
         self.execute(&call).await?.json()
     }
 }

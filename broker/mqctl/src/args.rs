@@ -488,6 +488,16 @@ pub enum ClusterCommand {
     RemoveNode(RemoveNodeArgs),
     /// Hand a group's leadership to another voter.
     TransferLeader(TransferLeaderArgs),
+    /// After a rolling upgrade of every node of a group: start using what the new
+    /// build adds (queue claims). Refused while a voter runs an older build; no
+    /// older build can join or be downgraded to afterwards.
+    FinalizeUpgrade(FinalizeUpgradeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FinalizeUpgradeArgs {
+    /// The broker group, e.g. broker-a.
+    pub group: String,
 }
 
 #[derive(Args, Debug)]

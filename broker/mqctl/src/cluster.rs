@@ -1,4 +1,4 @@
-//! `mqctl cluster status|add-node|remove-node|transfer-leader`. `add-node` starts
+//! `mqctl cluster status|add-node|remove-node|transfer-leader|finalize-upgrade`. `add-node` starts
 //! an asynchronous join and follows it until it ends (or `--wait` passes).
 
 use std::time::Duration;
@@ -49,6 +49,19 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
         }
         ClusterCommand::TransferLeader(args) => {
             ctx.client.transfer_leader(&args.group, args.to).await?
+        }
+        ClusterCommand::FinalizeUpgrade(args) => {
+            let done = ctx.client.finalize_upgrade(&args.group).await?;
+            return ctx.out.either(&done, || {
+                let mut table = Table::new(&["GROUP", "PROTOCOL", "QUEUE_CLAIMS", "ENABLED_NOW"]);
+                table.row(vec![
+                    done.group.clone(),
+                    done.protocol.to_string(),
+                    done.queue_claims.to_string(),
+                    done.enabled_now.to_string(),
+                ]);
+                table
+            });
         }
     };
     ctx.out

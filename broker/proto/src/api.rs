@@ -647,6 +647,24 @@ pub struct DrainResponse {
     pub started: bool,
 }
 
+/// What `POST /v1/cluster/groups/{group}/finalize-upgrade` did: the broker group
+/// uses every feature of the leader's internal protocol from now on. A group
+/// bootstrapped by this build has them from the start; an upgraded group only
+/// after this call, which every voter must be able to follow — and after which a
+/// node of an older build can no longer join or be downgraded to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FinalizeUpgradeResponse {
+    pub group: String,
+    /// The internal protocol version the group now uses.
+    pub protocol: u32,
+    /// Queue claims: a new consumer-group coordinator grants at once (see the
+    /// README's consumer groups).
+    pub queue_claims: bool,
+    /// Whether this call enabled them (a repeat answers `false`).
+    pub enabled_now: bool,
+}
+
 /// Where a node's join of a group stands.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

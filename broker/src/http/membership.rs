@@ -17,7 +17,9 @@ use openraft::ChangeMembers;
 use super::error::{parse_json, ApiError, ErrorCode};
 use super::extract::{ApiPath, WriteRequest};
 use super::forward;
-use crate::api::{AddNodeRequest, JoinState, JoinView, TransferLeaderRequest};
+use crate::api::{
+    AddNodeRequest, FinalizeUpgradeResponse, JoinState, JoinView, TransferLeaderRequest,
+};
 use crate::config::validate_url;
 use crate::replication::type_config::{NodeId, TypeConfig};
 use crate::service::control::joins::JoinError;
@@ -251,6 +253,32 @@ pub async fn transfer_leader(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    })
+    .await
+}
+
+/// `POST /v1/cluster/groups/{group}/finalize-upgrade` (body empty or `{}`), at
+/// the group's leader: enables what this build adds once every voter speaks its
+/// internal protocol; 409 CONFLICT naming a voter that does not (yet).
+pub async fn finalize_upgrade(
+    State(node): State<Arc<Node>>,
+    ApiPath(group): ApiPath<String>,
+    request: WriteRequest,
+) -> Response {
+    if let Err(e) = request.expect_no_fields("finalizing an upgrade") {
+        return e.into_response();
+    }
+    let task_node = Arc::clone(&node);
+    on_leader_of(&node, &group, request, || async move {
+        let node = task_node;
+        let enabled_now = crate::service::consumer::claims::enable(&node).await?;
+        Ok(Json(FinalizeUpgradeResponse {
+            group: node.group().to_string(),
+            protocol: crate::peer_protocol::VERSION,
+            queue_claims: true,
+            enabled_now,
+        })
+        .into_response())
     })
     .await
 }

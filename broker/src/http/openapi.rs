@@ -420,6 +420,7 @@ pub fn schemas() -> Value {
         .add::<api::AddNodeRequest>()
         .add::<api::TransferLeaderRequest>()
         .add::<api::DrainResponse>()
+        .add::<api::FinalizeUpgradeResponse>()
         .add::<api::JoinView>()
         .add::<Permission>()
         .add::<api::QuotasView>()

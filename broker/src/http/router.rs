@@ -338,6 +338,17 @@ pub fn public_routes() -> Vec<Route> {
         route(
             op(
                 "post",
+                "/v1/cluster/groups/{group}/finalize-upgrade",
+                "cluster",
+                "After a rolling upgrade: the group uses what the new build adds (queue claims); every voter must run it, and no older build can join after",
+                Access::Cluster,
+            )
+            .answers("FinalizeUpgradeResponse"),
+            post(membership::finalize_upgrade),
+        ),
+        route(
+            op(
+                "post",
                 "/v1/node/drain",
                 "cluster",
                 "Drain the answering node before a planned stop: readiness off, held long polls answered, leadership handed over (SIGTERM does the same, then stops)",

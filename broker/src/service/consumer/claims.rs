@@ -63,6 +63,46 @@ pub async fn heartbeat(
     Ok(beat.response)
 }
 
+/// Enables claims in this leader's group now (`finalize-upgrade`); answers
+/// whether this call did (`false`: they were on).
+///
+/// # Errors
+/// `Conflict` naming a voter not known to speak the protocol that brought
+/// claims; `NotLeader`, `Unavailable`, `WriteTimeout` as any write.
+pub async fn enable(node: &Node) -> Result<bool, BrokerError> {
+    if node.shared.state().claims.is_some() {
+        return Ok(false);
+    }
+    if let Some((id, version)) = voter_behind(node) {
+        let speaks = version.map_or_else(
+            || "has not answered this leader yet".to_string(),
+            |v| format!("speaks internal protocol {v}"),
+        );
+        return Err(BrokerError::Conflict(format!(
+            "voter {id} {speaks}; every voter must run a build of protocol {CLAIMS_PROTOCOL} or later first"
+        )));
+    }
+    node.write(ClaimsChange::Enable)
+        .await?
+        .map_err(|refusal| BrokerError::Internal(format!("enabling claims: {refusal}")))?;
+    info!("queue claims enabled (finalize-upgrade)");
+    Ok(true)
+}
+
+/// The first voter besides this node not known to speak [`CLAIMS_PROTOCOL`].
+fn voter_behind(node: &Node) -> Option<(u64, Option<u32>)> {
+    let voters: Vec<u64> = node
+        .raft_metrics()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != node.id())
+        .collect();
+    node.shared
+        .peer_versions
+        .first_below(voters, CLAIMS_PROTOCOL)
+}
+
 /// At a fresh group's bootstrap: enables claims once this node leads and every
 /// voter speaks a protocol that knows them. A group upgraded from a build before
 /// claims keeps them off (so it can still be downgraded).
@@ -86,24 +126,12 @@ async fn enable_when_ready(node: Weak<Node>) {
         if !node.is_leader() {
             continue;
         }
-        let voters: Vec<u64> = node
-            .raft_metrics()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter(|id| *id != node.id())
-            .collect();
-        if let Some(behind) = node
-            .shared
-            .peer_versions
-            .first_below(voters, CLAIMS_PROTOCOL)
-        {
+        if let Some(behind) = voter_behind(&node) {
             waiting_for = Some(behind);
             continue;
         }
-        match node.write(ClaimsChange::Enable).await {
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "enabling queue claims"),
+        if let Err(e) = enable(&node).await {
+            warn!(error = %e, "enabling queue claims");
         }
     }
     let ready = format!(
