@@ -5,8 +5,18 @@
 # flag goes to the tool (`scripts/jepsen.sh --help` lists them):
 #
 #   --duration 300s  --nemesis kill,pause,partition-leader,partition-halves,
-#   partition-bridge,partition-oneway,snapshot-catchup,torn-tail,membership|mixed
-#   --rate 50  --concurrency 6  --seed 1  --out DIR  --broker-bin PATH
+#   partition-bridge,partition-oneway,snapshot-catchup,torn-tail,membership,
+#   power-loss-leader,power-loss-follower,power-loss-minority,power-loss-all|mixed
+#   --rate 50  --concurrency 6  --seed 1  --out DIR  --broker-bin PATH  --lazyfs
+#
+# Power loss: --lazyfs puts every node's data dir on a lazyfs mount (FUSE,
+# cluster-tests/lazyfs, built here with cargo build --release -p lazyfs) that holds
+# what was written since the file's last fsync in memory; the power-loss-* faults
+# kill -9 the nodes and drop that data, which `kill` never does (the page cache
+# survives a crashed process). With --lazyfs, `mixed` includes the power losses;
+# naming a power-loss fault turns --lazyfs on. Needs /dev/fuse. E.g.
+#   scripts/jepsen.sh --duration 90s --nemesis power-loss-all,power-loss-leader
+#   scripts/jepsen.sh --duration 90s --nemesis power-loss-all --fault skip-fsync
 #
 # --workload pull|receive|transactions picks how the topic is used: `pull` (the
 # default) runs one pull consumer per queue committing offsets; `receive` runs
@@ -37,13 +47,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fault='' broker_bin='' args=("$@")
+fault='' broker_bin='' lazyfs='' lazyfs_bin='' args=()
 while (($# > 0)); do
+	args+=("$1")
 	case $1 in
-	--fault) fault=${2:-} && shift ;;
+	--fault) fault=${2:-} ;;
 	--fault=*) fault=${1#*=} ;;
-	--broker-bin) broker_bin=${2:-} && shift ;;
+	--broker-bin) broker_bin=${2:-} ;;
 	--broker-bin=*) broker_bin=${1#*=} ;;
+	--nemesis) [[ ${2:-} == *power-loss* ]] && lazyfs=1 ;;
+	--nemesis=*) [[ $1 == *power-loss* ]] && lazyfs=1 ;;
+	--lazyfs=*)
+		lazyfs=1 lazyfs_bin=${1#*=}
+		unset 'args[-1]'
+		;;
+	--lazyfs)
+		lazyfs=1
+		unset 'args[-1]' # given again below, with the path
+		if [[ -n ${2:-} && ${2:-} != -* ]]; then
+			lazyfs_bin=$2
+			shift
+		fi
+		;;
 	-h | --help) exec cargo run --quiet --release -p cluster-tests --bin jepsen -- --help ;;
 	esac
 	shift
@@ -61,6 +86,12 @@ if [[ -z $broker_bin ]]; then
 		cargo build --quiet --release -p broker --bin broker
 		extra=(--broker-bin "$target/release/broker")
 	fi
+fi
+if [[ -n $lazyfs && -z $lazyfs_bin ]]; then
+	cargo build --quiet --release -p lazyfs
+	extra+=(--lazyfs "$target/release/lazyfs")
+elif [[ -n $lazyfs_bin ]]; then
+	extra+=(--lazyfs "$lazyfs_bin")
 fi
 cargo build --quiet --release -p cluster-tests --bin jepsen
 exec "$target/release/jepsen" "${extra[@]}" "${args[@]}"

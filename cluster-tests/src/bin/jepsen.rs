@@ -39,17 +39,26 @@ use cluster_tests::jepsen::{run, RunOptions};
         rollback, or ignore: the broker then rolls back after the last check);\n           \
         pull consumers as in `pull`; --rate is transactions per second.\n\n\
         Example: jepsen --workload receive --duration 5m --nemesis mixed --lease-time 2s..5s\n\
-        Example: jepsen --workload transactions --duration 5m --nemesis kill,partition-leader"
+        Example: jepsen --workload transactions --duration 5m --nemesis kill,partition-leader\n\
+        Example: jepsen --lazyfs --duration 90s --nemesis power-loss-all,power-loss-leader"
 )]
 struct Args {
     /// How long the workload and the nemesis run, e.g. 300s, 5m.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Faults: comma-separated kill, pause, partition-leader, partition-halves,
-    /// partition-bridge, partition-oneway, snapshot-catchup, torn-tail, membership;
-    /// or mixed (all), or none.
+    /// partition-bridge, partition-oneway, snapshot-catchup, torn-tail, membership,
+    /// and with --lazyfs power-loss-leader, power-loss-follower,
+    /// power-loss-minority, power-loss-all; or mixed (all of them: the power
+    /// losses only with --lazyfs), or none.
     #[arg(long, default_value = "mixed")]
-    nemesis: FaultSet,
+    nemesis: String,
+    /// Put the nodes' data dirs on lazyfs mounts (cluster.sh's CLUSTER_LAZYFS), so
+    /// that the power-loss faults can drop what was not fsync'd. The value is the
+    /// lazyfs executable (cargo build --release -p lazyfs).
+    #[arg(long, value_name = "LAZYFS_BIN", num_args = 0..=1,
+          default_missing_value = "target/release/lazyfs")]
+    lazyfs: Option<PathBuf>,
     /// Sends per second over all producers.
     #[arg(long, default_value_t = 50.0)]
     rate: f64,
@@ -230,10 +239,17 @@ fn main() -> ExitCode {
         eprintln!("jepsen: --nack-fraction, --expire-fraction and --extend-fraction add up to more than 1");
         return ExitCode::from(3);
     }
+    let nemesis = match FaultSet::parse(&args.nemesis, args.lazyfs.is_some()) {
+        Ok(nemesis) => nemesis,
+        Err(e) => {
+            eprintln!("jepsen: --nemesis: {e}");
+            return ExitCode::from(3);
+        }
+    };
     let millis = |d: Duration| d.as_millis() as u64;
     let options = RunOptions {
         duration: args.duration,
-        nemesis: args.nemesis,
+        nemesis,
         rate: args.rate,
         concurrency: args.concurrency.max(1),
         seed: args.seed,
@@ -263,6 +279,7 @@ fn main() -> ExitCode {
             poison_fraction: args.poison_fraction,
         },
         max_delivery_attempts: args.max_delivery_attempts,
+        lazyfs: args.lazyfs,
         transactions: TransactionLoad {
             responders: args.responders.max(1),
             check_after: args.txn_check_after,

@@ -35,6 +35,10 @@ struct ClusterJson {
     /// cluster.json).
     #[serde(default)]
     token_file: Option<PathBuf>,
+    /// The lazyfs executable when the data dirs are lazyfs mounts (cluster.sh's
+    /// CLUSTER_LAZYFS), which power-loss needs.
+    #[serde(default)]
+    lazyfs: Option<PathBuf>,
 }
 
 /// A cluster started by `scripts/cluster.sh` in its own directory.
@@ -49,6 +53,8 @@ pub struct Cluster {
     pub http: reqwest::Client,
     /// The admin token, when secured.
     pub token: Option<String>,
+    /// The lazyfs executable serving the data dirs, if they are on lazyfs.
+    pub lazyfs: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -70,6 +76,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             http: reqwest::Client::new(),
             token: None,
+            lazyfs: None,
         };
         cluster.run(&["clean"]).await?;
         let count = nodes.to_string();
@@ -82,6 +89,7 @@ impl Cluster {
             .with_context(|| format!("reading {}/cluster.json", dir.display()))?;
         let parsed: ClusterJson = serde_json::from_str(&text).context("parsing cluster.json")?;
         cluster.nodes = parsed.nodes.into_iter().map(|n| (n.id, n)).collect();
+        cluster.lazyfs = parsed.lazyfs;
         if let Some(path) = &parsed.token_file {
             let token = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the admin token from {}", path.display()))?;
@@ -138,6 +146,11 @@ impl Cluster {
             );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Whether the data dirs are on lazyfs (power loss possible).
+    pub fn on_lazyfs(&self) -> bool {
+        self.lazyfs.is_some()
     }
 
     pub fn ids(&self) -> Vec<u64> {

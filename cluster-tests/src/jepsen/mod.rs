@@ -80,6 +80,9 @@ pub struct RunOptions {
     /// `consumer.max_delivery_attempts` for the nodes (`None`: the broker's
     /// default, 16); the checker holds dead letters to it.
     pub max_delivery_attempts: Option<u32>,
+    /// The lazyfs executable: the nodes' data dirs go on lazyfs mounts
+    /// (cluster.sh's CLUSTER_LAZYFS), which the power-loss faults need.
+    pub lazyfs: Option<PathBuf>,
 }
 
 /// The outcome of a run, for the exit code.
@@ -126,6 +129,15 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         // A BROKER_FAULT inherited from the caller's shell must not leak in.
         None => env.push(("BROKER_FAULT".into(), String::new())),
     }
+    // Likewise CLUSTER_LAZYFS: empty means plain data dirs.
+    env.push((
+        "CLUSTER_LAZYFS".into(),
+        options
+            .lazyfs
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    ));
     let mut notes = Vec::new();
     eprintln!(
         "jepsen: starting a {}-node cluster in {}/cluster",
@@ -151,6 +163,14 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             );
         }
         notes.push(format!("fault switch {switch} active on every node"));
+    }
+    if cluster.on_lazyfs() {
+        notes.push(
+            "data dirs on lazyfs: unsynced writes are lost by the power-loss faults (kill keeps them)"
+                .into(),
+        );
+    } else if options.nemesis.0.iter().any(|f| f.is_power_loss()) {
+        bail!("power-loss faults asked for, but the cluster's data dirs are not on lazyfs");
     }
     cluster.create_topic(TOPIC, options.queues).await?;
 
@@ -393,6 +413,13 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         );
     }
     run.insert("seed".into(), options.seed.to_string());
+    run.insert(
+        "lazyfs".into(),
+        options
+            .lazyfs
+            .as_ref()
+            .map_or("no".into(), |p| p.display().to_string()),
+    );
     run.insert("nodes".into(), options.nodes.to_string());
     run.insert("queues".into(), options.queues.to_string());
     run.insert(

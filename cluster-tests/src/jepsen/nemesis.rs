@@ -2,14 +2,18 @@
 //!
 //! Each fault is recorded as an `invoke` (injected) and an `ok` (healed) event of
 //! the process `nemesis`. Faults go through `scripts/cluster.sh` (signals to the
-//! node process, iptables rules inside the node namespaces) or straight to a
-//! stopped node's files (torn tails). [`Nemesis::heal_all`] undoes whatever is
-//! still in force before the final phase.
+//! node process, iptables rules inside the node namespaces, power loss on lazyfs)
+//! or straight to a stopped node's files (torn tails). [`Nemesis::heal_all`] undoes
+//! whatever is still in force before the final phase.
+//!
+//! Power loss needs the cluster's data dirs on lazyfs (`cluster.sh` with
+//! `CLUSTER_LAZYFS`, the tool's `--lazyfs`): `kill` keeps whatever a node wrote
+//! without fsync (the page cache outlives a process), a power loss drops it, so
+//! only a power loss tests that an acknowledged write was fsync'd on a quorum.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -42,6 +46,14 @@ pub enum Fault {
     TornTail,
     /// Remove a follower from the group under load and add it back.
     Membership,
+    /// Power loss (kill -9, then every byte not fsync'd is lost) of the leader.
+    PowerLossLeader,
+    /// Power loss of one follower.
+    PowerLossFollower,
+    /// Power loss of a random minority of the nodes at once.
+    PowerLossMinority,
+    /// Power loss of every node at once.
+    PowerLossAll,
 }
 
 impl Fault {
@@ -57,6 +69,18 @@ impl Fault {
         Fault::Membership,
     ];
 
+    /// The power-loss faults: only on a cluster whose data dirs are on lazyfs.
+    pub const POWER_LOSS: [Fault; 4] = [
+        Fault::PowerLossLeader,
+        Fault::PowerLossFollower,
+        Fault::PowerLossMinority,
+        Fault::PowerLossAll,
+    ];
+
+    pub fn is_power_loss(self) -> bool {
+        Self::POWER_LOSS.contains(&self)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::Kill => "kill",
@@ -68,46 +92,72 @@ impl Fault {
             Fault::SnapshotCatchup => "snapshot-catchup",
             Fault::TornTail => "torn-tail",
             Fault::Membership => "membership",
+            Fault::PowerLossLeader => "power-loss-leader",
+            Fault::PowerLossFollower => "power-loss-follower",
+            Fault::PowerLossMinority => "power-loss-minority",
+            Fault::PowerLossAll => "power-loss-all",
         }
     }
 }
 
-/// A set of faults, parsed from `kill,pause,…` or `mixed` (all of them) or `none`.
+/// A set of faults, parsed from `kill,pause,…`, `mixed` or `none`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultSet(pub BTreeSet<Fault>);
 
-impl FromStr for FaultSet {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
+impl FaultSet {
+    /// Parses `kill,pause,…`, `mixed` (every fault: [`Fault::ALL`], and the power
+    /// losses when `lazyfs`) or `none`. A power-loss fault named without `lazyfs`
+    /// is an error.
+    ///
+    /// # Errors
+    /// An unknown name, or a power loss on a cluster that cannot have one.
+    pub fn parse(text: &str, lazyfs: bool) -> Result<Self, String> {
         let mut set = BTreeSet::new();
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             match word {
-                "mixed" | "all" => set.extend(Fault::ALL),
+                "mixed" | "all" => {
+                    set.extend(Fault::ALL);
+                    if lazyfs {
+                        set.extend(Fault::POWER_LOSS);
+                    }
+                }
                 "none" => {}
                 _ => {
                     let fault = Fault::ALL
                         .into_iter()
+                        .chain(Fault::POWER_LOSS)
                         .find(|f| f.name() == word)
                         .ok_or_else(|| {
-                            let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+                            let names: Vec<&str> = Fault::ALL
+                                .iter()
+                                .chain(&Fault::POWER_LOSS)
+                                .map(|f| f.name())
+                                .collect();
                             format!(
                                 "unknown nemesis `{word}` (known: {}, mixed, none)",
                                 names.join(", ")
                             )
                         })?;
+                    if fault.is_power_loss() && !lazyfs {
+                        return Err(format!(
+                            "nemesis `{word}` needs the nodes' data on lazyfs: add --lazyfs (scripts/jepsen.sh builds it)"
+                        ));
+                    }
                     set.insert(fault);
                 }
             }
         }
         Ok(FaultSet(set))
     }
-}
 
-impl FaultSet {
     pub fn label(&self) -> String {
-        if self.0.len() == Fault::ALL.len() {
+        let classic: BTreeSet<Fault> = Fault::ALL.into_iter().collect();
+        let every: BTreeSet<Fault> = Fault::ALL.into_iter().chain(Fault::POWER_LOSS).collect();
+        if self.0 == classic {
             return "mixed".into();
+        }
+        if self.0 == every {
+            return "mixed+power-loss".into();
         }
         if self.0.is_empty() {
             return "none".into();
@@ -321,6 +371,10 @@ impl<'a> Nemesis<'a> {
                 );
                 self.wait_caught_up(node, Duration::from_secs(60)).await?;
             }
+            Fault::PowerLossLeader
+            | Fault::PowerLossFollower
+            | Fault::PowerLossMinority
+            | Fault::PowerLossAll => self.power_loss(fault, leader, &ids, hold).await?,
             Fault::SnapshotCatchup => self.snapshot_catchup(leader, &ids, until).await?,
             Fault::Membership => return self.membership(leader, &ids, hold).await,
         }
@@ -436,6 +490,82 @@ impl<'a> Nemesis<'a> {
             Ok(done.join("; "))
         };
         tokio::task::spawn_blocking(work).await?
+    }
+
+    /// Power loss of the nodes `fault` picks: they are killed, lose every byte
+    /// they had not fsync'd, stay down for `hold` and restart from what survived.
+    async fn power_loss(
+        &mut self,
+        fault: Fault,
+        leader: Option<u64>,
+        ids: &[u64],
+        hold: Duration,
+    ) -> Result<()> {
+        if !self.cluster.on_lazyfs() {
+            bail!("the cluster's data dirs are not on lazyfs (start it with --lazyfs)");
+        }
+        let mut nodes = self.power_loss_victims(fault, leader, ids);
+        nodes.sort_unstable();
+        let list = nodes
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let with_leader = match leader {
+            Some(l) if nodes.contains(&l) => format!(" (leader {l} among them)"),
+            Some(_) => String::new(),
+            None => " (no agreed leader)".into(),
+        };
+        self.record(
+            Kind::Invoke,
+            fault,
+            &format!("power loss on node(s) {list}{with_leader}"),
+            &nodes,
+        );
+        let injected = Instant::now();
+        let output = self.cluster.run(&["power-loss", &list]).await;
+        // Whatever cluster.sh managed, the nodes may be down: heal_all restarts them.
+        self.down.extend(nodes.iter().copied());
+        let output = output?;
+        let dropped = dropped_summary(&output);
+        let failover = if nodes.len() == ids.len() {
+            tokio::time::sleep(hold).await;
+            String::new()
+        } else {
+            self.hold(leader, injected, hold).await
+        };
+        for node in &nodes {
+            self.cluster.run(&["restart", &node.to_string()]).await?;
+            self.down.remove(node);
+        }
+        self.record(
+            Kind::Ok,
+            fault,
+            &format!("restart node(s) {list} after the power loss ({dropped}){failover}"),
+            &nodes,
+        );
+        for node in &nodes {
+            self.wait_caught_up(*node, Duration::from_secs(60)).await?;
+        }
+        Ok(())
+    }
+
+    fn power_loss_victims(&mut self, fault: Fault, leader: Option<u64>, ids: &[u64]) -> Vec<u64> {
+        let followers: Vec<u64> = ids.iter().copied().filter(|i| Some(*i) != leader).collect();
+        let any = || *ids.first().unwrap_or(&1);
+        match fault {
+            Fault::PowerLossLeader => vec![leader.unwrap_or_else(any)],
+            Fault::PowerLossFollower => {
+                vec![followers.choose(&mut self.rng).copied().unwrap_or_else(any)]
+            }
+            Fault::PowerLossMinority => {
+                let mut shuffled = ids.to_vec();
+                shuffled.shuffle(&mut self.rng);
+                shuffled.truncate(((ids.len() - 1) / 2).max(1));
+                shuffled
+            }
+            _ => ids.to_vec(),
+        }
     }
 
     async fn snapshot_catchup(
@@ -707,6 +837,29 @@ fn leader_note(leader: Option<u64>, node: u64) -> &'static str {
     }
 }
 
+/// What `cluster.sh power-loss` says it dropped ("node 2: dropped 4096 unsynced
+/// bytes in 3 files" per node), summed: "dropped 4096 unsynced bytes (node 2: 4096)".
+fn dropped_summary(output: &str) -> String {
+    let mut total = 0u64;
+    let mut per_node = Vec::new();
+    for line in output.lines() {
+        let Some((node, rest)) = line.split_once(": dropped ") else {
+            continue;
+        };
+        let bytes: u64 = rest
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        total += bytes;
+        per_node.push(format!("{node}: {bytes}"));
+    }
+    if per_node.is_empty() {
+        return format!("cluster.sh said: {}", output.trim());
+    }
+    format!("dropped {total} unsynced bytes; {}", per_node.join(", "))
+}
+
 /// Zeroes the last `cut` bytes of written data in a preallocated file (data ends at
 /// its last non-zero byte). Returns where the data ended, None for an empty file.
 fn zero_tail(path: &Path, cut: u64) -> Result<Option<u64>> {
@@ -739,4 +892,47 @@ fn zero_tail(path: &Path, cut: u64) -> Result<Option<u64>> {
     file.write_all(&vec![0u8; (end - from) as usize])?;
     file.sync_all()?;
     Ok(Some(end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixed_has_the_power_losses_only_on_lazyfs() {
+        let plain = FaultSet::parse("mixed", false).expect("parse");
+        assert_eq!(plain.0.len(), Fault::ALL.len());
+        assert!(!plain.0.iter().any(|f| f.is_power_loss()));
+        assert_eq!(plain.label(), "mixed");
+        let lazy = FaultSet::parse("mixed", true).expect("parse");
+        assert_eq!(lazy.0.len(), Fault::ALL.len() + Fault::POWER_LOSS.len());
+        assert_eq!(lazy.label(), "mixed+power-loss");
+    }
+
+    #[test]
+    fn power_loss_faults_by_name() {
+        let set = FaultSet::parse("power-loss-all, kill,power-loss-leader", true).expect("parse");
+        assert_eq!(
+            set.0.iter().copied().collect::<Vec<_>>(),
+            [Fault::Kill, Fault::PowerLossLeader, Fault::PowerLossAll]
+        );
+        assert_eq!(set.label(), "kill,power-loss-leader,power-loss-all");
+        let refused = FaultSet::parse("kill,power-loss-follower", false).expect_err("no lazyfs");
+        assert!(refused.contains("--lazyfs"), "{refused}");
+        assert!(FaultSet::parse("power-loss-everything", true).is_err());
+        assert!(FaultSet::parse("none", false).expect("parse").0.is_empty());
+    }
+
+    #[test]
+    fn dropped_bytes_are_summed_from_cluster_sh_output() {
+        let output = "node 1: dropped 100 unsynced bytes in 2 files\nnode 3: dropped 21 unsynced bytes in 1 files\n";
+        assert_eq!(
+            dropped_summary(output),
+            "dropped 121 unsynced bytes; node 1: 100, node 3: 21"
+        );
+        assert_eq!(
+            dropped_summary("node 2: no lazyfs running (already powered off)\n"),
+            "cluster.sh said: node 2: no lazyfs running (already powered off)"
+        );
+    }
 }
