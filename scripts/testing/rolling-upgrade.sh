@@ -133,10 +133,14 @@ finalize() { # finalize — POST finalize-upgrade through node 1; prints "STATUS
 		<<<"Authorization: Bearer $(head -n 1 -- "$token_file")" || true
 }
 roll old new 1
-# Mixed versions: the group must not start using what node 1's build adds.
+# Mixed versions: the group must not start using what node 1's build adds. Node 1
+# leads (an old leader would not know the endpoint: 404), so the new build itself
+# must refuse, naming a voter that runs the old one.
+curl -sS -m 20 -o /dev/null -X POST -H @- -H 'Content-Type: application/json' -d '{"to": 1}' \
+	"$first/v1/cluster/groups/broker-a/transfer-leader" <<<"Authorization: Bearer $(head -n 1 -- "$token_file")" || true
 answer=$(finalize)
-log "finalize-upgrade with nodes 2 and 3 old: ${answer}"
-[[ ${answer##* } == 409 || ${answer##* } == 404 ]] ||
+log "finalize-upgrade led by new node 1, nodes 2 and 3 old: ${answer}"
+[[ ${answer##* } == 409 && $answer == *"speaks internal protocol 1"* ]] ||
 	{ log "finalize-upgrade was not refused while two voters run the old build" >&2; exit 1; }
 roll old new 2 3
 openapi "$work/openapi-new.json"
