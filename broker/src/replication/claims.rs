@@ -20,7 +20,7 @@
 //! still read everything until the group enables claims — a downgrade stays
 //! possible. A fresh group enables them at bootstrap; the leader proposes
 //! `Enable` only when every voter speaks internal protocol 2 or later (see
-//! `replication::protocol`).
+//! `peer_protocol`).
 //!
 //! # Bounds
 //! At most [`MAX_CLAIMS`] claims over all consumer groups: an update that would

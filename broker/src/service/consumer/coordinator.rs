@@ -433,7 +433,7 @@ impl Coordinator {
                 &assignments,
                 &held,
                 |member| table.members.contains_key(member),
-                settling_since(inner.since, now, member_expiry),
+                settling,
             )
         });
         // A grant holds the queue for this member from now on, not from its next
@@ -501,14 +501,10 @@ impl Coordinator {
 
 static EMPTY_CLAIMS: BTreeMap<ClaimedQueue, String> = BTreeMap::new();
 
-/// Whether the term began less than one `member_expiry` ago.
-fn settling_since(since: Instant, now: Instant, member_expiry: Duration) -> bool {
-    now.duration_since(since) < member_expiry
-}
-
 /// What to record for one heartbeat: the queues granted to `member` that the
 /// claims do not give it yet; its claims on queues it neither holds nor gets
-/// (it let go); and, once the term settled, claims of members that are gone.
+/// (it let go); and, once the term settled (`settling` false: one
+/// `member_expiry` since it began), claims of members that are gone.
 fn claims_to_record(
     consumer_group: &str,
     member: &str,
