@@ -14,11 +14,11 @@
 
 use openraft::errors::{ClientWriteError, RaftError};
 
+use super::claims::{ClaimsChange, ClaimsRefusal};
 use super::command::{
     Command, CommandResponse, DeliverCommand, DeliverTimersCommand, OffsetCommit, Rejection,
     ResolveTransaction, SendCommand, SendResult,
 };
-use super::claims::{ClaimsChange, ClaimsRefusal};
 use super::leases::{LeaseCommand, LeaseOutcome};
 use super::transactions::ResolveOutcome;
 use super::type_config::Raft;
