@@ -85,7 +85,7 @@ pub async fn enable(node: &Node) -> Result<bool, BrokerError> {
     node.write(ClaimsChange::Enable)
         .await?
         .map_err(|refusal| BrokerError::Internal(format!("enabling claims: {refusal}")))?;
-    info!("queue claims enabled (finalize-upgrade)");
+    info!("queue claims enabled");
     Ok(true)
 }
 
@@ -120,7 +120,6 @@ async fn enable_when_ready(node: Weak<Node>) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let Some(node) = node.upgrade() else { return };
         if node.shared.state().claims.is_some() {
-            info!("queue claims are enabled");
             return;
         }
         if !node.is_leader() {

@@ -49,33 +49,9 @@ use crate::api::{
     MAX_GROUP_MEMBERS, MAX_OWNED_QUEUES,
 };
 
-/// A queue of a topic in one broker group.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct QueueRef {
-    pub topic: String,
-    pub group: String,
-    pub queue_id: u32,
-}
-
-impl From<&ClaimedQueue> for QueueRef {
-    fn from(q: &ClaimedQueue) -> Self {
-        Self {
-            topic: q.topic.clone(),
-            group: q.group.clone(),
-            queue_id: q.queue_id,
-        }
-    }
-}
-
-impl From<&QueueRef> for ClaimedQueue {
-    fn from(q: &QueueRef) -> Self {
-        Self {
-            topic: q.topic.clone(),
-            group: q.group.clone(),
-            queue_id: q.queue_id,
-        }
-    }
-}
+/// A queue of a topic in one broker group: the claims table's key, so a grant
+/// is recorded as the coordinator keeps it.
+pub use crate::replication::claims::ClaimedQueue as QueueRef;
 
 /// The replicated claims of the consumer group a heartbeat is for.
 #[derive(Clone, Copy, Debug)]
@@ -392,7 +368,7 @@ impl Coordinator {
                                 && !table.members.contains_key(*member)
                                 && topics.contains(&queue.topic)
                         })
-                        .map(|(queue, _)| QueueRef::from(queue)),
+                        .map(|(queue, _)| queue.clone()),
                 );
             }
         }
@@ -530,7 +506,7 @@ fn claims_to_record(
         }
         kept.insert(queue);
     }
-    kept.extend(held.keys().map(ClaimedQueue::from));
+    kept.extend(held.keys().cloned());
     for (queue, holder) in recorded {
         if update.release.len() == MAX_RELEASES_PER_BEAT {
             break;
