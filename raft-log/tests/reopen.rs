@@ -7,6 +7,7 @@
 
 mod common;
 
+use anyhow::Context;
 use common::append_durably;
 use common::log_id;
 use common::normal_entry;
@@ -217,6 +218,48 @@ async fn torn_last_record_is_truncated_on_open() -> anyhow::Result<()> {
         indexes(&read_all(&mut store).await?),
         (0..10).collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+/// A crash while the next record is being written leaves a prefix of it after the
+/// last whole record (the Jepsen torn-tail nemesis makes this by appending the first
+/// bytes of the chunk, which begin a record): open drops it and loses nothing that
+/// was durable.
+#[tokio::test]
+async fn a_partly_written_next_record_is_truncated_on_open() -> anyhow::Result<()> {
+    for prefix in [1usize, 3, 8, 16, 40] {
+        let dir = tempfile::tempdir()?;
+        {
+            let mut store = open_store(dir.path())?;
+            append_durably(&mut store, entries(0, 10, 500)).await?;
+            store.close().await?;
+        }
+        let newest = std::fs::read_dir(dir.path())?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .max()
+            .ok_or_else(|| anyhow::anyhow!("no chunk file"))?;
+        let mut bytes = std::fs::read(&newest)?;
+        let start = bytes[..prefix].to_vec();
+        bytes.extend_from_slice(&start);
+        std::fs::write(&newest, bytes)?;
+
+        let mut store = open_store(dir.path())
+            .with_context(|| format!("open after appending a {prefix}-byte record prefix"))?;
+        assert_eq!(
+            read_all(&mut store).await?,
+            entries(0, 10, 500),
+            "prefix {prefix}"
+        );
+        append_durably(&mut store, entries(10, 1, 5)).await?;
+        store.close().await?;
+        let mut store = open_store(dir.path())?;
+        assert_eq!(
+            indexes(&read_all(&mut store).await?),
+            (0..11).collect::<Vec<_>>()
+        );
+    }
     Ok(())
 }
 

@@ -342,13 +342,18 @@ impl Cluster {
         out
     }
 
-    /// The newest file (by name) in a node's data subdirectory.
-    pub fn newest_file(&self, id: u64, sub: &str) -> Option<PathBuf> {
+    /// A node's data dir.
+    pub fn data_dir(&self, id: u64) -> Option<&Path> {
+        self.nodes.get(&id).map(|n| n.data_dir.as_path())
+    }
+
+    /// The newest file (by name) ending in `suffix` in a node's data subdirectory.
+    pub fn newest_file(&self, id: u64, sub: &str, suffix: &str) -> Option<PathBuf> {
         let dir = self.nodes.get(&id)?.data_dir.join(sub);
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
+            .filter(|p| p.is_file() && p.to_string_lossy().ends_with(suffix))
             .collect();
         files.sort();
         files.pop()

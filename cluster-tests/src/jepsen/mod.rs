@@ -36,6 +36,7 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod report;
+pub mod tear;
 pub mod workload;
 
 use std::collections::BTreeMap;

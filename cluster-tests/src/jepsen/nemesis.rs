@@ -12,17 +12,17 @@
 //! only a power loss tests that an acknowledged write was fsync'd on a quorum.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
 
 use super::cluster::Cluster;
 use super::history::{Body, Kind, NemesisValue, Recorder};
+use super::tear::{tear_commit_log, CommitLogTear};
 
 /// One kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -445,39 +445,47 @@ impl<'a> Nemesis<'a> {
         }
     }
 
-    /// Tears the tails of a stopped node's newest CommitLog file and Raft log chunk.
+    /// Tears the tails of a stopped node's newest CommitLog file (only past its
+    /// checkpoint: see [`tear_commit_log`]) and Raft log chunk.
     async fn tear(&mut self, node: u64) -> Result<String> {
         // Random choices here; the file work (scanning a CommitLog file of up to a
         // GiB) runs on a blocking thread so it does not stall the workload's tasks.
-        let commit_log = self.cluster.newest_file(node, "store/commitlog");
-        let raft_log = self.cluster.newest_file(node, "raft-log");
+        let store_dir = self.cluster.data_dir(node).map(|d| d.join("store"));
+        let raft_log = self.cluster.newest_file(node, "raft-log", ".wal");
         let commit_log_cut = self.rng.random_range(1..=48u64);
-        let cut_raft_log = self.rng.random_bool(0.5);
-        let raft_log_cut = self.rng.random_range(1..=16u64);
+        let partial_record = self.rng.random_bool(0.5);
+        let raft_log_prefix = self.rng.random_range(1..=40usize);
         let raft_log_zeroes = self.rng.random_range(1..=4096usize);
         let work = move || -> Result<String> {
             let mut done = Vec::new();
-            if let Some(file) = commit_log {
-                if let Some(end) = zero_tail(&file, commit_log_cut)? {
-                    done.push(format!(
-                        "zeroed the last {commit_log_cut} bytes (ending at {end}) of {}",
-                        file.display()
-                    ));
+            if let Some(dir) = store_dir {
+                match tear_commit_log(&dir, commit_log_cut)? {
+                    CommitLogTear::Empty => {}
+                    tear => done.push(tear.to_string()),
                 }
             }
             if let Some(file) = raft_log {
+                // Only what a crash can leave: bytes written after the last fsync. Every
+                // whole record may have been fsync'd and acknowledged (a vote, an
+                // entry), so none is cut; the tear adds a record that never finished.
                 let len = std::fs::metadata(&file)?.len();
-                if cut_raft_log && len > 64 {
-                    // A record cut short: what a crash mid-write leaves.
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&file)?
-                        .set_len(len - raft_log_cut)?;
-                    done.push(format!("cut {raft_log_cut} bytes off {}", file.display()));
+                if partial_record && len > 64 {
+                    // The next record cut short mid-write: the chunk's first bytes begin
+                    // a record, so a prefix of them is a record whose end never landed.
+                    let mut start = vec![0u8; raft_log_prefix];
+                    std::fs::File::open(&file)?.read_exact(&mut start)?;
+                    let mut f = std::fs::OpenOptions::new().append(true).open(&file)?;
+                    f.write_all(&start)?;
+                    f.sync_all()?;
+                    done.push(format!(
+                        "appended a record cut short after {raft_log_prefix} bytes to {}",
+                        file.display()
+                    ));
                 } else {
                     // Zeroes past the end: ext4 data=writeback's size-before-data.
                     let mut f = std::fs::OpenOptions::new().append(true).open(&file)?;
                     f.write_all(&vec![0u8; raft_log_zeroes])?;
+                    f.sync_all()?;
                     done.push(format!(
                         "appended {raft_log_zeroes} zero bytes to {}",
                         file.display()
@@ -858,40 +866,6 @@ fn dropped_summary(output: &str) -> String {
         return format!("cluster.sh said: {}", output.trim());
     }
     format!("dropped {total} unsynced bytes; {}", per_node.join(", "))
-}
-
-/// Zeroes the last `cut` bytes of written data in a preallocated file (data ends at
-/// its last non-zero byte). Returns where the data ended, None for an empty file.
-fn zero_tail(path: &Path, cut: u64) -> Result<Option<u64>> {
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let len = file.metadata()?.len();
-    // Scan backwards in 1 MiB blocks for the last non-zero byte.
-    let block = 1u64 << 20;
-    let mut end = None;
-    let mut position = len;
-    let mut buffer = vec![0u8; block as usize];
-    while position > 0 && end.is_none() {
-        let start = position.saturating_sub(block);
-        let size = (position - start) as usize;
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut buffer[..size])?;
-        if let Some(i) = buffer[..size].iter().rposition(|b| *b != 0) {
-            end = Some(start + i as u64 + 1);
-        }
-        position = start;
-    }
-    let Some(end) = end else {
-        return Ok(None);
-    };
-    let from = end.saturating_sub(cut);
-    file.seek(SeekFrom::Start(from))?;
-    file.write_all(&vec![0u8; (end - from) as usize])?;
-    file.sync_all()?;
-    Ok(Some(end))
 }
 
 #[cfg(test)]
