@@ -23,18 +23,30 @@ pub fn init_logging_with<W>(json: bool, filter: EnvFilter, writer: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    let _ = tracing::dispatcher::set_global_default(log_dispatch(json, filter, writer));
+}
+
+/// The subscriber [`init_logging_with`] installs, not installed: a test can make it
+/// the default of one thread (`tracing::dispatcher::with_default`) without taking
+/// over its whole process.
+pub fn log_dispatch<W>(json: bool, filter: EnvFilter, writer: W) -> tracing::Dispatch
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    let _ = if json {
-        subscriber
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init()
+    if json {
+        tracing::Dispatch::new(
+            subscriber
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        )
     } else {
-        subscriber.try_init()
-    };
+        tracing::Dispatch::new(subscriber.finish())
+    }
 }
 
 /// Runs a node with these flags; returns the process exit code (2 for a

@@ -5,7 +5,7 @@
 //! status at once, `GET /v1/cluster/groups/{g}/nodes/{id}` reports its progress,
 //! and a join that does not catch up in time removes its learner.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! NOT_FOUND) or "wrong method" (405) fallbacks. The behaviour of each endpoint has
 //! its own test file; this one only catches endpoints missing from the router.
 
-mod common;
+use crate::common;
 
 use axum::http::Method;
 use common::http::TestNode;

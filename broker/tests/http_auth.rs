@@ -4,7 +4,7 @@
 //! decide what it may do; deleted and rotated tokens stop working at once; quotas
 //! answer 429 and store nothing; forwarding headers from clients are not trusted.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode};

@@ -2,7 +2,7 @@
 //! `GET /v1/routes/{topic}`, `GET /v1/cluster`, `GET /health`, `GET /ready` and
 //! `GET /metrics`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

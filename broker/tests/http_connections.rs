@@ -5,7 +5,7 @@
 //! malformed request line) come in the API's JSON error shape; a slow body times
 //! out with 408; TLS serves HTTPS and refuses plain HTTP.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

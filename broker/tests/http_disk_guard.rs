@@ -11,7 +11,7 @@
 //!   routes name no leader, and `broker_storage_failed` is 1. (A real full disk is
 //!   the cluster test `disk_full`.)
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::http::{assert_error, TestNode};

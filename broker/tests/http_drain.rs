@@ -4,7 +4,7 @@
 //! same, a body with fields is a 400, and only a cluster admin may drain (401
 //! without a token, 403 for a user without admin on the cluster).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! single-node broker: an unknown path is 404 and a known path with the wrong method
 //! is 405, both with the API's error shape rather than axum's plain text.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::http::{assert_error, TestNode};

@@ -6,7 +6,7 @@
 //! make it. (Enabling in a group upgraded from protocol 1, and the refusal while
 //! a voter still runs it, are in `scripts/testing/rolling-upgrade.sh`.)
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

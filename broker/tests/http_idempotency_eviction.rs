@@ -5,7 +5,7 @@
 //! (503 UNAVAILABLE, counted in `broker_producer_table_full_total`) and never drops
 //! a producer whose window is still kept.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::http::{as_array, as_u64, assert_error, TestNode};

@@ -2,7 +2,7 @@
 //! broker: the cluster secret guards every one of them when configured, a request
 //! with the right secret reaches the bincode decoder, and a real Raft RPC is answered.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{header, Method, StatusCode};

@@ -3,7 +3,7 @@
 //! reading the array positionally into the request's fields (serde's default for
 //! structs, which shared/API.md does not describe).
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::http::{assert_error, TestNode};

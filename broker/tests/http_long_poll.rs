@@ -2,7 +2,7 @@
 //! through the router of a real single-node broker: a held pull answers as soon as
 //! a message arrives, and NO_NEW_MSG once the wait is over when none does.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! flushes. (Per-follower Raft lag needs followers: `scripts/testing/metrics-cluster.sh`
 //! checks it on a real three-node cluster.)
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! (no leader to name or forward to) — also when they carry the forwarding header.
 //! Reads answer from its (empty) state.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use broker::http::extract::FORWARDED_HEADER;

@@ -2,7 +2,7 @@
 //! `PUT /v1/groups/{group}/offsets/{topic}/{queue_id}` (commit, reset with `force`)
 //! and `GET /v1/groups/{group}/offsets?topic=T` (offsets with max offset and lag).
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::http::{as_array, assert_error, assert_fields, TestNode};

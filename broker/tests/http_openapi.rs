@@ -12,7 +12,7 @@
 //! the wire types either. `scripts/testing/dashboard-browser.sh` validates the
 //! served document with `openapi-spec-validator`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

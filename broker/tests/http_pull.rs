@@ -3,7 +3,7 @@
 //! statuses of shared/API.md with their offsets, message fields, binary bodies, tag
 //! filtering, and the refused requests.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Message queries through the router of a real single-node broker:
 //! `GET /v1/messages/{msg_id}` and `GET /v1/topics/{topic}/messages?key=K&begin&end&max`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -3,7 +3,7 @@
 //! error shape on every route that reads its query, never silently replaced by
 //! U+FFFD and answered 200.
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::http::{assert_error, TestNode};

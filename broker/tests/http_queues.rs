@@ -2,7 +2,7 @@
 //! `GET /v1/topics/{topic}/queues` and the offset by store time
 //! `GET /v1/topics/{topic}/queues/{queue_id}/offset?timestamp=MS`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

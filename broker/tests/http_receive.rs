@@ -6,7 +6,7 @@
 //! `%DLQ%{group}`, `fifo` delivers a queue's messages in order one leased run at
 //! a time, a receive waits for messages, and bad requests get a 400.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

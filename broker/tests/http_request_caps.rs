@@ -4,7 +4,7 @@
 //! group, consumer groups) refuse growth beyond theirs with 503 UNAVAILABLE naming
 //! the cap, instead of growing with every hostile heartbeat.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::http::{as_array, assert_error, TestNode};

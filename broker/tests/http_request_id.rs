@@ -1,10 +1,10 @@
 //! Every answer carries `x-request-id` (an incoming acceptable one is kept), and
 //! with JSON logs the request's log lines carry it as a span field.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
@@ -26,23 +26,16 @@ impl Write for Captured {
     }
 }
 
-/// Installs the broker's JSON logging once for this binary, writing into a
-/// buffer (before any node starts, so `TestNode`'s text subscriber is not the one).
-fn captured_logs() -> Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        broker::launch::init_logging_with(
-            true,
-            tracing_subscriber::EnvFilter::new(
-                "info,broker::http::request_id=debug,openraft=error",
-            ),
-            move || writer.clone(),
-        );
-        logs
-    })
-    .clone()
+/// The broker's JSON logging writing into `logs`, as a dispatcher a test makes the
+/// default of its own thread only: this binary's other tests log through the
+/// process-wide text subscriber, and this one must see every line of its request.
+fn json_logs(logs: &Captured) -> tracing::Dispatch {
+    let writer = logs.clone();
+    broker::launch::log_dispatch(
+        true,
+        tracing_subscriber::EnvFilter::new("info,broker::http::request_id=debug,openraft=error"),
+        move || writer.clone(),
+    )
 }
 
 fn request_id(answer: &common::http::Answer) -> String {
@@ -57,7 +50,6 @@ fn request_id(answer: &common::http::Answer) -> String {
 /// Answers, successful or not, carry a request id: a new one, or the caller's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_has_a_request_id() {
-    captured_logs();
     let node = TestNode::start().await;
     info!("--- a success, an API error, an unknown endpoint: each gets a fresh id");
     let mut seen = std::collections::BTreeSet::new();
@@ -116,39 +108,50 @@ async fn every_answer_has_a_request_id() {
 }
 
 /// With JSON logs, the line a request logs carries its id, method and route as
-/// span fields.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_log_lines_carry_the_request_id() {
-    let logs = captured_logs();
-    let node = TestNode::start().await;
-    let answer = node
-        .call(
-            Method::POST,
-            "/v1/topics/logged/messages",
-            json!({"messages": [{"body": "x"}]}).to_string(),
-            &[
-                ("x-request-id", "trace-me-123"),
-                ("content-type", "application/json"),
-            ],
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::OK);
-    let text = String::from_utf8(logs.0.lock().expect("log buffer").clone()).expect("UTF-8 logs");
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect();
-    assert!(!lines.is_empty(), "some lines were logged");
-    let answered = lines
-        .iter()
-        .find(|line| line["span"]["request_id"] == "trace-me-123")
-        .unwrap_or_else(|| panic!("a line carries request_id trace-me-123:\n{text}"));
-    assert_eq!(answered["fields"]["message"], "answered", "{answered}");
-    assert_eq!(answered["fields"]["status"], 200, "{answered}");
-    assert_eq!(answered["span"]["method"], "POST", "{answered}");
-    assert_eq!(
-        answered["span"]["route"], "/v1/topics/{topic}/messages",
-        "{answered}"
-    );
-    node.stop().await;
+/// span fields. The node runs on this thread's runtime (current-thread), so the
+/// thread's default subscriber sees its request spans.
+#[test]
+fn json_log_lines_carry_the_request_id() {
+    let logs = Captured::default();
+    let _default = tracing::dispatcher::set_default(&json_logs(&logs));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let node = TestNode::start().await;
+        let answer = node
+            .call(
+                Method::POST,
+                "/v1/topics/logged/messages",
+                json!({"messages": [{"body": "x"}]}).to_string(),
+                &[
+                    ("x-request-id", "trace-me-123"),
+                    ("content-type", "application/json"),
+                ],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let text =
+            String::from_utf8(logs.0.lock().expect("log buffer").clone()).expect("UTF-8 logs");
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+            })
+            .collect();
+        assert!(!lines.is_empty(), "some lines were logged");
+        let answered = lines
+            .iter()
+            .find(|line| line["span"]["request_id"] == "trace-me-123")
+            .unwrap_or_else(|| panic!("a line carries request_id trace-me-123:\n{text}"));
+        assert_eq!(answered["fields"]["message"], "answered", "{answered}");
+        assert_eq!(answered["fields"]["status"], 200, "{answered}");
+        assert_eq!(answered["span"]["method"], "POST", "{answered}");
+        assert_eq!(
+            answered["span"]["route"], "/v1/topics/{topic}/messages",
+            "{answered}"
+        );
+        node.stop().await;
+    });
 }

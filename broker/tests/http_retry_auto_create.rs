@@ -5,7 +5,7 @@
 //! TOPIC_NOT_FOUND naming it and how to create it; an admin creates them with
 //! `PUT /v1/topics/%RETRY%{group}` and `PUT /v1/topics/%DLQ%{group}`.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::http::{as_array, assert_error, encode, TestNode};

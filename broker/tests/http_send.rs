@@ -2,7 +2,7 @@
 //! the answer's shape and values, queue choice, idempotent retries, auto-creation,
 //! and every way a send is refused (with the API's error shape).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -10,7 +10,7 @@
 //! process with `broker::server::run`, each on its own port, and talk to them over
 //! real sockets.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

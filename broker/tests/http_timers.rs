@@ -6,7 +6,7 @@
 //! `consumer.max_delay`, or a timer mixed with a delay level, answers 400 and
 //! stores nothing.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@
 //! * `[limits] max_topics` and `max_queues_per_topic` refuse creations — by `PUT`
 //!   and by a first send — with 400, storing nothing.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::http::{as_array, as_u64, assert_error, TestNode};

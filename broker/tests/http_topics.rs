@@ -2,7 +2,7 @@
 //! `PUT /v1/topics/{topic}` (create, update), `GET /v1/topics`, `GET /v1/topics/{topic}`
 //! and `DELETE /v1/topics/{topic}`, and the requests they refuse.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::http::{as_array, assert_error, assert_fields, encode, TestNode};

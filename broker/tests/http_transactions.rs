@@ -5,7 +5,7 @@
 //! unknown id 404; an open transaction is offered to its producer group's checks
 //! and rolled back by the broker after its last one; bad requests get a 400.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! with exit 1 (the learner is removed by the broker); `--wait 0s` prints the join
 //! as started and returns.
 
-mod mqctl_support;
+use crate::mqctl_support;
 
 use std::time::Duration;
 

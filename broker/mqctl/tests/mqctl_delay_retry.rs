@@ -2,7 +2,7 @@
 //! schedule topic and reaches its topic after its delay; a message given back goes
 //! to the retry topic with a growing delay, or straight to the dead-letter topic.
 
-mod mqctl_support;
+use crate::mqctl_support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! `mqctl` failures: an API error prints `error: CODE: message` on stderr and exits
 //! 1; an unreachable server names the cause; a bad command line exits 2.
 
-mod mqctl_support;
+use crate::mqctl_support;
 
 use mqctl_support::{run_mqctl, TestNode};
 use tracing::info;

@@ -3,7 +3,7 @@
 //! so the first call may or may not be the one that did); a repeat changed
 //! nothing; an unknown group exits 1 with the broker's code.
 
-mod mqctl_support;
+use crate::mqctl_support;
 
 use mqctl_support::TestNode;
 

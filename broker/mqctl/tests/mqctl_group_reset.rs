@@ -2,7 +2,7 @@
 //! stored at or after a time, with `"force": true` (a plain commit would not move it
 //! back), and `group offsets` shows the new lag.
 
-mod mqctl_support;
+use crate::mqctl_support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! message per line; a bulk send stores exactly N; queries by id and key find them;
 //! `tail -f` prints messages sent while it follows.
 
-mod mqctl_support;
+use crate::mqctl_support;
 
 use std::time::Duration;
 

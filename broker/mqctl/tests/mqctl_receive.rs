@@ -4,7 +4,7 @@
 //! exits (1 when a handle is not acked or a lease has expired, 2 for a bad
 //! argument).
 
-mod mqctl_support;
+use crate::mqctl_support;
 
 use std::sync::{Arc, Mutex};
 

@@ -5,7 +5,7 @@
 //! handshake (the client trusts no built-in roots); plain `http://` to the TLS port
 //! gets no answer.
 
-mod mqctl_support;
+use crate::mqctl_support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

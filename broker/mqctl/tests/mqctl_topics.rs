@@ -1,7 +1,7 @@
 //! `mqctl topic create|list|describe|delete`, `routes` and `cluster status` against a
 //! real single node: tables and `--json` both show what the API holds.
 
-mod mqctl_support;
+use crate::mqctl_support;
 
 use mqctl_support::TestNode;
 use tracing::info;

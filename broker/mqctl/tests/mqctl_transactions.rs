@@ -5,7 +5,7 @@
 //! (table and JSON, also naming the broker group) and settled by the id it
 //! prints.
 
-mod mqctl_support;
+use crate::mqctl_support;
 
 use std::time::Duration;
 

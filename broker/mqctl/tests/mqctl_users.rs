@@ -4,7 +4,7 @@
 //! its permissions allow and gets `NO_PERMISSION` (with a hint) for the rest; a
 //! rotated or deleted token stops working; `--token-file` reads a token from a file.
 
-mod mqctl_support;
+use crate::mqctl_support;
 
 use std::time::{Duration, Instant};
 
