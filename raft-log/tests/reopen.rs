@@ -222,12 +222,12 @@ async fn torn_last_record_is_truncated_on_open() -> anyhow::Result<()> {
 }
 
 /// A crash while the next record is being written leaves a prefix of it after the
-/// last whole record (the Jepsen torn-tail nemesis makes this by appending the first
-/// bytes of the chunk, which begin a record): open drops it and loses nothing that
-/// was durable.
+/// last whole record (the Jepsen torn-tail nemesis makes this by appending up to 17
+/// of the chunk's first bytes, which begin a state record of at least 18 bytes):
+/// open drops it and loses nothing that was durable.
 #[tokio::test]
 async fn a_partly_written_next_record_is_truncated_on_open() -> anyhow::Result<()> {
-    for prefix in [1usize, 3, 8, 16, 40] {
+    for prefix in [1usize, 3, 8, 16, 17] {
         let dir = tempfile::tempdir()?;
         {
             let mut store = open_store(dir.path())?;
@@ -241,6 +241,11 @@ async fn a_partly_written_next_record_is_truncated_on_open() -> anyhow::Result<(
             .max()
             .ok_or_else(|| anyhow::anyhow!("no chunk file"))?;
         let mut bytes = std::fs::read(&newest)?;
+        assert_eq!(
+            bytes[..4],
+            [0, 0, 0, 5],
+            "a chunk starts with a state record"
+        );
         let start = bytes[..prefix].to_vec();
         bytes.extend_from_slice(&start);
         std::fs::write(&newest, bytes)?;

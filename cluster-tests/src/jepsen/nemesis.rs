@@ -24,6 +24,14 @@ use super::cluster::Cluster;
 use super::history::{Body, Kind, NemesisValue, Recorder};
 use super::tear::{tear_commit_log, CommitLogTear};
 
+/// raft-log's record tag of a state (checkpoint) record, big-endian: every chunk
+/// file starts with one.
+const RAFT_LOG_STATE_TAG: [u8; 4] = [0, 0, 0, 5];
+/// The longest record prefix the torn-tail nemesis appends: one byte short of the
+/// smallest state record (tag 4, version 1, four absent options 4, absent user
+/// data 1, checksum 8 = 18 bytes), so it is never a whole record.
+const MAX_RAFT_LOG_PREFIX: usize = 17;
+
 /// One kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
@@ -454,7 +462,7 @@ impl<'a> Nemesis<'a> {
         let raft_log = self.cluster.newest_file(node, "raft-log", ".wal");
         let commit_log_cut = self.rng.random_range(1..=48u64);
         let partial_record = self.rng.random_bool(0.5);
-        let raft_log_prefix = self.rng.random_range(1..=40usize);
+        let raft_log_prefix = self.rng.random_range(1..=MAX_RAFT_LOG_PREFIX);
         let raft_log_zeroes = self.rng.random_range(1..=4096usize);
         let work = move || -> Result<String> {
             let mut done = Vec::new();
@@ -469,13 +477,17 @@ impl<'a> Nemesis<'a> {
                 // whole record may have been fsync'd and acknowledged (a vote, an
                 // entry), so none is cut; the tear adds a record that never finished.
                 let len = std::fs::metadata(&file)?.len();
-                if partial_record && len > 64 {
-                    // The next record cut short mid-write: the chunk's first bytes begin
-                    // a record, so a prefix of them is a record whose end never landed.
-                    let mut start = vec![0u8; raft_log_prefix];
+                let mut start = [0u8; MAX_RAFT_LOG_PREFIX];
+                if len > 64 {
                     std::fs::File::open(&file)?.read_exact(&mut start)?;
+                }
+                if partial_record && start.starts_with(&RAFT_LOG_STATE_TAG) {
+                    // The next record cut short mid-write: a chunk begins with a state
+                    // record, never shorter than 18 bytes, so at most 17 of its first
+                    // bytes are a record whose end never landed (not a whole record).
+                    let prefix = &start[..raft_log_prefix];
                     let mut f = std::fs::OpenOptions::new().append(true).open(&file)?;
-                    f.write_all(&start)?;
+                    f.write_all(prefix)?;
                     f.sync_all()?;
                     done.push(format!(
                         "appended a record cut short after {raft_log_prefix} bytes to {}",
