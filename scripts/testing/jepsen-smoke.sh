@@ -7,14 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${JEPSEN_SMOKE_OUT:-target/jepsen-smoke}
 status=0
+# The seed goes in every verdict line, so a CI log that shows only its tail still
+# says how to replay the run (JEPSEN_SMOKE_SEED=N).
+seed=${JEPSEN_SMOKE_SEED:-$RANDOM}
 scripts/jepsen.sh --duration 50s --nemesis mixed --rate 20 --concurrency 4 \
-	--seed "${JEPSEN_SMOKE_SEED:-$RANDOM}" --fault-time 4s..8s --quiet-time 3s..5s \
+	--seed "$seed" --fault-time 4s..8s --quiet-time 3s..5s \
 	--out "$out" || status=$?
 case $status in
-0) echo "jepsen smoke: clean (report: $out/report.txt)" ;;
-1) echo "jepsen smoke: ANOMALIES (report: $out/report.txt, history: $out/history.jsonl)" >&2 ;;
-2) echo "jepsen smoke: INCONCLUSIVE (report: $out/report.txt)" >&2 ;;
-*) echo "jepsen smoke: the run failed (status $status; logs under $out/cluster)" >&2 ;;
+0) echo "jepsen smoke: clean, seed $seed (report: $out/report.txt)" ;;
+1) echo "jepsen smoke: ANOMALIES, seed $seed (report: $out/report.txt, history: $out/history.jsonl)" >&2 ;;
+2) echo "jepsen smoke: INCONCLUSIVE, seed $seed (report: $out/report.txt)" >&2 ;;
+*) echo "jepsen smoke: the run failed, seed $seed (status $status; logs under $out/cluster)" >&2 ;;
 esac
 # Leave no namespaces behind; the data was only needed for a post-mortem.
 scripts/cluster.sh clean --dir "$out/cluster" >/dev/null 2>&1 || true
