@@ -12,7 +12,7 @@ use common::http::TestNode;
 use serde_json::{json, Value};
 use tracing::info;
 
-/// Log lines written by the JSON subscriber of this test binary.
+/// Log lines written by the JSON subscriber of [`json_logs`].
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 

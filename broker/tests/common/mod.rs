@@ -1,7 +1,7 @@
 //! Shared by the HTTP router tests: [`http`] holds a running single-node broker;
 //! here, tracing through libtest's capture and a fast temporary directory.
 
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)] // a shared toolbox: not every helper has a caller at every moment
 
 pub mod http;
 

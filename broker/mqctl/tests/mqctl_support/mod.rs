@@ -4,7 +4,7 @@
 //! node is by default; `mqctl` gets the test admin token through `MQ_TOKEN`, as a
 //! user would give it, unless a test names another token or none.
 
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)] // a shared toolbox: not every helper has a caller at every moment
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
