@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{CliArgs, LogFormat, NodeConfig};
@@ -23,7 +24,8 @@ pub fn init_logging_with<W>(json: bool, filter: EnvFilter, writer: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let _ = tracing::dispatcher::set_global_default(log_dispatch(json, filter, writer));
+    // `try_init` also routes the `log` crate's records (raft-log, chunked-wal) here.
+    let _ = log_dispatch(json, filter, writer).try_init();
 }
 
 /// The subscriber [`init_logging_with`] installs, not installed: a test can make it
