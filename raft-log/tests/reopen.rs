@@ -36,6 +36,18 @@ fn body(index: u64, len: usize) -> Vec<u8> {
     (0..len).map(|j| (index as usize * 31 + j) as u8).collect()
 }
 
+/// The store's chunk files (`*.wal`), oldest first (their names sort by offset).
+fn chunk_files(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no chunk file in {}", dir.display());
+    Ok(files)
+}
+
 fn indexes(entries: &[Entry]) -> Vec<u64> {
     entries.iter().map(|e| e.index()).collect()
 }
@@ -196,12 +208,7 @@ async fn torn_last_record_is_truncated_on_open() -> anyhow::Result<()> {
     }
 
     // Cut the newest chunk file in the middle of its last record (an entry of ~520 bytes).
-    let newest = std::fs::read_dir(dir.path())?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .max()
-        .ok_or_else(|| anyhow::anyhow!("no chunk file"))?;
+    let newest = chunk_files(dir.path())?.last().cloned().expect("non-empty");
     let len = std::fs::metadata(&newest)?.len();
     let file = std::fs::OpenOptions::new().write(true).open(&newest)?;
     file.set_len(len - 100)?;
@@ -234,12 +241,7 @@ async fn a_partly_written_next_record_is_truncated_on_open() -> anyhow::Result<(
             append_durably(&mut store, entries(0, 10, 500)).await?;
             store.close().await?;
         }
-        let newest = std::fs::read_dir(dir.path())?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-            .max()
-            .ok_or_else(|| anyhow::anyhow!("no chunk file"))?;
+        let newest = chunk_files(dir.path())?.last().cloned().expect("non-empty");
         let mut bytes = std::fs::read(&newest)?;
         assert_eq!(
             bytes[..4],
@@ -278,12 +280,7 @@ async fn corruption_inside_the_log_fails_the_open() -> anyhow::Result<()> {
         append_durably(&mut store, entries(0, 300, 1000)).await?;
         store.close().await?;
     }
-    let oldest = std::fs::read_dir(dir.path())?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .min()
-        .ok_or_else(|| anyhow::anyhow!("no chunk file"))?;
+    let oldest = chunk_files(dir.path())?[0].clone();
     let mut bytes = std::fs::read(&oldest)?;
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
