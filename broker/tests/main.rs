@@ -5,6 +5,7 @@
 mod common;
 
 mod example_config;
+mod group_state_lock;
 mod http_add_node_async;
 mod http_api_endpoints;
 mod http_auth;
