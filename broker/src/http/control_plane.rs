@@ -533,6 +533,9 @@ fn render_metrics(node: &Node, connections: &ConnectionRegistry) -> String {
             connections.refused_requests_total.load(std::sync::atomic::Ordering::Relaxed) as f64,
         ),
     ]);
+    // Its own statement: a temporary guard inside `extend`'s argument would live
+    // through every gauge after it (see `replication::state_lock`).
+    let open_transactions = node.shared.state().transactions.open_count() as f64;
     gauges.extend([
         GaugeFamily::single(
             "broker_commit_log_disk_bytes",
@@ -582,7 +585,7 @@ fn render_metrics(node: &Node, connections: &ConnectionRegistry) -> String {
         GaugeFamily::single(
             "broker_transactions_open",
             "Transactions stored and not yet committed or rolled back (this replica's state).",
-            node.shared.state().transactions.open_count() as f64,
+            open_transactions,
         ),
         GaugeFamily::single(
             "broker_timer_log_bytes",

@@ -15,6 +15,8 @@
 //!   (so a new coordinator knows its predecessor's grants).
 //! * [`transactions`] — the table of transactions (open ones, recent
 //!   resolutions) and its changes.
+//! * [`state_lock`] — the group state's lock, one guard per thread at a time
+//!   (a second one deadlocks behind apply; it panics instead).
 //! * [`state_machine`] — applies entries to the store; [`apply_send`] — the sends
 //!   of an entry, decided one by one and stored in one append; [`apply_timers`] —
 //!   timer messages indexed as they are stored, and moved when due;
@@ -39,6 +41,7 @@ pub mod poll_waiters;
 pub mod proposal;
 pub mod retention_hold;
 pub mod snapshot;
+pub mod state_lock;
 pub mod state_machine;
 pub mod timers;
 pub mod transactions;

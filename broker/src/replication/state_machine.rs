@@ -13,7 +13,7 @@
 
 use std::io;
 use std::ops::ControlFlow;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
@@ -30,6 +30,7 @@ use super::leases::{LeaseCommand, LeaseOp, LeaseOutcome, LeaseUpdate};
 use super::poll_waiters::PollWaiters;
 use super::retention_hold::HalfHoldCache;
 use super::snapshot::{CommitLogSnapshot, SnapshotFiles};
+use super::state_lock::{StateLock, StateRead, StateWrite};
 use super::timers::TimerIndex;
 use super::type_config::{log_ref, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::peer_protocol::PeerVersions;
@@ -40,7 +41,8 @@ use crate::storage::{
 /// What the HTTP layer shares with the state machine.
 pub struct GroupShared {
     pub store: Arc<MessageStore>,
-    state: RwLock<GroupState>,
+    /// One guard per thread at a time (see `state_lock`).
+    state: StateLock,
     /// Bumped after every applied entry.
     pub(super) applied: watch::Sender<u64>,
     /// Held pulls, woken per queue when a batch lands in it.
@@ -56,13 +58,15 @@ pub struct GroupShared {
 }
 
 impl GroupShared {
-    /// The replicated metadata, for reading. Hold it briefly: apply waits for it.
-    pub fn state(&self) -> RwLockReadGuard<'_, GroupState> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+    /// The replicated metadata, for reading. Hold it briefly (apply waits for it),
+    /// and take it once: a second guard on the same thread panics (see
+    /// `state_lock`).
+    pub fn state(&self) -> StateRead<'_> {
+        self.state.read()
     }
 
-    pub(super) fn state_mut(&self) -> RwLockWriteGuard<'_, GroupState> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn state_mut(&self) -> StateWrite<'_> {
+        self.state.write()
     }
 
     /// A receiver that changes whenever an entry is applied.
@@ -161,7 +165,7 @@ impl BrokerStateMachine {
         let (applied, _) = watch::channel(0);
         let shared = Arc::new(GroupShared {
             store,
-            state: RwLock::new(state),
+            state: StateLock::new(state),
             applied,
             waiters: PollWaiters::new(max_held_polls),
             snapshots,

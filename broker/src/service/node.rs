@@ -383,11 +383,12 @@ impl Node {
 
     /// This node's own group as a route, from its own Raft state.
     pub fn local_route(&self) -> GroupRoute {
+        let topics = self.shared.state().topics.clone();
         GroupRoute {
             group: self.group().to_string(),
             leader: self.leader_url(),
             replicas: self.member_urls(),
-            topics: self.shared.state().topics.clone(),
+            topics,
             view: self.group_view(),
             age: None,
         }
@@ -445,22 +446,29 @@ impl Node {
         let metrics = self.raft_metrics();
         let mut known_nodes = self.routes.known_nodes();
         known_nodes.push(self.config.node_info().url);
+        // One guard, dropped before anything else reads the state: a second
+        // guard on this thread deadlocks behind a waiting apply (see
+        // `replication::state_lock`).
+        let (topics, users) = {
+            let state = self.shared.state();
+            (
+                state.topics.values().cloned().collect(),
+                crate::service::control::routes::UsersSummary {
+                    digest: state.users.digest(),
+                    max_revision: state.users.max_revision(),
+                },
+            )
+        };
         Registration {
             group: self.group().to_string(),
             term: metrics.current_term,
             leader_id: self.id(),
             leader_url: self.config.node_info().url,
             replicas: self.member_urls(),
-            topics: self.shared.state().topics.values().cloned().collect(),
+            topics,
             view: self.group_view(),
             known_nodes,
-            users: {
-                let state = self.shared.state();
-                crate::service::control::routes::UsersSummary {
-                    digest: state.users.digest(),
-                    max_revision: state.users.max_revision(),
-                }
-            },
+            users,
         }
     }
 }
