@@ -136,6 +136,10 @@ struct Args {
     /// letters to; without it the broker's default, 16. Also applies to --check.
     #[arg(long)]
     max_delivery_attempts: Option<u32>,
+    /// A setting for every node, as the broker's environment variable
+    /// (repeatable), e.g. --node-env BROKER_STORAGE_FILE_RESERVED_TIME=5m.
+    #[arg(long, value_name = "BROKER_KEY=VALUE", value_parser = parse_node_env)]
+    node_env: Vec<(String, String)>,
     /// Transactions workload: concurrent check responders.
     #[arg(long, default_value_t = TransactionLoad::default().responders)]
     responders: usize,
@@ -168,6 +172,30 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("`{text}`: unit must be ms, s, m or h")),
     };
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Most `--node-env` settings.
+const MAX_NODE_ENV: usize = 32;
+
+fn parse_node_env(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    let valid_key = key.strip_prefix("BROKER_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    });
+    if !valid_key {
+        return Err(format!(
+            "`{key}` is not a broker setting (BROKER_ and capitals, digits, _)"
+        ));
+    }
+    if key == "BROKER_FAULT" {
+        return Err("use --fault for BROKER_FAULT".into());
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
@@ -246,6 +274,10 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    if args.node_env.len() > MAX_NODE_ENV {
+        eprintln!("jepsen: at most {MAX_NODE_ENV} --node-env settings");
+        return ExitCode::from(3);
+    }
     let millis = |d: Duration| d.as_millis() as u64;
     let options = RunOptions {
         duration: args.duration,
@@ -279,6 +311,7 @@ fn main() -> ExitCode {
             poison_fraction: args.poison_fraction,
         },
         max_delivery_attempts: args.max_delivery_attempts,
+        node_env: args.node_env,
         lazyfs: args.lazyfs,
         transactions: TransactionLoad {
             responders: args.responders.max(1),
@@ -301,7 +334,7 @@ fn main() -> ExitCode {
         Ok(outcome) => {
             print!("{}", outcome.report.text());
             println!(
-                "report: {}/report.txt, report.json, timeline.svg, history.jsonl",
+                "report: {}/report.txt, report.json, timeline.svg, resources.svg, history.jsonl",
                 options.out.display()
             );
             exit_code(outcome.verdict)

@@ -13,6 +13,7 @@
 //! * [`nemesis`] — the faults and their schedule.
 //! * [`checker`] — anomalies in a history.
 //! * [`report`] — text, JSON and SVG reports.
+//! * [`resources`] — each node's memory, open files and disk over the run.
 //!
 //! A run's phases: start → workload + nemesis for the duration → stop producers →
 //! heal every fault → wait until the group is writable (recovery time) and every
@@ -36,6 +37,7 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod report;
+pub mod resources;
 pub mod tear;
 pub mod workload;
 
@@ -81,6 +83,9 @@ pub struct RunOptions {
     /// `consumer.max_delivery_attempts` for the nodes (`None`: the broker's
     /// default, 16); the checker holds dead letters to it.
     pub max_delivery_attempts: Option<u32>,
+    /// More `BROKER_…` settings for every node (smaller CommitLog files and
+    /// shorter retention for a soak, say), after the run's own.
+    pub node_env: Vec<(String, String)>,
     /// The lazyfs executable: the nodes' data dirs go on lazyfs mounts
     /// (cluster.sh's CLUSTER_LAZYFS), which the power-loss faults need.
     pub lazyfs: Option<PathBuf>,
@@ -92,8 +97,8 @@ pub struct RunOutcome {
     pub report: Report,
 }
 
-/// Runs one test and writes history.jsonl, report.txt, report.json, timeline.svg
-/// into `options.out`.
+/// Runs one test and writes history.jsonl, report.txt, report.json, timeline.svg,
+/// resources.json and resources.svg into `options.out`.
 ///
 /// # Errors
 /// Setting up the cluster failed, or the output could not be written. Faults that
@@ -139,6 +144,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
     ));
+    env.extend(options.node_env.iter().cloned());
     let mut notes = Vec::new();
     eprintln!(
         "jepsen: starting a {}-node cluster in {}/cluster",
@@ -174,6 +180,8 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
         bail!("power-loss faults asked for, but the cluster's data dirs are not on lazyfs");
     }
     cluster.create_topic(TOPIC, options.queues).await?;
+    let sampler =
+        resources::Sampler::start(cluster.dir.join("cluster.json"), resources::SAMPLE_EVERY);
 
     let recorder = Recorder::create(&out.join("history.jsonl"))?;
     let target = Target {
@@ -445,7 +453,22 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
     if !nemesis.log.unavailable.is_empty() {
         run.insert("UNAVAILABLE".into(), nemesis.log.unavailable.join("; "));
     }
-    let report = Report::build(&ops, check, run, notes);
+    if !options.node_env.is_empty() {
+        run.insert(
+            "node_env".into(),
+            options
+                .node_env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    let samples = sampler.finish().await;
+    let mut report = Report::build(&ops, check, run, notes);
+    report.resources = resources::trends(&samples);
+    std::fs::write(out.join("resources.json"), serde_json::to_string(&samples)?)?;
+    std::fs::write(out.join("resources.svg"), resources::svg(&samples))?;
     std::fs::write(out.join("report.txt"), report.text())?;
     std::fs::write(
         out.join("report.json"),

@@ -48,6 +48,9 @@ pub struct Report {
     pub faults: Vec<FaultWindow>,
     pub timeline: Vec<Bucket>,
     pub notes: Vec<String>,
+    /// Each node's memory, open files and disk, first tenth of the run against
+    /// the last (see `resources`); empty when nothing was sampled.
+    pub resources: Vec<super::resources::Trend>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
@@ -178,6 +181,7 @@ impl Report {
             faults,
             timeline,
             notes,
+            resources: Vec::new(),
         }
     }
 
@@ -398,6 +402,13 @@ impl Report {
                 bad,
                 p99
             );
+        }
+        if !self.resources.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nResources (median of the run's first tenth against its last; resources.svg)"
+            );
+            out.push_str(&super::resources::text(&self.resources));
         }
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}");
