@@ -84,7 +84,8 @@ pub struct RunOptions {
     /// default, 16); the checker holds dead letters to it.
     pub max_delivery_attempts: Option<u32>,
     /// More `BROKER_…` settings for every node (smaller CommitLog files and
-    /// shorter retention for a soak, say), after the run's own.
+    /// shorter retention for a soak, say); they come after the run's own, so
+    /// they win.
     pub node_env: Vec<(String, String)>,
     /// The lazyfs executable: the nodes' data dirs go on lazyfs mounts
     /// (cluster.sh's CLUSTER_LAZYFS), which the power-loss faults need.

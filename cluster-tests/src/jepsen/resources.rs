@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,7 @@ pub struct Sample {
     pub rss_bytes: Option<u64>,
     /// Entries of /proc/PID/fd (files, sockets, pipes).
     pub open_fds: Option<u64>,
-    /// Apparent size of every file under the node's data dir.
+    /// Bytes allocated to the files under the node's data dir (what `du` shows).
     pub disk_bytes: Option<u64>,
 }
 
@@ -147,8 +148,10 @@ fn open_fds(pid: u32) -> Option<u64> {
     Some(entries.filter(Result::is_ok).count() as u64)
 }
 
-/// The apparent size of every regular file under `dir` (files that vanish
-/// while it walks — retention, a purge — are skipped).
+/// The bytes allocated to every regular file under `dir`, as `du` counts them
+/// (st_blocks): the CommitLog's files are created at full length and filled
+/// in place, so their apparent size says nothing of what is written. Files
+/// that vanish while it walks (retention, a purge) are skipped.
 fn disk_bytes(dir: &Path) -> Option<u64> {
     let mut total = 0u64;
     let mut pending = vec![dir.to_path_buf()];
@@ -165,7 +168,7 @@ fn disk_bytes(dir: &Path) -> Option<u64> {
             if meta.is_dir() {
                 pending.push(entry.path());
             } else if meta.is_file() {
-                total += meta.len();
+                total += meta.blocks() * 512;
             }
         }
     }
@@ -399,9 +402,17 @@ mod tests {
         assert!(open_fds(pid).is_some_and(|n| n >= 3));
         let dir = tempfile::tempdir().expect("a temp dir");
         std::fs::create_dir(dir.path().join("sub")).expect("a sub dir");
-        std::fs::write(dir.path().join("a"), [0u8; 100]).expect("a file");
-        std::fs::write(dir.path().join("sub/b"), [0u8; 23]).expect("a file");
-        assert_eq!(disk_bytes(dir.path()), Some(123));
+        std::fs::write(dir.path().join("a"), [1u8; 100]).expect("a file");
+        std::fs::write(dir.path().join("sub/b"), [1u8; 23]).expect("a file");
+        // A file of 1 MiB apparent size with nothing written allocates nothing.
+        std::fs::File::create(dir.path().join("sparse"))
+            .and_then(|f| f.set_len(1 << 20))
+            .expect("a sparse file");
+        let allocated = disk_bytes(dir.path()).expect("the dir is read");
+        assert!(
+            (123..1 << 20).contains(&allocated),
+            "two small files allocate a block or two each, the sparse one none: {allocated}"
+        );
         assert_eq!(disk_bytes(&dir.path().join("missing")), None);
     }
 
