@@ -331,6 +331,9 @@ async fn wait_for_catch_up(weak: &Weak<Node>, node_id: NodeId) -> Result<(), Beh
         )
     };
     let deadline = tokio::time::Instant::now() + timeout.0;
+    // The metrics are a watch that may lag the add_learner that just returned:
+    // only a learner seen in the membership and then missing was removed.
+    let mut seen_as_member = false;
     loop {
         {
             let node = alive(weak).map_err(Behind::Gone)?;
@@ -344,16 +347,17 @@ async fn wait_for_catch_up(weak: &Weak<Node>, node_id: NodeId) -> Result<(), Beh
                     leader.as_deref().unwrap_or("unknown")
                 )));
             }
-            if metrics
+            let is_member = metrics
                 .membership_config
                 .membership()
                 .get_node(&node_id)
-                .is_none()
-            {
+                .is_some();
+            if seen_as_member && !is_member {
                 return Err(Behind::Gone(format!(
                     "node {node_id} was removed while it was joining"
                 )));
             }
+            seen_as_member |= is_member;
             let matched = metrics
                 .replication
                 .as_ref()
