@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use openraft::errors::{ChangeMembershipError, ClientWriteError, RaftError};
-use openraft::ChangeMembers;
+use openraft::{ChangeMembers, RaftMetrics};
 use tokio::task::AbortHandle;
 
 use crate::api::{JoinState, JoinView};
@@ -207,7 +207,7 @@ fn alive(node: &Weak<Node>) -> Result<Arc<Node>, String> {
 /// Adds the learner, waits for it, promotes it. `Ok` says how it ended well,
 /// `Err` why it did not and what is left behind.
 async fn join(weak: &Weak<Node>, node_id: NodeId, url: &str, run: u64) -> Result<String, String> {
-    {
+    let holds_learner_at = {
         let node = alive(weak)?;
         let _change = node.joins.changes.lock().await;
         let metrics = node.raft_metrics();
@@ -215,18 +215,24 @@ async fn join(weak: &Weak<Node>, node_id: NodeId, url: &str, run: u64) -> Result
         if membership.voter_ids().any(|id| id == node_id) {
             return Ok(format!("node {node_id} is a voter already"));
         }
-        if membership.get_node(&node_id).is_none() {
+        // The log index of a membership that holds the learner: the wait below
+        // judges "removed" only from a membership at least that new.
+        let holds_learner_at = if membership.get_node(&node_id).is_none() {
             let learner = NodeInfo {
                 url: url.to_string(),
             };
-            bounded(&node, "adding the learner", "nothing was changed", || {
+            let added = bounded(&node, "adding the learner", "nothing was changed", || {
                 node.raft.add_learner(node_id, learner.clone(), false)
             })
             .await?;
-        }
+            added.log_id.index
+        } else {
+            membership_index(&metrics)
+        };
         node.joins.set(node_id, run, JoinState::CatchingUp, None);
-    }
-    match wait_for_catch_up(weak, node_id).await {
+        holds_learner_at
+    };
+    match wait_for_catch_up(weak, node_id, holds_learner_at).await {
         Ok(()) => {}
         Err(Behind::Gone(why)) => return Err(why),
         Err(Behind::TimedOut(why)) => {
@@ -315,14 +321,32 @@ enum Behind {
     TimedOut(String),
 }
 
+/// The log index of the membership `metrics` show (0 before any).
+fn membership_index(metrics: &RaftMetrics<TypeConfig>) -> u64 {
+    metrics.membership_config.log_id().map_or(0, |id| id.index)
+}
+
+/// Whether the learner was removed: only a membership at least as new as the one
+/// that added it can say so. The metrics are a watch that may not yet show the
+/// `add_learner` that just returned; read then, an older membership without the
+/// learner means nothing.
+fn learner_removed(shown_at: u64, shows_learner: bool, holds_learner_at: u64) -> bool {
+    shown_at >= holds_learner_at && !shows_learner
+}
+
 /// Waits until the learner `node_id` has every entry the leader had when the wait
-/// began (up to `control.join_timeout`).
+/// began (up to `control.join_timeout`). `holds_learner_at` is the log index of a
+/// membership that holds it.
 ///
 /// openraft's own "blocking" `add_learner` returns once the learner is within
 /// `replication_lag_threshold` (5000) entries — which an empty node that is not
 /// even running satisfies on a young log. A voter that has nothing weakens the
 /// quorum until it catches up, so the promotion waits for the real thing.
-async fn wait_for_catch_up(weak: &Weak<Node>, node_id: NodeId) -> Result<(), Behind> {
+async fn wait_for_catch_up(
+    weak: &Weak<Node>,
+    node_id: NodeId,
+    holds_learner_at: u64,
+) -> Result<(), Behind> {
     let (target, timeout) = {
         let node = alive(weak).map_err(Behind::Gone)?;
         (
@@ -331,9 +355,6 @@ async fn wait_for_catch_up(weak: &Weak<Node>, node_id: NodeId) -> Result<(), Beh
         )
     };
     let deadline = tokio::time::Instant::now() + timeout.0;
-    // The metrics are a watch that may lag the add_learner that just returned:
-    // only a learner seen in the membership and then missing was removed.
-    let mut seen_as_member = false;
     loop {
         {
             let node = alive(weak).map_err(Behind::Gone)?;
@@ -347,17 +368,16 @@ async fn wait_for_catch_up(weak: &Weak<Node>, node_id: NodeId) -> Result<(), Beh
                     leader.as_deref().unwrap_or("unknown")
                 )));
             }
-            let is_member = metrics
+            let shows_learner = metrics
                 .membership_config
                 .membership()
                 .get_node(&node_id)
                 .is_some();
-            if seen_as_member && !is_member {
+            if learner_removed(membership_index(&metrics), shows_learner, holds_learner_at) {
                 return Err(Behind::Gone(format!(
                     "node {node_id} was removed while it was joining"
                 )));
             }
-            seen_as_member |= is_member;
             let matched = metrics
                 .replication
                 .as_ref()
@@ -403,5 +423,24 @@ fn raft_words(what: &str, why: &str, left: &str) -> String {
         format!("{what}: {why}")
     } else {
         format!("{what}: {why}; {left}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::learner_removed;
+
+    #[test]
+    fn a_membership_older_than_the_add_does_not_say_removed() {
+        // The add committed the learner at index 12; the metrics still show the
+        // membership of index 5, without it. The first version of the wait (any
+        // membership without the learner means removed) failed joins this way.
+        assert!(!learner_removed(5, false, 12));
+        // The metrics caught up: the learner is there.
+        assert!(!learner_removed(12, true, 12));
+        // A later membership without it: removed (a DELETE during the join).
+        assert!(learner_removed(14, false, 12));
+        // A node already a learner when the join began: its current membership.
+        assert!(learner_removed(12, false, 12));
     }
 }
