@@ -180,21 +180,66 @@ fn disk_bytes(dir: &Path) -> Option<u64> {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Trend {
     pub node: u64,
-    pub resource: &'static str,
+    pub resource: Resource,
     pub first_tenth: u64,
     pub last_tenth: u64,
     pub max: u64,
     pub samples: usize,
 }
 
-/// The three resources.
-const RESOURCES: [&str; 3] = ["rss_bytes", "open_fds", "disk_bytes"];
+/// What is sampled, with how it is read, named and shown.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    Rss,
+    OpenFds,
+    Disk,
+}
 
-fn value(sample: &Sample, resource: &str) -> Option<u64> {
-    match resource {
-        "rss_bytes" => sample.rss_bytes,
-        "open_fds" => sample.open_fds,
-        _ => sample.disk_bytes,
+const MIB: f64 = 1024.0 * 1024.0;
+
+impl Resource {
+    const ALL: [Self; 3] = [Self::Rss, Self::OpenFds, Self::Disk];
+
+    fn of(self, sample: &Sample) -> Option<u64> {
+        match self {
+            Self::Rss => sample.rss_bytes,
+            Self::OpenFds => sample.open_fds,
+            Self::Disk => sample.disk_bytes,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rss => "rss",
+            Self::OpenFds => "open_fds",
+            Self::Disk => "disk",
+        }
+    }
+
+    /// The panel's title in `resources.svg`.
+    fn title(self) -> &'static str {
+        match self {
+            Self::Rss => "resident memory (MiB)",
+            Self::OpenFds => "open file descriptors",
+            Self::Disk => "data dir, allocated (MiB)",
+        }
+    }
+
+    /// A value in the unit it is shown in (MiB for bytes).
+    fn shown(self, value: u64) -> f64 {
+        match self {
+            Self::OpenFds => value as f64,
+            Self::Rss | Self::Disk => value as f64 / MIB,
+        }
+    }
+
+    /// A value as the report prints it.
+    fn show(self, value: u64) -> String {
+        match self {
+            Self::OpenFds => value.to_string(),
+            Self::Rss | Self::Disk => format!("{:.1} MiB", self.shown(value)),
+        }
     }
 }
 
@@ -214,10 +259,10 @@ pub fn trends(samples: &[Sample]) -> Vec<Trend> {
     }
     let mut out = Vec::new();
     for (node, node_samples) in by_node {
-        for resource in RESOURCES {
+        for resource in Resource::ALL {
             let values: Vec<(f64, u64)> = node_samples
                 .iter()
-                .filter_map(|s| value(s, resource).map(|v| (s.t_s, v)))
+                .filter_map(|s| resource.of(s).map(|v| (s.t_s, v)))
                 .collect();
             if values.len() < 10 {
                 continue;
@@ -252,30 +297,19 @@ pub fn trends(samples: &[Sample]) -> Vec<Trend> {
 pub fn text(trends: &[Trend]) -> String {
     let mut out = String::new();
     for t in trends {
-        let (unit, scale) = match t.resource {
-            "open_fds" => ("", 1.0),
-            _ => (" MiB", 1024.0 * 1024.0),
-        };
-        let show = |v: u64| {
-            if scale == 1.0 {
-                format!("{v}")
-            } else {
-                format!("{:.1}", v as f64 / scale)
-            }
-        };
         let _ = writeln!(
             out,
-            "node {} {:<10} first tenth {}{unit}, last tenth {}{unit} ({:+.0}%), max {}{unit} ({} samples)",
+            "node {} {:<10} first tenth {}, last tenth {} ({:+.0}%), max {} ({} samples)",
             t.node,
-            t.resource.trim_end_matches("_bytes"),
-            show(t.first_tenth),
-            show(t.last_tenth),
+            t.resource.name(),
+            t.resource.show(t.first_tenth),
+            t.resource.show(t.last_tenth),
             if t.first_tenth == 0 {
                 0.0
             } else {
                 (t.last_tenth as f64 / t.first_tenth as f64 - 1.0) * 100.0
             },
-            show(t.max),
+            t.resource.show(t.max),
             t.samples
         );
     }
@@ -315,29 +349,26 @@ pub fn svg(samples: &[Sample]) -> String {
             COLORS[i % COLORS.len()]
         );
     }
-    for (panel, (resource, label, scale)) in [
-        ("rss_bytes", "resident memory (MiB)", 1024.0 * 1024.0),
-        ("open_fds", "open file descriptors", 1.0),
-        ("disk_bytes", "data dir (MiB)", 1024.0 * 1024.0),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (panel, resource) in Resource::ALL.into_iter().enumerate() {
         let top = GAP + panel as f64 * (PANEL + GAP);
         let max = samples
             .iter()
-            .filter_map(|s| value(s, resource))
+            .filter_map(|s| resource.of(s))
             .max()
-            .unwrap_or(1)
-            .max(1) as f64
-            / scale;
+            .map_or(1.0, |v| resource.shown(v))
+            .max(1.0);
         let y = |v: f64| top + PANEL - PANEL * (v / max);
         let _ = writeln!(
             s,
             r##"<rect x="{LEFT}" y="{top}" width="{}" height="{PANEL}" fill="none" stroke="#888"/>"##,
             W - LEFT - RIGHT
         );
-        let _ = writeln!(s, r#"<text x="{LEFT}" y="{}">{label}</text>"#, top - 6.0);
+        let _ = writeln!(
+            s,
+            r#"<text x="{LEFT}" y="{}">{}</text>"#,
+            top - 6.0,
+            resource.title()
+        );
         let _ = writeln!(
             s,
             r#"<text x="{}" y="{}" text-anchor="end">{max:.0}</text><text x="{}" y="{}" text-anchor="end">0</text>"#,
@@ -350,7 +381,7 @@ pub fn svg(samples: &[Sample]) -> String {
             let points: Vec<String> = samples
                 .iter()
                 .filter(|s| s.node == *node)
-                .filter_map(|s| value(s, resource).map(|v| (s.t_s, v as f64 / scale)))
+                .filter_map(|s| resource.of(s).map(|v| (s.t_s, resource.shown(v))))
                 .map(|(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
                 .collect();
             if points.is_empty() {
@@ -428,7 +459,7 @@ mod tests {
         let rss = |node| {
             trends
                 .iter()
-                .find(|t| t.node == node && t.resource == "rss_bytes")
+                .find(|t| t.node == node && t.resource == Resource::Rss)
                 .cloned()
                 .expect("a trend")
         };
@@ -437,7 +468,7 @@ mod tests {
         assert!(creeping.first_tenth <= 110 && creeping.last_tenth >= 189);
         assert_eq!(creeping.max, 199);
         // No disk values: no disk trend.
-        assert!(trends.iter().all(|t| t.resource != "disk_bytes"));
+        assert!(trends.iter().all(|t| t.resource != Resource::Disk));
         assert!(text(&trends).contains("node 2 rss"));
         assert!(svg(&samples).contains("<polyline"));
     }
