@@ -93,14 +93,25 @@ impl H {
     }
 
     fn final_on(&mut self, queue: u32, node: u64, messages: &[(u64, &str)]) -> &mut Self {
-        let max = messages.last().map_or(0, |(o, _)| o + 1);
+        self.final_from(queue, node, 0, messages)
+    }
+
+    /// A final copy whose queue starts at `min_offset` (retention deleted the rest).
+    fn final_from(
+        &mut self,
+        queue: u32,
+        node: u64,
+        min_offset: u64,
+        messages: &[(u64, &str)],
+    ) -> &mut Self {
+        let max = messages.last().map_or(min_offset, |(o, _)| o + 1);
         self.push(
             "final",
             Kind::Ok,
             Body::FinalRead(FinalReadValue {
                 queue,
                 node,
-                min_offset: 0,
+                min_offset,
                 max_offset: max,
                 messages: messages.iter().map(|(o, b)| (*o, b.to_string())).collect(),
             }),
@@ -152,11 +163,17 @@ impl H {
     }
 
     fn check(&self) -> CheckResult {
+        self.check_with_retention(false)
+    }
+
+    /// As [`H::check`], with the nodes allowed (or not) to delete old files.
+    fn check_with_retention(&self, retention: bool) -> CheckResult {
         check(
             &self.ops,
             CheckOptions {
                 min_acknowledged: 3,
                 expected_nodes: 3,
+                retention,
                 ..CheckOptions::default()
             },
         )
@@ -229,6 +246,58 @@ fn a_lost_acknowledged_write_is_flagged() {
     // "c" was acknowledged and polled, but no node has it after healing.
     h.finals(0, &[(0, "a"), (1, "b")]);
     only(&h.check(), AnomalyKind::LostWrite);
+}
+
+/// Retention deleted offsets 0 and 1 on every node: the final copies start at 2.
+fn base_after_retention() -> H {
+    let mut h = clean_base();
+    h.sent("d", 0, 3);
+    h.polled(0, 1, 3, &[(3, "d")]);
+    for node in 1..=3 {
+        h.final_from(0, node, 2, &[(2, "c"), (3, "d")]);
+    }
+    h
+}
+
+#[test]
+fn sends_retention_deleted_everywhere_aged_out_when_the_run_allows_it() {
+    let result = base_after_retention().check_with_retention(true);
+    assert_eq!(result.verdict, Verdict::Clean, "{result:#?}");
+    assert_eq!(result.queues[&0].aged_out, 2, "{result:#?}");
+}
+
+#[test]
+fn without_retention_a_queue_that_starts_late_lost_its_first_sends() {
+    let result = base_after_retention().check();
+    only(&result, AnomalyKind::LostWrite);
+    assert_eq!(result.count(AnomalyKind::LostWrite), 2);
+    assert_eq!(result.queues[&0].aged_out, 0);
+}
+
+#[test]
+fn retention_excuses_no_send_past_a_copys_first_offset() {
+    let mut h = base_after_retention();
+    // Acknowledged at 4, after every copy's first offset, and in no copy: lost.
+    h.sent("e", 0, 4);
+    let result = h.check_with_retention(true);
+    only(&result, AnomalyKind::LostWrite);
+    assert_eq!(result.count(AnomalyKind::LostWrite), 1);
+    assert_eq!(result.queues[&0].aged_out, 2);
+}
+
+#[test]
+fn retention_excuses_no_send_one_node_still_covers() {
+    let mut h = clean_base();
+    h.sent("d", 0, 3);
+    h.polled(0, 1, 3, &[(3, "d")]);
+    // Nodes 1 and 2 deleted offsets 0-1; node 3 still starts at 1, where it holds
+    // another body: "b" is lost there, not aged.
+    h.final_from(0, 1, 2, &[(2, "c"), (3, "d")]);
+    h.final_from(0, 2, 2, &[(2, "c"), (3, "d")]);
+    h.final_from(0, 3, 1, &[(1, "x"), (2, "c"), (3, "d")]);
+    let result = h.check_with_retention(true);
+    assert!(result.count(AnomalyKind::LostWrite) == 1, "{result:#?}");
+    assert_eq!(result.queues[&0].aged_out, 1, "{result:#?}");
 }
 
 #[test]
@@ -910,6 +979,7 @@ mod receive {
                     min_acknowledged: 3,
                     expected_nodes: 3,
                     max_delivery_attempts: MAX,
+                    retention: false,
                 },
             )
         }

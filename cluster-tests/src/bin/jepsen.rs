@@ -138,6 +138,9 @@ struct Args {
     max_delivery_attempts: Option<u32>,
     /// A setting for every node, as the broker's environment variable
     /// (repeatable), e.g. --node-env BROKER_STORAGE_FILE_RESERVED_TIME=5m.
+    /// A file reserved time or disk high-water ratio among them tells the
+    /// checker that retention may delete acknowledged messages (counted as aged
+    /// out, not lost); give it with --check too for such a run's history.
     #[arg(long, value_name = "BROKER_KEY=VALUE", value_parser = parse_node_env)]
     node_env: Vec<(String, String)>,
     /// Transactions workload: concurrent check responders.
@@ -250,6 +253,7 @@ fn main() -> ExitCode {
             Ok(ops) => {
                 let options = CheckOptions {
                     max_delivery_attempts,
+                    retention: cluster_tests::jepsen::deletes_old_files(&args.node_env),
                     ..CheckOptions::default()
                 };
                 let check = checker::check(&ops, options);

@@ -296,6 +296,8 @@ pub struct QueueSummary {
     pub unknown_sends: u64,
     /// Length of the longest final copy.
     pub final_messages: u64,
+    /// Acknowledged sends that retention deleted (see [`CheckOptions::retention`]).
+    pub aged_out: u64,
     pub anomalies: BTreeMap<String, u64>,
 }
 
@@ -309,6 +311,12 @@ pub struct CheckOptions {
     /// The broker's `consumer.max_delivery_attempts`: deliveries a message gets
     /// before it goes to the dead-letter topic (receive workload).
     pub max_delivery_attempts: u32,
+    /// The nodes were told to delete old CommitLog files during the run (a
+    /// soak's short `file_reserved_time`). An acknowledged send that is in no
+    /// final copy and whose offsets are all below every node's first offset
+    /// then aged out instead of being lost. Off, such a send is a lost write:
+    /// nothing else moves a queue's first offset.
+    pub retention: bool,
 }
 
 /// The contract's default `consumer.max_delivery_attempts`.
@@ -320,6 +328,7 @@ impl Default for CheckOptions {
             min_acknowledged: 20,
             expected_nodes: 0,
             max_delivery_attempts: DEFAULT_MAX_DELIVERY_ATTEMPTS,
+            retention: false,
         }
     }
 }
@@ -710,6 +719,7 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
     let drained = !finals.is_empty();
     let mut lost: BTreeSet<String> = BTreeSet::new();
     let mut acked_per_queue: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut aged_out_per_queue: BTreeMap<u32, u64> = BTreeMap::new();
     let mut acked: Vec<(&String, &SendFacts)> = sends.iter().filter(|(_, f)| f.ok).collect();
     acked.sort_by(|a, b| a.0.cmp(b.0));
     for (body, facts) in acked {
@@ -719,6 +729,10 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
                 .values()
                 .any(|copy| copy.messages.iter().any(|(_, b)| b == body))
         });
+        if !in_final && options.retention && aged_out(facts, finals.get(&facts.queue)) {
+            *aged_out_per_queue.entry(facts.queue).or_default() += 1;
+            continue;
+        }
         // Without any final read, absence proves nothing (the run is inconclusive).
         if !in_final && drained {
             lost.insert(body.clone());
@@ -828,6 +842,7 @@ pub fn check(ops: &[Op], options: CheckOptions) -> CheckResult {
                     .get(&queue)
                     .and_then(|c| c.values().map(|v| v.messages.len() as u64).max())
                     .unwrap_or(0),
+                aged_out: aged_out_per_queue.get(&queue).copied().unwrap_or(0),
                 anomalies: BTreeMap::new(),
             },
         );
@@ -952,6 +967,19 @@ fn check_poll(checker: &mut Checker, index: u64, poll: &PollValue) {
             );
         }
     }
+}
+
+/// Whether retention deleted an acknowledged send: every node's final copy of
+/// its queue starts after every offset it was acknowledged at. A node that still
+/// holds the offset holds it with another body, which is a loss, not an age.
+fn aged_out(facts: &SendFacts, copies: Option<&BTreeMap<u64, FinalReadValue>>) -> bool {
+    let Some(copies) = copies.filter(|c| !c.is_empty()) else {
+        return false;
+    };
+    let Some(last_acked) = facts.acked_offsets.last() else {
+        return false;
+    };
+    copies.values().all(|copy| copy.min_offset > *last_acked)
 }
 
 /// Every node's final copy: contiguous, and the same on every node.

@@ -362,6 +362,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome> {
             max_delivery_attempts: options
                 .max_delivery_attempts
                 .unwrap_or(DEFAULT_MAX_DELIVERY_ATTEMPTS),
+            retention: deletes_old_files(&options.node_env),
         },
     );
     // A fault this build cannot do is said loudly in the report; when it leaves
@@ -607,4 +608,20 @@ async fn longest_ends(cluster: &Cluster) -> BTreeMap<u32, u64> {
         }
     }
     out
+}
+
+/// The node settings under which retention may delete CommitLog files within a
+/// run: a file reserved time short enough to pass, or a disk high-water ratio
+/// low enough to reach (the defaults, 72 h and 75%, do neither).
+const RETENTION_SETTINGS: [&str; 2] = [
+    "BROKER_STORAGE_FILE_RESERVED_TIME",
+    "BROKER_STORAGE_DISK_HIGH_WATER_RATIO",
+];
+
+/// Whether `--node-env` lets retention delete acknowledged messages, which the
+/// checker then counts as aged out rather than lost.
+pub fn deletes_old_files(node_env: &[(String, String)]) -> bool {
+    node_env
+        .iter()
+        .any(|(key, _)| RETENTION_SETTINGS.contains(&key.as_str()))
 }

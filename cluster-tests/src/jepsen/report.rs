@@ -342,6 +342,13 @@ impl Report {
             out,
             "\nPer queue: acknowledged / unknown sends / final length / anomalies"
         );
+        let aged_out: u64 = c.queues.values().map(|q| q.aged_out).sum();
+        if aged_out > 0 {
+            let _ = writeln!(
+                out,
+                "  ({aged_out} acknowledged sends aged out: retention deleted them from every node, as the run's settings allow; not counted lost)"
+            );
+        }
         for (queue, q) in &c.queues {
             let anomalies: Vec<String> = q
                 .anomalies
@@ -350,8 +357,13 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 out,
-                "  queue {queue}: {} / {} / {} / {}",
+                "  queue {queue}: {}{} / {} / {} / {}",
                 q.acknowledged,
+                if q.aged_out > 0 {
+                    format!(" ({} aged out)", q.aged_out)
+                } else {
+                    String::new()
+                },
                 q.unknown_sends,
                 q.final_messages,
                 if anomalies.is_empty() {
