@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 #
 # cluster.sh — a local broker cluster, one Linux network namespace per node, so
-# that partitions are real packet drops and not a flag inside the broker.
+# that partitions are real packet drops and not a flag inside the broker. Without
+# root (or with --loopback) the nodes run on 127.0.0.1 instead, one port each: no
+# namespaces, so no partitions, but everything else works (see "Loopback" below).
 # The commands are the contract in shared/API.md ("scripts/cluster.sh — a local
 # cluster"); `cluster.sh help` prints them.
 #
@@ -24,6 +26,12 @@
 #   host      FORWARD -i clshK -o clshK -j ACCEPT (comment "cluster.sh"): with
 #             br_netfilter loaded, frames bridged between two nodes traverse the
 #             host's FORWARD chain, whose policy Docker sets to DROP.
+#
+# Loopback (net.mode "loopback" in cluster.json): node I listens on
+# 127.0.0.1:(PORT+I-1). A new cluster without --port takes the first block of
+# ports from 18081 up, in steps of 100, where every node's port is free. Node
+# processes are recognised by their --data-dir argument (a pid alone could be
+# reused), and partition, power-loss and CLUSTER_LAZYFS refuse, naming root.
 #
 # Files: DIR/cluster.json (layout, pids, security mode; never a secret),
 # DIR/node-I/data, DIR/node-I/broker.log (the node's stdout and stderr, appended
@@ -62,6 +70,8 @@ readonly NAME_PREFIX=clsh
 readonly PART_CHAIN=CLSH-PART
 readonly HOST_RULE_COMMENT=cluster.sh
 readonly DEFAULT_PORT=18081
+readonly LOOPBACK_IP=127.0.0.1
+readonly LOOPBACK_PORT_STEP=100 # between the port blocks tried for a new loopback cluster
 readonly FIRST_HOST_OCTET=10 # node I gets .(10+I); .1 is the host
 readonly MAX_NODES=200
 # Open files per node: client connections up to http.max_connections (10000) plus
@@ -75,12 +85,16 @@ usage() {
 usage: scripts/cluster.sh COMMAND [ARGS] [--dir DIR]
 
 Runs a local broker cluster: every node in its own network namespace with its
-own address, all on one bridge per cluster directory. Needs root.
+own address, all on one bridge per cluster directory (as root), or every node
+on its own port of 127.0.0.1 (without root, or with --loopback). A loopback
+cluster does everything but partition and power-loss, which need the namespaces
+and FUSE mounts only root can make.
 
 commands:
   start [--nodes N] [--groups G]   build if needed (unless BROKER_BIN is set), start G
         [--port P] [--config FILE]  groups of N nodes (default 1x3; groups broker-a,
         [--tls | --insecure]        broker-b, ...; node ids 1..N*G, group a first),
+        [--loopback]
                                     wait until every group has a leader and every node
                                     routes to every group, print one base URL per
                                     node, write DIR/cluster.json. On a stopped
@@ -94,8 +108,17 @@ commands:
         --insecure                  no cluster secret and no client authentication
                                     (nodes get --insecure): for a throwaway cluster no
                                     untrusted client can reach
+        --loopback                  nodes on 127.0.0.1:P, P+1, ... instead of network
+                                    namespaces (the default without root); without
+                                    --port, the first free block from 18081 in steps
+                                    of 100. Fixed at the first start
   token                             print the cluster's bootstrap admin token (admin on
                                     everything): export MQ_TOKEN=$(scripts/cluster.sh token)
+  env                               print shell lines that set up a client shell:
+                                    eval "$(scripts/cluster.sh env)" exports MQ_SERVER
+                                    (every node's URL), MQ_TOKEN (secured), MQ_CA_FILE
+                                    (--tls) and puts mqctl (built by start, next to the
+                                    broker) first on PATH
   status                            one row per node: id, group, pid, state (running,
                                     paused, dead), address, role, term, leader id (from
                                     the node's own GET /v1/cluster; '-' when it does not
@@ -122,14 +145,15 @@ commands:
                                     The nodes stay down: restart I brings one back.
                                     (kill I loses nothing: the page cache survives a
                                     crashed process)
-  partition "1,2|3"                 drop every packet between nodes 1,2 and node 3, both
+  partition "1,2|3"                 (root clusters) drop every packet between nodes 1,2 and node 3, both
                                     directions; more sides isolate each from the others
                                     ("1|2|3")
   partition "1,2>3"                 one-way: drop packets from 1,2 to 3 only. Over TCP
                                     this also breaks connections opened by 3 towards 1,2
                                     (their replies are dropped); see the UDP-level effect
                                     with e.g. ping.
-  heal                              remove every partition rule in this cluster
+  heal                              remove every partition rule in this cluster (a
+                                    loopback cluster has none)
   url [I]                           print node I's base URL (default: the first node)
   help                              this text
 
@@ -158,7 +182,7 @@ environment:
   BROKER_CERTS_BIN       broker-certs executable for --tls (default: next to the
                          broker executable, else built with cargo)
 
-The broker is run as
+The broker is run (a loopback cluster: without ip netns exec, on 127.0.0.1) as
   ip netns exec clshK-nI env BROKER_SECURITY_CLUSTER_SECRET_FILE=DIR/secret
     BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE=DIR/token [BROKER_TLS_CERT_FILE=DIR/tls/node-I.pem
     BROKER_TLS_KEY_FILE=DIR/tls/node-I-key.pem BROKER_TLS_CA_FILE=DIR/tls/ca.pem]
@@ -186,19 +210,31 @@ die() {
 # ---------------------------------------------------------------------------
 # prerequisites
 
-require_root() {
-	[[ $EUID -eq 0 ]] || die "must run as root: network namespaces, bridges and iptables need it (try: sudo $0 ...)"
+# After load_state: a namespaced cluster's commands need root, a loopback one's
+# nothing more than owning the directory.
+require_privilege() {
+	[[ $NET_MODE == loopback || $EUID -eq 0 ]] ||
+		die "the cluster in $ABS runs in network namespaces (it was started as root): its commands need root (try: sudo $0 ...)"
+}
+
+# Commands a loopback cluster cannot do say so, and what would.
+require_namespaces() { # require_namespaces WHAT
+	[[ $NET_MODE == namespaces ]] ||
+		die "$1 needs network namespaces, and the cluster in $ABS runs on loopback (started without root or with --loopback); clean it and start it as root (sudo $0 start) for $1"
 }
 
 # Installs what is missing with apt-get, non-interactively.
 ensure_tools() {
-	local -A package_of=([ip]=iproute2 [iptables]=iptables [jq]=jq [curl]=curl [flock]=util-linux [setsid]=util-linux)
+	local -A package_of=([jq]=jq [curl]=curl [flock]=util-linux [setsid]=util-linux)
+	# Only root makes namespaces, and only root can install what is missing.
+	((EUID != 0)) || package_of+=([ip]=iproute2 [iptables]=iptables)
 	local tool missing=()
 	for tool in "${!package_of[@]}"; do
 		command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
 	done
 	((${#missing[@]} > 0)) || return 0
 	mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+	((EUID == 0)) || die "missing packages ${missing[*]}: install them (e.g. sudo apt-get install ${missing[*]}) and run this again"
 	command -v apt-get >/dev/null 2>&1 || die "missing packages ${missing[*]} and no apt-get to install them"
 	log "installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
@@ -207,7 +243,10 @@ ensure_tools() {
 		die "apt-get could not install ${missing[*]}"
 }
 
-# Sets BIN to an absolute path of the broker executable; builds it unless BROKER_BIN is set.
+# Sets BIN to an absolute path of the broker executable; builds it, and mqctl
+# beside it, unless BROKER_BIN is set. (Two cargo runs: built together, the two
+# packages' features would unify and the broker would differ from, and rebuild
+# after, a plain `cargo build -p broker`.)
 resolve_bin() {
 	if [[ -n ${BROKER_BIN:-} ]]; then
 		BIN=$(command -v -- "$BROKER_BIN") || die "BROKER_BIN=$BROKER_BIN is not an executable"
@@ -217,6 +256,8 @@ resolve_bin() {
 		log "building the broker (cargo build --release -p broker --bin broker)"
 		(cd "$REPO" && cargo build --quiet --release -p broker --bin broker) >&2 ||
 			die "cargo build failed"
+		log "building mqctl (cargo build --release -p mqctl)"
+		(cd "$REPO" && cargo build --quiet --release -p mqctl) >&2 || die "cargo build -p mqctl failed"
 		local target=${CARGO_TARGET_DIR:-target}
 		[[ $target == /* ]] || target=$REPO/$target
 		BIN=$target/release/broker
@@ -255,14 +296,16 @@ resolve_lazyfs() {
 
 # ---------------------------------------------------------------------------
 # cluster state: DIR/cluster.json, loaded into the globals below
-#   ABS STATE K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG
+#   ABS STATE NET_MODE (namespaces | loopback) K BRIDGE HOST_IP (K 0, BRIDGE "-"
+#   and HOST_IP 127.0.0.1 on loopback) PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG
 #   SECURITY (secured | insecure) TLS (0 | 1) LAZYFS (the lazyfs executable; empty
 #   when the data dirs are plain directories)
-#   NODE_IDS, and per node id: N_GROUP N_IP N_URL N_PID N_NS N_VETH N_DATA N_LOG
-#   N_LZPID (the node's lazyfs process; "-" for none)
+#   NODE_IDS, and per node id: N_GROUP N_IP N_LISTEN (IP:PORT) N_URL N_PID N_NS
+#   N_VETH (both "-" on loopback) N_DATA N_LOG N_LZPID (the node's lazyfs
+#   process; "-" for none)
 
 declare -a NODE_IDS=()
-declare -A N_GROUP=() N_IP=() N_URL=() N_PID=() N_NS=() N_VETH=() N_DATA=() N_LOG=() N_LZPID=()
+declare -A N_GROUP=() N_IP=() N_LISTEN=() N_URL=() N_PID=() N_NS=() N_VETH=() N_DATA=() N_LOG=() N_LZPID=()
 
 set_dir() {
 	ABS=$(realpath -m -- "$DIR")
@@ -279,40 +322,47 @@ load_state() {
 	# A cluster.json from before security was recorded counts as secured.
 	fields=$(jq -r '[.net.index, .net.bridge, .net.host_ip, .port, .nodes_per_group, .groups,
 	                 (.broker_bin // "-"), (.config // "-"), (.security // "secured"),
-	                 (if .tls then 1 else 0 end), (.lazyfs // "-")] | @tsv' "$STATE") ||
+	                 (if .tls then 1 else 0 end), (.lazyfs // "-"), (.net.mode // "namespaces")] | @tsv' "$STATE") ||
 		die "$STATE is not valid cluster state"
-	IFS=$'\t' read -r K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG SECURITY TLS LAZYFS <<<"$fields"
+	IFS=$'\t' read -r K BRIDGE HOST_IP PORT NODES_PER_GROUP NUM_GROUPS BIN_RECORDED CONFIG SECURITY TLS LAZYFS NET_MODE <<<"$fields"
 	[[ $BIN_RECORDED == - ]] && BIN_RECORDED=
 	[[ $CONFIG == - ]] && CONFIG=
 	[[ $LAZYFS == - ]] && LAZYFS=
 	[[ $SECURITY == secured || $SECURITY == insecure ]] || die "$STATE: unknown security mode '$SECURITY'"
+	[[ $NET_MODE == namespaces || $NET_MODE == loopback ]] || die "$STATE: unknown network mode '$NET_MODE'"
 	NODE_IDS=()
-	local id group ip url pid ns veth data logf lzpid
+	local id group ip listen url pid ns veth data logf lzpid
 	# Fields are never empty ("-" stands for null): read collapses runs of tabs.
-	while IFS=$'\t' read -r id group ip url pid ns veth data logf lzpid; do
+	# A cluster.json from before loopback clusters has no listen: every node then
+	# listens on its own address at the cluster's port.
+	while IFS=$'\t' read -r id group ip listen url pid ns veth data logf lzpid; do
 		NODE_IDS+=("$id")
-		N_GROUP[$id]=$group N_IP[$id]=$ip N_URL[$id]=$url N_PID[$id]=$pid
+		[[ $listen != - ]] || listen=$ip:$PORT
+		N_GROUP[$id]=$group N_IP[$id]=$ip N_LISTEN[$id]=$listen N_URL[$id]=$url N_PID[$id]=$pid
 		N_NS[$id]=$ns N_VETH[$id]=$veth N_DATA[$id]=$data N_LOG[$id]=$logf N_LZPID[$id]=$lzpid
-	done < <(jq -r '.nodes[] | [.id, .group, .ip, .url, (.pid // "-" | tostring),
+	done < <(jq -r '.nodes[] | [.id, .group, .ip, (.listen // "-"), .url, (.pid // "-" | tostring),
 	                            .netns, .veth, .data_dir, .log, (.lazyfs_pid // "-" | tostring)] | @tsv' "$STATE")
 	((${#NODE_IDS[@]} > 0)) || die "$STATE lists no nodes"
 }
 
-# Writes the whole layout of a new cluster (pids null) from K, NODES_PER_GROUP,
-# NUM_GROUPS, PORT, SECURITY, TLS and LAZYFS. Files holding secrets are named,
-# never copied.
+# Writes the whole layout of a new cluster (pids null) from NET_MODE, K,
+# NODES_PER_GROUP, NUM_GROUPS, PORT, SECURITY, TLS and LAZYFS. Files holding
+# secrets are named, never copied.
 write_new_state() {
 	mkdir -p -- "$ABS"
-	jq -n --arg net "$NET_PREFIX" --arg prefix "$NAME_PREFIX" --argjson k "$K" \
+	jq -n --arg mode "$NET_MODE" --arg loopback_ip "$LOOPBACK_IP" \
+		--arg net "$NET_PREFIX" --arg prefix "$NAME_PREFIX" --argjson k "$K" \
 		--argjson n "$NODES_PER_GROUP" --argjson g "$NUM_GROUPS" --argjson port "$PORT" \
 		--argjson first "$FIRST_HOST_OCTET" --arg dir "$ABS" --arg bin "$BIN" \
 		--arg config "$CONFIG" --arg security "$SECURITY" --argjson tls "$TLS" \
 		--arg token_file "$TOKEN_FILE" --arg ca_file "$CA_FILE" --arg lazyfs "$LAZYFS" '
 		def nullable: if . == "" then null else . end;
 		(if $tls == 1 then "https" else "http" end) as $scheme
+		| ($mode == "loopback") as $loopback
 		| {dir: $dir,
-		 net: {index: $k, subnet: "\($net).\($k).0/24", bridge: "\($prefix)\($k)",
-		       host_ip: "\($net).\($k).1", chain: "CLSH-PART"},
+		 net: (if $loopback then {mode: $mode, index: 0, bridge: "-", host_ip: $loopback_ip}
+		       else {mode: $mode, index: $k, subnet: "\($net).\($k).0/24", bridge: "\($prefix)\($k)",
+		             host_ip: "\($net).\($k).1", chain: "CLSH-PART"} end),
 		 port: $port, nodes_per_group: $n, groups: $g,
 		 broker_bin: $bin, config: ($config | nullable),
 		 security: $security, tls: ($tls == 1),
@@ -320,13 +370,17 @@ write_new_state() {
 		 ca_file: (if $tls == 1 then $ca_file else null end),
 		 lazyfs: ($lazyfs | nullable),
 		 nodes: [range(1; $n * $g + 1) as $id
-		         | "\($net).\($k).\($first + $id)" as $ip
+		         | (if $loopback then $loopback_ip else "\($net).\($k).\($first + $id)" end) as $ip
+		         | (if $loopback then $port + $id - 1 else $port end) as $node_port
 		         | {id: $id,
 		            group: "broker-\([97 + (($id - 1) / $n | floor)] | implode)",
-		            url: "\($scheme)://\($ip):\($port)", pid: null,
+		            listen: "\($ip):\($node_port)",
+		            url: "\($scheme)://\($ip):\($node_port)", pid: null,
 		            data_dir: "\($dir)/node-\($id)/data", log: "\($dir)/node-\($id)/broker.log",
 		            backing_dir: (if $lazyfs == "" then null else "\($dir)/node-\($id)/backing" end),
-		            ip: $ip, netns: "\($prefix)\($k)-n\($id)", veth: "\($prefix)\($k)n\($id)"}]}' \
+		            ip: $ip,
+		            netns: (if $loopback then "-" else "\($prefix)\($k)-n\($id)" end),
+		            veth: (if $loopback then "-" else "\($prefix)\($k)n\($id)" end)}]}' \
 		>"$STATE.tmp"
 	mv -- "$STATE.tmp" "$STATE"
 }
@@ -612,14 +666,17 @@ node_curl() {
 }
 
 # How to reach the cluster, on stderr after start: the token, the CA, or loudly
-# that there is no authentication.
+# that there is no authentication; then the lines that put mqctl on PATH and point
+# it at the cluster, ready to paste.
 print_access() {
-	local dir_arg='' url
+	local dir_arg='' url reach
 	[[ $DIR == ./.cluster || $DIR == .cluster ]] || dir_arg=" --dir $DIR"
 	url=$(jq -r '.nodes[0].url' "$STATE")
+	reach="$NET_PREFIX.$K.0/24"
+	[[ $NET_MODE == namespaces ]] || reach="$LOOPBACK_IP (every user and program on this host)"
 	if [[ $SECURITY == insecure ]]; then
 		log "WARNING: INSECURE cluster (--insecure): no cluster secret and no client authentication;"
-		log "WARNING: anyone who reaches $NET_PREFIX.$K.0/24 can change topics, membership and data"
+		log "WARNING: anyone who reaches $reach can change topics, membership and data"
 	else
 		log "secured: clients need the admin token in $TOKEN_FILE (mode 0600):"
 		log "  export MQ_TOKEN=\$(scripts/cluster.sh token$dir_arg)"
@@ -629,11 +686,21 @@ print_access() {
 		else
 			log "  curl -H \"Authorization: Bearer \$MQ_TOKEN\" $url/v1/topics"
 		fi
-		log "  mqctl --server $url topic list      # mqctl reads MQ_TOKEN; users: mqctl user create"
 	fi
 	if ((TLS)) && [[ $SECURITY == insecure ]]; then
 		log "TLS: trust $CA_FILE (curl --cacert, MQ_CA_FILE)"
 	fi
+	local servers bin_dir
+	servers=$(jq -r '[.nodes[].url] | join(",")' "$STATE")
+	bin_dir=$(dirname -- "${BIN:-$BIN_RECORDED}")
+	if [[ -x $bin_dir/mqctl ]]; then
+		log "mqctl, the command line client, is in $bin_dir:"
+	else
+		log "mqctl: build it with (cd $REPO && cargo build --release -p mqctl), or cargo install --path $REPO/broker/mqctl; then"
+	fi
+	log "  export PATH=\"$bin_dir:\$PATH\" MQ_SERVER=$servers"
+	log "  mqctl topic list      # reads MQ_SERVER$([[ $SECURITY == secured ]] && echo ", MQ_TOKEN")$( ((TLS)) && echo ", MQ_CA_FILE"); users: mqctl user create"
+	log "or all of it at once: eval \"\$($REPO/scripts/cluster.sh env$dir_arg)\""
 }
 
 # ---------------------------------------------------------------------------
@@ -657,7 +724,30 @@ pid_in_ns() { # pid_in_ns PID NS — PID is a live (non-zombie) process in NS
 	[[ /proc/$1/ns/net -ef /run/netns/$2 ]]
 }
 
-node_alive() { pid_in_ns "${N_PID[$1]}" "${N_NS[$1]}"; }
+# pid_runs_node PID ID — PID is a live process started for node ID: in its
+# namespace, or on loopback, with node ID's data dir as its --data-dir.
+pid_runs_node() {
+	if [[ $NET_MODE == loopback ]]; then
+		pid_has_data_dir "$1" "${N_DATA[$2]}"
+	else
+		pid_in_ns "$1" "${N_NS[$2]}"
+	fi
+}
+
+pid_has_data_dir() { # pid_has_data_dir PID DIR — a live (non-zombie) process run with --data-dir DIR
+	local state arg previous='' argv=()
+	[[ $1 =~ ^[0-9]+$ ]] || return 1
+	state=$(proc_field "$1" 1)
+	[[ -n $state && $state != Z && $state != X ]] || return 1
+	{ mapfile -d '' -t argv <"/proc/$1/cmdline"; } 2>/dev/null || return 1
+	for arg in "${argv[@]}"; do
+		[[ $previous == --data-dir && $arg == "$2" ]] && return 0
+		previous=$arg
+	done
+	return 1
+}
+
+node_alive() { pid_runs_node "${N_PID[$1]}" "$1"; }
 
 node_state() {
 	if ! node_alive "$1"; then
@@ -754,7 +844,7 @@ node_args() { # the broker's flags for node $1, into the array ARGS_OUT
 		seeds+=("${N_URL[$other]}")
 		[[ ${N_GROUP[$other]} == "${N_GROUP[$id]}" ]] && peers+=("$other=${N_URL[$other]}")
 	done
-	ARGS_OUT=(--node-id "$id" --group "${N_GROUP[$id]}" --listen "${N_IP[$id]}:$PORT"
+	ARGS_OUT=(--node-id "$id" --group "${N_GROUP[$id]}" --listen "${N_LISTEN[$id]}"
 		--advertise-url "${N_URL[$id]}" --data-dir "${N_DATA[$id]}"
 		--peers "$(
 			IFS=,
@@ -774,16 +864,17 @@ tail_log() {
 }
 
 # Starts node $1 detached (setsid: own session, survives this script) in its
-# namespace and records its pid. Proxy variables are dropped: nodes talk to
+# namespace (on loopback: on the host) and records its pid. Proxy variables are dropped: nodes talk to
 # addresses no proxy can reach. So are a caller's BROKER_CLUSTER_SECRET and
 # BROKER_SECURITY_*/BROKER_TLS_* settings: the node gets this cluster's files.
 launch_node() {
-	local id=$1 bin=$2 pid deadline
+	local id=$1 bin=$2 pid deadline in_netns=()
 	node_args "$id"
 	node_env "$id"
 	mkdir -p -- "${N_DATA[$id]}"
+	[[ $NET_MODE == loopback ]] || in_netns=(ip netns exec "${N_NS[$id]}")
 	printf '=== %s cluster.sh: starting node %s: %s %s %s\n' "$(date -Is)" "$id" "${ENV_OUT[*]}" "$bin" "${ARGS_OUT[*]}" >>"${N_LOG[$id]}"
-	setsid ip netns exec "${N_NS[$id]}" \
+	setsid "${in_netns[@]}" \
 		env -u http_proxy -u https_proxy -u all_proxy -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY \
 		-u BROKER_CLUSTER_SECRET -u BROKER_SECURITY_CLUSTER_SECRET_FILE \
 		-u BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE -u BROKER_SECURITY_INSECURE \
@@ -791,14 +882,15 @@ launch_node() {
 		"${ENV_OUT[@]}" "$bin" "${ARGS_OUT[@]}" </dev/null >>"${N_LOG[$id]}" 2>&1 8>&- 9>&- &
 	pid=$!
 	# setsid does not fork here (we are not a group leader), and ip and env exec,
-	# so $! becomes the broker; wait until it has entered the namespace.
+	# so $! becomes the broker; wait until it has entered the namespace (on
+	# loopback: until it runs the broker with the node's arguments).
 	deadline=$((SECONDS + 5))
-	until pid_in_ns "$pid" "${N_NS[$id]}"; do
+	until pid_runs_node "$pid" "$id"; do
 		if [[ -z $(proc_field "$pid" 1) || $(proc_field "$pid" 1) == Z ]]; then
 			tail_log "$id"
 			die "node $id exited right after start (log: ${N_LOG[$id]})"
 		fi
-		((SECONDS < deadline)) || die "node $id (pid $pid) did not enter namespace ${N_NS[$id]}"
+		((SECONDS < deadline)) || die "node $id (pid $pid) did not become the broker (namespace ${N_NS[$id]})"
 		sleep 0.02
 	done
 	record_pid "$id" "$pid"
@@ -981,6 +1073,40 @@ wait_groups() {
 
 print_urls() { jq -r '.nodes[].url' "$STATE"; }
 
+# port_taken PORT — something listens on LOOPBACK_IP:PORT (a connect succeeds).
+port_taken() { (exec 3<>"/dev/tcp/$LOOPBACK_IP/$1") 2>/dev/null; }
+
+# free_port_block N — the first of DEFAULT_PORT, +LOOPBACK_PORT_STEP, ... after
+# which N ports are all free (a second loopback cluster lands on the next block).
+free_port_block() {
+	local count=$1 base port taken
+	for ((base = DEFAULT_PORT; base + count - 1 <= 65535; base += LOOPBACK_PORT_STEP)); do
+		taken=0
+		for ((port = base; port < base + count; port++)); do
+			if port_taken "$port"; then
+				taken=1
+				break
+			fi
+		done
+		((taken)) || {
+			echo "$base"
+			return 0
+		}
+	done
+	die "no block of $count free ports on $LOOPBACK_IP from $DEFAULT_PORT up"
+}
+
+# require_free_listen ID — on loopback, node ID's port must be free before it
+# starts: otherwise the node would exit on a bind error, or worse, wait_nodes
+# would take whatever answers there for the node.
+require_free_listen() {
+	[[ $NET_MODE == loopback ]] || return 0
+	local port=${N_LISTEN[$1]##*:}
+	port_taken "$port" &&
+		die "port $port of node $1 is in use on $LOOPBACK_IP (another program, or a cluster in another directory): stop it, or clean this cluster and start it with --port"
+	return 0
+}
+
 # drop NS -s|-d IP — append "-s/-d IP -j DROP" to NS's chain unless already there.
 drop() {
 	ns_iptables "$1" -C "$PART_CHAIN" "$2" "$3/32" -j DROP 2>/dev/null ||
@@ -996,7 +1122,6 @@ partition_rules() { # partition_rules ID — the rules in node ID's chain, as ip
 # commands
 
 cmd_start() {
-	require_root
 	ensure_tools
 	[[ -z $OPT_NODES || $OPT_NODES =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive integer"
 	[[ -z $OPT_GROUPS || $OPT_GROUPS =~ ^[1-9][0-9]*$ ]] || die "--groups must be a positive integer"
@@ -1005,6 +1130,10 @@ cmd_start() {
 
 	if [[ -f $STATE ]]; then
 		load_state
+		require_privilege
+		if ((OPT_LOOPBACK)) && [[ $NET_MODE == namespaces ]]; then
+			die "$ABS holds a cluster in network namespaces; --loopback cannot apply to it (clean it or use another --dir)"
+		fi
 		if [[ -n $OPT_NODES && $OPT_NODES != "$NODES_PER_GROUP" ]] || [[ -n $OPT_GROUPS && $OPT_GROUPS != "$NUM_GROUPS" ]]; then
 			die "$ABS holds a cluster of $NUM_GROUPS group(s) x $NODES_PER_GROUP node(s); clean it or use another --dir"
 		fi
@@ -1029,6 +1158,13 @@ cmd_start() {
 		fi
 	fi
 
+	if [[ ! -f $STATE ]]; then
+		NET_MODE=namespaces
+		((OPT_LOOPBACK || EUID != 0)) && NET_MODE=loopback
+	fi
+	if [[ $NET_MODE == loopback && -n ${CLUSTER_LAZYFS:-} ]]; then
+		die "CLUSTER_LAZYFS (the power-loss file system) needs root: a loopback cluster keeps its data in plain directories"
+	fi
 	resolve_bin
 	resolve_lazyfs
 	lock_dir
@@ -1046,7 +1182,7 @@ cmd_start() {
 		              | .ca_file = (if $tls == 1 then $ca_file else null end)' \
 			--arg bin "$BIN" --arg c "$CONFIG" --arg security "$SECURITY" --argjson tls "$TLS" \
 			--arg token_file "$TOKEN_FILE" --arg ca_file "$CA_FILE"
-		claim_recorded_index
+		[[ $NET_MODE == loopback ]] || claim_recorded_index
 	else
 		NODES_PER_GROUP=${OPT_NODES:-3} NUM_GROUPS=${OPT_GROUPS:-1} PORT=${OPT_PORT:-$DEFAULT_PORT}
 		((NUM_GROUPS <= 26)) || die "--groups is at most 26 (broker-a .. broker-z)"
@@ -1054,25 +1190,35 @@ cmd_start() {
 		CONFIG=${OPT_CONFIG:+$(realpath -- "$OPT_CONFIG")}
 		SECURITY=secured TLS=$OPT_TLS LAZYFS=$LAZYFS_NEW
 		((OPT_INSECURE)) && SECURITY=insecure
-		# The registry entry and cluster.json are written under the registry lock,
-		# so a concurrent start never mistakes this directory for a stale one.
-		registry_lock
-		K=$(allocate_index)
-		write_new_state
-		registry_set "$K" "$ABS"
-		registry_unlock
-		load_state
-		log "new cluster in $ABS: $NUM_GROUPS group(s) x $NODES_PER_GROUP node(s) on $NET_PREFIX.$K.0/24"
+		if [[ $NET_MODE == loopback ]]; then
+			K=0
+			[[ -n $OPT_PORT ]] || PORT=$(free_port_block $((NODES_PER_GROUP * NUM_GROUPS)))
+			((PORT + NODES_PER_GROUP * NUM_GROUPS - 1 <= 65535)) || die "--port $PORT leaves no room for $((NODES_PER_GROUP * NUM_GROUPS)) nodes below 65536"
+			write_new_state
+			load_state
+			log "new cluster in $ABS: $NUM_GROUPS group(s) x $NODES_PER_GROUP node(s) on $LOOPBACK_IP ports $PORT-$((PORT + ${#NODE_IDS[@]} - 1)) (loopback: no network namespaces, so no partitions)"
+		else
+			# The registry entry and cluster.json are written under the registry lock,
+			# so a concurrent start never mistakes this directory for a stale one.
+			registry_lock
+			K=$(allocate_index)
+			write_new_state
+			registry_set "$K" "$ABS"
+			registry_unlock
+			load_state
+			log "new cluster in $ABS: $NUM_GROUPS group(s) x $NODES_PER_GROUP node(s) on $NET_PREFIX.$K.0/24"
+		fi
 	fi
 
 	ensure_secrets
 	ensure_certificates
 	raise_nofile
-	net_up
+	[[ $NET_MODE == loopback ]] || net_up
 	local id started=()
 	for id in "${NODE_IDS[@]}"; do
 		[[ -n $(partition_rules "$id") ]] && log "note: node $id has partition rules in force (heal removes them)"
 		node_alive "$id" && continue
+		require_free_listen "$id"
 		lz_up "$id"
 		launch_node "$id" "$BIN"
 		started+=("$id")
@@ -1097,11 +1243,35 @@ cmd_token() {
 	head -n 1 -- "$TOKEN_FILE"
 }
 
+# Shell lines for `eval "$(cluster.sh env)"`: what a client shell needs. Values
+# are quoted with printf %q, so a directory with spaces survives the eval.
+cmd_env() {
+	set_dir
+	[[ -f $STATE ]] || die "no cluster in $ABS (start one with: scripts/cluster.sh start --dir $DIR)"
+	load_state
+	local servers bin_dir
+	servers=$(jq -r '[.nodes[].url] | join(",")' "$STATE")
+	printf 'export MQ_SERVER=%q\n' "$servers"
+	if [[ $SECURITY == secured ]]; then
+		[[ -r $TOKEN_FILE ]] || die "cannot read $TOKEN_FILE (it is mode 0600: run as its owner, e.g. with sudo)"
+		printf 'export MQ_TOKEN=%q\n' "$(head -n 1 -- "$TOKEN_FILE")"
+	else
+		printf 'unset MQ_TOKEN\n'
+	fi
+	if ((TLS)); then printf 'export MQ_CA_FILE=%q\n' "$CA_FILE"; else printf 'unset MQ_CA_FILE\n'; fi
+	bin_dir=$(dirname -- "${BIN_RECORDED:-/nonexistent/broker}")
+	if [[ -x $bin_dir/mqctl ]]; then
+		printf 'export PATH=%q:"$PATH"\n' "$bin_dir"
+	else
+		log "no mqctl next to the broker in $bin_dir: build it (cargo build --release -p mqctl) or install it (cargo install --path broker/mqctl)"
+	fi
+}
+
 cmd_status() {
-	require_root
 	ensure_tools
 	set_dir
 	load_state
+	require_privilege
 	local tmp id
 	tmp=$(mktemp -d)
 	# shellcheck disable=SC2064 # expand now: tmp is local
@@ -1173,31 +1343,40 @@ cmd_status() {
 }
 
 cmd_stop() {
-	require_root
 	ensure_tools
 	set_dir
 	load_state
+	require_privilege
 	lock_dir
 	stop_nodes "${NODE_IDS[@]}"
 	local id
 	for id in "${NODE_IDS[@]}"; do lz_down "$id"; done
-	log "stopped every node of $ABS (data, namespaces and partitions kept)"
+	if [[ $NET_MODE == loopback ]]; then
+		log "stopped every node of $ABS (data kept)"
+	else
+		log "stopped every node of $ABS (data, namespaces and partitions kept)"
+	fi
 }
 
 cmd_clean() {
-	require_root
 	ensure_tools
 	set_dir
 	local k owner
-	lock_dir
 	if [[ -f $STATE ]]; then
 		load_state
+		require_privilege
+	fi
+	lock_dir
+	if [[ -f $STATE ]]; then
 		stop_nodes "${NODE_IDS[@]}"
 		local id
 		for id in "${NODE_IDS[@]}"; do lz_down "$id"; done
 		k=$K
-	else
+		[[ $NET_MODE == namespaces ]] || k=
+	elif ((EUID == 0)); then
 		k=$(registry_index_of "$ABS" || true)
+	else
+		k= # only root makes networks, so only root finds one to remove
 	fi
 	# Never remove files through a mount (nor fail on a busy mount point).
 	lz_detach_all_under "$ABS"
@@ -1226,10 +1405,10 @@ cmd_clean() {
 
 cmd_signal() { # cmd_signal kill|pause|resume ID
 	local what=$1 id=$2 state
-	require_root
 	ensure_tools
 	set_dir
 	load_state
+	require_privilege
 	require_node "$id"
 	lock_dir
 	state=$(node_state "$id")
@@ -1263,10 +1442,10 @@ cmd_signal() { # cmd_signal kill|pause|resume ID
 
 cmd_restart() {
 	local id=$1 bin
-	require_root
 	ensure_tools
 	set_dir
 	load_state
+	require_privilege
 	require_node "$id"
 	if [[ -n ${BROKER_BIN:-} ]]; then
 		resolve_bin
@@ -1284,7 +1463,9 @@ cmd_restart() {
 		ensure_certificates
 	fi
 	raise_nofile
-	net_up # in case the namespace was removed by hand; a no-op otherwise
+	# In case the namespace was removed by hand (a no-op otherwise); on loopback,
+	# someone else may have taken the port meanwhile.
+	if [[ $NET_MODE == loopback ]]; then require_free_listen "$id"; else net_up; fi
 	launch_node "$id" "$bin"
 	unlock_dir
 	wait_nodes /health "$id"
@@ -1293,10 +1474,11 @@ cmd_restart() {
 
 cmd_power_loss() { # cmd_power_loss I[,J...]
 	local spec=${1//[[:space:]]/} ids=() killed=() id
-	require_root
 	ensure_tools
 	set_dir
 	load_state
+	require_privilege
+	require_namespaces power-loss
 	[[ -n $LAZYFS ]] || die "the cluster in $ABS does not run on lazyfs: clean it and start it with CLUSTER_LAZYFS=/path/to/lazyfs"
 	[[ $spec =~ ^[0-9]+(,[0-9]+)*$ ]] || die "bad node list '$1': expected e.g. 2 or 1,2,3"
 	IFS=, read -r -a ids <<<"$spec"
@@ -1315,10 +1497,10 @@ cmd_power_loss() { # cmd_power_loss I[,J...]
 
 cmd_partition() {
 	local spec=${1//[[:space:]]/} op sides=() side id a b i
-	require_root
 	ensure_tools
 	set_dir
 	load_state
+	require_privilege
 	if [[ $spec =~ ^[0-9]+(,[0-9]+)*(\|[0-9]+(,[0-9]+)*)+$ ]]; then
 		op='|'
 		IFS='|' read -r -a sides <<<"$spec"
@@ -1328,6 +1510,7 @@ cmd_partition() {
 	else
 		die "bad partition '$1': expected e.g. \"1,2|3\" (both ways) or \"1,2>3\" (from 1,2 to 3)"
 	fi
+	require_namespaces partition
 	local -A side_of=()
 	for i in "${!sides[@]}"; do
 		IFS=, read -r -a side <<<"${sides[$i]}"
@@ -1370,10 +1553,14 @@ cmd_url() { # cmd_url [ID]
 
 cmd_heal() {
 	local id
-	require_root
 	ensure_tools
 	set_dir
 	load_state
+	require_privilege
+	if [[ $NET_MODE == loopback ]]; then
+		log "healed: a loopback cluster has no partition rules"
+		return 0
+	fi
 	lock_dir
 	for id in "${NODE_IDS[@]}"; do
 		[[ -e /run/netns/${N_NS[$id]} ]] || continue
@@ -1388,7 +1575,7 @@ main() {
 	local cmd=${1:-help} args=()
 	[[ $NET_PREFIX =~ ^[0-9]{1,3}\.[0-9]{1,3}$ ]] || die "CLUSTER_NET must be two octets like 10.77, not '$NET_PREFIX'"
 	(($# == 0)) || shift
-	DIR=./.cluster OPT_NODES='' OPT_GROUPS='' OPT_PORT='' OPT_CONFIG='' OPT_TLS=0 OPT_INSECURE=0
+	DIR=./.cluster OPT_NODES='' OPT_GROUPS='' OPT_PORT='' OPT_CONFIG='' OPT_TLS=0 OPT_INSECURE=0 OPT_LOOPBACK=0
 	while (($# > 0)); do
 		case $1 in
 		--cluster-secret | --cluster-secret=*)
@@ -1413,6 +1600,10 @@ main() {
 			OPT_INSECURE=1
 			shift
 			;;
+		--loopback)
+			OPT_LOOPBACK=1
+			shift
+			;;
 		--*=*)
 			set -- "${1%%=*}" "${1#*=}" "${@:2}"
 			;;
@@ -1428,8 +1619,8 @@ main() {
 		esac
 	done
 	[[ -n $DIR ]] || die "--dir must not be empty"
-	if [[ $cmd != start && -n $OPT_NODES$OPT_GROUPS$OPT_PORT$OPT_CONFIG${OPT_TLS#0}${OPT_INSECURE#0} ]]; then
-		die "--nodes, --groups, --port, --config, --tls and --insecure only go with start"
+	if [[ $cmd != start && -n $OPT_NODES$OPT_GROUPS$OPT_PORT$OPT_CONFIG${OPT_TLS#0}${OPT_INSECURE#0}${OPT_LOOPBACK#0} ]]; then
+		die "--nodes, --groups, --port, --config, --tls, --insecure and --loopback only go with start"
 	fi
 
 	local want
@@ -1455,6 +1646,7 @@ main() {
 	heal) cmd_heal ;;
 	url) cmd_url "${args[0]:-}" ;;
 	token) cmd_token ;;
+	env) cmd_env ;;
 	*) die "unknown command '$cmd' (see: scripts/cluster.sh help)" ;;
 	esac
 }

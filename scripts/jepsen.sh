@@ -74,6 +74,10 @@ while (($# > 0)); do
 	shift
 done
 
+if [[ $EUID -ne 0 ]]; then
+	echo "jepsen.sh: needs root: the nodes run in network namespaces, partitions are iptables rules there, and power losses are FUSE mounts (try: sudo scripts/jepsen.sh ...)" >&2
+	exit 3
+fi
 target=${CARGO_TARGET_DIR:-target}
 extra=()
 if [[ -z $broker_bin ]]; then

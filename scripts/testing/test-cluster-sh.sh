@@ -14,7 +14,11 @@
 # https with a CA under DIR/tls/ (keys 0600), and nodes get the open-file limit.
 # CLUSTER_LAZYFS (where /dev/fuse exists): data dirs on lazyfs mounts, seen from
 # the nodes' namespaces; power-loss drops unsynced data and restart mounts again,
-# kill loses nothing, stop applies everything and unmounts.
+# kill loses nothing, stop applies everything and unmounts. Loopback: as an
+# unprivileged user (nobody), start runs the nodes on 127.0.0.1 ports with no
+# namespaces, a second directory takes the next port block, everything but
+# partition and power-loss works (those two refuse, naming root), and a root
+# cluster refuses the unprivileged user.
 #
 # Needs root. Runs in about a minute. Exits non-zero on any failure. --tls needs
 # broker-certs: BROKER_CERTS_BIN, else target/release/broker-certs (built if missing).
@@ -46,13 +50,17 @@ D2=$ROOT/two
 D3=$ROOT/broken
 D4=$ROOT/tls
 D5=$ROOT/lazyfs
+LB=$ROOT/loopback # owned by nobody: the unprivileged user's clusters
+L1=$LB/one
+L2=$LB/two
+L3=$ROOT/root-loopback
 FAILURES=0
 PYTHON=$(python3 -c 'import sys; print(sys.executable)') # skips a pyenv shim, if any
 STARTED_AT=$SECONDS
 
 cleanup() {
 	local d
-	for d in "$D1" "$D2" "$D3" "$D4" "$D5"; do
+	for d in "$D1" "$D2" "$D3" "$D4" "$D5" "$L1" "$L2" "$L3"; do
 		if [[ -e $d ]]; then "$CLUSTER" clean --dir "$d" >/dev/null 2>&1 || true; fi
 	done
 	rm -rf -- "$ROOT"
@@ -468,6 +476,95 @@ else
 	check "clean unmounts and removes everything" test ! -e "$D5"
 	check "... and ends every lazyfs" test -z "$(for p in $lzpids; do pid_alive "$p" && echo "$p"; done)"
 fi
+
+# ----------------------------------------------------------------------------
+step "loopback: an unprivileged user's clusters on 127.0.0.1 (no namespaces)"
+# setpriv, not su: no login shell, no PAM, and the environment (BROKER_BIN) kept.
+as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups --reset-env -- \
+	env BROKER_BIN="$BROKER_BIN" CLUSTER_READY_TIMEOUT="$CLUSTER_READY_TIMEOUT" \
+	CLUSTER_STOP_TIMEOUT="$CLUSTER_STOP_TIMEOUT" PATH="$PATH" "$@"; }
+nobody_cs() { as_nobody "$CLUSTER" "$@"; }
+# refuses PATTERN COMMAND... — the command fails and says PATTERN (grep -E).
+refuses() {
+	local out
+	if out=$("${@:2}" 2>&1); then return 1; fi
+	grep -qE -- "$1" <<<"$out"
+}
+mkdir -p -- "$LB"
+chown 65534:65534 -- "$LB"
+chmod 0711 -- "$ROOT" # nobody passes through to its own directory, sees nothing else
+check "start as nobody succeeds" nobody_cs start --dir "$L1"
+check "... in loopback mode" test "$(jq -r .net.mode "$L1/cluster.json")" == loopback
+check "... nodes on 127.0.0.1, ports 18081-18083" test \
+	"$(jq -r '[.nodes[].url] | join(" ")' "$L1/cluster.json")" == "http://127.0.0.1:18081 http://127.0.0.1:18082 http://127.0.0.1:18083"
+check "... no namespace for them" test "$(jq -r '[.nodes[].netns] | unique | join(" ")' "$L1/cluster.json")" == -
+check "... nodes run as nobody" test "$(stat -c %u "/proc/$(field "$L1" 1 pid)")" == 65534
+check "... token file 0600, owned by nobody" test "$(stat -c '%a %u' "$L1/token")" == "600 65534"
+for id in 1 2 3; do check "node $id answers /ready from the host" host_reach "$(field "$L1" "$id" url)"; done
+check "status as nobody: three running, one leader" test \
+	"$(nobody_cs status --dir "$L1" 2>/dev/null | awk '$4 == "running"' | wc -l)/$(nobody_cs status --dir "$L1" 2>/dev/null | awk '$6 == "leader"' | wc -l)" == 3/1
+start_out=$(nobody_cs start --dir "$L2" 2>&1 >/dev/null)
+check "a second directory takes the next port block (18181)" test "$(field "$L2" 1 url)" == http://127.0.0.1:18181
+check "start prints the PATH and MQ_SERVER line for mqctl" grep -q 'export PATH=.*MQ_SERVER=http://127.0.0.1:18181,http://127.0.0.1:18182,http://127.0.0.1:18183' <<<"$start_out"
+check "--port on a taken port fails, naming it" refuses "port 18082 of node 1 is in use" \
+	nobody_cs start --dir "$LB/three" --port 18082
+nobody_cs clean --dir "$LB/three" >/dev/null 2>&1 || true
+check "partition refuses, naming network namespaces and root" refuses "partition needs network namespaces.*as root" \
+	nobody_cs partition "1|2,3" --dir "$L1"
+check "power-loss refuses the same way" refuses "power-loss needs network namespaces" \
+	nobody_cs power-loss 1 --dir "$L1"
+check "heal succeeds (nothing to heal)" nobody_cs heal --dir "$L1"
+check "CLUSTER_LAZYFS refuses without root" not as_nobody env CLUSTER_LAZYFS=/bin/true "$CLUSTER" start --dir "$LB/lz"
+nobody_cs clean --dir "$LB/lz" >/dev/null 2>&1 || true
+old_pid=$(field "$L1" 2 pid)
+nobody_cs kill 2 --dir "$L1" 2>/dev/null
+check "kill as nobody ends node 2" not pid_alive "$old_pid"
+check "... status says dead" status_is "$L1" 2 4 dead
+nobody_cs pause 3 --dir "$L1" 2>/dev/null
+check "pause: status says paused" status_is "$L1" 3 4 paused
+nobody_cs resume 3 --dir "$L1" 2>/dev/null
+check "restart brings node 2 back" nobody_cs restart 2 --dir "$L1"
+check "... on its port" host_reach "$(field "$L1" 2 url)"
+# A process that merely reuses a recorded pid is not the node: here, one of
+# another cluster's nodes is written into this cluster's state.
+l2_pid=$(field "$L2" 1 pid)
+jq --argjson pid "$l2_pid" '(.nodes[] | select(.id == 1) | .pid) = $pid' "$L1/cluster.json" >"$L1/cluster.json.tmp" &&
+	mv "$L1/cluster.json.tmp" "$L1/cluster.json" && chown 65534:65534 "$L1/cluster.json"
+check "a live pid of another node is not taken for node 1" status_is "$L1" 1 4 dead
+# (node 1's real process still holds its port, so a restart must refuse it)
+check "... and its port, still held, stops a restart" refuses "port 18081 of node 1 is in use" \
+	nobody_cs restart 1 --dir "$L1"
+pkill -u 65534 -f -- "--data-dir $L1/node-1/data" || true
+wait_for "... the orphaned node 1 exits" 10 not host_reach http://127.0.0.1:18081
+check "... which works once the port is free" nobody_cs restart 1 --dir "$L1"
+loopback_pids=$(jq -r '.nodes[].pid' "$L1/cluster.json" "$L2/cluster.json")
+nobody_cs stop --dir "$L1" 2>/dev/null
+check "stop ends every node" test -z "$(for p in $(jq -r '.nodes[].pid' "$L1/cluster.json"); do pid_alive "$p" && echo "$p"; done)"
+token_before=$(cat "$L1/token")
+check "start again succeeds" nobody_cs start --dir "$L1"
+check "... with the same token" test "$(cat "$L1/token")" == "$token_before"
+check "... node 1 on 18081 again" host_reach http://127.0.0.1:18081
+# shellcheck disable=SC2016 # $1.. are the inner bash's
+check "env: eval'd, MQ_SERVER lists every node and MQ_TOKEN is the token" bash -c \
+	'eval "$1" && [[ $MQ_SERVER == "$2" && $MQ_TOKEN == "$(cat "$3")" ]]' _ \
+	"$(nobody_cs env --dir "$L1" 2>/dev/null)" \
+	"http://127.0.0.1:18081,http://127.0.0.1:18082,http://127.0.0.1:18083" "$L1/token"
+chmod 0755 -- "$D1" # readable, so that the refusal is about privilege, not the file
+check "a root cluster refuses the unprivileged user" refuses "runs in network namespaces.*need root" \
+	nobody_cs status --dir "$D1"
+BROKER_BIN=$BROKER_BIN cs start --dir "$L3" --loopback --insecure >/dev/null 2>&1
+check "root can ask for --loopback" test "$(jq -r .net.mode "$L3/cluster.json")" == loopback
+check "... and gets the next free block (18281)" test "$(field "$L3" 1 url)" == http://127.0.0.1:18281
+# shellcheck disable=SC2016
+check "env of an --insecure cluster unsets MQ_TOKEN" bash -c \
+	'MQ_TOKEN=stale; eval "$1" && [[ -z ${MQ_TOKEN+set} && $MQ_SERVER == http://127.0.0.1:18281,* ]]' _ \
+	"$(cs env --dir "$L3" 2>/dev/null)"
+check "--loopback on a namespaced cluster fails" not cs start --dir "$D1" --loopback
+cs clean --dir "$L3" >/dev/null 2>&1
+nobody_cs clean --dir "$L1" >/dev/null 2>&1
+nobody_cs clean --dir "$L2" >/dev/null 2>&1
+check "clean as nobody removes both directories" test ! -e "$L1" -a ! -e "$L2"
+check "... and ends every loopback node" test -z "$(for p in $loopback_pids; do pid_alive "$p" && echo "$p"; done)"
 
 # ----------------------------------------------------------------------------
 step "clean both clusters"
