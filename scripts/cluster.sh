@@ -29,7 +29,8 @@
 #
 # Loopback (net.mode "loopback" in cluster.json): node I listens on
 # 127.0.0.1:(PORT+I-1). A new cluster without --port takes the first block of
-# ports from 18081 up, in steps of 100, where every node's port is free. Node
+# ports from 18081 up, in steps of 100, where every node's port is free (a
+# stopped cluster reserves nothing: start says so if its ports were taken). Node
 # processes are recognised by their --data-dir argument (a pid alone could be
 # reused), and partition, power-loss and CLUSTER_LAZYFS refuse, naming root.
 #
