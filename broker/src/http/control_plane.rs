@@ -422,6 +422,77 @@ pub async fn metrics(
         .into_response()
 }
 
+/// Path of a node's own metrics on the peer link (cluster secret): what
+/// [`node_metrics`] fetches from the node it names.
+pub const INTERNAL_METRICS_PATH: &str = "/internal/metrics";
+
+/// How long [`node_metrics`] waits for the named node: a refresh of the
+/// dashboard asks every node at once and must not hang on a dead one.
+const NODE_METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Largest metrics text [`node_metrics`] passes on: a node with the most topics
+/// the quotas allow renders a few MiB; anything larger is not a broker's.
+const NODE_METRICS_MAX_BYTES: usize = 32 << 20;
+
+/// `GET /v1/cluster/nodes/{node_id}/metrics`: the `/metrics` text of any node
+/// this one knows (its group's members and every registered group's), fetched
+/// over the peer link. A browser may call only the node that served its page;
+/// this is how the dashboard charts every node. Same permission as `/metrics`.
+pub async fn node_metrics(
+    State(node): State<Arc<Node>>,
+    Extension(connections): Extension<Arc<ConnectionRegistry>>,
+    ApiPath(node_id): ApiPath<u64>,
+) -> Response {
+    if node_id == node.id() {
+        return metrics(State(node), Extension(connections)).await;
+    }
+    let url = node
+        .group_routes()
+        .into_iter()
+        .flat_map(|route| route.view.nodes)
+        .find(|member| member.id == node_id)
+        .map(|member| member.url);
+    let Some(url) = url else {
+        return ApiError::new(
+            ErrorCode::NotFound,
+            format!("no node {node_id} in any broker group this node knows (see GET /v1/cluster)"),
+        )
+        .into_response();
+    };
+    let unavailable =
+        |why: String| ApiError::unavailable(format!("node {node_id} ({url}): {why}")).into_response();
+    let request = node
+        .peer_request(reqwest::Method::GET, &url, INTERNAL_METRICS_PATH)
+        .timeout(NODE_METRICS_TIMEOUT);
+    let mut response = match request.send().await.and_then(|r| r.error_for_status()) {
+        Ok(response) => response,
+        Err(e) => return unavailable(format!("did not answer its metrics: {e}")),
+    };
+    let mut text = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if text.len() + chunk.len() > NODE_METRICS_MAX_BYTES {
+                    return unavailable(format!(
+                        "its metrics exceed {NODE_METRICS_MAX_BYTES} bytes"
+                    ));
+                }
+                text.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return unavailable(format!("its metrics broke off: {e}")),
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
+}
+
 fn render_metrics(node: &Node, connections: &ConnectionRegistry) -> String {
     use crate::metrics::{escape_label, GaugeFamily};
     let raft = node.raft_metrics();

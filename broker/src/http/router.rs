@@ -446,6 +446,18 @@ pub fn public_routes() -> Vec<Route> {
             op("get", "/metrics", "operations", "Prometheus text format", Access::Cluster).text("text/plain"),
             get(control_plane::metrics),
         ),
+        // The dashboard charts every node through /v1/cluster/nodes/{id}/metrics.
+        route(
+            op(
+                "get",
+                "/v1/cluster/nodes/{node_id}/metrics",
+                "operations",
+                "Any node's Prometheus text, fetched by this node over the peer link",
+                Access::Cluster,
+            )
+            .text("text/plain"),
+            get(control_plane::node_metrics),
+        ),
         route(
             op("get", "/openapi.json", "operations", "This document", Access::Authenticated),
             get(openapi_json),
@@ -549,6 +561,10 @@ pub fn router_with_connections(node: Arc<Node>, connections: Arc<ConnectionRegis
             post(internal::register_routes),
         )
         .route(internal::FORGET_HINTS_PATH, post(internal::forget_hints))
+        .route(
+            control_plane::INTERNAL_METRICS_PATH,
+            get(control_plane::metrics),
+        )
         .route(
             crate::service::users::INTERNAL_USERS_PATH,
             get(users::internal_table).post(users::internal_apply),
