@@ -37,7 +37,11 @@ async fn every_node_serves_every_nodes_metrics() -> Result<()> {
                 ))
                 .send()
                 .await?;
-            assert_eq!(response.status().as_u16(), 200, "node {serving} for {named}");
+            assert_eq!(
+                response.status().as_u16(),
+                200,
+                "node {serving} for {named}"
+            );
             let text = response.text().await?;
             let info = text
                 .lines()
@@ -105,6 +109,9 @@ async fn every_node_serves_every_nodes_metrics() -> Result<()> {
     let waited = asked.elapsed();
     assert_eq!(code_of(response).await?, (503, "UNAVAILABLE".to_string()));
     // The node's own bound is 3 s; generous room for a loaded CI machine.
-    assert!(waited < Duration::from_secs(15), "answered after {waited:?}");
+    assert!(
+        waited < Duration::from_secs(15),
+        "answered after {waited:?}"
+    );
     Ok(())
 }

@@ -459,8 +459,9 @@ pub async fn node_metrics(
         )
         .into_response();
     };
-    let unavailable =
-        |why: String| ApiError::unavailable(format!("node {node_id} ({url}): {why}")).into_response();
+    let unavailable = |why: String| {
+        ApiError::unavailable(format!("node {node_id} ({url}): {why}")).into_response()
+    };
     let request = node
         .peer_request(reqwest::Method::GET, &url, INTERNAL_METRICS_PATH)
         .timeout(NODE_METRICS_TIMEOUT);
