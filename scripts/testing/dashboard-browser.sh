@@ -14,8 +14,14 @@
 #     and its message count, the consumer group, a reset-offset action and a DLQ
 #     resend, each checked through the API, a query by key, then log out and sign
 #     in as a user without cluster rights (the cluster section says NO_PERMISSION,
-#     its topics still show); saves a screenshot (DASHBOARD_SCREENSHOT, default
-#     target/dashboard.png) and prints its path.
+#     its topics still show, the charts say NO_PERMISSION); meanwhile a thread of
+#     the script keeps traffic flowing on a topic of its own (sends, pulls with
+#     offset commits, receives and acks), and every chart (send and pull rate per
+#     topic, consumer lag, send and Raft fsync latency, receive and ack: drawn from
+#     each node's metrics) must draw a line of two points or more, the applied
+#     column a number for every node; saves a screenshot at 1400x1000 once the
+#     charts are drawn (DASHBOARD_SCREENSHOT, default target/dashboard.png) and
+#     prints its path.
 # Cleans up the cluster and chromedriver on every exit.
 set -euo pipefail
 

@@ -19,22 +19,49 @@ refreshes every 3 s):
      and its Resend button sends it back to TOPIC: the API then finds a new
      message there with the same body and the property DLQ_RESENT_FROM;
   6. the message browser finds the message with key `dash-key` by key;
-  7. log out: the form is back and the token forgotten; signed in as the viewer
+  7. the charts (drawn from every node's metrics, GET /v1/cluster/nodes/{id}/metrics):
+     each of send rate, pull rate, consumer lag, latency and receive-and-ack draws
+     at least one `path.series` line of two points or more (the chart that stays
+     empty is named); every node's metrics answered; the cluster table's applied
+     column shows a number for every node (followers' from their metrics); the
+     lease counts show deliveries;
+  8. log out: the form is back and the token forgotten; signed in as the viewer
      (sub on TOPIC only), the cluster section says NO_PERMISSION while the topics
-     table still shows TOPIC.
-Then saves a screenshot to SCREENSHOT (the admin's view, before step 7). Exits
-non-zero with the reason on failure.
+     table still shows TOPIC, and the charts section says NO_PERMISSION and draws
+     nothing (the admin's history was forgotten on log out).
+From the start to the end a background thread keeps data flowing with the admin
+token: sends to TRAFFIC_TOPIC, pulls of it committed by the consumer group
+TRAFFIC_GROUP (fewer than sent, so it lags), and receives by LEASE_GROUP acking
+every other message (the rest run out and are redelivered). Its own topic and
+groups, so the counts checked above do not move. After step 7, with the window
+at 1400x1000, saves a screenshot to SCREENSHOT (the admin's view, charts drawn;
+it waits up to SCREENSHOT_WAIT_S more for lines of SCREENSHOT_POINTS points).
+Exits non-zero with the reason on failure.
 """
 
 import base64
 import json
+import re
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 
 DEADLINE_S = 20
+# The charts need a few refreshes (3 s each) of traffic: two snapshots make the
+# first rate, two rates the first line.
+CHARTS_DEADLINE_S = 60
 TOKEN_KEY = "broker-dashboard-token"
+CHARTS = ["chart-send-rate", "chart-pull-rate", "chart-lag", "chart-latency", "chart-leases"]
+SCREENSHOT_SIZE = {"width": 1400, "height": 1000}
+# For a readable screenshot (not a check): lines of this many points, if they come
+# within SCREENSHOT_WAIT_S.
+SCREENSHOT_POINTS = 6
+SCREENSHOT_WAIT_S = 20
+TRAFFIC_TOPIC = "dash-traffic"
+TRAFFIC_GROUP = "dash-traffic-pull"
+LEASE_GROUP = "dash-traffic-leases"
 
 
 def http(method, url, body=None, token=None):
@@ -48,6 +75,58 @@ def http(method, url, body=None, token=None):
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as e:
         raise RuntimeError(f"{method} {url}: {e.code} {e.read().decode(errors='replace')}") from e
+
+
+class Traffic(threading.Thread):
+    """Sends, pulls with offset commits, receives and acks until stopped."""
+
+    def __init__(self, node, token):
+        super().__init__(name="traffic", daemon=True)
+        self.node, self.token = node, token
+        self.stopped = threading.Event()
+        self.rounds = 0
+        self.errors = 0
+        self.last_error = None
+
+    def call(self, method, path, body=None):
+        return http(method, self.node + path, body, token=self.token)
+
+    def run(self):
+        offset = 0
+        sent = 0
+        while not self.stopped.is_set():
+            try:
+                if self.rounds == 0 and sent == 0:
+                    self.call("PUT", f"/v1/topics/{TRAFFIC_TOPIC}",
+                              {"read_queue_nums": 1, "write_queue_nums": 1})
+                self.call("POST", f"/v1/topics/{TRAFFIC_TOPIC}/messages", {"messages": [
+                    {"body": f"traffic {sent + i}", "queue_id": 0} for i in range(4)]})
+                sent += 4
+                pulled = self.call("GET", f"/v1/topics/{TRAFFIC_TOPIC}/queues/0/messages"
+                                          f"?offset={offset}&max_messages=3")
+                if pulled["next_offset"] != offset:
+                    offset = pulled["next_offset"]
+                    self.call("PUT", f"/v1/groups/{TRAFFIC_GROUP}/offsets/{TRAFFIC_TOPIC}/0",
+                              {"offset": offset})
+                received = self.call("POST", f"/v1/groups/{LEASE_GROUP}/topics/{TRAFFIC_TOPIC}/receive",
+                                     {"max_messages": 4, "invisible_ms": 1000})
+                handles = [m["receipt_handle"] for m in received["messages"]][::2]
+                if handles:
+                    self.call("POST", f"/v1/groups/{LEASE_GROUP}/ack", {"receipt_handles": handles})
+                self.rounds += 1
+            except Exception as e:  # noqa: BLE001 -- reported by the checks that need the data
+                self.errors += 1
+                self.last_error = str(e)
+                self.stopped.wait(1)
+            self.stopped.wait(0.3)
+
+    def stop(self):
+        self.stopped.set()
+        self.join(timeout=70)
+
+    def report(self):
+        return f"traffic: {self.rounds} rounds, {self.errors} errors" + (
+            f", last: {self.last_error}" if self.last_error else "")
 
 
 class Browser:
@@ -91,7 +170,13 @@ class Browser:
 
     def click(self, css):
         (element,) = self.find(css)
+        # Centred first: at the window's edge, where WebDriver scrolls it, the
+        # sticky status line at the bottom of the page would take the click.
+        self.js("document.querySelector(arguments[0]).scrollIntoView({block: 'center'});", css)
         self.cmd("POST", f"/element/{element}/click", {})
+
+    def window_size(self, size):
+        self.cmd("POST", "/window/rect", size)
 
     def screenshot(self, path):
         with open(path, "wb") as f:
@@ -104,9 +189,9 @@ class Browser:
             pass
 
 
-def wait_for(what, probe):
+def wait_for(what, probe, deadline_s=DEADLINE_S):
     """Calls probe() until it returns a true value; fails with its last value."""
-    deadline = time.monotonic() + DEADLINE_S
+    deadline = time.monotonic() + deadline_s
     last = None
     while time.monotonic() < deadline:
         last = probe()
@@ -130,6 +215,8 @@ def sign_in(browser, token):
 def main():
     driver, node, topic, messages, group, shot, dlq_id, admin_file, viewer_file = sys.argv[1:10]
     admin, viewer = read_token(admin_file), read_token(viewer_file)
+    traffic = Traffic(node, admin)
+    traffic.start()
     browser = Browser(driver)
     try:
         print("--- load the dashboard: it asks for a token", flush=True)
@@ -243,6 +330,12 @@ def main():
             return (bodies == ["keyed message"], bodies)
         wait_for("the browser finds the keyed message", keyed)
 
+        print("--- the charts, from every node's metrics", flush=True)
+        check_charts(browser, traffic)
+        chart_lines(browser, SCREENSHOT_POINTS, SCREENSHOT_WAIT_S)
+        browser.window_size(SCREENSHOT_SIZE)
+        browser.js("window.scrollTo(0, 0);")
+        time.sleep(0.5)
         browser.screenshot(shot)
         print(f"dashboard-browser: screenshot saved to {shot}", flush=True)
 
@@ -261,8 +354,84 @@ def main():
         wait_for(f"the topics table still shows {topic}",
                  lambda: (lambda n: (n == topic, n))(browser.text_of(
                      f'#topics-table tr.topic[data-topic="{topic}"] td.name')))
+
+        def charts_refused():
+            text = browser.text_of("#charts-error") or ""
+            drawn = browser.js("return document.querySelectorAll('#charts path.series').length")
+            return ("NO_PERMISSION" in text and drawn == 0, text, f"{drawn} series drawn")
+        wait_for("the charts section says NO_PERMISSION and draws nothing", charts_refused)
     finally:
         browser.close()
+        traffic.stop()
+        print(f"dashboard-browser: {traffic.report()}", flush=True)
+
+
+# Per chart: the number of points of each `path.series` that draws a line (an
+# `L` command: a lone point is only a dot), by its data-series name.
+CHART_LINES_JS = r"""
+return arguments[0].map((id) => {
+  const chart = document.getElementById(id);
+  if (!chart) return [id, null];
+  return [id, Array.from(chart.querySelectorAll('path.series')).map((p) => {
+    const d = p.getAttribute('d') || '';
+    const points = (d.match(/[ML]\s*-?[\d.]+[ ,]+-?[\d.]+/g) || []).length;
+    return [p.dataset.series, /L/.test(d) ? points : 0];
+  })];
+});
+"""
+
+
+def chart_lines(browser, points, wait_s):
+    """Waits up to wait_s until every chart draws a line of `points` points or
+    more. Answers (the charts' lines, the charts without such a line)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        seen = dict(browser.js(CHART_LINES_JS, CHARTS))
+        missing = [c for c, v in seen.items() if v is None]
+        if missing:
+            sys.exit(f"dashboard-browser: FAILED: no chart element #{', #'.join(missing)} in the page")
+        empty = [c for c, series in seen.items() if not any(n >= points for _, n in series)]
+        if not empty or time.monotonic() > deadline:
+            return seen, empty
+        time.sleep(0.5)
+
+
+def check_charts(browser, traffic):
+    """Waits until every chart draws a line of two points or more; fails naming
+    the charts still empty. Then the applied column, the node metrics statuses and
+    the lease counts."""
+    seen, empty = chart_lines(browser, 2, CHARTS_DEADLINE_S)
+    if empty:
+        error = browser.text_of("#charts-error")
+        nodes = browser.text_of("#charts-nodes")
+        sys.exit(f"dashboard-browser: FAILED: chart(s) {', '.join(empty)} drew no line of two points "
+                 f"within {CHARTS_DEADLINE_S} s (series and their points: "
+                 f"{ {c: seen[c] for c in empty} }; charts error: {error!r}; nodes: {nodes!r}; "
+                 f"{traffic.report()})")
+    for chart, series in seen.items():
+        lines = [f"{name} ({n} points)" for name, n in series if n >= 2]
+        print(f"dashboard-browser: ok: #{chart} draws {', '.join(lines)}", flush=True)
+
+    def metrics_answered():
+        states = browser.js("""return Array.from(document.querySelectorAll('#charts-nodes .node-metrics'))
+            .map(s => [s.dataset.nodeId, s.classList.contains('ok')]);""")
+        return (sorted(states) == [["1", True], ["2", True], ["3", True]], states)
+    wait_for("the metrics of nodes 1, 2, 3 answered", metrics_answered)
+
+    applied_js = """return Array.from(document.querySelectorAll('#cluster-table tr.node'))
+        .map(r => [r.dataset.nodeId, r.querySelector('td.applied').textContent]);"""
+
+    def applied_numbers():
+        rows = browser.js(applied_js)
+        return (len(rows) == 3 and all(re.fullmatch(r"\d+", a) for _, a in rows), rows)
+    wait_for("the applied column shows a number for every node", applied_numbers)
+
+    def lease_counts():
+        counts = browser.js("""return ['leased', 'delivered', 'acked', 'redelivered', 'dead-lettered']
+            .map(k => [k, document.getElementById('lease-' + k).textContent]);""")
+        numeric = all(re.fullmatch(r"\d+", v) for _, v in counts)
+        return (numeric and int(dict(counts)["delivered"]) > 0, counts)
+    wait_for("the lease counts show numbers, deliveries among them", lease_counts)
 
 
 if __name__ == "__main__":

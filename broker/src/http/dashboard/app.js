@@ -6,6 +6,11 @@
 // tab only, gone when the tab closes, never in localStorage, a cookie or a URL.
 // A 403 (the token's user lacks a permission) is shown where it happened; the rest
 // of the page keeps working.
+//
+// The charts (charts.js, loaded first: the global BrokerCharts) come from every
+// node's Prometheus text, GET /v1/cluster/nodes/{id}/metrics (the same permission
+// as /metrics): each refresh reads all nodes at once, and the last five minutes of
+// points stay in this tab's memory (forgotten on log out).
 "use strict";
 
 const TOKEN_KEY = "broker-dashboard-token";
@@ -20,6 +25,28 @@ let selectedGroup = null;
 let refreshing = false;
 // While the sign-in form is up, nothing refreshes.
 let signingIn = false;
+// The charts' memory, and what the newest metrics said of each node.
+const chartHistory = new BrokerCharts.History();
+let appliedFromMetrics = {};
+// One more on each log out: metrics read for the previous user are dropped.
+let chartsGeneration = 0;
+// The charts: element id, unit, and the {series: value} map a point gives it.
+const CHARTS = [
+  { id: "chart-send-rate", title: "send rate per topic", unit: "msg/s", pick: (p) => p.sendRate },
+  { id: "chart-pull-rate", title: "pull rate per topic", unit: "msg/s", pick: (p) => p.pullRate },
+  { id: "chart-lag", title: "consumer lag per consumer group", unit: "msgs", pick: (p) => p.lag },
+  {
+    id: "chart-latency", title: "latency, mean per interval, slowest node", unit: "ms",
+    pick: (p) => p.latency && { "send (quorum commit + apply)": p.latency.send, "Raft log fsync": p.latency.fsync },
+  },
+  {
+    id: "chart-leases", title: "receive and ack", unit: "msg/s",
+    pick: (p) => p.leaseRate && {
+      delivered: p.leaseRate.delivered, acked: p.leaseRate.acked,
+      redelivered: p.leaseRate.redelivered, "dead-lettered": p.leaseRate.dead_lettered,
+    },
+  },
+];
 
 // ---- helpers -------------------------------------------------------------------
 
@@ -131,6 +158,13 @@ async function signIn(event) {
 function logOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   for (const tbody of document.querySelectorAll("main table tbody")) tbody.replaceChildren();
+  // The next user may not see what this one saw: the charts start over.
+  chartsGeneration++;
+  chartHistory.clear();
+  appliedFromMetrics = {};
+  renderCharts();
+  renderLeaseCounts(null);
+  document.getElementById("charts-nodes").replaceChildren();
   document.getElementById("served-by").textContent = "";
   document.body.dataset.loaded = "false";
   askForToken(null);
@@ -179,12 +213,85 @@ function renderCluster(cluster) {
         el("td", { class: "role" }, node.role),
         el("td", {}, dash(node.term)),
         el("td", {}, dash(node.last_log_index)),
-        el("td", {}, dash(node.applied_index)),
+        appliedCell(node),
         el("td", { class: "lag" }, dash(node.lag)),
         el("td", {}, node.reachable === null ? "-" : node.reachable ? "yes" : "no")));
     }
   }
   fill(document.querySelector("#cluster-table tbody"), rows);
+}
+
+/** A node's applied index: /v1/cluster knows only the serving node's; the others'
+ *  come from their own metrics (broker_raft_applied_index), when they answered. */
+function appliedCell(node) {
+  if (node.applied_index !== null && node.applied_index !== undefined) {
+    return el("td", { class: "applied" }, node.applied_index);
+  }
+  const applied = appliedFromMetrics[String(node.id)];
+  if (applied === undefined) return el("td", { class: "applied" }, "-");
+  return el("td", { class: "applied from-metrics", title: "from the node's broker_raft_applied_index metric" }, applied);
+}
+
+// ---- charts --------------------------------------------------------------------
+
+/** Reads every node's metrics at once (through the node serving this page) and
+ *  adds the snapshot to the history. Answers the error to show in the charts
+ *  section (a 403, or every node failing), or null. */
+async function sampleMetrics(cluster) {
+  const ids = Array.from(new Set(cluster.groups.flatMap((g) => g.nodes.map((n) => String(n.id)))));
+  const t = Date.now();
+  const generation = chartsGeneration;
+  const answers = await Promise.all(ids.map((id) =>
+    api("GET", "/v1/cluster/nodes/" + enc(id) + "/metrics", undefined, true).then(
+      (text) => ({ t: Date.now(), summary: BrokerCharts.summarize(BrokerCharts.parsePrometheus(text)) }),
+      (e) => ({ t: Date.now(), error: e }))));
+  if (signingIn || generation !== chartsGeneration) return null;
+  const refused = answers.find((a) => a.error && a.error.status === 403);
+  if (refused) return refused.error;
+  const nodes = {};
+  ids.forEach((id, i) => {
+    const a = answers[i];
+    nodes[id] = a.summary ? a : { t: a.t, error: a.error.message };
+  });
+  const point = chartHistory.add({ t, nodes });
+  appliedFromMetrics = point.applied;
+  renderNodeStatus(ids, point);
+  const failed = answers.filter((a) => a.error);
+  return failed.length && failed.length === answers.length ? failed[0].error : null;
+}
+
+function renderNodeStatus(ids, point) {
+  const parts = ids.map((id) => {
+    const state = point.nodes[id];
+    return state === "ok"
+      ? el("span", { class: "node-metrics ok", "data-node-id": id }, "node " + id + ": ok")
+      : el("span", { class: "node-metrics bad", "data-node-id": id, title: state }, "node " + id + ": no metrics");
+  });
+  document.getElementById("charts-nodes").replaceChildren("metrics of ", ...parts);
+}
+
+function renderCharts() {
+  const points = chartHistory.points();
+  const now = points.length ? points[points.length - 1].t : Date.now();
+  for (const chart of CHARTS) {
+    document.getElementById(chart.id).innerHTML = BrokerCharts.renderChart({
+      title: chart.title, unit: chart.unit, now,
+      series: BrokerCharts.seriesOf(points, chart.pick),
+    });
+  }
+}
+
+/** The lease counts: leased now (from /v1/groups, null if not known) and the
+ *  counters' totals over the nodes (from the newest metrics). */
+function renderLeaseCounts(groups) {
+  const latest = chartHistory.latest();
+  const totals = latest ? latest.leaseTotals : {};
+  const leased = groups ? groups.reduce((sum, g) => sum + (g.leased ?? 0), 0) : null;
+  document.getElementById("lease-leased").textContent = dash(leased);
+  document.getElementById("lease-delivered").textContent = dash(totals.delivered);
+  document.getElementById("lease-acked").textContent = dash(totals.acked);
+  document.getElementById("lease-redelivered").textContent = dash(totals.redelivered);
+  document.getElementById("lease-dead-lettered").textContent = dash(totals.dead_lettered);
 }
 
 // ---- topics --------------------------------------------------------------------
@@ -405,6 +512,11 @@ async function refresh() {
       api("GET", "/v1/cluster"), api("GET", "/v1/topics"), api("GET", "/v1/groups")]);
     const failures = [cluster, topics, groups].filter((r) => r.status === "rejected");
     if (failures.some((r) => r.reason.status === 401)) return; // the sign-in form is up
+    // Every node's metrics, while the rest of the page is filled in.
+    const generation = chartsGeneration;
+    const metrics = cluster.status === "fulfilled"
+      ? sampleMetrics(cluster.value).catch((e) => e)
+      : Promise.resolve(cluster.reason);
     if (cluster.status === "fulfilled") renderCluster(cluster.value);
     else fill(document.querySelector("#cluster-table tbody"), []);
     sectionError("cluster-error", cluster.reason);
@@ -421,6 +533,18 @@ async function refresh() {
     else fill(document.querySelector("#groups-table tbody"), []);
     sectionError("groups-error", groups.reason);
     if (selectedGroup) await renderGroupDetail().catch((e) => status(explain(e), true));
+    // The charts: their errors (a 403 on metrics, no node list) show there alone.
+    const chartsFailure = await metrics;
+    if (signingIn || generation !== chartsGeneration) return;
+    if (cluster.status === "fulfilled") renderCluster(cluster.value); // the applied column
+    renderCharts();
+    renderLeaseCounts(groups.status === "fulfilled" ? groups.value.groups : null);
+    if (cluster.status === "rejected") {
+      sectionError("charts-error", { status: cluster.reason.status,
+        message: "the charts need the node list (GET /v1/cluster): " + cluster.reason.message });
+    } else {
+      sectionError("charts-error", chartsFailure);
+    }
     // A failure other than a refusal of the credentials is the cluster's trouble.
     const other = failures.find((r) => r.reason.status !== 403);
     banner(other ? "refresh failed: " + other.reason.message : "");
@@ -441,6 +565,7 @@ document.getElementById("open-openapi").addEventListener("click",
 document.getElementById("open-metrics").addEventListener("click",
   (event) => openWithToken(event, "/metrics", "text/plain"));
 showSignedIn();
+renderCharts();
 document.getElementById("reset-form").addEventListener("submit", resetOffset);
 document.getElementById("browse-queue").addEventListener("submit", pullQueue);
 document.getElementById("browse-key").addEventListener("submit", queryKey);
