@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Runs the README's example blocks (between `<!-- example:start NAME -->` and
 # `<!-- example:end -->`), exactly as printed, against a fresh, secured three-node
-# cluster in a scratch directory, with `mqctl` on PATH (MQCTL_BIN, default the
-# release build). Each block runs in its own shell; MQ_TOKEN is exported once, as
-# the quickstart's first line does in a reader's shell, so a block that calls the
-# API without passing the token gets 401 and fails. Fails if a block fails or
-# prints an API error body, or if the cluster answers without a token.
+# cluster in a scratch directory. Each block runs in its own process, by its
+# fence's language: ```sh in bash, ```python in python3, ```js in node as an ES
+# module; the Python and JavaScript examples must also end with every receipt
+# acked ("acked ['OK']", as each prints it). The
+# quickstart's first line, eval "$(scripts/cluster.sh env)", is run once here as
+# in a reader's shell: it exports MQ_SERVER and MQ_TOKEN and puts the mqctl that
+# `start` built first on PATH; nothing else is added, so an example that needs
+# more than a reader who pasted that line has fails (a block that calls the API
+# without passing the token gets 401). Fails if a block fails or prints an API
+# error body, if mqctl is found anywhere but next to the broker, or if the
+# cluster answers without a token.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,40 +22,62 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# As `cluster.sh start` builds them on a fresh clone: the broker, and mqctl next
+# to it (start builds only when BROKER_BIN is unset; here it is set, to reuse
+# the test run's build).
 export BROKER_BIN=${BROKER_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/broker}
 if [[ ! -x $BROKER_BIN ]]; then
 	(cd "$repo" && cargo build --quiet --release -p broker --bin broker)
 fi
-# The `mqctl` examples call the command by name, as a user who installed it would:
-# put the release build (or MQCTL_BIN, e.g. a debug build) first on PATH.
-MQCTL_BIN=${MQCTL_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/mqctl}
-if [[ ! -x $MQCTL_BIN ]]; then
+if [[ ! -x $(dirname -- "$BROKER_BIN")/mqctl ]]; then
 	(cd "$repo" && cargo build --quiet --release -p mqctl --bin mqctl)
 fi
-[[ $(basename -- "$MQCTL_BIN") == mqctl ]] || { echo "readme-examples: MQCTL_BIN must name a file called mqctl" >&2; exit 1; }
-PATH="$(cd "$(dirname -- "$MQCTL_BIN")" && pwd):$PATH"
-export PATH
+[[ -x $(dirname -- "$BROKER_BIN")/mqctl ]] || { echo "readme-examples: no mqctl next to $BROKER_BIN" >&2; exit 1; }
 
 # The examples say `scripts/cluster.sh` and use its default ./.cluster directory:
 # run them from a scratch directory that has the repository's scripts.
 ln -s "$repo/scripts" "$work/scripts"
 cd "$work"
+unset MQ_SERVER MQ_TOKEN MQ_CA_FILE MQ_TOKEN_FILE
 scripts/cluster.sh start >/dev/null
-MQ_TOKEN=$(scripts/cluster.sh token)
-export MQ_TOKEN
-unset MQ_SERVER MQ_CA_FILE MQ_TOKEN_FILE
+first=$(awk '$0 == "<!-- example:start quickstart -->" { inside = 1; next } inside && !/^```/ { print; exit }' "$repo/README.md")
+# shellcheck disable=SC2016 # the line as printed, not expanded
+[[ $first == 'eval "$(scripts/cluster.sh env)"'* ]] ||
+	{ echo "readme-examples: the quickstart no longer begins with eval \"\$(scripts/cluster.sh env)\" (update this script with it)" >&2; exit 1; }
+eval "$(scripts/cluster.sh env)"
+[[ -n ${MQ_TOKEN:-} && -n ${MQ_SERVER:-} ]] || { echo "readme-examples: cluster.sh env set no MQ_TOKEN or MQ_SERVER" >&2; exit 1; }
+[[ $(command -v mqctl) -ef $(dirname -- "$BROKER_BIN")/mqctl ]] ||
+	{ echo "readme-examples: after cluster.sh env, mqctl is $(command -v mqctl || echo missing), not the one next to the broker" >&2; exit 1; }
 
 names=$(sed -n 's/^<!-- example:start \([a-z0-9-]*\) -->$/\1/p' "$repo/README.md")
 [[ -n $names ]] || { echo "readme-examples: no example blocks in README.md" >&2; exit 1; }
 failed=0
+command -v node >/dev/null || { echo "readme-examples: node is not installed (apt-get install nodejs)" >&2; exit 1; }
+# What each language's example must print at its end (a run that received nothing
+# would ack nothing).
+declare -A must_print=([python]="acked ['OK']" [js]="acked [ 'OK' ]")
 for name in $names; do
 	block=$(awk -v name="$name" '
 		$0 == "<!-- example:start " name " -->" { inside = 1; next }
 		inside && $0 == "<!-- example:end -->" { exit }
 		inside && !/^```/ { print }
 	' "$repo/README.md")
-	echo "--- README example '$name'"
-	if ! output=$(bash -euo pipefail -c "$block" 2>&1); then
+	lang=$(awk -v name="$name" '
+		$0 == "<!-- example:start " name " -->" { inside = 1; next }
+		inside && /^```/ { sub(/^```/, ""); print; exit }
+	' "$repo/README.md")
+	echo "--- README example '$name' ($lang)"
+	case $lang in
+	sh | bash) run=(bash -euo pipefail -c "$block") ;;
+	python) run=(python3 -c "$block") ;;
+	js) run=(node --input-type=module -e "$block") ;;
+	*)
+		echo "readme-examples: example '$name' is in '$lang', which this script cannot run" >&2
+		failed=1
+		continue
+		;;
+	esac
+	if ! output=$("${run[@]}" 2>&1); then
 		echo "$output"
 		echo "readme-examples: example '$name' failed" >&2
 		failed=1
@@ -58,6 +86,10 @@ for name in $names; do
 	echo "$output"
 	if grep -q '"code":"' <<<"$output"; then
 		echo "readme-examples: example '$name' printed an API error" >&2
+		failed=1
+	fi
+	if [[ -n ${must_print[$lang]:-} ]] && ! grep -qF -- "${must_print[$lang]}" <<<"$output"; then
+		echo "readme-examples: example '$name' did not print \"${must_print[$lang]}\"" >&2
 		failed=1
 	fi
 done
