@@ -16,11 +16,13 @@ use serde_json::json;
 use broker_client::{BrokerClient, CommitMode};
 use broker_proto::api::MessageView;
 
+use crate::chart::ChartInfo;
 use crate::ledger::SequenceLedger;
+use crate::timeline::{IntervalLatency, LatencyKind, Sampler, Timeline};
 use crate::{
-    client, errors_line, latency_json, latency_line, merge_counts, new_histogram, now_us,
-    spawn_progress, spawn_stopper, write_report, ConsumeArgs, StartFrom, StopSignal, ERROR_PAUSE,
-    MB, SEND_TIME_PROPERTY,
+    client, errors_line, latency_json, latency_line, latency_summary, merge_counts, new_histogram,
+    now_us, spawn_stopper, url_count, write_report, ConsumeArgs, StartFrom, StopSignal,
+    ERROR_PAUSE, MB, SEND_TIME_PROPERTY,
 };
 
 /// What one queue's reader measured.
@@ -54,6 +56,8 @@ struct ConsumeRun {
     ledger: Mutex<SequenceLedger>,
     received: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// End-to-end latencies since the timeline's last tick.
+    latency: Arc<IntervalLatency>,
 }
 
 fn check_offsets(requested: u64, messages: &[MessageView], next_offset: u64) -> bool {
@@ -131,21 +135,26 @@ async fn read_queue(
                         }
                     }
                 }
-                for m in &response.messages {
-                    stats.payload_bytes += m
-                        .body
-                        .as_ref()
-                        .or(m.body_base64.as_ref())
-                        .map_or(0, |b| b.len() as u64);
-                    match m
-                        .properties
-                        .get(SEND_TIME_PROPERTY)
-                        .and_then(|v| v.parse::<u64>().ok())
-                    {
-                        Some(sent_us) => stats
-                            .e2e_us
-                            .saturating_record(received_us.saturating_sub(sent_us).max(1)),
-                        None => stats.without_send_time += 1,
+                {
+                    let mut interval = run.latency.lock();
+                    for m in &response.messages {
+                        stats.payload_bytes += m
+                            .body
+                            .as_ref()
+                            .or(m.body_base64.as_ref())
+                            .map_or(0, |b| b.len() as u64);
+                        match m
+                            .properties
+                            .get(SEND_TIME_PROPERTY)
+                            .and_then(|v| v.parse::<u64>().ok())
+                        {
+                            Some(sent_us) => {
+                                let us = received_us.saturating_sub(sent_us).max(1);
+                                stats.e2e_us.saturating_record(us);
+                                interval.saturating_record(us);
+                            }
+                            None => stats.without_send_time += 1,
+                        }
                     }
                 }
                 stats.next_offset = response.next_offset;
@@ -212,6 +221,7 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         ledger: Mutex::new(SequenceLedger::default()),
         received: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicU64::new(0)),
+        latency: Arc::new(IntervalLatency::new()),
         args,
     });
     let args = &run.args;
@@ -230,14 +240,17 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         }
     );
     let stopper = spawn_stopper(Arc::clone(&run.stop), args.duration);
-    let progress = spawn_progress(
-        args.progress,
+    let sampler = Sampler {
+        progress: args.progress,
         started,
-        Arc::clone(&run.received),
-        Arc::clone(&run.failed),
-        Arc::clone(&run.stop),
-        "received",
-    );
+        done: Arc::clone(&run.received),
+        failed: Arc::clone(&run.failed),
+        latency: Arc::clone(&run.latency),
+        kind: LatencyKind::EndToEnd,
+        stop: Arc::clone(&run.stop),
+        what: "received",
+    }
+    .spawn();
     let tasks: Vec<_> = queues
         .queues
         .iter()
@@ -265,9 +278,10 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let finished = Instant::now();
     run.stop.stop();
     stopper.abort();
-    if let Some(progress) = progress {
-        progress.abort();
-    }
+    let timeline = sampler.await.unwrap_or_else(|_| Timeline {
+        latency: LatencyKind::EndToEnd,
+        points: Vec::new(),
+    });
     let mut e2e = new_histogram();
     let mut commit_us = new_histogram();
     let mut commit_errors = BTreeMap::new();
@@ -364,7 +378,36 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             "messages": q.messages,
         })).collect::<Vec<_>>(),
     });
-    write_report(&args.report, &report)
+    let chart = ChartInfo {
+        title: format!("broker-bench consume: topic {}", args.topic),
+        params: format!(
+            "{}, {} queues from {}, max-messages {}, max-wait {:?}, commit-group {}, until {}",
+            url_count(&args.connection.urls),
+            per_queue.len(),
+            format!("{:?}", args.from).to_lowercase(),
+            args.max_messages,
+            args.max_wait,
+            args.commit_group.as_deref().unwrap_or("none"),
+            match args.duration {
+                Some(d) if args.until_empty => format!("empty or {d:?}"),
+                Some(d) => format!("{d:?}"),
+                None => "empty".into(),
+            }
+        ),
+        result: format!(
+            "{messages} msgs, {msgs_per_s:.0} msgs/s, {mb_per_s:.2} MB/s over {elapsed_s:.1} s; e2e {}; {duplicates} duplicates, {gaps} gaps",
+            latency_summary(&e2e)
+        ),
+        ops: "received msgs/s",
+        warmup_s: 0.0,
+    };
+    write_report(
+        args.report.as_deref(),
+        args.chart.as_deref(),
+        report,
+        &timeline,
+        &chart,
+    )
 }
 
 #[cfg(test)]

@@ -29,20 +29,29 @@
 //! producer packs those waiting for a free request into one request, as an
 //! application with many messages in flight would use it.
 //!
+//! Every progress interval (every second when progress lines are off) each mode
+//! samples a timeline point: operations per second in the interval, its failed
+//! requests, and the p50 / p99 / max latency of what completed in it (an interval
+//! histogram the sampler swaps out at each tick, see [`timeline`]). The report's
+//! `timeline` holds the points, and an SVG chart of them ([`chart`]: throughput
+//! above, latency below) is written beside the report.
+//!
 //! Each in-flight slot ("lane") of a producer is its own idempotent
 //! [`Producer`] (own `producer_id`, sequential sequences): the broker remembers only
 //! the last 256 sequences per producer id, which one id shared by many lanes of large
 //! batches would outrun. Failures never end a run: they are counted by kind
 //! (`UNAVAILABLE`, `NOT_LEADER`, `connect`, `timeout`, …) and the lane carries on.
 
+mod chart;
 mod consume;
 mod ledger;
 mod produce;
 mod receive;
+mod timeline;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -57,6 +66,9 @@ use broker_proto::receive::{
     MIN_INVISIBLE_MS,
 };
 use broker_proto::units::{parse_bytes, parse_duration};
+
+use crate::chart::ChartInfo;
+use crate::timeline::Timeline;
 
 /// The load generator shares the cores with the brokers it measures: glibc's
 /// allocator cost it a fifth of its CPU (free-list upkeep under many small
@@ -185,9 +197,14 @@ struct ProduceArgs {
     /// Print a progress line this often (0 for none).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     progress: Duration,
-    /// Write the JSON report here.
+    /// Write the JSON report here (with the run's `timeline`), and an SVG chart of
+    /// throughput and latency over the run beside it: the same path with the
+    /// extension `.svg` (report.json → report.svg), unless `--chart` names another.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write the SVG chart here instead (also without `--report`).
+    #[arg(long)]
+    chart: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -229,9 +246,14 @@ struct ConsumeArgs {
     /// Print a progress line this often (0 for none).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     progress: Duration,
-    /// Write the JSON report here.
+    /// Write the JSON report here (with the run's `timeline`), and an SVG chart of
+    /// throughput and latency over the run beside it: the same path with the
+    /// extension `.svg` (report.json → report.svg), unless `--chart` names another.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write the SVG chart here instead (also without `--report`).
+    #[arg(long)]
+    chart: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -276,9 +298,14 @@ struct ReceiveArgs {
     /// Print a progress line this often (0 for none).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     progress: Duration,
-    /// Write the JSON report here.
+    /// Write the JSON report here (with the run's `timeline`), and an SVG chart of
+    /// throughput and latency over the run beside it: the same path with the
+    /// extension `.svg` (report.json → report.svg), unless `--chart` names another.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write the SVG chart here instead (also without `--report`).
+    #[arg(long)]
+    chart: Option<PathBuf>,
 }
 
 impl ReceiveArgs {
@@ -391,6 +418,15 @@ fn latency_line(histogram: &Histogram<u64>) -> String {
     )
 }
 
+/// p50 and p99 of a microsecond histogram, for the chart's result line.
+fn latency_summary(histogram: &Histogram<u64>) -> String {
+    if histogram.is_empty() {
+        return "no latency samples".into();
+    }
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    format!("p50 {:.3} ms, p99 {:.3} ms", ms(0.5), ms(0.99))
+}
+
 fn errors_line(errors: &BTreeMap<String, u64>) -> String {
     if errors.is_empty() {
         return "none".into();
@@ -408,12 +444,54 @@ fn merge_counts(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
     }
 }
 
-fn write_report(path: &Option<PathBuf>, report: &Value) -> anyhow::Result<()> {
-    if let Some(path) = path {
-        let text = serde_json::to_string_pretty(report)?;
+/// "1 URL", "3 URLs": for the chart's title.
+fn url_count(urls: &[String]) -> String {
+    match urls.len() {
+        1 => "1 URL".into(),
+        n => format!("{n} URLs"),
+    }
+}
+
+/// Where the chart goes: `--chart`, else beside the report with the extension
+/// `.svg` (never the report's own path).
+fn chart_path(report: Option<&Path>, chart: Option<&Path>) -> Option<PathBuf> {
+    if let Some(chart) = chart {
+        return Some(chart.to_path_buf());
+    }
+    let report = report?;
+    let beside = report.with_extension("svg");
+    if beside != report {
+        return Some(beside);
+    }
+    let mut name = report.as_os_str().to_owned();
+    name.push(".svg");
+    Some(PathBuf::from(name))
+}
+
+/// Writes the JSON report (`report` with the timeline added) to `report_path` and
+/// the chart of the timeline to [`chart_path`] (from `--chart`, `chart_flag`), if
+/// any, and prints their paths.
+fn write_report(
+    report_path: Option<&Path>,
+    chart_flag: Option<&Path>,
+    mut report: Value,
+    timeline: &Timeline,
+    info: &ChartInfo,
+) -> anyhow::Result<()> {
+    if let Some(path) = report_path {
+        if let Some(fields) = report.as_object_mut() {
+            fields.insert("timeline".into(), timeline.json());
+            fields.insert("timeline_latency".into(), timeline.latency.key().into());
+        }
+        let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("writing the report to {}", path.display()))?;
         println!("report:    {}", path.display());
+    }
+    if let Some(path) = chart_path(report_path, chart_flag) {
+        std::fs::write(&path, chart::svg(info, timeline))
+            .with_context(|| format!("writing the chart to {}", path.display()))?;
+        println!("chart:     {}", path.display());
     }
     Ok(())
 }
@@ -424,6 +502,7 @@ fn write_report(path: &Option<PathBuf>, report: &Value) -> anyhow::Result<()> {
 struct StopSignal {
     stopped: AtomicBool,
     at: Mutex<Option<Instant>>,
+    notify: tokio::sync::Notify,
 }
 
 impl StopSignal {
@@ -431,10 +510,22 @@ impl StopSignal {
         if !self.stopped.swap(true, Ordering::SeqCst) {
             *self.at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         }
+        self.notify.notify_waiters();
     }
 
     fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Waits until stopped.
+    async fn stopped(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check: a stop in between still wakes it.
+        notified.as_mut().enable();
+        if !self.is_stopped() {
+            notified.await;
+        }
     }
 
     fn at(&self) -> Option<Instant> {
@@ -459,40 +550,10 @@ fn spawn_stopper(stop: Arc<StopSignal>, after: Option<Duration>) -> tokio::task:
     })
 }
 
-/// Prints a progress line every `every` from shared counters until stopped.
-fn spawn_progress(
-    every: Duration,
-    started: Instant,
-    done: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    stop: Arc<StopSignal>,
-    what: &'static str,
-) -> Option<tokio::task::JoinHandle<()>> {
-    if every.is_zero() {
-        return None;
-    }
-    Some(tokio::spawn(async move {
-        let mut last = (0u64, Instant::now());
-        let mut ticks = tokio::time::interval(every);
-        ticks.tick().await;
-        while !stop.is_stopped() {
-            ticks.tick().await;
-            let now = Instant::now();
-            let count = done.load(Ordering::Relaxed);
-            let rate = (count - last.0) as f64 / now.duration_since(last.1).as_secs_f64();
-            eprintln!(
-                "[{:>6.1}s] {what} {count} ({rate:.0}/s), errors {}",
-                now.duration_since(started).as_secs_f64(),
-                failed.load(Ordering::Relaxed)
-            );
-            last = (count, now);
-        }
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timeline::{LatencyKind, TimelinePoint};
 
     #[test]
     fn flags_parse() {
@@ -578,6 +639,96 @@ mod tests {
             };
             assert!(args.validate().is_err(), "{flag} {value} is out of range");
         }
+    }
+
+    #[test]
+    fn the_chart_goes_beside_the_report() {
+        let path = |p: &str| Some(PathBuf::from(p));
+        let chart = |report: Option<&str>, chart: Option<&str>| {
+            chart_path(report.map(Path::new), chart.map(Path::new))
+        };
+        assert_eq!(
+            chart(Some("/tmp/b/report.json"), None),
+            path("/tmp/b/report.svg")
+        );
+        assert_eq!(chart(Some("report"), None), path("report.svg"));
+        assert_eq!(
+            chart(Some("r.svg"), None),
+            path("r.svg.svg"),
+            "not over the report"
+        );
+        assert_eq!(chart(Some("r.json"), Some("c.svg")), path("c.svg"));
+        assert_eq!(chart(None, Some("c.svg")), path("c.svg"));
+        assert_eq!(chart(None, None), None);
+
+        let cli = Cli::try_parse_from([
+            "broker-bench",
+            "receive",
+            "--url",
+            "u",
+            "--report",
+            "r.json",
+            "--chart",
+            "c.svg",
+        ])
+        .expect("valid flags");
+        let Mode::Receive(args) = cli.command else {
+            panic!("receive expected");
+        };
+        assert_eq!((args.report, args.chart), (path("r.json"), path("c.svg")));
+    }
+
+    #[test]
+    fn the_report_holds_the_timeline_and_the_chart_is_beside_it() {
+        let dir = std::env::temp_dir().join(format!("broker-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let report_path = dir.join("report.json");
+        let point = |t_s: f64, errors: u64, p50: Option<f64>| TimelinePoint {
+            t_s,
+            ops_per_s: 1000.0 * t_s,
+            errors,
+            p50_ms: p50,
+            p99_ms: p50.map(|p| p * 2.0),
+            max_ms: p50.map(|p| p * 3.0),
+        };
+        let timeline = Timeline {
+            latency: LatencyKind::Request,
+            points: vec![point(1.0, 0, Some(1.5)), point(2.0, 3, None)],
+        };
+        let info = ChartInfo {
+            title: "broker-bench produce: topic t".into(),
+            params: "1 URL, 2 producers x 8 in flight".into(),
+            result: String::new(),
+            ops: "acked msgs/s",
+            warmup_s: 0.5,
+        };
+        let report = json!({
+            "mode": "produce",
+            "msgs_per_s": 1500.0,
+            "latency_ms": {"count": 2, "p50": 1.5},
+        });
+        write_report(Some(&report_path), None, report, &timeline, &info).expect("written");
+
+        let text = std::fs::read_to_string(&report_path).expect("the report");
+        let report: Value = serde_json::from_str(&text).expect("JSON");
+        // The fields scripts read are as they were.
+        assert_eq!(report["mode"], "produce");
+        assert_eq!(report["msgs_per_s"], json!(1500.0));
+        assert_eq!(report["latency_ms"]["p50"], json!(1.5));
+        assert_eq!(report["timeline_latency"], "request");
+        let points = report["timeline"].as_array().expect("a timeline array");
+        assert_eq!(points.len(), 2);
+        assert_eq!(
+            points[0],
+            json!({"t_s": 1.0, "ops_per_s": 1000.0, "errors": 0, "p50_ms": 1.5, "p99_ms": 3.0, "max_ms": 4.5})
+        );
+        assert_eq!(points[1]["errors"], 3);
+        assert_eq!(points[1]["p99_ms"], Value::Null);
+
+        let svg = std::fs::read_to_string(dir.join("report.svg")).expect("the chart beside it");
+        assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("broker-bench produce: topic t"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

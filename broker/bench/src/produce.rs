@@ -19,9 +19,11 @@ use broker_client::{
 };
 use broker_proto::api::{MessageInput, TopicRequest};
 
+use crate::chart::ChartInfo;
+use crate::timeline::{IntervalLatency, LatencyKind, Sampler, Timeline};
 use crate::{
-    client, errors_line, latency_json, latency_line, merge_counts, new_histogram, now_us,
-    spawn_progress, spawn_stopper, write_report, OnOff, ProduceArgs, StopSignal, BENCH_TAG,
+    client, errors_line, latency_json, latency_line, latency_summary, merge_counts, new_histogram,
+    now_us, spawn_stopper, url_count, write_report, OnOff, ProduceArgs, StopSignal, BENCH_TAG,
     ERROR_PAUSE, MB, SEND_TIME_PROPERTY,
 };
 
@@ -82,6 +84,8 @@ struct ProduceRun {
     stop: Arc<StopSignal>,
     acked: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// Latencies since the timeline's last tick, warmup included.
+    latency: Arc<IntervalLatency>,
 }
 
 impl ProduceRun {
@@ -193,6 +197,10 @@ async fn run_producer(run: Arc<ProduceRun>, client: BrokerClient) -> ProduceStat
         let failed = result.is_err();
         match result {
             Ok(messages) => {
+                let us = u64::try_from(finished.duration_since(started).as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                run.latency.record(us);
                 let acked = run.acked.fetch_add(messages, Ordering::Relaxed) + messages;
                 if run
                     .args
@@ -202,9 +210,7 @@ async fn run_producer(run: Arc<ProduceRun>, client: BrokerClient) -> ProduceStat
                     run.stop.stop();
                 }
                 if measured {
-                    let us = u64::try_from(finished.duration_since(started).as_micros())
-                        .unwrap_or(u64::MAX);
-                    stats.latency_us.saturating_record(us.max(1));
+                    stats.latency_us.saturating_record(us);
                     stats.acked_requests += 1;
                     stats.acked_messages += messages;
                 } else {
@@ -266,6 +272,7 @@ pub(crate) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         stop: Arc::new(StopSignal::default()),
         acked: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicU64::new(0)),
+        latency: Arc::new(IntervalLatency::new()),
         args,
     });
     let args = &run.args;
@@ -287,14 +294,22 @@ pub(crate) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         client.leader().unwrap_or_else(|| "unknown".into())
     );
     let stopper = spawn_stopper(Arc::clone(&run.stop), Some(args.warmup + args.duration));
-    let progress = spawn_progress(
-        args.progress,
+    let latency_kind = if args.batching {
+        LatencyKind::Message
+    } else {
+        LatencyKind::Request
+    };
+    let sampler = Sampler {
+        progress: args.progress,
         started,
-        Arc::clone(&run.acked),
-        Arc::clone(&run.failed),
-        Arc::clone(&run.stop),
-        "acked",
-    );
+        done: Arc::clone(&run.acked),
+        failed: Arc::clone(&run.failed),
+        latency: Arc::clone(&run.latency),
+        kind: latency_kind,
+        stop: Arc::clone(&run.stop),
+        what: "acked",
+    }
+    .spawn();
     let tasks: Vec<_> = (0..args.producers)
         .map(|_| tokio::spawn(run_producer(Arc::clone(&run), client.clone())))
         .collect();
@@ -306,10 +321,13 @@ pub(crate) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         }
     }
     let drained = Instant::now();
+    // Already stopped, unless every task ended early (e.g. no producer could start).
+    run.stop.stop();
     stopper.abort();
-    if let Some(progress) = progress {
-        progress.abort();
-    }
+    let timeline = sampler.await.unwrap_or_else(|_| Timeline {
+        latency: latency_kind,
+        points: Vec::new(),
+    });
     let window_end = run.stop.at().unwrap_or(drained);
     let measured_s = window_end
         .saturating_duration_since(run.measure_from)
@@ -400,5 +418,38 @@ pub(crate) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             "split_batches": total.batching.split_batches,
         })),
     });
-    write_report(&args.report, &report)
+    let chart = ChartInfo {
+        title: format!("broker-bench produce: topic {}", args.topic),
+        params: format!(
+            "{}, {} producers x {} in flight, {}, {} B per message, producer-id {}, warmup {:?}, duration {:?}",
+            url_count(&args.connection.urls),
+            args.producers,
+            args.in_flight,
+            if args.batching {
+                format!(
+                    "batching (max-requests {}, batch-max {})",
+                    args.max_requests, args.batch_max
+                )
+            } else {
+                format!("batch {}", args.batch)
+            },
+            args.size,
+            if args.producer_id == OnOff::On { "on" } else { "off" },
+            args.warmup,
+            args.duration,
+        ),
+        result: format!(
+            "{msgs_per_s:.0} msgs/s, {mb_per_s:.2} MB/s over {measured_s:.1} s measured; {}; {errors_total} failed requests",
+            latency_summary(&total.latency_us)
+        ),
+        ops: "acked msgs/s",
+        warmup_s: args.warmup.as_secs_f64(),
+    };
+    write_report(
+        args.report.as_deref(),
+        args.chart.as_deref(),
+        report,
+        &timeline,
+        &chart,
+    )
 }

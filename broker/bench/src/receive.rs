@@ -25,10 +25,12 @@ use serde_json::json;
 use broker_client::BrokerClient;
 use broker_proto::receive::{ReceiveRequest, ReceivedMessage, ACK_OK, ACK_STATUSES};
 
+use crate::chart::ChartInfo;
 use crate::ledger::SequenceLedger;
+use crate::timeline::{IntervalLatency, LatencyKind, Sampler, Timeline};
 use crate::{
-    client, errors_line, latency_json, latency_line, merge_counts, new_histogram, now_us,
-    spawn_progress, spawn_stopper, write_report, ReceiveArgs, StopSignal, ERROR_PAUSE, MB,
+    client, errors_line, latency_json, latency_line, latency_summary, merge_counts, new_histogram,
+    now_us, spawn_stopper, url_count, write_report, ReceiveArgs, StopSignal, ERROR_PAUSE, MB,
     SEND_TIME_PROPERTY,
 };
 
@@ -43,6 +45,8 @@ struct ReceiveRun {
     ledgers: Mutex<Ledgers>,
     received: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// End-to-end latencies (first deliveries) since the timeline's last tick.
+    latency: Arc<IntervalLatency>,
 }
 
 /// Every (`producer_id`, `sequence`) received, and those acked `OK`.
@@ -166,6 +170,7 @@ fn record_batch(run: &ReceiveRun, stats: &mut ConsumerStats, batch: &[ReceivedMe
             }
         }
     }
+    let mut interval = run.latency.lock();
     for m in batch {
         stats.payload_bytes += m
             .message
@@ -179,9 +184,11 @@ fn record_batch(run: &ReceiveRun, stats: &mut ConsumerStats, batch: &[ReceivedMe
             .get(SEND_TIME_PROPERTY)
             .and_then(|v| v.parse::<u64>().ok());
         match sent_us {
-            Some(sent_us) if m.delivery_attempt <= 1 => stats
-                .e2e_us
-                .saturating_record(received_us.saturating_sub(sent_us).max(1)),
+            Some(sent_us) if m.delivery_attempt <= 1 => {
+                let us = received_us.saturating_sub(sent_us).max(1);
+                stats.e2e_us.saturating_record(us);
+                interval.saturating_record(us);
+            }
             Some(_) => {}
             None => stats.without_send_time += 1,
         }
@@ -290,6 +297,7 @@ pub(crate) async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
         ledgers: Mutex::new(Ledgers::default()),
         received: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicU64::new(0)),
+        latency: Arc::new(IntervalLatency::new()),
         args,
     });
     let args = &run.args;
@@ -311,14 +319,17 @@ pub(crate) async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
         }
     );
     let stopper = spawn_stopper(Arc::clone(&run.stop), args.duration);
-    let progress = spawn_progress(
-        args.progress,
+    let sampler = Sampler {
+        progress: args.progress,
         started,
-        Arc::clone(&run.received),
-        Arc::clone(&run.failed),
-        Arc::clone(&run.stop),
-        "received",
-    );
+        done: Arc::clone(&run.received),
+        failed: Arc::clone(&run.failed),
+        latency: Arc::clone(&run.latency),
+        kind: LatencyKind::EndToEnd,
+        stop: Arc::clone(&run.stop),
+        what: "received",
+    }
+    .spawn();
     let tasks: Vec<_> = (0..args.consumers)
         .map(|_| tokio::spawn(run_consumer(Arc::clone(&run), client.clone())))
         .collect();
@@ -333,9 +344,10 @@ pub(crate) async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
     let finished = Instant::now();
     run.stop.stop();
     stopper.abort();
-    if let Some(progress) = progress {
-        progress.abort();
-    }
+    let timeline = sampler.await.unwrap_or_else(|_| Timeline {
+        latency: LatencyKind::EndToEnd,
+        points: Vec::new(),
+    });
     // As in `consume`: over the time messages were flowing, up to the last ack; an
     // until-empty run's final empty receives are not reading time.
     let end = if args.duration.is_some() && !args.until_empty {
@@ -438,7 +450,44 @@ pub(crate) async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
         "ack_errors": total.ack_errors,
         "task_errors": task_errors,
     });
-    write_report(&args.report, &report)
+    let chart = ChartInfo {
+        title: format!(
+            "broker-bench receive: topic {}, group {}",
+            args.topic, args.group
+        ),
+        params: format!(
+            "{}, {} consumers, max-messages {}, invisible {:?}, max-wait {:?}, fifo {}, ack {}, until {}",
+            url_count(&args.connection.urls),
+            args.consumers,
+            args.max_messages,
+            args.invisible,
+            args.max_wait,
+            args.fifo,
+            if args.no_ack { "never" } else { "each batch" },
+            match (args.duration, args.messages) {
+                (Some(d), _) if args.until_empty => format!("empty or {d:?}"),
+                (Some(d), _) => format!("{d:?}"),
+                (None, Some(n)) => format!("empty or {n} msgs"),
+                (None, None) => "empty".into(),
+            }
+        ),
+        result: format!(
+            "{} msgs, {msgs_per_s:.0} msgs/s, {mb_per_s:.2} MB/s over {elapsed_s:.1} s; e2e {}; {} duplicates, {} redeliveries",
+            total.messages,
+            latency_summary(&total.e2e_us),
+            total.duplicates,
+            total.redeliveries
+        ),
+        ops: "received msgs/s",
+        warmup_s: 0.0,
+    };
+    write_report(
+        args.report.as_deref(),
+        args.chart.as_deref(),
+        report,
+        &timeline,
+        &chart,
+    )
 }
 
 #[cfg(test)]
@@ -498,6 +547,7 @@ mod tests {
             no_ack: false,
             progress: std::time::Duration::ZERO,
             report: None,
+            chart: None,
         };
         ReceiveRun {
             args,
@@ -506,6 +556,7 @@ mod tests {
             ledgers: Mutex::new(Ledgers::default()),
             received: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(AtomicU64::new(0)),
+            latency: Arc::new(IntervalLatency::new()),
         }
     }
 
@@ -537,6 +588,7 @@ mod tests {
         assert_eq!(stats.redeliveries, 2);
         // Only first deliveries carry an end-to-end latency.
         assert_eq!(stats.e2e_us.len(), 3);
+        assert_eq!(run.latency.lock().len(), 3, "and so does the timeline");
         assert_eq!(stats.payload_bytes, 5 * 3);
         assert_eq!(stats.without_send_time + stats.without_producer_id, 0);
     }
