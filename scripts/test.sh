@@ -34,6 +34,16 @@ finish() {
 trap finish EXIT
 root=0
 [[ $EUID -eq 0 ]] && root=1
+# Open files: a store test opens a ConsumeQueue file for each of 1,024 queues,
+# and the cluster tests' nodes hold client connections, peers and mapped files.
+# A login's soft limit is often 1024; raise it to the hard limit, as cluster.sh
+# does for its nodes (and as the deploy/ units set LimitNOFILE).
+if [[ $(ulimit -Sn) != unlimited ]] && (($(ulimit -Sn) < 65536)); then
+	ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+	if [[ $(ulimit -Sn) != unlimited ]] && (($(ulimit -Sn) < 4096)); then
+		echo "scripts/test.sh: note: open files limited to $(ulimit -Sn) (hard limit $(ulimit -Hn)); tests that open many files may fail (raise it: ulimit -Hn, or /etc/security/limits.conf)" >&2
+	fi
+fi
 
 section "cargo test --workspace --release"
 cargo test --workspace --release
