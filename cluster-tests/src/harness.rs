@@ -126,7 +126,10 @@ impl TmpfsMount {
             .status()
             .context("running mount")?;
         if !status.success() {
-            bail!("mount -t tmpfs at {} failed: {status}", path.display());
+            bail!(
+                "mount -t tmpfs at {} failed: {status} (mounting needs root; scripts/test.sh skips these tests without it)",
+                path.display()
+            );
         }
         Ok(Self {
             path: path.to_path_buf(),
