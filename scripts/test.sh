@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): unit, property, crash and
-# multi-process tests, the dashboard charts' unit tests (Node), the deploy/ files (offline checks, and the compose cluster
-# when a Docker engine is there), then the cluster script's own end-to-end test,
+# multi-process tests, the dashboard charts' unit tests (Node), the deploy/
+# files (offline checks, and the compose cluster when a Docker engine is there),
+# then the cluster script's own end-to-end test,
 # the README's examples against a real three-node cluster, the dashboard in
 # headless Chromium (with the OpenAPI and Grafana checks), schemathesis against
 # the OpenAPI document, a short Jepsen-style fault-injection run, and the
