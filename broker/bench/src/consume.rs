@@ -233,11 +233,7 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         args.max_messages,
         args.max_wait,
         args.commit_group.as_deref().unwrap_or("none"),
-        match args.duration {
-            Some(d) if args.until_empty => format!("empty or {d:?}"),
-            Some(d) => format!("{d:?}"),
-            None => "empty".into(),
-        }
+        until(args)
     );
     let stopper = spawn_stopper(Arc::clone(&run.stop), args.duration);
     let sampler = Sampler {
@@ -388,11 +384,7 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             args.max_messages,
             args.max_wait,
             args.commit_group.as_deref().unwrap_or("none"),
-            match args.duration {
-                Some(d) if args.until_empty => format!("empty or {d:?}"),
-                Some(d) => format!("{d:?}"),
-                None => "empty".into(),
-            }
+            until(args)
         ),
         result: format!(
             "{messages} msgs, {msgs_per_s:.0} msgs/s, {mb_per_s:.2} MB/s over {elapsed_s:.1} s; e2e {}; {duplicates} duplicates, {gaps} gaps",
@@ -408,6 +400,15 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         &timeline,
         &chart,
     )
+}
+
+/// When the run ends, as the start line and the chart say it.
+fn until(args: &ConsumeArgs) -> String {
+    match args.duration {
+        Some(d) if args.until_empty => format!("empty or {d:?}"),
+        Some(d) => format!("{d:?}"),
+        None => "empty".into(),
+    }
 }
 
 #[cfg(test)]

@@ -311,12 +311,7 @@ pub(crate) async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
         args.max_wait,
         args.fifo,
         if args.no_ack { "never" } else { "each batch" },
-        match (args.duration, args.messages) {
-            (Some(d), _) if args.until_empty => format!("empty or {d:?}"),
-            (Some(d), _) => format!("{d:?}"),
-            (None, Some(n)) => format!("empty or {n} msgs"),
-            (None, None) => "empty".into(),
-        }
+        until(args)
     );
     let stopper = spawn_stopper(Arc::clone(&run.stop), args.duration);
     let sampler = Sampler {
@@ -464,12 +459,7 @@ pub(crate) async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
             args.max_wait,
             args.fifo,
             if args.no_ack { "never" } else { "each batch" },
-            match (args.duration, args.messages) {
-                (Some(d), _) if args.until_empty => format!("empty or {d:?}"),
-                (Some(d), _) => format!("{d:?}"),
-                (None, Some(n)) => format!("empty or {n} msgs"),
-                (None, None) => "empty".into(),
-            }
+            until(args)
         ),
         result: format!(
             "{} msgs, {msgs_per_s:.0} msgs/s, {mb_per_s:.2} MB/s over {elapsed_s:.1} s; e2e {}; {} duplicates, {} redeliveries",
@@ -488,6 +478,16 @@ pub(crate) async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
         &timeline,
         &chart,
     )
+}
+
+/// When the run ends, as the start line and the chart say it.
+fn until(args: &ReceiveArgs) -> String {
+    match (args.duration, args.messages) {
+        (Some(d), _) if args.until_empty => format!("empty or {d:?}"),
+        (Some(d), _) => format!("{d:?}"),
+        (None, Some(n)) => format!("empty or {n} msgs"),
+        (None, None) => "empty".into(),
+    }
 }
 
 #[cfg(test)]
