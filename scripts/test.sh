@@ -23,10 +23,15 @@ skip() {
 	echo "--- [${SECONDS}s] SKIPPED: $1: $2"
 	SKIPPED+=("$1 ($2)")
 }
+# Sub-scripts name what they skipped here (one line each), to be counted too.
+TEST_SKIP_LOG=$(mktemp)
+export TEST_SKIP_LOG
 finish() {
-	local status=$?
+	local status=$? line
+	while IFS= read -r line; do SKIPPED+=("$line"); done <"$TEST_SKIP_LOG"
+	rm -f -- "$TEST_SKIP_LOG"
 	if ((${#SKIPPED[@]} > 0)); then
-		echo "--- ${#SKIPPED[@]} section(s) SKIPPED (run as root, as CI does, for all of them):"
+		echo "--- ${#SKIPPED[@]} SKIPPED (run as root, as CI does, for all of them):"
 		printf '      %s\n' "${SKIPPED[@]}"
 	fi
 	echo "--- [${SECONDS}s] scripts/test.sh ends"

@@ -49,7 +49,10 @@ eval "$(scripts/cluster.sh env)"
 [[ $(command -v mqctl) -ef $(dirname -- "$BROKER_BIN")/mqctl ]] ||
 	{ echo "readme-examples: after cluster.sh env, mqctl is $(command -v mqctl || echo missing), not the one next to the broker" >&2; exit 1; }
 
-names=$(sed -n 's/^<!-- example:start \([a-z0-9-]*\) -->$/\1/p' "$repo/README.md")
+# A block marked `<!-- example:start NAME needs-root -->` (partitions, say) runs
+# only as root; otherwise it is skipped with a line, and named in
+# $TEST_SKIP_LOG when scripts/test.sh gives one, for its count.
+names=$(sed -n 's/^<!-- example:start \([a-z0-9-]*\)\( needs-root\)\{0,1\} -->$/\1/p' "$repo/README.md")
 [[ -n $names ]] || { echo "readme-examples: no example blocks in README.md" >&2; exit 1; }
 failed=0
 command -v node >/dev/null || { echo "readme-examples: node is not installed (apt-get install nodejs)" >&2; exit 1; }
@@ -57,13 +60,18 @@ command -v node >/dev/null || { echo "readme-examples: node is not installed (ap
 # would ack nothing).
 declare -A must_print=([python]="acked ['OK']" [js]="acked [ 'OK' ]")
 for name in $names; do
+	if grep -qxF "<!-- example:start $name needs-root -->" "$repo/README.md" && ((EUID != 0)); then
+		echo "--- README example '$name': SKIPPED (it needs root)"
+		[[ -z ${TEST_SKIP_LOG:-} ]] || echo "README example '$name' (needs root)" >>"$TEST_SKIP_LOG"
+		continue
+	fi
 	block=$(awk -v name="$name" '
-		$0 == "<!-- example:start " name " -->" { inside = 1; next }
+		$0 == "<!-- example:start " name " -->" || $0 == "<!-- example:start " name " needs-root -->" { inside = 1; next }
 		inside && $0 == "<!-- example:end -->" { exit }
 		inside && !/^```/ { print }
 	' "$repo/README.md")
 	lang=$(awk -v name="$name" '
-		$0 == "<!-- example:start " name " -->" { inside = 1; next }
+		$0 == "<!-- example:start " name " -->" || $0 == "<!-- example:start " name " needs-root -->" { inside = 1; next }
 		inside && /^```/ { sub(/^```/, ""); print; exit }
 	' "$repo/README.md")
 	echo "--- README example '$name' ($lang)"
