@@ -47,12 +47,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fault='' broker_bin='' lazyfs='' lazyfs_bin='' args=()
+fault='' broker_bin='' lazyfs='' lazyfs_bin='' check_only='' args=()
 while (($# > 0)); do
 	args+=("$1")
 	case $1 in
 	--fault) fault=${2:-} ;;
 	--fault=*) fault=${1#*=} ;;
+	--check | --check=*) check_only=1 ;;
 	--broker-bin) broker_bin=${2:-} ;;
 	--broker-bin=*) broker_bin=${1#*=} ;;
 	--nemesis) [[ ${2:-} == *power-loss* ]] && lazyfs=1 ;;
@@ -74,13 +75,14 @@ while (($# > 0)); do
 	shift
 done
 
-if [[ $EUID -ne 0 ]]; then
+# Re-checking a recorded history (--check) runs no cluster: any user may.
+if [[ $EUID -ne 0 && -z $check_only ]]; then
 	echo "jepsen.sh: needs root: the nodes run in network namespaces, partitions are iptables rules there, and power losses are FUSE mounts (try: sudo scripts/jepsen.sh ...)" >&2
 	exit 3
 fi
 target=${CARGO_TARGET_DIR:-target}
 extra=()
-if [[ -z $broker_bin ]]; then
+if [[ -z $broker_bin && -z $check_only ]]; then
 	if [[ -n $fault ]]; then
 		echo "jepsen.sh: building a broker with --features fault-injection (target/fault-injection)" >&2
 		cargo build --quiet --release -p broker --bin broker --features fault-injection \
