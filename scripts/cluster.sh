@@ -692,7 +692,7 @@ print_access() {
 		log "TLS: trust $CA_FILE (curl --cacert, MQ_CA_FILE)"
 	fi
 	local servers bin_dir
-	servers=$(jq -r '[.nodes[].url] | join(",")' "$STATE")
+	servers=$(server_list)
 	bin_dir=$(dirname -- "${BIN:-$BIN_RECORDED}")
 	if [[ -x $bin_dir/mqctl ]]; then
 		log "mqctl, the command line client, is in $bin_dir:"
@@ -1073,6 +1073,8 @@ wait_groups() {
 }
 
 print_urls() { jq -r '.nodes[].url' "$STATE"; }
+# Every node's URL, comma-separated: what clients take as MQ_SERVER.
+server_list() { jq -r '[.nodes[].url] | join(",")' "$STATE"; }
 
 # port_taken PORT — something listens on LOOPBACK_IP:PORT (a connect succeeds).
 port_taken() { (exec 3<>"/dev/tcp/$LOOPBACK_IP/$1") 2>/dev/null; }
@@ -1251,7 +1253,7 @@ cmd_env() {
 	[[ -f $STATE ]] || die "no cluster in $ABS (start one with: scripts/cluster.sh start --dir $DIR)"
 	load_state
 	local servers bin_dir
-	servers=$(jq -r '[.nodes[].url] | join(",")' "$STATE")
+	servers=$(server_list)
 	printf 'export MQ_SERVER=%q\n' "$servers"
 	if [[ $SECURITY == secured ]]; then
 		[[ -r $TOKEN_FILE ]] || die "cannot read $TOKEN_FILE (it is mode 0600: run as its owner, e.g. with sudo)"
