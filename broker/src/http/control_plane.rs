@@ -28,7 +28,9 @@ use crate::service::control::GroupRoute;
 use crate::service::node::{Leadership, Node};
 use crate::service::routing::{self, Target};
 use crate::service::topics;
-use crate::topic::{validate_admin_topic, TopicConfig, DEFAULT_QUEUE_NUMS, PERM_READ_WRITE};
+use crate::topic::{
+    validate_admin_topic, validate_name, TopicConfig, DEFAULT_QUEUE_NUMS, PERM_READ_WRITE,
+};
 
 /// `PUT /v1/topics/{topic}`: create or update in every group named by `groups`
 /// (default: every known group), each through its own Raft. With `?group=` the
@@ -54,6 +56,16 @@ pub async fn put_topic(
             perm: body.perm.unwrap_or(PERM_READ_WRITE),
         };
         probe.validate().map_err(ApiError::bad_request)?;
+        // `groups` is checked here, before the `?group=` branch that does not
+        // use it to pick targets: every path refuses what the schema refuses.
+        if let Some(groups) = &body.groups {
+            if groups.is_empty() {
+                return Err(ApiError::bad_request("groups must name at least one group"));
+            }
+            for group in groups {
+                validate_name("broker group", group).map_err(ApiError::bad_request)?;
+            }
+        }
         Ok(body)
     })();
     let body = match body {
@@ -70,9 +82,6 @@ pub async fn put_topic(
     let routes = node.group_routes();
     let targets: Vec<GroupRoute> = match &body.groups {
         None => routes,
-        Some(names) if names.is_empty() => {
-            return ApiError::bad_request("groups must name at least one group").into_response()
-        }
         Some(names) => {
             let mut targets = Vec::new();
             for name in names {
