@@ -423,3 +423,81 @@ async fn offset_below_retention_is_too_small() {
     assert_eq!(messages(&pull)[0]["queue_offset"], min, "{pull}");
     node.stop().await;
 }
+
+/// `Accept: application/vnd.broker.pull-v1` gets the binary form, which says what
+/// the JSON answer says (every status, every message field, binary bodies); an
+/// error is JSON whatever the request accepts; `*/*` and no `Accept` get JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_pulls_say_what_json_says() {
+    use axum::http::Method;
+    use broker_proto::pull_binary;
+
+    let node = TestNode::start().await;
+    let raw = base64::engine::general_purpose::STANDARD.encode([0u8, 1, 2, 255]);
+    node.send_ok(
+        "feed",
+        vec![
+            json!({"body": "hello \"you\"", "tags": "TagA", "keys": ["k1"], "properties": {"k": "v"}, "queue_id": 0}),
+            json!({"body_base64": raw, "queue_id": 0}),
+            json!({"body": "ü", "queue_id": 0, "producer_id": "p-1", "sequence": 1}),
+        ],
+    )
+    .await;
+    let binary = [("accept", pull_binary::MEDIA_TYPE)];
+    for uri in [
+        "/v1/topics/feed/queues/0/messages?offset=0",
+        "/v1/topics/feed/queues/0/messages?offset=1&max_messages=1",
+        "/v1/topics/feed/queues/0/messages?offset=3",
+        "/v1/topics/feed/queues/0/messages?offset=9",
+        "/v1/topics/feed/queues/0/messages?offset=0&tags=TagZ",
+    ] {
+        info!("--- {uri}");
+        let json = node.pull_ok(uri).await;
+        let answer = node
+            .call(Method::GET, uri, axum::body::Body::empty(), &binary)
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(
+            answer.headers["content-type"],
+            pull_binary::MEDIA_TYPE,
+            "{uri}"
+        );
+        let decoded = pull_binary::decode(&answer.body).expect("a well-formed binary answer");
+        assert_eq!(serde_json::to_value(decoded).expect("JSON"), json, "{uri}");
+    }
+    assert_eq!(
+        messages(
+            &node
+                .pull_ok("/v1/topics/feed/queues/0/messages?offset=0")
+                .await
+        )
+        .len(),
+        3
+    );
+
+    info!("--- errors stay JSON");
+    for uri in [
+        "/v1/topics/nope/queues/0/messages?offset=0",
+        "/v1/topics/feed/queues/0/messages?offset=0&max_messages=0",
+    ] {
+        let answer = node
+            .call(Method::GET, uri, axum::body::Body::empty(), &binary)
+            .await;
+        assert!(answer.status.is_client_error(), "{uri}: {}", answer.status);
+        assert!(answer.json()["code"].is_string(), "{uri}");
+    }
+
+    info!("--- */* and no Accept get JSON");
+    for headers in [&[("accept", "*/*")][..], &[]] {
+        let answer = node
+            .call(
+                Method::GET,
+                "/v1/topics/feed/queues/0/messages?offset=0",
+                axum::body::Body::empty(),
+                headers,
+            )
+            .await;
+        assert_eq!(messages(&answer.json()).len(), 3);
+    }
+    node.stop().await;
+}

@@ -10,6 +10,7 @@ use broker_proto::api::{
     ClusterResponse, MessageView, MessagesResponse, PullResponse, RouteResponse, SendResponse,
     TopicView,
 };
+use broker_proto::pull_binary;
 use cluster_tests::harness::{ClusterOptions, TestCluster, SMALL_STORAGE};
 use serde_json::json;
 
@@ -221,6 +222,27 @@ async fn two_groups_share_routes_and_serve_one_topic() -> Result<()> {
     sent.sort();
     pulled.sort();
     ensure!(sent == pulled, "sent {sent:?}\npulled {pulled:?}");
+
+    eprintln!("--- a forwarded pull keeps the binary form it asked for");
+    let path = "/v1/topics/orders/queues/0/messages?offset=0&max_messages=100&group=broker-b";
+    let json: PullResponse = cluster.get(group_a[0], path).await?;
+    ensure!(!json.messages.is_empty(), "group b's queue 0 read empty");
+    let response = cluster
+        .http
+        .get(format!("{}{path}", cluster.url(group_a[0])))
+        .header("accept", pull_binary::MEDIA_TYPE)
+        .send()
+        .await?;
+    let content_type = response.headers().get("content-type").cloned();
+    ensure!(
+        content_type.as_ref().and_then(|v| v.to_str().ok()) == Some(pull_binary::MEDIA_TYPE),
+        "a forwarded binary pull answered {content_type:?}"
+    );
+    let binary = pull_binary::decode(&response.bytes().await?)?;
+    ensure!(
+        serde_json::to_value(&binary)? == serde_json::to_value(&json)?,
+        "the forwarded binary answer differs from the JSON one"
+    );
 
     eprintln!("--- a pull that names no group reads the receiving node's own group");
     let page: PullResponse = cluster

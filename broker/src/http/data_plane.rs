@@ -19,10 +19,10 @@ use super::error::{parse_json, ApiError, ErrorCode};
 use super::extract::{ApiPath, ApiQuery, WriteRequest};
 use super::forward;
 use super::groups::{self, encode, BrokerGroupParam, GroupParam};
+use super::pull_body::{PullBody, PullFormat};
 use crate::api::{
     CommitOffsetRequest, CommitOffsetResponse, GroupOffsetView, GroupOffsetsResponse,
-    MessagesResponse, OffsetResponse, PullResponse, QueueView, QueuesResponse, SendRequest,
-    MAX_FILTER_TAGS,
+    MessagesResponse, OffsetResponse, QueueView, QueuesResponse, SendRequest, MAX_FILTER_TAGS,
 };
 use crate::auth::{Action, Resource};
 use crate::metrics::Metrics;
@@ -112,9 +112,12 @@ pub async fn pull(
     request: WriteRequest,
 ) -> Response {
     match routing::resolve(&node, &topic, param.group.as_deref(), Choice::Unique) {
-        Ok(Target::Local) => pull_here(&node, topic, queue_id, query)
-            .await
-            .map_or_else(IntoResponse::into_response, IntoResponse::into_response),
+        Ok(Target::Local) => {
+            let format = PullFormat::of(&request.headers);
+            pull_here(&node, topic, queue_id, query, format)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
         Ok(Target::Forward(route)) => forward::to_group(&node, request, &route, "group").await,
         Err(e) => e.into_response(),
     }
@@ -125,7 +128,8 @@ async fn pull_here(
     topic: String,
     queue_id: u32,
     query: PullQuery,
-) -> Result<Json<PullResponse>, ApiError> {
+    format: PullFormat,
+) -> Result<Response, ApiError> {
     let max_messages = query.max_messages.unwrap_or(DEFAULT_PULL_MESSAGES);
     if !(1..=MAX_PULL_MESSAGES).contains(&max_messages) {
         return Err(ApiError::bad_request(format!(
@@ -152,14 +156,15 @@ async fn pull_here(
         max_wait: Duration::from_millis(max_wait_ms),
         filter: TagFilter::parse(tags).map_err(ApiError::bad_request)?,
     };
-    let result = crate::service::pull::pull(node, pull).await?;
-    Ok(Json(PullResponse {
-        status: status_word(result.status).to_string(),
-        next_offset: result.next_offset.0,
-        min_offset: result.min_offset.0,
-        max_offset: result.max_offset.0,
-        messages: result.messages.into_iter().map(message_view).collect(),
-    }))
+    // Each message is encoded where it lies in the store; the closure fills the body.
+    let mut body = PullBody::new(format, max_messages);
+    let pulled = crate::service::pull::pull_mapped(node, pull, |view| body.push(view)).await?;
+    Ok(body.finish(
+        status_word(pulled.status),
+        pulled.next_offset.0,
+        pulled.min_offset.0,
+        pulled.max_offset.0,
+    ))
 }
 
 /// `GET /v1/topics/{topic}/queues`

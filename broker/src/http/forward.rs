@@ -200,9 +200,12 @@ fn forwarded(
         .peer_request(request.method.clone(), base_url, path_and_query)
         .header(FORWARDED_HEADER, request.born_host.as_str())
         .body(request.body.clone());
+    // `Accept` too: the answer's form is negotiated end to end (a pull's binary
+    // form, a stream's events), and the relay keeps its `Content-Type`.
     for name in [
         axum::http::header::CONTENT_TYPE,
         axum::http::header::AUTHORIZATION,
+        axum::http::header::ACCEPT,
     ] {
         if let Some(value) = request.headers.get(&name) {
             forward = forward.header(name, value);
@@ -221,7 +224,7 @@ fn forwarded(
 /// it, and a stream does not end. Any replica serves a stream, so the first node
 /// of the group that answers does; an error it answers (before any event) is
 /// relayed like any other. The request goes with the headers of every forward,
-/// and `Accept` and `Last-Event-ID`.
+/// and `Last-Event-ID`.
 pub async fn stream_to_group(
     node: &Node,
     request: WriteRequest,
@@ -239,10 +242,8 @@ pub async fn stream_to_group(
     let mut last_error = String::from("no known node");
     for url in route.urls() {
         let mut forward = forwarded(node, &request, &url, &path);
-        for name in [axum::http::header::ACCEPT, super::stream::LAST_EVENT_ID] {
-            if let Some(value) = request.headers.get(&name) {
-                forward = forward.header(name, value);
-            }
+        if let Some(value) = request.headers.get(super::stream::LAST_EVENT_ID) {
+            forward = forward.header(super::stream::LAST_EVENT_ID, value);
         }
         match tokio::time::timeout(HEAD_TIMEOUT, forward.send()).await {
             Ok(Ok(response)) if response.status().is_success() => return relay_stream(response),

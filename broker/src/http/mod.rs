@@ -35,6 +35,7 @@ pub mod groups;
 pub mod internal;
 pub mod membership;
 pub mod openapi;
+pub mod pull_body;
 pub mod receive;
 pub mod request_id;
 pub mod router;

@@ -102,6 +102,9 @@ pub struct Operation {
     /// set: a creation answers "201", an operation that goes on "202").
     pub statuses: &'static [&'static str],
     pub content_type: &'static str,
+    /// Another form of the success answer, which a request gets by naming this
+    /// media type in `Accept` (a pull's binary form).
+    pub alternative: Option<&'static str>,
     /// What the caller needs (checked by `http::auth::authorize`).
     pub access: Access,
 }
@@ -126,6 +129,7 @@ pub const fn op(
         answer: "Object",
         statuses: &["200"],
         content_type: "application/json",
+        alternative: None,
         access,
     }
 }
@@ -155,6 +159,13 @@ impl Operation {
     pub const fn text(self, content_type: &'static str) -> Self {
         Self {
             content_type,
+            ..self
+        }
+    }
+    /// The success answer also comes as `media_type` (binary) when `Accept` asks.
+    pub const fn or_binary(self, media_type: &'static str) -> Self {
+        Self {
+            alternative: Some(media_type),
             ..self
         }
     }
@@ -253,11 +264,14 @@ fn operation(op: &Operation) -> Value {
             query.description,
         )
     }));
-    let ok = if op.content_type == "application/json" {
+    let mut ok = if op.content_type == "application/json" {
         json!({"description": "OK", "content": {"application/json": {"schema": schema_ref(op.answer)}}})
     } else {
         json!({"description": "OK", "content": {op.content_type: {"schema": {"type": "string"}}}})
     };
+    if let Some(media_type) = op.alternative {
+        ok["content"][media_type] = json!({"schema": {"type": "string", "format": "binary"}});
+    }
     let mut value = json!({
         "tags": [op.tag],
         "summary": op.summary,

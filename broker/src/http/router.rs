@@ -71,7 +71,7 @@ pub fn public_routes() -> Vec<Route> {
                 "get",
                 PULL_ROUTE,
                 "messages",
-                "Pull from a queue, with long polling and a tag filter",
+                "Pull from a queue, with long polling and a tag filter; `Accept: application/vnd.broker.pull-v1` answers the compact binary form",
                 Access::Topic(Sub),
             )
             .query(const { &[
@@ -82,7 +82,8 @@ pub fn public_routes() -> Vec<Route> {
                 GROUP_Q,
             ] })
             .required(&["offset"])
-            .answers("PullResponse"),
+            .answers("PullResponse")
+            .or_binary(broker_proto::pull_binary::MEDIA_TYPE),
             get(data_plane::pull),
         ),
         route(

@@ -15,6 +15,7 @@ use base64::Engine;
 use crate::api::MessageView;
 use crate::error::{BrokerError, QueueKind};
 use crate::service::node::Node;
+use crate::storage::record::RecordView;
 use crate::storage::{PullResult, PullStatus, QueueId, QueueOffset, StoredMessage, TagFilter};
 
 /// A pull, its limits checked by the caller (the protocol's bounds).
@@ -30,15 +31,48 @@ pub struct Pull {
     pub filter: TagFilter,
 }
 
+/// What a pull found: its status, the queue's offsets, and its messages, each as
+/// the caller's `map` made it from the record in the store.
+#[derive(Debug)]
+pub struct Pulled<T> {
+    pub status: PullStatus,
+    pub next_offset: QueueOffset,
+    pub min_offset: QueueOffset,
+    pub max_offset: QueueOffset,
+    pub messages: Vec<T>,
+}
+
 /// Reads `pull.queue` of `pull.topic` in this node's group, holding the pull while
-/// it finds nothing new (up to `pull.max_wait`). Counts the pull and what it
-/// returns in the node's metrics.
+/// it finds nothing new (up to `pull.max_wait`), and copies each message out of
+/// the store as a [`StoredMessage`].
+///
+/// # Errors
+/// As [`pull_mapped`].
+pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, BrokerError> {
+    let pulled = pull_mapped(node, pull, StoredMessage::from_view).await?;
+    Ok(PullResult {
+        status: pulled.status,
+        next_offset: pulled.next_offset,
+        min_offset: pulled.min_offset,
+        max_offset: pulled.max_offset,
+        messages: pulled.messages,
+    })
+}
+
+/// [`pull`], handing each message to `map` where it lies in the mapped store
+/// file (an answer can be written from there without a copy of the message).
+/// `map` sees only the messages of the answer: a look that finds any ends the
+/// pull. Counts the pull and what it returns in the node's metrics.
 ///
 /// # Errors
 /// `TopicNotFound` (also when the topic is deleted while the pull is held),
 /// `NoPermission` for a topic that is not readable, `QueueNotFound` for a queue
 /// that is not one of its read queues, `Internal` when the store cannot be read.
-pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, BrokerError> {
+pub async fn pull_mapped<T>(
+    node: &Node,
+    pull: Pull,
+    mut map: impl FnMut(&RecordView<'_>) -> T,
+) -> Result<Pulled<T>, BrokerError> {
     let Pull {
         topic,
         queue,
@@ -73,24 +107,37 @@ pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, BrokerError> {
         if let Some(notified) = notified.as_mut().as_pin_mut() {
             notified.enable();
         }
-        let result = node
+        let mut bytes = 0u64;
+        let (status, next_offset, min_offset, max_offset, messages) = node
             .shared
             .store
-            .pull(&topic, queue, offset, max_messages, &filter)
+            .pull_with(&topic, queue, offset, max_messages, &filter, |view| {
+                bytes += view.body.len() as u64;
+                map(&view)
+            })
             .map_err(|e| BrokerError::Internal(format!("reading queue {topic}/{queue}: {e}")))?;
         // A draining node answers at once: the client's next pull goes elsewhere.
-        let waiting = result.status == PullStatus::NoNewMsg
+        let waiting = status == PullStatus::NoNewMsg
             && tokio::time::Instant::now() < deadline
             && !node.drain.is_draining();
         if waiting && _held.is_none() {
             _held = node.shared.waiters.try_hold();
         }
         if !waiting || _held.is_none() {
-            let count = result.messages.len() as u64;
-            let bytes: u64 = result.messages.iter().map(|m| m.body.len() as u64).sum();
-            node.metrics.record_out(&topic, count, bytes);
-            return Ok(result);
+            node.metrics
+                .record_out(&topic, messages.len() as u64, bytes);
+            return Ok(Pulled {
+                status,
+                next_offset,
+                min_offset,
+                max_offset,
+                messages,
+            });
         }
+        debug_assert!(
+            messages.is_empty(),
+            "a look that found messages ends the pull"
+        );
         if let Some(notified) = notified.as_mut().as_pin_mut() {
             tokio::select! {
                 () = notified => {}
