@@ -20,9 +20,9 @@ use crate::chart::ChartInfo;
 use crate::ledger::SequenceLedger;
 use crate::timeline::{IntervalLatency, LatencyKind, Sampler, Timeline};
 use crate::{
-    client, errors_line, latency_json, latency_line, latency_summary, merge_counts, new_histogram,
-    now_us, spawn_stopper, url_count, write_report, ConsumeArgs, StartFrom, StopSignal,
-    ERROR_PAUSE, MB, SEND_TIME_PROPERTY,
+    client_with, errors_line, latency_json, latency_line, latency_summary, merge_counts,
+    new_histogram, now_us, spawn_stopper, url_count, write_report, ConsumeArgs, PullFormat,
+    StartFrom, StopSignal, ERROR_PAUSE, MB, SEND_TIME_PROPERTY,
 };
 
 /// What one queue's reader measured.
@@ -210,7 +210,7 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         (1..=1024).contains(&args.max_messages),
         "--max-messages must be in 1..=1024"
     );
-    let client = client(&args.connection)?;
+    let client = client_with(&args.connection, args.pull_format == PullFormat::Binary)?;
     let queues = client
         .queues(&args.topic)
         .await
@@ -226,11 +226,12 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     });
     let args = &run.args;
     println!(
-        "consume: topic={} queues={} from={:?} max-messages={} max-wait={:?} commit-group={} until={}",
+        "consume: topic={} queues={} from={:?} max-messages={} pull-format={:?} max-wait={:?} commit-group={} until={}",
         args.topic,
         queues.queues.len(),
         args.from,
         args.max_messages,
+        args.pull_format,
         args.max_wait,
         args.commit_group.as_deref().unwrap_or("none"),
         until(args)

@@ -215,6 +215,15 @@ enum StartFrom {
     Latest,
 }
 
+/// The form of a pull's answer.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum PullFormat {
+    /// `application/vnd.broker.pull-v1` (the client's default).
+    Binary,
+    /// JSON, as curl and most HTTP clients get it.
+    Json,
+}
+
 #[derive(Args, Debug, Clone)]
 struct ConsumeArgs {
     #[command(flatten)]
@@ -235,6 +244,9 @@ struct ConsumeArgs {
     /// Messages per pull (1..=1024).
     #[arg(long, default_value_t = 256)]
     max_messages: u32,
+    /// The form pulls answer in.
+    #[arg(long, value_enum, default_value = "binary")]
+    pull_format: PullFormat,
     /// Long-polling wait of each pull.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     max_wait: Duration,
@@ -362,7 +374,13 @@ fn main() {
 }
 
 fn client(connection: &Connection) -> anyhow::Result<BrokerClient> {
+    client_with(connection, true)
+}
+
+/// [`client`], asking pulls for the binary form or not.
+fn client_with(connection: &Connection, binary_pulls: bool) -> anyhow::Result<BrokerClient> {
     let options = ClientOptions {
+        binary_pulls,
         request_timeout: connection.request_timeout,
         connect_timeout: connection.connect_timeout,
         read_preference: ReadPreference::Sticky,

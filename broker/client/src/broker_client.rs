@@ -72,6 +72,8 @@ pub(super) struct Call<'a> {
     pub target: Target,
     /// Extra time on top of [`ClientOptions::request_timeout`] (a pull's wait).
     pub extra_timeout: Duration,
+    /// The `Accept` header, when not just JSON.
+    pub accept: Option<&'static str>,
 }
 
 impl<'a> Call<'a> {
@@ -83,6 +85,7 @@ impl<'a> Call<'a> {
             body: None,
             target: Target::Reader,
             extra_timeout: Duration::ZERO,
+            accept: None,
         }
     }
 
@@ -106,6 +109,7 @@ impl<'a> Call<'a> {
             body,
             target: Target::Leader,
             extra_timeout: Duration::ZERO,
+            accept: None,
         })
     }
 }
@@ -114,6 +118,8 @@ impl<'a> Call<'a> {
 pub(super) struct Answer {
     pub status: u16,
     pub url: Url,
+    /// The `Content-Type` header, when there was one.
+    pub content_type: Option<String>,
     pub body: Bytes,
 }
 
@@ -337,11 +343,24 @@ impl BrokerClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
         }
+        if let Some(accept) = call.accept {
+            request = request.header(reqwest::header::ACCEPT, accept);
+        }
         let response = request.send().await?;
         let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
         let body = response.bytes().await?;
         if (200..300).contains(&status) {
-            return Ok(Answer { status, url, body });
+            return Ok(Answer {
+                status,
+                url,
+                content_type,
+                body,
+            });
         }
         match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(body) => Err(ClientError::Api { status, body }),

@@ -14,6 +14,7 @@ use crate::api::{
     PullResponse, QueuesResponse, ResetOffsetsRequest, RetryRequest, RetryResponse, RouteResponse,
     SendRequest, SendResponse, TopicRequest, TopicView, TopicsResponse,
 };
+use broker_proto::pull_binary;
 use broker_proto::receive::{
     AckRequest, AckResponse, ChangeInvisibleRequest, ChangeInvisibleResponse, ReceiveRequest,
     ReceiveResponse, MAX_ACK_HANDLES,
@@ -21,6 +22,10 @@ use broker_proto::receive::{
 use broker_proto::transaction::{
     TransactionChecksResponse, TransactionInput, TransactionResolution,
 };
+
+/// A pull's `Accept` with [`crate::ClientOptions::binary_pulls`]: the binary
+/// form, else JSON.
+const PULL_ACCEPT: &str = "application/vnd.broker.pull-v1, application/json;q=0.5";
 
 /// `GET /ready`: the node is a member of a group with a known leader.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -106,7 +111,22 @@ impl BrokerClient {
             call.query.push(("tags", tags.to_string()));
         }
         call.extra_timeout = Duration::from_millis(max_wait_ms);
-        self.execute(&call).await?.json()
+        if self.options().binary_pulls {
+            call.accept = Some(PULL_ACCEPT);
+        }
+        let answer = self.execute(&call).await?;
+        let binary = answer
+            .content_type
+            .as_deref()
+            .is_some_and(|content_type| content_type.starts_with(pull_binary::MEDIA_TYPE));
+        if !binary {
+            return answer.json();
+        }
+        pull_binary::decode(&answer.body).map_err(|e| ClientError::Decode {
+            status: answer.status,
+            url: answer.url.to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// [`BrokerClient::pull`] with its options in a struct.
@@ -757,5 +777,16 @@ impl BrokerClient {
         }
         call.extra_timeout = max_wait;
         self.execute(&call).await?.json()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pulls_ask_for_the_binary_form_first() {
+        assert!(pull_binary::accepts(PULL_ACCEPT));
+        assert!(PULL_ACCEPT.starts_with(pull_binary::MEDIA_TYPE));
     }
 }

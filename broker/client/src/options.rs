@@ -51,6 +51,11 @@ pub struct ClientOptions {
     /// Tools name themselves (`mqctl/<version>`) so that a proxy's log or a
     /// packet capture tells them apart from applications.
     pub user_agent: Option<String>,
+    /// Ask pulls for the compact binary answer (`Accept:
+    /// application/vnd.broker.pull-v1`, `broker_proto::pull_binary`): the same
+    /// messages, cheaper to write and to read than JSON. A broker that does not
+    /// know it answers JSON, which the client reads as well.
+    pub binary_pulls: bool,
 }
 
 impl Default for ClientOptions {
@@ -66,6 +71,7 @@ impl Default for ClientOptions {
             token: None,
             ca_file: None,
             user_agent: None,
+            binary_pulls: true,
         }
     }
 }
@@ -83,6 +89,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_file", &self.ca_file)
             .field("user_agent", &self.user_agent)
+            .field("binary_pulls", &self.binary_pulls)
             .finish()
     }
 }
