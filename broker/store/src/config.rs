@@ -48,6 +48,11 @@ pub struct StoreConfig {
     /// How many ConsumeQueue units one pull may skip while tag filtering
     /// (RocketMQ's `maxFilterMessageCount`).
     pub pull_max_scan_units: usize,
+    /// Record bytes one pull's answer may hold (RocketMQ's
+    /// `maxTransferBytesOnMessageInMemory`): the answer ends with the message that
+    /// reaches it, so it always has at least one message, and its memory is
+    /// bounded whatever the message size and `max_messages`.
+    pub pull_max_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -65,6 +70,9 @@ impl Default for StoreConfig {
             disk_high_water_ratio: 0.85,
             retention_interval_ms: 10_000,
             pull_max_scan_units: 16_000,
+            // 1024 messages of 1 KiB fit with room to spare; 4 MiB ones come two
+            // or three at a time.
+            pull_max_bytes: 8 << 20,
         }
     }
 }
@@ -164,6 +172,9 @@ impl StoreConfig {
         }
         if self.pull_max_scan_units == 0 {
             return bad("pull_max_scan_units", "must be positive".into());
+        }
+        if self.pull_max_bytes == 0 {
+            return bad("pull_max_bytes", "must be positive".into());
         }
         Ok(())
     }

@@ -475,7 +475,8 @@ impl MessageStore {
     }
 
     /// Pulls up to `max_messages` messages of a queue from `offset` that match
-    /// `filter`, scanning at most the configured number of units.
+    /// `filter`, scanning at most the configured number of units and ending with
+    /// the message that reaches `pull_max_bytes` of records.
     ///
     /// # Errors
     /// A record failed validation (corruption surfaces; it is never skipped).
@@ -542,6 +543,7 @@ impl MessageStore {
         let mut messages = Vec::new();
         let mut next = offset;
         let mut scanned = 0usize;
+        let mut bytes = 0u64;
         let scan_limit = inner.config.pull_max_scan_units.max(max_messages);
         'scan: while messages.len() < max_messages && scanned < scan_limit && next < max {
             let units = queue.units_from(next, (scan_limit - scanned).min(1024));
@@ -561,10 +563,18 @@ impl MessageStore {
                         && view.topic == topic
                         && view.meta.queue_id == queue_id
                         && view.meta.queue_offset == queue_offset;
-                    belongs.then(|| filter.matches(view.tags).then(|| map(view)))
+                    belongs.then(|| {
+                        filter.matches(view.tags).then(|| {
+                            let size = view.size;
+                            (map(view), size)
+                        })
+                    })
                 });
                 match read {
-                    Ok(Some(Some(item))) => messages.push(item),
+                    Ok(Some(Some((item, size)))) => {
+                        messages.push(item);
+                        bytes += u64::from(size);
+                    }
                     Ok(Some(None)) => {}
                     Ok(None) => {
                         return Err(StoreError::Corrupt {
@@ -585,7 +595,12 @@ impl MessageStore {
                     Err(StoreError::CommitLogOffsetTooSmall { .. }) => {}
                     Err(e) => return Err(e),
                 }
-                if messages.len() >= max_messages || scanned >= scan_limit {
+                // The message that reaches the byte budget is the last: an answer
+                // holds at least one message, and its memory is bounded.
+                if messages.len() >= max_messages
+                    || scanned >= scan_limit
+                    || bytes >= inner.config.pull_max_bytes
+                {
                     break 'scan;
                 }
             }
