@@ -157,7 +157,12 @@ async fn pull_here(
         filter: TagFilter::parse(tags).map_err(ApiError::bad_request)?,
     };
     // Each message is encoded where it lies in the store; the closure fills the body.
-    let mut body = PullBody::new(format, max_messages);
+    let budget = node.shared.store.config().pull_max_bytes;
+    let mut body = PullBody::new(
+        format,
+        max_messages,
+        usize::try_from(budget).unwrap_or(usize::MAX),
+    );
     let pulled = crate::service::pull::pull_mapped(node, pull, |view| body.push(view)).await?;
     Ok(body.finish(
         status_word(pulled.status),

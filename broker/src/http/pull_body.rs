@@ -2,7 +2,9 @@
 //!
 //! The JSON form is what `PullResponse` with `message_view` gives, byte for byte
 //! (the tests hold the two equal), without the copies on the way: no
-//! `StoredMessage`, no `MessageView`, no growing output buffer. The binary form
+//! `StoredMessage`, no `MessageView`, no growing output buffer, and no copy of the
+//! messages to put the head in front of them (room for it is left at the start of
+//! the buffer, which the answer then starts inside). The binary form
 //! (`Accept: application/vnd.broker.pull-v1`, [`broker_proto::pull_binary`]) says
 //! the same without JSON's escaping and parsing.
 
@@ -14,7 +16,6 @@ use serde::{Serialize, Serializer};
 
 use crate::http::error::ApiError;
 use crate::storage::record::{RecordView, FLAG_BINARY_BODY};
-use crate::storage::MessageId;
 use broker_proto::pull_binary;
 
 /// The form a pull answers in.
@@ -40,35 +41,44 @@ impl PullFormat {
     }
 }
 
-/// Most bytes reserved up front for an answer's messages (more are allocated as
-/// they come): a guess from the first message must not reserve gigabytes.
-const MAX_RESERVE: usize = 8 << 20;
+/// Room before the messages for the JSON head: `{"status":"…",` with the longest
+/// status word and three offsets of 20 digits take 144 bytes.
+const JSON_HEAD_ROOM: usize = 160;
 
 /// The messages of one answer, encoded as the store hands them over.
 pub struct PullBody {
     format: PullFormat,
-    /// JSON: the messages, comma-separated; binary: a header placeholder, then the
-    /// messages.
+    /// Room for the head (JSON: [`JSON_HEAD_ROOM`]; binary: the fixed header),
+    /// then the messages (JSON: comma-separated).
     buf: Vec<u8>,
     count: u32,
     max_messages: usize,
+    /// Most bytes reserved up front from a guess (the store's byte budget of an
+    /// answer); more are allocated only if messages come larger than the first.
+    max_reserve: usize,
     /// The first message that could not be encoded (never, for what the store
     /// accepts: its length prefixes are no wider than the binary form's).
     failed: Option<String>,
 }
 
 impl PullBody {
-    pub fn new(format: PullFormat, max_messages: usize) -> Self {
+    pub fn new(format: PullFormat, max_messages: usize, max_reserve: usize) -> Self {
         let mut buf = Vec::with_capacity(4096);
-        if format == PullFormat::Binary {
-            buf.resize(pull_binary::HEADER_LEN, 0);
-        }
+        buf.resize(Self::head_room(format), 0);
         Self {
             format,
             buf,
             count: 0,
             max_messages,
+            max_reserve,
             failed: None,
+        }
+    }
+
+    fn head_room(format: PullFormat) -> usize {
+        match format {
+            PullFormat::Json => JSON_HEAD_ROOM,
+            PullFormat::Binary => pull_binary::HEADER_LEN,
         }
     }
 
@@ -78,7 +88,7 @@ impl PullBody {
             return;
         }
         let before = self.buf.len();
-        let hex = hex_id(view.meta.msg_id);
+        let hex = view.meta.msg_id.to_hex();
         let msg_id = std::str::from_utf8(&hex).expect("hex digits");
         let text = (view.meta.flags & FLAG_BINARY_BODY == 0)
             .then(|| std::str::from_utf8(view.body).ok())
@@ -120,7 +130,8 @@ impl PullBody {
             // The rest are likely of the first one's size: one allocation for all.
             let each = self.buf.len() - before + 1;
             let rest = self.max_messages.saturating_sub(1);
-            self.buf.reserve(each.saturating_mul(rest).min(MAX_RESERVE));
+            self.buf
+                .reserve(each.saturating_mul(rest).min(self.max_reserve));
         }
     }
 
@@ -136,19 +147,17 @@ impl PullBody {
             return ApiError::internal(format!("cannot encode a pulled message: {reason}"))
                 .into_response();
         }
-        let (content_type, body) = match self.format {
+        let room = Self::head_room(self.format);
+        let mut buf = self.buf;
+        let (content_type, head) = match self.format {
             PullFormat::Json => {
+                buf.extend_from_slice(b"]}");
                 let head = format!(
                     r#"{{"status":"{status}","next_offset":{next_offset},"min_offset":{min_offset},"max_offset":{max_offset},"messages":["#
                 );
-                let mut body = Vec::with_capacity(head.len() + self.buf.len() + 2);
-                body.extend_from_slice(head.as_bytes());
-                body.extend_from_slice(&self.buf);
-                body.extend_from_slice(b"]}");
-                ("application/json", body)
+                ("application/json", head.into_bytes())
             }
             PullFormat::Binary => {
-                let mut buf = self.buf;
                 let mut head = Vec::with_capacity(pull_binary::HEADER_LEN);
                 pull_binary::encode_header(
                     &mut head,
@@ -158,27 +167,20 @@ impl PullBody {
                     max_offset,
                     self.count,
                 );
-                buf[..pull_binary::HEADER_LEN].copy_from_slice(&head);
-                (pull_binary::MEDIA_TYPE, buf)
+                (pull_binary::MEDIA_TYPE, head)
             }
         };
+        // The head ends where the messages begin; the answer starts at the head.
+        let start = room
+            .checked_sub(head.len())
+            .expect("the room before the messages holds the longest head");
+        buf[start..room].copy_from_slice(&head);
         (
             [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
-            body,
+            bytes::Bytes::from(buf).slice(start..),
         )
             .into_response()
     }
-}
-
-/// A message id as the API writes it: 32 upper-case hex digits.
-fn hex_id(id: MessageId) -> [u8; 32] {
-    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = [0; 32];
-    for (i, byte) in id.0.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(byte >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(byte & 0xF)];
-    }
-    out
 }
 
 /// A record as `MessageView` serializes it: the same fields in the same order,
@@ -254,7 +256,8 @@ mod tests {
     use crate::service::pull::message_view;
     use crate::storage::message::{MessageDraft, ProducerStamp, RecordInput};
     use crate::storage::{
-        MessageStore, QueueId, QueueOffset, RaftLogRef, StoreConfig, StoredMessage, TagFilter,
+        MessageId, MessageStore, QueueId, QueueOffset, RaftLogRef, StoreConfig, StoredMessage,
+        TagFilter,
     };
 
     /// Messages covering every way a field is written or left out.
@@ -356,7 +359,7 @@ mod tests {
         };
         assert_eq!(status, crate::storage::PullStatus::Found);
 
-        let mut json = PullBody::new(PullFormat::Json, 32);
+        let mut json = PullBody::new(PullFormat::Json, 32, 1 << 20);
         pull(&mut |view| json.push(view));
         let (content_type, bytes) = body_of(json.finish("FOUND", next.0, min.0, max.0)).await;
         assert_eq!(content_type, "application/json");
@@ -366,7 +369,7 @@ mod tests {
             "the JSON written from the records is byte for byte the old answer"
         );
 
-        let mut binary = PullBody::new(PullFormat::Binary, 32);
+        let mut binary = PullBody::new(PullFormat::Binary, 32, 1 << 20);
         pull(&mut |view| binary.push(view));
         let (content_type, bytes) = body_of(binary.finish("FOUND", next.0, min.0, max.0)).await;
         assert_eq!(content_type, pull_binary::MEDIA_TYPE);
@@ -380,14 +383,19 @@ mod tests {
     #[tokio::test]
     async fn an_empty_answer_in_both_forms() {
         let (_, json) =
-            body_of(PullBody::new(PullFormat::Json, 32).finish("NO_NEW_MSG", 7, 0, 7)).await;
+            body_of(PullBody::new(PullFormat::Json, 32, 1 << 20).finish("NO_NEW_MSG", 7, 0, 7))
+                .await;
         assert_eq!(
             String::from_utf8(json).expect("test step"),
             r#"{"status":"NO_NEW_MSG","next_offset":7,"min_offset":0,"max_offset":7,"messages":[]}"#
         );
-        let (_, binary) =
-            body_of(PullBody::new(PullFormat::Binary, 32).finish("OFFSET_TOO_SMALL", 3, 3, 9))
-                .await;
+        let (_, binary) = body_of(PullBody::new(PullFormat::Binary, 32, 1 << 20).finish(
+            "OFFSET_TOO_SMALL",
+            3,
+            3,
+            9,
+        ))
+        .await;
         let decoded = pull_binary::decode(&binary).expect("test step");
         assert_eq!(
             (
@@ -401,6 +409,20 @@ mod tests {
         assert!(decoded.messages.is_empty());
     }
 
+    #[tokio::test]
+    async fn the_longest_head_fits_its_room() {
+        let (_, json) = body_of(PullBody::new(PullFormat::Json, 1, 1024).finish(
+            "OFFSET_TOO_SMALL",
+            u64::MAX,
+            u64::MAX,
+            u64::MAX,
+        ))
+        .await;
+        let value: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
+        assert_eq!(value["next_offset"], u64::MAX);
+        assert_eq!(value["messages"], serde_json::json!([]));
+    }
+
     #[test]
     fn accept_picks_the_form() {
         let mut headers = HeaderMap::new();
@@ -412,16 +434,5 @@ mod tests {
             HeaderValue::from_static(pull_binary::MEDIA_TYPE),
         );
         assert_eq!(PullFormat::of(&headers), PullFormat::Binary);
-    }
-
-    #[test]
-    fn hex_ids_match_display() {
-        let id = MessageId([
-            0x00, 0x0F, 0xA5, 0xFF, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-        ]);
-        assert_eq!(
-            std::str::from_utf8(&hex_id(id)).expect("test step"),
-            id.to_string()
-        );
     }
 }
