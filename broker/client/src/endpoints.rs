@@ -118,7 +118,8 @@ impl BrokerClient {
         let binary = answer
             .content_type
             .as_deref()
-            .is_some_and(|content_type| content_type.starts_with(pull_binary::MEDIA_TYPE));
+            .and_then(|content_type| content_type.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case(pull_binary::MEDIA_TYPE));
         if !binary {
             return answer.json();
         }
