@@ -19,6 +19,11 @@
 #             packs the messages waiting for one of its 2 request slots into one
 #             request (peer-bench keeps its publishes outstanding on one connection
 #             or channel).
+#   ours-tls  a second 3-node cluster of ours (127.0.0.1:18391-18393), the same as
+#             ours but serving HTTPS on both planes (a CA from broker-certs), measured
+#             the same way as ours, one message per request. Run beside ours it gives
+#             TLS's cost in the same run, in alternation; the table ends with it.
+#             Loopback only, and not with --tls (ours is then already TLS).
 #   nats      3 nats-server processes (JetStream, cluster routes on loopback), one R3
 #             file-storage stream per cell; peer-bench nats awaits each PubAck.
 #   rabbitmq  3 RabbitMQ nodes clustered on loopback, one durable quorum queue per
@@ -63,7 +68,8 @@ usage: scripts/bench-compare.sh [options]
 
   --sizes LIST       message body sizes in bytes (default 128,1024,4096)
   --in-flight LIST   outstanding acked publishes (default 1,64,512)
-  --systems LIST     any of ours,ours-batching,nats,rabbitmq (default all)
+  --systems LIST     any of ours,ours-batching,ours-tls,nats,rabbitmq (default:
+                     ours,ours-batching,nats,rabbitmq)
   --duration D       measured time per run (default 20s)
   --warmup D         unmeasured load before each run (default 3s)
   --rounds R         repeat the matrix R times; the table shows medians (default 1)
@@ -197,19 +203,29 @@ trap 'exit 130' INT TERM
 readonly NATS_CLIENT_PORT=14220 NATS_ROUTE_PORT=16240
 readonly RABBIT_PORT=5680 # node I listens on RABBIT_PORT+I, Erlang distribution +20000
 
-readonly OURS_PORT=18380 # node I listens on 127.0.0.1:OURS_PORT+I
+readonly OURS_PORT=18380     # ours: node I listens on 127.0.0.1:OURS_PORT+I
+readonly OURS_TLS_PORT=18390 # ours-tls: node I on 127.0.0.1:OURS_TLS_PORT+I
 
-# What broker-bench needs for our nodes: the admin token (OURS_TOKEN_FILE) unless
-# insecure, the CA (OURS_CA_FILE) with --tls. It gets them in its environment
-# (MQ_TOKEN, MQ_CA_FILE), never as arguments.
-OURS_TOKEN_FILE=""
-OURS_CA_FILE=""
+# Each of our clusters is known by a name: ours (which ours-batching also uses) and
+# ours-tls. Per cluster: OURS_URLS[name]; the admin token's file unless insecure
+# (OURS_TOKEN_FILE[name]); the CA's file with TLS (OURS_CA_FILE[name]). broker-bench
+# gets the token and CA in its environment (MQ_TOKEN, MQ_CA_FILE), never as arguments.
+declare -A OURS_URLS=() OURS_TOKEN_FILE=() OURS_CA_FILE=()
 
-ours_bench() { # ours_bench ARGS... — broker-bench against our nodes
+cluster_of() { # cluster_of SYSTEM — the cluster a system of ours runs on
+	case $1 in
+	ours-tls) echo ours-tls ;;
+	*) echo ours ;;
+	esac
+}
+
+ours_bench() { # ours_bench CLUSTER ARGS... — broker-bench against one of our clusters
+	local cluster=$1
+	shift
 	(
 		unset MQ_TOKEN MQ_CA_FILE
-		[[ -n $OURS_TOKEN_FILE ]] && MQ_TOKEN=$(head -n 1 -- "$OURS_TOKEN_FILE") && export MQ_TOKEN
-		[[ -n $OURS_CA_FILE ]] && export MQ_CA_FILE=$OURS_CA_FILE
+		[[ -n ${OURS_TOKEN_FILE[$cluster]:-} ]] && MQ_TOKEN=$(head -n 1 -- "${OURS_TOKEN_FILE[$cluster]}") && export MQ_TOKEN
+		[[ -n ${OURS_CA_FILE[$cluster]:-} ]] && export MQ_CA_FILE=${OURS_CA_FILE[$cluster]}
 		exec "$TARGET_DIR/release/broker-bench" "$@"
 	)
 }
@@ -223,64 +239,66 @@ new_secret() {
 	} >"$1")
 }
 
-start_ours() {
+start_ours() { # start_ours CLUSTER PORT TLS(0|1)
+	local cluster=$1 port=$2 tls=$3
 	if [[ $NETNS -eq 1 ]]; then
 		local flags=()
-		((TLS)) && flags+=(--tls)
+		((tls)) && flags+=(--tls)
 		[[ $SECURITY == insecure ]] && flags+=(--insecure)
-		log "starting our 3-node cluster (cluster.sh ${flags[*]:-}, network namespaces)"
-		BROKER_BIN=$TARGET_DIR/release/broker "$REPO/scripts/cluster.sh" start --dir "$WORK/ours" \
+		log "starting $cluster: 3 nodes (cluster.sh ${flags[*]:-}, network namespaces)"
+		BROKER_BIN=$TARGET_DIR/release/broker "$REPO/scripts/cluster.sh" start --dir "$WORK/$cluster" \
 			${flags[@]+"${flags[@]}"} >/dev/null 2>&1
-		OURS_URLS=$(jq -r '[.nodes[].url] | join(",")' "$WORK/ours/cluster.json")
-		[[ $SECURITY == insecure ]] || OURS_TOKEN_FILE=$WORK/ours/token
-		((TLS)) && OURS_CA_FILE=$WORK/ours/tls/ca.pem
+		OURS_URLS[$cluster]=$(jq -r '[.nodes[].url] | join(",")' "$WORK/$cluster/cluster.json")
+		[[ $SECURITY == insecure ]] || OURS_TOKEN_FILE[$cluster]=$WORK/$cluster/token
+		((tls)) && OURS_CA_FILE[$cluster]=$WORK/$cluster/tls/ca.pem
 		return 0
 	fi
-	log "starting our 3-node cluster on loopback ($SECURITY$( ((TLS)) && echo ", TLS"))"
-	local i peers="" urls="" scheme=http env=() flags=()
-	((TLS)) && scheme=https
+	log "starting $cluster: 3 nodes on loopback ($SECURITY$( ((tls)) && echo ", TLS"))"
+	local i peers="" urls="" scheme=http env=() flags=() dir=$WORK/$cluster
+	((tls)) && scheme=https
+	mkdir -p "$dir"
 	for i in 1 2 3; do
-		peers+="$i=$scheme://127.0.0.1:$((OURS_PORT + i)),"
-		urls+="$scheme://127.0.0.1:$((OURS_PORT + i)),"
+		peers+="$i=$scheme://127.0.0.1:$((port + i)),"
+		urls+="$scheme://127.0.0.1:$((port + i)),"
 	done
-	OURS_URLS=${urls%,}
+	OURS_URLS[$cluster]=${urls%,}
 	if [[ $SECURITY == secured ]]; then
-		new_secret "$WORK/ours-secret" ""
-		new_secret "$WORK/ours-token" "mq_admin_"
-		OURS_TOKEN_FILE=$WORK/ours-token
-		env+=("BROKER_SECURITY_CLUSTER_SECRET_FILE=$WORK/ours-secret"
-			"BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE=$OURS_TOKEN_FILE")
+		new_secret "$dir/secret" ""
+		new_secret "$dir/token" "mq_admin_"
+		OURS_TOKEN_FILE[$cluster]=$dir/token
+		env+=("BROKER_SECURITY_CLUSTER_SECRET_FILE=$dir/secret"
+			"BROKER_SECURITY_BOOTSTRAP_TOKEN_FILE=$dir/token")
 	else
 		flags+=(--insecure)
 	fi
-	if ((TLS)); then
-		"$TARGET_DIR/release/broker-certs" ca --out "$WORK/tls" >/dev/null
-		OURS_CA_FILE=$WORK/tls/ca.pem
-		env+=("BROKER_TLS_CA_FILE=$OURS_CA_FILE")
+	if ((tls)); then
+		"$TARGET_DIR/release/broker-certs" ca --out "$dir/tls" >/dev/null
+		OURS_CA_FILE[$cluster]=$dir/tls/ca.pem
+		env+=("BROKER_TLS_CA_FILE=$dir/tls/ca.pem")
 	fi
 	for i in 1 2 3; do
-		mkdir -p "$WORK/ours$i"
+		mkdir -p "$dir/node$i"
 		local node_env=()
-		if ((TLS)); then
-			"$TARGET_DIR/release/broker-certs" node --ca-dir "$WORK/tls" --name "node-$i" \
-				--ip 127.0.0.1 --dns localhost --out "$WORK/tls" >/dev/null
-			node_env=("BROKER_TLS_CERT_FILE=$WORK/tls/node-$i.pem" "BROKER_TLS_KEY_FILE=$WORK/tls/node-$i-key.pem")
+		if ((tls)); then
+			"$TARGET_DIR/release/broker-certs" node --ca-dir "$dir/tls" --name "node-$i" \
+				--ip 127.0.0.1 --dns localhost --out "$dir/tls" >/dev/null
+			node_env=("BROKER_TLS_CERT_FILE=$dir/tls/node-$i.pem" "BROKER_TLS_KEY_FILE=$dir/tls/node-$i-key.pem")
 		fi
 		# The flags cluster.sh gives, on loopback addresses; secrets as file paths.
 		env ${env[@]+"${env[@]}"} ${node_env[@]+"${node_env[@]}"} "$TARGET_DIR/release/broker" \
 			--node-id "$i" --group broker-a \
-			--listen "127.0.0.1:$((OURS_PORT + i))" --advertise-url "$scheme://127.0.0.1:$((OURS_PORT + i))" \
-			--data-dir "$WORK/ours$i/data" --peers "${peers%,}" --seeds "$OURS_URLS" ${flags[@]+"${flags[@]}"} \
-			</dev/null >"$WORK/ours$i/broker.log" 2>&1 &
+			--listen "127.0.0.1:$((port + i))" --advertise-url "$scheme://127.0.0.1:$((port + i))" \
+			--data-dir "$dir/node$i/data" --peers "${peers%,}" --seeds "${OURS_URLS[$cluster]}" ${flags[@]+"${flags[@]}"} \
+			</dev/null >"$dir/node$i/broker.log" 2>&1 &
 		OURS_PIDS+=($!)
 	done
 	local deadline=$((SECONDS + 30)) curl_auth=(--noproxy '*')
-	[[ -n $OURS_CA_FILE ]] && curl_auth+=(--cacert "$OURS_CA_FILE")
-	[[ -n $OURS_TOKEN_FILE ]] && curl_auth+=(-H @- )
-	until curl -fsS "${curl_auth[@]}" --max-time 1 "$scheme://127.0.0.1:$((OURS_PORT + 1))/v1/cluster" 2>/dev/null \
-		< <([[ -z $OURS_TOKEN_FILE ]] || printf 'Authorization: Bearer %s\n' "$(head -n 1 -- "$OURS_TOKEN_FILE")") |
+	[[ -n ${OURS_CA_FILE[$cluster]:-} ]] && curl_auth+=(--cacert "${OURS_CA_FILE[$cluster]}")
+	[[ -n ${OURS_TOKEN_FILE[$cluster]:-} ]] && curl_auth+=(-H @-)
+	until curl -fsS "${curl_auth[@]}" --max-time 1 "$scheme://127.0.0.1:$((port + 1))/v1/cluster" 2>/dev/null \
+		< <([[ -z ${OURS_TOKEN_FILE[$cluster]:-} ]] || printf 'Authorization: Bearer %s\n' "$(head -n 1 -- "${OURS_TOKEN_FILE[$cluster]}")") |
 		jq -e '[.groups[].nodes[] | select(.role == "leader")] | length == 1' >/dev/null; do
-		((SECONDS < deadline)) || die "our nodes elected no leader in 30 s (logs: $WORK/ours*/broker.log)"
+		((SECONDS < deadline)) || die "$cluster elected no leader in 30 s (logs: $dir/node*/broker.log)"
 		sleep 0.2
 	done
 }
@@ -371,20 +389,21 @@ start_rabbitmq() {
 # ---------------------------------------------------------------------------
 # one run of each system
 
-# run_ours SYSTEM SIZE IN_FLIGHT ROUND  (SYSTEM: ours or ours-batching)
+# run_ours SYSTEM SIZE IN_FLIGHT ROUND  (SYSTEM: ours, ours-batching or ours-tls)
 run_ours() {
 	local system=$1 size=$2 in_flight=$3 round=$4 topic="bench-$1-$2-$3-r$4"
-	local report=$OUT/$system-$size-$in_flight-r$round.json
+	local report=$OUT/$system-$size-$in_flight-r$round.json cluster
+	cluster=$(cluster_of "$system")
 	local mode=()
 	[[ $system == ours-batching ]] && mode=(--batching)
-	ours_bench produce --url "$OURS_URLS" --topic "$topic" \
+	ours_bench "$cluster" produce --url "${OURS_URLS[$cluster]}" --topic "$topic" \
 		--create-topic --producers 1 --in-flight "$in_flight" --size "$size" ${mode[@]+"${mode[@]}"} \
 		--duration "$DURATION" --warmup "$WARMUP" --progress 0 --report "$report" \
 		>"$report.log" 2>&1 || die "broker-bench produce failed: $(tail -3 "$report.log")"
 	grep -E '^(rate|latency|errors|batching):' "$report.log" | sed "s/^/    $(printf '%-14s' "$system")/" >&2
 	if [[ $CONSUME -eq 1 && $system == ours ]]; then
 		local creport=$OUT/ours-consume-$size-$in_flight-r$round.json
-		ours_bench consume --url "$OURS_URLS" --topic "$topic" \
+		ours_bench ours consume --url "${OURS_URLS[ours]}" --topic "$topic" \
 			--from earliest --until-empty --max-messages 1024 --max-wait 200ms \
 			--progress 0 --report "$creport" >"$creport.log" 2>&1 ||
 			die "broker-bench consume failed: $(tail -3 "$creport.log")"
@@ -429,13 +448,13 @@ run_backlog() {
 	log "backlog: sending $BACKLOG of ${size} B messages, $BACKLOG_BATCH per request, $in_flight in flight"
 	sample_memory &
 	sampler=$!
-	ours_bench produce --url "$OURS_URLS" --topic "$topic" \
+	ours_bench ours produce --url "${OURS_URLS[ours]}" --topic "$topic" \
 		--create-topic --producers 1 --in-flight "$in_flight" --size "$size" \
 		--batch "$BACKLOG_BATCH" --bytes "$BACKLOG" --duration 24h --warmup 0s \
 		--progress 10s --report "$OUT/backlog-produce.json" >&2 ||
 		die "broker-bench produce failed"
 	log "backlog: consuming everything from the earliest offsets"
-	ours_bench consume --url "$OURS_URLS" --topic "$topic" \
+	ours_bench ours consume --url "${OURS_URLS[ours]}" --topic "$topic" \
 		--from earliest --until-empty --max-messages 1024 --max-wait 200ms \
 		--progress 10s --report "$OUT/backlog-consume.json" >&2 ||
 		die "broker-bench consume failed"
@@ -478,7 +497,9 @@ def load(name):
     for f in sorted(os.listdir(out)):
         if f.startswith(name + "-r") and f.endswith(".json"):
             with open(os.path.join(out, f)) as fh:
-                runs.append(json.load(fh))
+                run = json.load(fh)
+            run["_round"] = f[len(name) + 2:-len(".json")]
+            runs.append(run)
     return runs
 def med(runs, key):
     vals = [key(r) for r in runs]
@@ -486,6 +507,8 @@ def med(runs, key):
     return statistics.median(vals) if vals else None
 rows = []
 ours_systems = [s for s in ("ours", "ours-batching") if s in systems]
+# Systems of ours that are not compared with the peers (their cost is shown below).
+ours_variants = ours_systems + ["ours-tls"]
 header = ["size", "in flight", "system", "msgs/s", "MB/s", "p50 ms", "p99 ms"]
 header += [c for o in ours_systems for c in (f"{o}/this msgs/s", f"{o}/this p50")]
 print("| " + " | ".join(header) + " |")
@@ -507,7 +530,7 @@ for size in sizes:
             for o in ours_systems:
                 ours = got.get(o)
                 ratio = p50r = "—"
-                if ours and s not in ours_systems:
+                if ours and s not in ours_variants:
                     if g["rate"] and ours["rate"]:
                         ratio = f"{ours['rate'] / g['rate']:.2f}×"
                     if g["p50"] and ours["p50"]:
@@ -516,6 +539,28 @@ for size in sizes:
             fmt = lambda v, spec: "—" if v is None else format(v, spec)
             print(f"| {size} | {fl} | {s} | {fmt(g['rate'], '.0f')} | {fmt(g['mb'], '.1f')} | "
                   f"{fmt(g['p50'], '.2f')} | {fmt(g['p99'], '.2f')} | " + " | ".join(ratios) + " |")
+tls = []
+for size in sizes:
+    for fl in flights:
+        plain, secured = load(f"ours-{size}-{fl}"), load(f"ours-tls-{size}-{fl}")
+        if plain and secured:
+            # Per round (the two ran one after the other), then the median.
+            pairs = [(p, t) for p in plain for t in secured
+                     if p["_round"] == t["_round"]]
+            costs = [1 - t["msgs_per_s"] / p["msgs_per_s"] for p, t in pairs if p["msgs_per_s"]]
+            tls.append((size, fl, med(plain, lambda r: r["msgs_per_s"]),
+                        med(secured, lambda r: r["msgs_per_s"]),
+                        med(plain, lambda r: r["latency_ms"].get("p50")),
+                        med(secured, lambda r: r["latency_ms"].get("p50")),
+                        statistics.median(costs) if costs else None, len(costs)))
+if tls:
+    print()
+    print("| TLS: one message per request | in flight | ours msgs/s | ours-tls msgs/s | ours p50 ms | ours-tls p50 ms | TLS cost (median of rounds) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for size, fl, rate, trate, p50, tp50, cost, n in tls:
+        c = "—" if cost is None else f"{cost * 100:.1f}% ({n} rounds)"
+        ms = lambda v: "—" if v is None else f"{v:.2f}"
+        print(f"| {size} B | {fl} | {rate:.0f} | {trate:.0f} | {ms(p50)} | {ms(tp50)} | {c} |")
 consumes = []
 for size in sizes:
     for fl in flights:
@@ -541,9 +586,14 @@ if [[ -n $BACKLOG ]]; then
 	[[ $NETNS -eq 0 ]] || die "--backlog runs our nodes on loopback; drop --netns"
 	SYSTEMS=ours
 fi
+if has ours-tls; then
+	[[ $NETNS -eq 0 ]] || die "ours-tls runs on loopback; drop --netns"
+	((TLS == 0)) || die "ours-tls is ours with TLS; with --tls, ours already is"
+fi
 ensure_packages
 [[ $BUILD -eq 0 ]] || build
-{ has ours || has ours-batching; } && start_ours
+{ has ours || has ours-batching; } && start_ours ours "$OURS_PORT" "$TLS"
+has ours-tls && start_ours ours-tls "$OURS_TLS_PORT" 1
 has nats && start_nats
 has rabbitmq && start_rabbitmq
 log "load before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -560,7 +610,7 @@ for round in $(seq "$ROUNDS"); do
 			log "round $round: ${size} B, $in_flight in flight, ${DURATION} each (load $(cut -d' ' -f1-3 /proc/loadavg))"
 			for system in "${system_list[@]}"; do
 				case $system in
-				ours | ours-batching) run_ours "$system" "$size" "$in_flight" "$round" ;;
+				ours | ours-batching | ours-tls) run_ours "$system" "$size" "$in_flight" "$round" ;;
 				nats | rabbitmq) run_peer "$system" "$size" "$in_flight" "$round" ;;
 				*) die "unknown system: $system" ;;
 				esac
@@ -572,7 +622,7 @@ log "load after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 {
 	echo "3 nodes each on one host ($(nproc) cores), duration $DURATION after $WARMUP warmup, $ROUNDS round(s); medians."
-	echo "ours: $SECURITY$( ((TLS)) && echo " + TLS")$( ((NETNS)) && echo ", network namespaces")"
+	echo "ours: $SECURITY$( ((TLS)) && echo " + TLS")$( ((NETNS)) && echo ", network namespaces")$(has ours-tls && echo "; ours-tls: $SECURITY + TLS")"
 	echo "load average (1/5/15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo
 	print_table
