@@ -347,8 +347,13 @@ mod tests {
         };
         // The answer as it was built before: StoredMessage, MessageView, serde_json.
         let mut stored = Vec::new();
-        let (status, next, min, max, _) =
-            pull(&mut |view| stored.push(StoredMessage::from_view(view)));
+        let pulled = pull(&mut |view| stored.push(StoredMessage::from_view(view)));
+        let (status, next, min, max) = (
+            pulled.status,
+            pulled.next_offset,
+            pulled.min_offset,
+            pulled.max_offset,
+        );
         assert_eq!(stored.len(), drafts.len());
         let expected = PullResponse {
             status: "FOUND".into(),

@@ -31,17 +31,6 @@ pub struct Pull {
     pub filter: TagFilter,
 }
 
-/// What a pull found: its status, the queue's offsets, and its messages, each as
-/// the caller's `map` made it from the record in the store.
-#[derive(Debug)]
-pub struct Pulled<T> {
-    pub status: PullStatus,
-    pub next_offset: QueueOffset,
-    pub min_offset: QueueOffset,
-    pub max_offset: QueueOffset,
-    pub messages: Vec<T>,
-}
-
 /// Reads `pull.queue` of `pull.topic` in this node's group, holding the pull while
 /// it finds nothing new (up to `pull.max_wait`), and copies each message out of
 /// the store as a [`StoredMessage`].
@@ -49,14 +38,7 @@ pub struct Pulled<T> {
 /// # Errors
 /// As [`pull_mapped`].
 pub async fn pull(node: &Node, pull: Pull) -> Result<PullResult, BrokerError> {
-    let pulled = pull_mapped(node, pull, StoredMessage::from_view).await?;
-    Ok(PullResult {
-        status: pulled.status,
-        next_offset: pulled.next_offset,
-        min_offset: pulled.min_offset,
-        max_offset: pulled.max_offset,
-        messages: pulled.messages,
-    })
+    pull_mapped(node, pull, StoredMessage::from_view).await
 }
 
 /// [`pull`], handing each message to `map` where it lies in the mapped store
@@ -72,7 +54,7 @@ pub async fn pull_mapped<T>(
     node: &Node,
     pull: Pull,
     mut map: impl FnMut(&RecordView<'_>) -> T,
-) -> Result<Pulled<T>, BrokerError> {
+) -> Result<PullResult<T>, BrokerError> {
     let Pull {
         topic,
         queue,
@@ -108,7 +90,7 @@ pub async fn pull_mapped<T>(
             notified.enable();
         }
         let mut bytes = 0u64;
-        let (status, next_offset, min_offset, max_offset, messages) = node
+        let pulled = node
             .shared
             .store
             .pull_with(&topic, queue, offset, max_messages, &filter, |view| {
@@ -117,7 +99,7 @@ pub async fn pull_mapped<T>(
             })
             .map_err(|e| BrokerError::Internal(format!("reading queue {topic}/{queue}: {e}")))?;
         // A draining node answers at once: the client's next pull goes elsewhere.
-        let waiting = status == PullStatus::NoNewMsg
+        let waiting = pulled.status == PullStatus::NoNewMsg
             && tokio::time::Instant::now() < deadline
             && !node.drain.is_draining();
         if waiting && _held.is_none() {
@@ -125,17 +107,11 @@ pub async fn pull_mapped<T>(
         }
         if !waiting || _held.is_none() {
             node.metrics
-                .record_out(&topic, messages.len() as u64, bytes);
-            return Ok(Pulled {
-                status,
-                next_offset,
-                min_offset,
-                max_offset,
-                messages,
-            });
+                .record_out(&topic, pulled.messages.len() as u64, bytes);
+            return Ok(pulled);
         }
         debug_assert!(
-            messages.is_empty(),
+            pulled.messages.is_empty(),
             "a look that found messages ends the pull"
         );
         if let Some(notified) = notified.as_mut().as_pin_mut() {

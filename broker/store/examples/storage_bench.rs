@@ -289,7 +289,7 @@ fn bench_read(dir: &Path, args: &Args) -> Result<()> {
                     )?;
                     (result.next_offset, result.messages.len())
                 } else {
-                    let (_, next, _, _, lens) = store.pull_with(
+                    let lens = store.pull_with(
                         "bench",
                         QueueId(queue),
                         offset,
@@ -297,7 +297,7 @@ fn bench_read(dir: &Path, args: &Args) -> Result<()> {
                         &TagFilter::All,
                         |view| view.body.len(),
                     )?;
-                    (next, lens.len())
+                    (lens.next_offset, lens.messages.len())
                 };
                 if count == 0 {
                     break;

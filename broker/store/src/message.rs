@@ -187,12 +187,32 @@ pub enum PullStatus {
     OffsetOverflow,
 }
 
-/// What a pull returns.
+/// What a pull returns: its status, the queue's offsets, and its messages, each
+/// copied out as a [`StoredMessage`] or as whatever the caller of
+/// `MessageStore::pull_with` made of the record where it lies.
 #[derive(Clone, Debug)]
-pub struct PullResult {
+pub struct PullResult<T = StoredMessage> {
     pub status: PullStatus,
     pub next_offset: QueueOffset,
     pub min_offset: QueueOffset,
     pub max_offset: QueueOffset,
-    pub messages: Vec<StoredMessage>,
+    pub messages: Vec<T>,
+}
+
+impl<T> PullResult<T> {
+    /// An answer without messages.
+    pub fn empty(
+        status: PullStatus,
+        next_offset: QueueOffset,
+        min_offset: QueueOffset,
+        max_offset: QueueOffset,
+    ) -> Self {
+        Self {
+            status,
+            next_offset,
+            min_offset,
+            max_offset,
+            messages: Vec::new(),
+        }
+    }
 }

@@ -491,13 +491,6 @@ impl MessageStore {
         self.pull_with(topic, queue_id, offset, max_messages, filter, |view| {
             StoredMessage::from_view(&view)
         })
-        .map(|(status, next, min, max, messages)| PullResult {
-            status,
-            next_offset: next,
-            min_offset: min,
-            max_offset: max,
-            messages,
-        })
     }
 
     /// Like [`MessageStore::pull`], handing each matching record to `map` in place
@@ -505,7 +498,6 @@ impl MessageStore {
     ///
     /// # Errors
     /// A record failed validation.
-    #[allow(clippy::type_complexity)]
     pub fn pull_with<T>(
         &self,
         topic: &str,
@@ -514,7 +506,7 @@ impl MessageStore {
         max_messages: usize,
         filter: &TagFilter,
         mut map: impl FnMut(RecordView<'_>) -> T,
-    ) -> StoreResult<(PullStatus, QueueOffset, QueueOffset, QueueOffset, Vec<T>)> {
+    ) -> StoreResult<PullResult<T>> {
         let inner = &*self.inner;
         let Some(queue) = inner.dispatcher.queues.get(topic, queue_id) else {
             let status = if offset.0 == 0 {
@@ -522,23 +514,22 @@ impl MessageStore {
             } else {
                 PullStatus::OffsetOverflow
             };
-            return Ok((
+            return Ok(PullResult::empty(
                 status,
                 QueueOffset(0),
                 QueueOffset(0),
                 QueueOffset(0),
-                Vec::new(),
             ));
         };
         let (min, max) = (queue.min_offset(), queue.max_offset());
         if offset < min {
-            return Ok((PullStatus::OffsetTooSmall, min, min, max, Vec::new()));
+            return Ok(PullResult::empty(PullStatus::OffsetTooSmall, min, min, max));
         }
         if offset == max {
-            return Ok((PullStatus::NoNewMsg, offset, min, max, Vec::new()));
+            return Ok(PullResult::empty(PullStatus::NoNewMsg, offset, min, max));
         }
         if offset > max {
-            return Ok((PullStatus::OffsetOverflow, max, min, max, Vec::new()));
+            return Ok(PullResult::empty(PullStatus::OffsetOverflow, max, min, max));
         }
         let mut messages = Vec::new();
         let mut next = offset;
@@ -610,7 +601,13 @@ impl MessageStore {
         } else {
             PullStatus::Found
         };
-        Ok((status, next, min, max, messages))
+        Ok(PullResult {
+            status,
+            next_offset: next,
+            min_offset: min,
+            max_offset: max,
+            messages,
+        })
     }
 
     /// The message at a CommitLog offset.
