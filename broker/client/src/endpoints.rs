@@ -118,8 +118,7 @@ impl BrokerClient {
         let binary = answer
             .content_type
             .as_deref()
-            .and_then(|content_type| content_type.split(';').next())
-            .is_some_and(|media| media.trim().eq_ignore_ascii_case(pull_binary::MEDIA_TYPE));
+            .is_some_and(pull_binary::is_answer_type);
         if !binary {
             return answer.json();
         }

@@ -208,15 +208,6 @@ fn put_list<T>(
     Ok(())
 }
 
-/// Sets the message count of an answer whose header [`encode_header`] wrote at
-/// the start of `out` (for a writer that learns the count at the end).
-///
-/// # Panics
-/// If `out` is shorter than a header.
-pub fn set_count(out: &mut [u8], count: u32) {
-    out[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&count.to_le_bytes());
-}
-
 /// Why an answer could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodeError(pub String);
@@ -393,6 +384,15 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Whether an answer's `Content-Type` is [`MEDIA_TYPE`] (parameters aside; a type
+/// that only starts with it, such as a later `…-v10`, is not).
+pub fn is_answer_type(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(MEDIA_TYPE))
+}
+
 /// Whether an `Accept` header value asks for [`MEDIA_TYPE`] (listed, and not with
 /// `q=0`). Anything else, `*/*` included, gets JSON.
 pub fn accepts(accept: &str) -> bool {
@@ -443,11 +443,10 @@ mod tests {
     fn answer(messages: Vec<TestMessage<'_>>) -> Vec<u8> {
         let mut out = Vec::new();
         let count = u32::try_from(messages.len()).expect("test step");
-        encode_header(&mut out, "FOUND", 44, 1, 90, 0);
+        encode_header(&mut out, "FOUND", 44, 1, 90, count);
         for m in messages {
             encode_message(&mut out, m).expect("test step");
         }
-        set_count(&mut out, count);
         out
     }
 
@@ -506,7 +505,7 @@ mod tests {
             let _ = decode(&damaged);
         }
         let mut huge_count = bytes.clone();
-        set_count(&mut huge_count, u32::MAX);
+        huge_count[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&huge_count).is_err());
         let mut bad_status = bytes.clone();
         bad_status[4] = 9;
@@ -556,5 +555,18 @@ mod tests {
         assert!(!accepts("application/json"));
         assert!(!accepts("*/*"));
         assert!(!accepts("application/vnd.broker.pull-v2"));
+    }
+
+    #[test]
+    fn answer_types() {
+        assert!(is_answer_type(MEDIA_TYPE));
+        assert!(is_answer_type(
+            "Application/VND.broker.pull-v1; charset=binary"
+        ));
+        // A prefix match (the client's rule before a25a14d) took these for it.
+        assert!(!is_answer_type("application/vnd.broker.pull-v10"));
+        assert!(!is_answer_type("application/vnd.broker.pull-v1x"));
+        assert!(!is_answer_type("application/json"));
+        assert!(!is_answer_type(""));
     }
 }
