@@ -102,9 +102,7 @@ impl MessageId {
         }
         Some(Self(bytes))
     }
-}
 
-impl MessageId {
     /// The 32 upper-case hex digits `Display` writes, without a formatter (a pull
     /// writes one per message).
     pub fn to_hex(&self) -> [u8; 32] {

@@ -10,16 +10,24 @@ mod common;
 
 use broker_store::{MessageStore, PullStatus, QueueId, QueueOffset, TagFilter};
 use common::{append_sent, draft, fast_tempdir, init_tracing, test_config};
+use tempfile::TempDir;
 
 const TOPIC: &str = "big";
 
-#[test]
-fn a_pull_stops_at_its_byte_budget_and_the_next_goes_on() {
+/// A store whose pulls answer at most `pull_max_bytes` of records (and the
+/// directory that must outlive it).
+fn store_with_budget(pull_max_bytes: u64) -> (TempDir, MessageStore) {
     init_tracing();
     let dir = fast_tempdir();
     let mut config = test_config(dir.path());
-    config.pull_max_bytes = 10_000;
+    config.pull_max_bytes = pull_max_bytes;
     let (store, _) = MessageStore::open(config).expect("open store");
+    (dir, store)
+}
+
+#[test]
+fn a_pull_stops_at_its_byte_budget_and_the_next_goes_on() {
+    let (_dir, store) = store_with_budget(10_000);
     // 12 messages of about 3 KiB: the budget holds three and a bit.
     let mut sent = Vec::new();
     for n in 0..12 {
@@ -61,11 +69,7 @@ fn a_pull_stops_at_its_byte_budget_and_the_next_goes_on() {
 
 #[test]
 fn a_message_larger_than_the_budget_is_still_delivered() {
-    init_tracing();
-    let dir = fast_tempdir();
-    let mut config = test_config(dir.path());
-    config.pull_max_bytes = 1_000;
-    let (store, _) = MessageStore::open(config).expect("open store");
+    let (_dir, store) = store_with_budget(1_000);
     let sent = append_sent(
         &store,
         1,
